@@ -1,0 +1,94 @@
+"""Settings: every knob comes from a ``WALLET_*`` environment variable, read once, loud when wrong.
+
+A missing optional value takes its documented default; a malformed value (``WALLET_PORT=eighty``)
+raises :class:`ConfigError` at start-up instead of surfacing later as a confusing runtime failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A ``WALLET_*`` variable is present but cannot be used."""
+
+
+class Secret(str):
+    """A string that never prints its value, so settings can be logged safely."""
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    return raw if raw else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    admin_api_key: Secret | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = field(default_factory=lambda: Path(".data"))
+    # Seamless rules fixed by the contract; settable only so tests and operators can see them.
+    freshness_seconds: int = 300
+    replay_seconds: int = 600
+    session_ttl_seconds: int = 4 * 3600
+    max_body_bytes: int = 64 * 1024
+    # A player lock outlives any sane posting; it only bounds how long a crashed holder blocks.
+    lock_ttl_ms: int = 5000
+    lock_wait_ms: int = 2000
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    db_statement_timeout_ms: int = 5000
+    redis_timeout_ms: int = 1000
+    key_cache_seconds: int = 5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``env`` (the process environment by default)."""
+        env = os.environ if env is None else env
+        admin = _optional(env, "WALLET_ADMIN_API_KEY")
+        settings = cls(
+            database_url=_optional(env, "WALLET_DATABASE_URL"),
+            redis_url=_optional(env, "WALLET_REDIS_URL"),
+            admin_api_key=Secret(admin) if admin else None,
+            host=env.get("WALLET_HOST") or "127.0.0.1",
+            port=_int(env, "WALLET_PORT", 8080, minimum=1),
+            data_dir=Path(env.get("WALLET_DATA_DIR") or ".data"),
+            session_ttl_seconds=_int(env, "WALLET_SESSION_TTL_SECONDS", 4 * 3600, minimum=1),
+            max_body_bytes=_int(env, "WALLET_MAX_BODY_BYTES", 64 * 1024, minimum=256),
+            lock_ttl_ms=_int(env, "WALLET_LOCK_TTL_MS", 5000, minimum=100),
+            lock_wait_ms=_int(env, "WALLET_LOCK_WAIT_MS", 2000, minimum=0),
+            db_pool_min=_int(env, "WALLET_DB_POOL_MIN", 2, minimum=1),
+            db_pool_max=_int(env, "WALLET_DB_POOL_MAX", 10, minimum=1),
+            db_statement_timeout_ms=_int(env, "WALLET_DB_STATEMENT_TIMEOUT_MS", 5000, minimum=0),
+            redis_timeout_ms=_int(env, "WALLET_REDIS_TIMEOUT_MS", 1000, minimum=10),
+            key_cache_seconds=_int(env, "WALLET_KEY_CACHE_SECONDS", 5, minimum=0),
+        )
+        if settings.port > 65535:
+            raise ConfigError(f"WALLET_PORT must be <= 65535, got {settings.port}")
+        if settings.db_pool_min > settings.db_pool_max:
+            raise ConfigError("WALLET_DB_POOL_MIN must not exceed WALLET_DB_POOL_MAX")
+        return settings

@@ -1,0 +1,125 @@
+"""HTTP plumbing shared by the APIs: JSON in and out, request ids, error rendering."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import InvalidRequest, WalletError
+
+log = logging.getLogger(__name__)
+
+IDENTIFIER = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+CURRENCY = re.compile(r"[A-Z]{3}")
+MAX_JSON_BYTES = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(obj), status, headers, media_type="application/json")
+
+
+def request_id(request: Request) -> str | None:
+    rid: str | None = request.scope.get("state", {}).get("request_id")
+    return rid
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused as soon as it passes ``limit`` bytes (before reading it all)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """A JSON object body, or :class:`InvalidRequest`."""
+    try:
+        raw = await read_body(request, MAX_JSON_BYTES)
+    except BodyTooLarge as exc:
+        raise InvalidRequest(str(exc)) from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("body must be a JSON object")
+    return data
+
+
+def identifier(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
+        raise InvalidRequest(f"{name} must be 1 to 64 characters of [A-Za-z0-9_.:-]", field=name)
+    return value
+
+
+def currency(data: dict[str, Any], name: str = "currency") -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not CURRENCY.fullmatch(value):
+        raise InvalidRequest(f"{name} must be an ISO 4217 code like EUR", field=name)
+    return value
+
+
+def text(data: dict[str, Any], name: str, *, max_length: int = 200) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not 1 <= len(value.strip()) <= max_length:
+        raise InvalidRequest(f"{name} must be a string of 1 to {max_length} characters", field=name)
+    return value.strip()
+
+
+def integer(data: dict[str, Any], name: str, *, minimum: int, maximum: int) -> int:
+    value = data.get(name)
+    if type(value) is not int or not minimum <= value <= maximum:
+        raise InvalidRequest(
+            f"{name} must be an integer (minor units) from {minimum} to {maximum}", field=name
+        )
+    return value
+
+
+def error_response(exc: WalletError, rid: str | None) -> Response:
+    return json_response(exc.body(rid), exc.http_status, exc.headers())
+
+
+class RequestIdMiddleware:
+    """Gives each request a correlation id (the caller's ``X-Request-Id`` when sane)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                rid = candidate if IDENTIFIER.fullmatch(candidate) else None
+                break
+        rid = rid or "req_" + secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

@@ -1,0 +1,82 @@
+"""Per-player Redis lock: ``SET key token NX PX ttl``, released only by its owner (Lua).
+
+The lock keeps a player's concurrent money events from each holding a Postgres connection while
+they queue on the player's account row. It is an optimisation, not a guard: the row lock inside
+the posting function is what serialises money, so a lock that expired, was lost with a Redis
+restart, or could not be had in time never lets money move twice or below zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+# Delete the key only if it still holds our token: a holder whose TTL ran out must not release
+# the lock that the next holder has since taken.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def lock_key(player_id: str) -> str:
+    # The braces are a Redis Cluster hash tag: every key of one player lands on one shard.
+    return f"wallet:{{p:{player_id}}}:lock"
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
+
+
+class PlayerLocks:
+    """Acquire and release per-player locks on one Redis client."""
+
+    def __init__(self, redis: Redis, *, ttl_ms: int, wait_ms: int) -> None:
+        self.redis = redis
+        self.ttl_ms = ttl_ms
+        self.wait_ms = wait_ms
+        self._release_sha: str | None = None
+
+    async def load_scripts(self) -> None:
+        """Load the release script once, so the hot path can call it by hash."""
+        self._release_sha = await self.redis.script_load(_RELEASE)
+
+    @property
+    def release_sha(self) -> str:
+        if self._release_sha is None:
+            raise RuntimeError("PlayerLocks.load_scripts() was not awaited at start-up")
+        return self._release_sha
+
+    async def wait(self, player_id: str, token: str) -> bool:
+        """Retry the lock until it is ours or ``wait_ms`` passed; True when acquired.
+
+        Polling with a short, jittered, growing pause: a player's events hold the lock for a few
+        milliseconds, so waiters rarely sleep more than a couple of rounds.
+        """
+        deadline = time.monotonic() + self.wait_ms / 1000
+        pause = 0.002
+        key = lock_key(player_id)
+        while True:
+            if await self.redis.set(key, token, nx=True, px=self.ttl_ms):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(remaining, pause * random.uniform(0.5, 1.5)))
+            pause = min(pause * 2, 0.05)
+
+    async def release(self, player_id: str, token: str) -> None:
+        """Release the lock if we still own it."""
+        try:
+            await self.redis.evalsha(self.release_sha, 1, lock_key(player_id), token)
+        except NoScriptError:
+            # Redis restarted and forgot the script: load it again and retry once.
+            await self.load_scripts()
+            await self.redis.evalsha(self.release_sha, 1, lock_key(player_id), token)

@@ -1,0 +1,114 @@
+"""The application factory: routes, middleware, error handlers, and the lifespan that owns the
+Postgres pool, the Redis client and the call-history writer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app import db, http
+from app.config import ConfigError, Settings
+from app.errors import InvalidRequest, NotFound, WalletError
+from app.locks import PlayerLocks
+from app.operator import endpoints as operator_endpoints
+from app.redis_client import create_redis
+from app.seamless import endpoints as seamless_endpoints
+from app.seamless.calls import CallLog
+from app.seamless.keys import KeyRing
+from app.seamless.replay import Gate
+from app.seamless.service import SeamlessService
+from app.state import Wallet
+
+log = logging.getLogger(__name__)
+
+
+async def _schema_is_current(pool: Any) -> None:
+    latest = max(m.version for m in db.migrations())
+    async with pool.acquire() as conn:
+        exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        applied = (
+            await conn.fetchval("SELECT max(version) FROM schema_migrations") if exists else None
+        )
+    if applied != latest:
+        raise RuntimeError(
+            f"database schema is at migration {applied}, code expects {latest}; "
+            "run `wallet migrate`"
+        )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The wallet ASGI app. Database and Redis URLs must be known (see ``app.local``)."""
+    settings = settings or Settings.from_env()
+    if settings.database_url is None or settings.redis_url is None:
+        raise ConfigError("WALLET_DATABASE_URL and WALLET_REDIS_URL must be set to create the app")
+    database_url, redis_url = settings.database_url, settings.redis_url
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        pool = await db.create_pool(
+            database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+        )
+        redis = create_redis(redis_url, timeout_ms=settings.redis_timeout_ms)
+        calls = CallLog(pool)
+        try:
+            await _schema_is_current(pool)
+            queries = db.Queries.load()
+            locks = PlayerLocks(redis, ttl_ms=settings.lock_ttl_ms, wait_ms=settings.lock_wait_ms)
+            await locks.load_scripts()
+            keys = KeyRing(pool, queries, settings.key_cache_seconds)
+            gate = Gate(redis, locks, replay_ms=settings.replay_seconds * 1000)
+            seamless = SeamlessService(
+                pool, queries, keys, gate, calls, freshness_seconds=settings.freshness_seconds
+            )
+            calls.start()
+            yield {"wallet": Wallet(settings, pool, redis, queries, keys, calls, seamless)}
+        finally:
+            await calls.close()
+            await redis.aclose()
+            await pool.close()
+
+    return Starlette(
+        routes=[*seamless_endpoints.routes, *operator_endpoints.routes],
+        middleware=[Middleware(http.RequestIdMiddleware)],
+        exception_handlers={
+            WalletError: _wallet_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+async def _wallet_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, WalletError)
+    return http.error_response(exc, http.request_id(request))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: WalletError
+    if exc.status_code == 404:
+        error = NotFound(f"no route for {request.url.path}")
+    elif exc.status_code == 405:
+        error = InvalidRequest(f"method {request.method} not allowed on {request.url.path}")
+        error.http_status = 405
+    else:
+        error = WalletError(str(exc.detail))
+        error.http_status = exc.status_code
+    return http.error_response(error, http.request_id(request))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return http.error_response(WalletError("internal error"), http.request_id(request))

@@ -1,0 +1,87 @@
+"""The seamless call history, written in batches off the hot path.
+
+Every call is appended to an in-memory buffer and a background task copies the buffer into
+``seamless_calls`` with one COPY every ``interval`` seconds. The money itself never depends on this
+table: each posting carries its provider, transaction_id and request_id in ``ledger_transactions``,
+written atomically with the entries. What a crash can lose is at most the last interval of
+call-history rows; a graceful shutdown flushes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import astuple, dataclass, fields
+from datetime import datetime
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    provider: str
+    event: str | None
+    request_id: str | None
+    player_id: str | None
+    transaction_id: str | None
+    code: str
+    reason: str
+    wallet_transaction_id: int | None
+    duplicate: bool
+    replayed: bool
+    latency_us: int
+    created_at: datetime
+
+
+COLUMNS = [f.name for f in fields(CallRecord)]
+
+
+class CallLog:
+    """Buffered writer of :class:`CallRecord` rows."""
+
+    def __init__(self, pool: asyncpg.Pool, *, interval: float = 0.2, max_buffer: int = 100_000):
+        self._pool = pool
+        self._interval = interval
+        self._buffer: deque[CallRecord] = deque(maxlen=max_buffer)
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def record(self, call: CallRecord) -> None:
+        if len(self._buffer) == self._buffer.maxlen:
+            self.dropped += 1  # the oldest row falls out: Postgres has been down for long
+        self._buffer.append(call)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="call-log")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write what is buffered; on failure keep it (newest first) for the next try."""
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, deque(maxlen=self._buffer.maxlen)
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.copy_records_to_table(
+                    "seamless_calls", records=[astuple(c) for c in batch], columns=COLUMNS
+                )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("call history not written yet (%d rows kept): %s", len(batch), exc)
+            batch.extend(self._buffer)
+            self._buffer = batch
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.flush()

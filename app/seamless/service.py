@@ -1,0 +1,282 @@
+"""The seamless webhook's rules, from an encrypted body to an outcome.
+
+The way of one delivery:
+
+1. open the envelope with the provider's keys (R2 when it cannot be authenticated);
+2. decode and parse the event (R3 naming the field), check freshness (R2 stale_request);
+3. admit it in Redis: claim the request_id and take the player's lock in one pipeline; a repeated
+   request_id gets the first delivery's outcome (or R1 request_in_progress);
+4. one Postgres round trip: a PL/pgSQL function applies the event's rules and posts;
+5. store the outcome under the request_id and release the lock in one pipeline.
+
+Redis unreachable at step 3 fails closed with R1 internal_error before any money moves: without
+the replay claim the wallet could not tell a replay from a new delivery, and R1 is retryable.
+Redis failing at step 5 is logged and ignored: the posting is committed, and the pending claim
+expires on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from redis.exceptions import RedisError
+
+from app.db import Queries
+from app.seamless import envelope, events
+from app.seamless.calls import CallLog, CallRecord
+from app.seamless.keys import KeyRing
+from app.seamless.outcome import MESSAGES, Outcome, Refusal
+from app.seamless.replay import PENDING, Gate
+
+log = logging.getLogger(__name__)
+
+# Failures of the database or its connection: the posting either committed whole or not at all,
+# so the answer is a retryable R1.
+DATABASE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@dataclass(slots=True)
+class Reply:
+    """A response object and the key to seal it with (None: send it plain)."""
+
+    obj: dict[str, Any]
+    key: bytes | None
+
+
+def token_hash(token: str) -> bytes:
+    """Sessions are stored by the SHA-256 of their token, never the token itself."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+class SeamlessService:
+    """Turns one webhook body into one reply; never raises for anything a caller sends."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        queries: Queries,
+        keys: KeyRing,
+        gate: Gate,
+        calls: CallLog,
+        *,
+        freshness_seconds: int,
+    ) -> None:
+        self.pool = pool
+        self.q = queries
+        self.keys = keys
+        self.gate = gate
+        self.calls = calls
+        self.freshness_seconds = freshness_seconds
+
+    async def handle(self, provider: str, key_id: str | None, body: bytes) -> Reply:
+        started = time.perf_counter()
+        key: bytes | None = None
+        event: events.Event | None = None
+        request_id: str | None = None
+        replayed = False
+        try:
+            key, plaintext = await self._open(provider, key_id, body)
+            data = events.decode(plaintext)
+            request_id = events.readable_request_id(data)
+            event = events.parse(data)
+            if abs(time.time() - event.timestamp) > self.freshness_seconds:
+                raise Refusal("R2", "stale_request")
+            outcome, replayed = await self._admitted(provider, event)
+        except Refusal as refusal:
+            outcome = Outcome.refused(refusal, request_id)
+        obj = outcome.to_object()
+        self._record(provider, event, request_id, outcome, replayed, started)
+        return Reply(obj, None if outcome.code == "R2" else key)
+
+    async def _open(self, provider: str, key_id: str | None, body: bytes) -> tuple[bytes, bytes]:
+        if not events.IDENTIFIER.fullmatch(provider):
+            raise Refusal("R2", "unknown_provider")
+        try:
+            wrapper = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise Refusal("R2", "bad_signature", "body is not JSON") from None
+        payload = wrapper.get("payload") if isinstance(wrapper, dict) else None
+        if not isinstance(payload, str):
+            raise Refusal("R2", "bad_signature", 'body must be {"payload": "<base64>"}')
+        try:
+            raw = envelope.decode(payload)
+        except envelope.EnvelopeError as exc:
+            raise Refusal("R2", "bad_signature", str(exc)) from None
+        try:
+            for refresh in (False, True):
+                keys = await self.keys.keys(provider, refresh=refresh)
+                for candidate in keys:
+                    if key_id is not None and candidate.key_id != key_id:
+                        continue
+                    plaintext = envelope.open_with(candidate.secret, provider, raw)
+                    if plaintext is not None:
+                        return candidate.secret, plaintext
+        except DATABASE_ERRORS as exc:
+            log.error("provider keys unavailable: %s", exc)
+            raise Refusal("R1", "internal_error") from None
+        if not keys:
+            raise Refusal("R2", "unknown_provider")
+        raise Refusal("R2", "bad_signature")
+
+    async def _admitted(self, provider: str, event: events.Event) -> tuple[Outcome, bool]:
+        """Process a fresh delivery, or answer a repeated request_id; (outcome, replayed)."""
+        try:
+            admission = await self.gate.admit(
+                provider,
+                event.request_id,
+                event.player_id,
+                lock=event.event in events.MONEY_EVENTS,
+            )
+        except RedisError as exc:
+            log.error("redis unavailable, refusing %s: %s", event.event, exc)
+            raise Refusal("R1", "internal_error") from None
+        if not admission.fresh:
+            if admission.stored is None or admission.stored == PENDING:
+                raise Refusal("R1", "request_in_progress")
+            return _replayed(orjson.loads(admission.stored)), True
+        outcome = Outcome("R1", "internal_error", MESSAGES["internal_error"], event.request_id)
+        try:
+            outcome = await self._apply(provider, event)
+        finally:
+            # Also on an unexpected error or a cancelled request: never leave the lock held.
+            stored = (
+                None if outcome.reason == "internal_error" else orjson.dumps(outcome.to_object())
+            )
+            try:
+                await self.gate.finish(admission, stored)
+            except RedisError as exc:
+                log.warning("outcome of %s not stored in redis: %s", event.request_id, exc)
+        return outcome, False
+
+    async def _apply(self, provider: str, event: events.Event) -> Outcome:
+        query, args = self._call(provider, event)
+        try:
+            async with self.pool.acquire() as conn:
+                try:
+                    row = await conn.fetchrow(query, *args)
+                except asyncpg.UniqueViolationError:
+                    # Another player posted the same provider transaction_id at the same moment;
+                    # run again to answer duplicate or idempotency_conflict from the committed row.
+                    row = await conn.fetchrow(query, *args)
+        except DATABASE_ERRORS as exc:
+            log.error("posting %s %s failed: %r", event.event, event.request_id, exc)
+            return Outcome("R1", "internal_error", MESSAGES["internal_error"], event.request_id)
+        return Outcome(
+            code=row["code"],
+            reason=row["reason"],
+            message=row["detail"] or MESSAGES[row["reason"]],
+            request_id=event.request_id,
+            player_id=event.player_id,
+            balance=row["balance"],
+            currency=row["currency"],
+            transaction_id=row["wallet_transaction_id"],
+            duplicate=row["duplicate"],
+        )
+
+    def _call(self, provider: str, e: events.Event) -> tuple[str, tuple[Any, ...]]:
+        """The posting function and its arguments for one event."""
+        q = self.q
+        match e:
+            case events.Bet():
+                return q.seamless_bet, (
+                    provider,
+                    e.player_id,
+                    e.transaction_id,
+                    e.round_id,
+                    e.game_id,
+                    e.amount,
+                    e.currency,
+                    token_hash(e.session_token),
+                    e.request_id,
+                )
+            case events.Cancel():
+                return q.seamless_cancel, (
+                    provider,
+                    e.player_id,
+                    e.transaction_id,
+                    e.ref_transaction_id,
+                    e.round_id,
+                    e.amount,
+                    e.currency,
+                    e.request_id,
+                )
+            case events.Result():
+                return q.seamless_result, (
+                    provider,
+                    e.player_id,
+                    e.transaction_id,
+                    e.round_id,
+                    e.game_id,
+                    e.amount,
+                    e.currency,
+                    e.round_closed,
+                    e.request_id,
+                )
+            case events.ResultChange():
+                return q.seamless_result_change, (
+                    provider,
+                    e.player_id,
+                    e.transaction_id,
+                    e.ref_transaction_id,
+                    e.round_id,
+                    e.amount,
+                    e.currency,
+                    e.request_id,
+                )
+            case events.Login():
+                return q.seamless_login, (provider, e.player_id, token_hash(e.session_token))
+            case events.Logout():
+                return q.seamless_logout, (provider, e.player_id, token_hash(e.session_token))
+            case events.Balance():
+                return q.seamless_balance, (e.player_id,)
+        raise AssertionError(f"no posting function for {e.event}")
+
+    def _record(
+        self,
+        provider: str,
+        event: events.Event | None,
+        request_id: str | None,
+        outcome: Outcome,
+        replayed: bool,
+        started: float,
+    ) -> None:
+        self.calls.record(
+            CallRecord(
+                provider=provider[:64],
+                event=event.event if event is not None else None,
+                request_id=request_id,
+                player_id=event.player_id if event is not None else None,
+                transaction_id=getattr(event, "transaction_id", None),
+                code=outcome.code,
+                reason=outcome.reason,
+                wallet_transaction_id=outcome.transaction_id,
+                duplicate=outcome.duplicate,
+                replayed=replayed,
+                latency_us=int((time.perf_counter() - started) * 1_000_000),
+                created_at=datetime.now(UTC),
+            )
+        )
+
+
+def _replayed(obj: dict[str, Any]) -> Outcome:
+    """The stored response object of the first delivery, as an outcome."""
+    tx = obj.get("transaction_id")
+    return Outcome(
+        code=obj["code"],
+        reason=obj["reason"],
+        message=obj["message"],
+        request_id=obj.get("request_id"),
+        player_id=obj.get("player_id"),
+        balance=obj.get("balance"),
+        currency=obj.get("currency"),
+        transaction_id=int(tx) if tx is not None else None,
+        duplicate=bool(obj.get("duplicate", False)),
+    )

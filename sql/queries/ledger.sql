@@ -1,0 +1,41 @@
+-- name: check_unbalanced_transactions
+-- Postings whose entries do not sum to zero in each currency.
+SELECT e.transaction_id, a.currency, sum(e.amount)::bigint AS total
+  FROM entries e JOIN accounts a ON a.id = e.account_id
+ GROUP BY e.transaction_id, a.currency
+HAVING sum(e.amount) <> 0
+ ORDER BY e.transaction_id
+ LIMIT $1;
+
+-- name: check_player_balances
+-- Player balances that differ from the sum of their entries.
+SELECT a.owner AS player_id, a.currency, a.balance, coalesce(s.total, 0)::bigint AS entries_total
+  FROM accounts a
+  LEFT JOIN (SELECT account_id, sum(amount) AS total FROM entries GROUP BY account_id) s
+    ON s.account_id = a.id
+ WHERE a.kind = 'player' AND a.balance IS DISTINCT FROM coalesce(s.total, 0)
+ ORDER BY a.owner
+ LIMIT $1;
+
+-- name: check_negative_balances
+SELECT owner AS player_id, currency, balance FROM accounts
+ WHERE kind = 'player' AND balance < 0
+ ORDER BY owner
+ LIMIT $1;
+
+-- name: check_orphan_entries
+-- Entries that name no account (entries carry no foreign key to accounts; see 001_ledger.sql).
+SELECT e.id AS entry_id, e.transaction_id, e.account_id FROM entries e
+ WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = e.account_id)
+ ORDER BY e.id
+ LIMIT $1;
+
+-- name: check_transaction_deltas
+-- Postings whose recorded delta is not what their entries moved on the player's account.
+SELECT t.id AS transaction_id, t.player_id, t.delta, coalesce(e.amount, 0)::bigint AS entry_amount
+  FROM ledger_transactions t
+  JOIN players p ON p.player_id = t.player_id
+  LEFT JOIN entries e ON e.transaction_id = t.id AND e.account_id = p.account_id
+ WHERE t.delta <> coalesce(e.amount, 0)
+ ORDER BY t.id
+ LIMIT $1;

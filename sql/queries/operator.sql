@@ -1,0 +1,63 @@
+-- name: insert_provider
+INSERT INTO providers (code, name) VALUES ($1, $2)
+ON CONFLICT (code) DO NOTHING
+RETURNING code, name, created_at;
+
+-- name: lock_provider
+SELECT code FROM providers WHERE code = $1 FOR UPDATE;
+
+-- name: retire_previous_key
+UPDATE provider_keys SET state = 'retired' WHERE provider = $1 AND state = 'previous';
+
+-- name: demote_current_key
+UPDATE provider_keys SET state = 'previous' WHERE provider = $1 AND state = 'current';
+
+-- name: insert_current_key
+INSERT INTO provider_keys (provider, key_id, secret, state) VALUES ($1, $2, $3, 'current');
+
+-- name: provider_keys
+SELECT key_id, state, created_at FROM provider_keys WHERE provider = $1 ORDER BY created_at DESC;
+
+-- name: insert_player
+-- The wallet account and the player in one statement: both exist or neither does.
+WITH account AS (
+    INSERT INTO accounts (kind, owner, currency, balance) VALUES ('player', $1, $2, 0)
+    RETURNING id
+)
+INSERT INTO players (player_id, account_id, currency)
+SELECT $1, id, $2 FROM account
+RETURNING player_id;
+
+-- name: get_player
+SELECT p.player_id, p.currency, p.status, a.balance, p.created_at, p.updated_at
+  FROM players p JOIN accounts a ON a.id = p.account_id
+ WHERE p.player_id = $1;
+
+-- name: player_limits
+SELECT kind, period, amount FROM player_limits WHERE player_id = $1 ORDER BY kind, period;
+
+-- name: set_player_status
+UPDATE players SET status = $2, updated_at = now() WHERE player_id = $1 RETURNING player_id;
+
+-- name: upsert_player_limit
+INSERT INTO player_limits (player_id, kind, period, amount) VALUES ($1, $2, $3, $4)
+ON CONFLICT (player_id, kind, period) DO UPDATE SET amount = $4, updated_at = now();
+
+-- name: delete_player_limit
+DELETE FROM player_limits WHERE player_id = $1 AND kind = $2 AND period = $3;
+
+-- name: provider_exists
+SELECT 1 FROM providers WHERE code = $1;
+
+-- name: insert_session
+INSERT INTO sessions (token_hash, player_id, provider, game_id, expires_at)
+VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+RETURNING expires_at;
+
+-- name: adjust
+SELECT * FROM wallet_adjust($1, $2, $3, $4, $5);
+
+-- name: adjustment_by_id
+SELECT id, player_id, amount, delta, balance_after, currency, metadata ->> 'reason' AS reason,
+       external_id AS idempotency_key, created_at
+  FROM ledger_transactions WHERE id = $1;

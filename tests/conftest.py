@@ -1,0 +1,271 @@
+"""Test session: real Postgres and real Redis, started once, migrations applied once.
+
+With ``WALLET_DATABASE_URL`` / ``WALLET_REDIS_URL`` unset (the default, and CI), the session starts
+its own embedded servers in a temporary folder on free ports. With them set, it creates a fresh
+database on that server and leaves the operator's own data alone.
+
+Each test is isolated by making its own provider and players with random codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+# Set before the app is imported anywhere: settings are read from the environment once.
+ADMIN_KEY = "test-admin-key-" + secrets.token_hex(8)
+os.environ["WALLET_ADMIN_API_KEY"] = ADMIN_KEY
+
+from app import db  # noqa: E402
+from app.client import ProviderClient  # noqa: E402
+from app.config import Settings  # noqa: E402
+from app.devstack import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
+from app.main import create_app  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Services:
+    database_url: str
+    redis_url: str
+    data_dir: Path
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    data_dir = tmp_path_factory.mktemp("servers")
+    database_url = os.environ.get("WALLET_DATABASE_URL")
+    redis_url = os.environ.get("WALLET_REDIS_URL")
+    pg = redis = None
+    try:
+        if database_url is None:
+            pg = EmbeddedPostgres(data_dir / "pg", durable=False)
+            database_url = pg.start()
+        if redis_url is None:
+            redis = EmbeddedRedis(data_dir / "redis")
+            redis_url = redis.start()
+        name = "wallet_test_" + secrets.token_hex(4)
+        database_url = asyncio.run(db.ensure_database(database_url, name))
+        asyncio.run(_migrate(database_url))
+        yield Services(database_url, redis_url, data_dir)
+    finally:
+        if redis is not None:
+            redis.stop()
+        if pg is not None:
+            pg.stop()
+
+
+async def _migrate(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await db.migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def settings(services: Services) -> Settings:
+    return replace(
+        Settings.from_env(),
+        database_url=services.database_url,
+        redis_url=services.redis_url,
+        data_dir=services.data_dir,
+    )
+
+
+class _WithState:
+    """Hands the lifespan's state to every request, as an ASGI server would."""
+
+    def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["state"] = dict(self.state)
+        await self.app(scope, receive, send)
+
+
+async def start_app(settings: Settings, stack: AsyncExitStack) -> ASGIApp:
+    """Create the app and run its lifespan on ``stack``; an ASGI app ready for requests."""
+    app = create_app(settings)
+    state = await stack.enter_async_context(app.router.lifespan_context(app))
+    return _WithState(app, state or {})
+
+
+@pytest.fixture(scope="session")
+async def asgi(settings: Settings) -> AsyncIterator[ASGIApp]:
+    async with AsyncExitStack() as stack:
+        yield await start_app(settings, stack)
+
+
+@pytest.fixture(scope="session")
+async def http(asgi: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=asgi)
+    async with httpx.AsyncClient(transport=transport, base_url="http://wallet.test") as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def pool(services: Services) -> AsyncIterator[asyncpg.Pool]:
+    """A separate pool for tests to look at the database directly."""
+    p = await db.create_pool(services.database_url, min_size=1, max_size=4)
+    yield p
+    await p.close()
+
+
+class Operator:
+    """The operator API, authenticated as the bootstrap admin."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        expect: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        response = await self.http.request(
+            method, path, json=json, headers={**self.headers, **(headers or {})}
+        )
+        if expect is not None:
+            assert response.status_code == expect, response.text
+        return response.json()
+
+    async def provider(self) -> dict[str, Any]:
+        code = "prov-" + secrets.token_hex(4)
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", "/v1/providers", {"code": code, "name": "Test provider"}, expect=201
+        )
+
+    async def player(self, balance: int = 0, currency: str = "EUR") -> str:
+        player_id = "pl-" + secrets.token_hex(5)
+        await self.call(
+            "POST", "/v1/players", {"player_id": player_id, "currency": currency}, expect=201
+        )
+        if balance:
+            await self.fund(player_id, balance)
+        return player_id
+
+    async def fund(self, player_id: str, amount: int) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "POST",
+            f"/v1/players/{player_id}/adjustments",
+            {"amount": amount, "reason": "test funding"},
+            headers={"idempotency-key": secrets.token_hex(8)},
+            expect=201,
+        )
+
+    async def session(self, player_id: str, provider: str, game_id: str = "slot-1") -> str:
+        issued = await self.call(
+            "POST",
+            f"/v1/players/{player_id}/sessions",
+            {"provider": provider, "game_id": game_id},
+            expect=201,
+        )
+        return issued["session_token"]  # type: ignore[no-any-return]
+
+    async def balance(self, player_id: str) -> int:
+        player = await self.call("GET", f"/v1/players/{player_id}", expect=200)
+        return player["balance"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def operator(http: httpx.AsyncClient) -> Operator:
+    return Operator(http)
+
+
+@dataclass
+class Table:
+    """One provider and one funded player with a live session: the usual test setting."""
+
+    operator: Operator
+    client: ProviderClient
+    provider: str
+    player_id: str
+    token: str
+
+    async def bet(
+        self, amount: int, *, round_id: str = "r1", txn: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        fields = dict(
+            player_id=self.player_id,
+            session_token=self.token,
+            round_id=round_id,
+            game_id="slot-1",
+            amount=amount,
+            currency="EUR",
+            transaction_id=txn or "bet-" + secrets.token_hex(6),
+        )
+        fields.update(extra)
+        return await self.client.send("bet", **fields)
+
+    async def result(
+        self, amount: int, *, round_id: str = "r1", txn: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        fields = dict(
+            player_id=self.player_id,
+            round_id=round_id,
+            game_id="slot-1",
+            amount=amount,
+            currency="EUR",
+            transaction_id=txn or "res-" + secrets.token_hex(6),
+        )
+        fields.update(extra)
+        return await self.client.send("result", **fields)
+
+    async def cancel(
+        self, ref: str, *, round_id: str = "r1", txn: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        fields = dict(
+            player_id=self.player_id,
+            round_id=round_id,
+            currency="EUR",
+            ref_transaction_id=ref,
+            transaction_id=txn or "can-" + secrets.token_hex(6),
+        )
+        fields.update(extra)
+        return await self.client.send("cancel", **fields)
+
+    async def balance(self) -> int:
+        return await self.operator.balance(self.player_id)
+
+
+TableFactory = Callable[..., Awaitable[Table]]
+
+
+@pytest.fixture
+def table_factory(operator: Operator, http: httpx.AsyncClient) -> TableFactory:
+    async def make(balance: int = 10_000, currency: str = "EUR") -> Table:
+        provider = await operator.provider()
+        key = provider["keys"][0]
+        client = ProviderClient("http://wallet.test", provider["code"], key["key"], http=http)
+        player_id = await operator.player(balance, currency)
+        token = await operator.session(player_id, provider["code"])
+        return Table(operator, client, provider["code"], player_id, token)
+
+    return make
+
+
+@pytest.fixture
+async def table(table_factory: TableFactory) -> Table:
+    return await table_factory()
+
+
+def now() -> int:
+    return int(time.time())
