@@ -62,6 +62,7 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 10
     db_statement_timeout_ms: int = 5000
+    db_acquire_timeout_ms: int = 2000
     redis_timeout_ms: int = 1000
     key_cache_seconds: int = 5
 
@@ -84,6 +85,7 @@ class Settings:
             db_pool_min=_int(env, "WALLET_DB_POOL_MIN", 2, minimum=1),
             db_pool_max=_int(env, "WALLET_DB_POOL_MAX", 10, minimum=1),
             db_statement_timeout_ms=_int(env, "WALLET_DB_STATEMENT_TIMEOUT_MS", 5000, minimum=0),
+            db_acquire_timeout_ms=_int(env, "WALLET_DB_ACQUIRE_TIMEOUT_MS", 2000, minimum=1),
             redis_timeout_ms=_int(env, "WALLET_REDIS_TIMEOUT_MS", 1000, minimum=10),
             key_cache_seconds=_int(env, "WALLET_KEY_CACHE_SECONDS", 5, minimum=0),
         )

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 # Delete the key only if it still holds our token: a holder whose TTL ran out must not release
-# the lock that the next holder has since taken.
+# the lock that the next holder has since taken. Also releases replay claims the same way.
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
     return redis.call('del', KEYS[1])

@@ -69,7 +69,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             keys = KeyRing(pool, queries, settings.key_cache_seconds)
             gate = Gate(redis, locks, replay_ms=settings.replay_seconds * 1000)
             seamless = SeamlessService(
-                pool, queries, keys, gate, calls, freshness_seconds=settings.freshness_seconds
+                pool,
+                queries,
+                keys,
+                gate,
+                calls,
+                freshness_seconds=settings.freshness_seconds,
+                acquire_timeout=settings.db_acquire_timeout_ms / 1000,
             )
             calls.start()
             yield {"wallet": Wallet(settings, pool, redis, queries, keys, calls, seamless)}

@@ -81,6 +81,32 @@ BEGIN
 END
 $$;
 
+-- The player and their wallet account; NULL fields when the player does not exist.
+CREATE TYPE wallet_player AS (account_id bigint, balance bigint, currency text, status text);
+
+CREATE FUNCTION wallet_player_of(p_player text) RETURNS wallet_player LANGUAGE sql STABLE AS $$
+    SELECT ROW(a.id, a.balance, p.currency, p.status)::wallet_player
+      FROM players p JOIN accounts a ON a.id = p.account_id
+     WHERE p.player_id = p_player
+$$;
+
+-- The same, holding the account row lock until the transaction ends: the serialisation point of
+-- all of one player's money events.
+CREATE FUNCTION wallet_lock_player(p_player text) RETURNS wallet_player LANGUAGE sql AS $$
+    SELECT ROW(a.id, a.balance, p.currency, p.status)::wallet_player
+      FROM players p JOIN accounts a ON a.id = p.account_id
+     WHERE p.player_id = p_player
+       FOR UPDATE OF a
+$$;
+
+-- A bet and a cancel naming the same provider transaction id may come under different players,
+-- whose row locks do not meet. This lock makes them meet, so a cancel never records "never
+-- posted" for a bet that another transaction is posting at that moment.
+CREATE FUNCTION seamless_lock_transaction_id(p_provider text, p_txn text)
+RETURNS void LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended(p_provider || '|' || p_txn, 0))
+$$;
+
 -- Idempotency by (provider, transaction_id): NULL when the id is new; R0 duplicate when the
 -- earlier posting carried the same fields; R3 idempotency_conflict otherwise.
 CREATE FUNCTION seamless_repeat(
@@ -105,6 +131,28 @@ BEGIN
 END
 $$;
 
+-- What every money event starts with: lock the player's account, then settle an unknown player,
+-- an idempotent repeat (or conflict) and a currency mismatch. `stop` is the answer when the event
+-- ends here, NULL fields otherwise.
+CREATE FUNCTION seamless_open(
+    p_provider text, p_player text, p_txn text, p_kind text, p_round text,
+    p_amount bigint, p_currency text, p_ref text,
+    OUT acc wallet_player, OUT stop wallet_outcome
+) LANGUAGE plpgsql AS $$
+BEGIN
+    acc := wallet_lock_player(p_player);
+    IF acc.account_id IS NULL THEN
+        stop := wallet_answer('R3', 'player_not_found', NULL, NULL);
+        RETURN;
+    END IF;
+    stop := seamless_repeat(p_provider, p_txn, p_kind, p_player, p_round, p_amount, p_currency,
+                            p_ref, acc.balance, acc.currency);
+    IF stop.code IS NULL AND p_currency <> acc.currency THEN
+        stop := wallet_answer('R3', 'currency_mismatch', acc.balance, acc.currency);
+    END IF;
+END
+$$;
+
 -- NULL when the token is a live session of this player at this provider, else the R2 reason.
 CREATE FUNCTION seamless_session_problem(p_token_hash bytea, p_player text, p_provider text)
 RETURNS text LANGUAGE plpgsql AS $$
@@ -124,7 +172,7 @@ BEGIN
 END
 $$;
 
--- Start of the current calendar window in UTC.
+-- Start of the current calendar window in UTC (weeks start on Monday).
 CREATE FUNCTION wallet_window_start(p_period text) RETURNS timestamptz
 LANGUAGE sql STABLE AS $$
     SELECT date_trunc(
@@ -132,25 +180,30 @@ LANGUAGE sql STABLE AS $$
         now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
 $$;
 
--- Would a bet of p_amount break one of the player's wager or loss limits? Wagered is the sum of
--- bets less refunds in the window; loss is what the player's seamless postings took from the
--- balance in the window. The new bet counts in full towards both, as it may be lost.
+-- Would a bet of p_amount break one of the player's wager or loss limits? Wagered: bets placed in
+-- the window and not refunded. Loss: wagered less what results and corrections paid in the
+-- window. The new bet counts in full towards both, as it may be lost.
 CREATE FUNCTION wallet_limit_exceeded(p_player text, p_amount bigint)
 RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     lim record;
+    v_start timestamptz;
     v_used bigint;
+    v_won bigint;
 BEGIN
     FOR lim IN SELECT kind, period, amount FROM player_limits
                 WHERE player_id = p_player AND kind IN ('wager', 'loss') LOOP
-        IF lim.kind = 'wager' THEN
-            SELECT coalesce(sum(-delta), 0) INTO v_used FROM ledger_transactions
-             WHERE player_id = p_player AND created_at >= wallet_window_start(lim.period)
-               AND kind IN ('bet', 'cancel');
-        ELSE
-            SELECT coalesce(sum(-delta), 0) INTO v_used FROM ledger_transactions
-             WHERE player_id = p_player AND created_at >= wallet_window_start(lim.period)
-               AND kind IN ('bet', 'cancel', 'result', 'result_change');
+        v_start := wallet_window_start(lim.period);
+        SELECT coalesce(sum(b.amount), 0) INTO v_used FROM ledger_transactions b
+         WHERE b.player_id = p_player AND b.kind = 'bet' AND b.created_at >= v_start
+           AND NOT EXISTS (SELECT 1 FROM ledger_transactions c
+                            WHERE c.source = b.source AND c.kind = 'cancel'
+                              AND c.ref_external_id = b.external_id);
+        IF lim.kind = 'loss' THEN
+            SELECT coalesce(sum(delta), 0) INTO v_won FROM ledger_transactions
+             WHERE player_id = p_player AND kind IN ('result', 'result_change')
+               AND created_at >= v_start;
+            v_used := v_used - v_won;
         END IF;
         IF greatest(v_used, 0) + p_amount > lim.amount THEN
             RETURN true;
@@ -165,34 +218,31 @@ CREATE FUNCTION seamless_bet(
     p_amount bigint, p_currency text, p_token_hash bytea, p_request_id text
 ) RETURNS wallet_outcome LANGUAGE plpgsql AS $$
 DECLARE
-    acc record;
+    opened record;
+    acc wallet_player;
     o wallet_outcome;
     v_problem text;
     v_closed timestamptz;
     v_tx bigint;
 BEGIN
-    SELECT a.id, a.balance, p.currency, p.status INTO acc
-      FROM players p JOIN accounts a ON a.id = p.account_id
-     WHERE p.player_id = p_player
-       FOR UPDATE OF a;
-    IF NOT FOUND THEN
-        RETURN wallet_answer('R3', 'player_not_found', NULL, NULL);
+    SELECT * INTO opened FROM seamless_open(p_provider, p_player, p_txn, 'bet', p_round,
+                                            p_amount, p_currency, NULL);
+    acc := opened.acc;
+    o := opened.stop;
+    PERFORM seamless_lock_transaction_id(p_provider, p_txn);
+    IF EXISTS (SELECT 1 FROM ledger_transactions
+                WHERE source = p_provider AND kind = 'cancel' AND ref_external_id = p_txn) THEN
+        -- Cancelled before it arrived, or posted and since refunded: either way not a live bet.
+        IF o.code IS NULL OR o.code = 'R0' THEN
+            RETURN wallet_answer('R1', 'transaction_cancelled', acc.balance, acc.currency);
+        END IF;
     END IF;
-    o := seamless_repeat(p_provider, p_txn, 'bet', p_player, p_round, p_amount, p_currency, NULL,
-                         acc.balance, acc.currency);
     IF o.code IS NOT NULL THEN
         RETURN o;
-    END IF;
-    IF p_currency <> acc.currency THEN
-        RETURN wallet_answer('R3', 'currency_mismatch', acc.balance, acc.currency);
     END IF;
     v_problem := seamless_session_problem(p_token_hash, p_player, p_provider);
     IF v_problem IS NOT NULL THEN
         RETURN wallet_answer('R2', v_problem, acc.balance, acc.currency);
-    END IF;
-    IF EXISTS (SELECT 1 FROM ledger_transactions
-                WHERE source = p_provider AND kind = 'cancel' AND ref_external_id = p_txn) THEN
-        RETURN wallet_answer('R1', 'transaction_cancelled', acc.balance, acc.currency);
     END IF;
     IF acc.status <> 'active' THEN
         RETURN wallet_answer('R1', 'player_blocked', acc.balance, acc.currency);
@@ -209,8 +259,8 @@ BEGIN
         RETURN wallet_answer('R4', 'insufficient_funds', acc.balance, acc.currency);
     END IF;
 
-    v_tx := wallet_post(p_provider, p_txn, 'bet', p_player, acc.id, acc.balance, acc.currency,
-                        p_amount, -p_amount, p_round, p_game, NULL, p_request_id,
+    v_tx := wallet_post(p_provider, p_txn, 'bet', p_player, acc.account_id, acc.balance,
+                        acc.currency, p_amount, -p_amount, p_round, p_game, NULL, p_request_id,
                         'provider', p_provider);
     INSERT INTO rounds (provider, player_id, round_id, game_id, bets)
          VALUES (p_provider, p_player, p_round, p_game, 1)
@@ -224,43 +274,44 @@ CREATE FUNCTION seamless_cancel(
     p_amount bigint, p_currency text, p_request_id text
 ) RETURNS wallet_outcome LANGUAGE plpgsql AS $$
 DECLARE
-    acc record;
+    opened record;
+    acc wallet_player;
     o wallet_outcome;
     bet record;
-    v_cancel bigint;
+    prior record;
     v_results integer;
     v_tx bigint;
 BEGIN
-    SELECT a.id, a.balance, p.currency INTO acc
-      FROM players p JOIN accounts a ON a.id = p.account_id
-     WHERE p.player_id = p_player
-       FOR UPDATE OF a;
-    IF NOT FOUND THEN
-        RETURN wallet_answer('R3', 'player_not_found', NULL, NULL);
-    END IF;
-    o := seamless_repeat(p_provider, p_txn, 'cancel', p_player, p_round, p_amount, p_currency,
-                         p_ref, acc.balance, acc.currency);
+    SELECT * INTO opened FROM seamless_open(p_provider, p_player, p_txn, 'cancel', p_round,
+                                            p_amount, p_currency, p_ref);
+    acc := opened.acc;
+    o := opened.stop;
     IF o.code IS NOT NULL THEN
         RETURN o;
     END IF;
-    IF p_currency <> acc.currency THEN
-        RETURN wallet_answer('R3', 'currency_mismatch', acc.balance, acc.currency);
-    END IF;
-
-    -- Whatever the reference, a second cancel of it moves nothing.
-    SELECT id INTO v_cancel FROM ledger_transactions
+    PERFORM seamless_lock_transaction_id(p_provider, p_ref);
+    SELECT id, player_id INTO prior FROM ledger_transactions
      WHERE source = p_provider AND kind = 'cancel' AND ref_external_id = p_ref;
-    IF FOUND THEN
-        RETURN wallet_answer('R0', 'ok', acc.balance, acc.currency, v_cancel, true);
-    END IF;
 
     SELECT kind, player_id, round_id, amount INTO bet FROM ledger_transactions
      WHERE source = p_provider AND external_id = p_ref;
     IF NOT FOUND THEN
-        -- Never posted: remember the cancel so that a late bet with this id is refused.
-        v_tx := wallet_post(p_provider, p_txn, 'cancel', p_player, acc.id, acc.balance,
+        IF prior.id IS NOT NULL THEN
+            IF prior.player_id <> p_player THEN
+                RETURN wallet_answer('R1', 'transaction_not_found', acc.balance, acc.currency,
+                    NULL, false, 'ref_transaction_id was cancelled for another player');
+            END IF;
+            RETURN wallet_answer('R0', 'ok', acc.balance, acc.currency, prior.id, true);
+        END IF;
+        -- Never posted: remember the cancel, so that a late bet with this id is refused and a
+        -- result for a round with no other bet is refused as cancelled.
+        v_tx := wallet_post(p_provider, p_txn, 'cancel', p_player, acc.account_id, acc.balance,
                             acc.currency, p_amount, 0, p_round, NULL, p_ref, p_request_id,
                             'provider', p_provider);
+        INSERT INTO rounds (provider, player_id, round_id, bets, cancelled_bets)
+             VALUES (p_provider, p_player, p_round, 1, 1)
+        ON CONFLICT (provider, player_id, round_id) DO UPDATE
+            SET bets = rounds.bets + 1, cancelled_bets = rounds.cancelled_bets + 1;
         RETURN wallet_answer('R0', 'ok', acc.balance, acc.currency, v_tx);
     END IF;
     IF bet.kind <> 'bet' OR bet.player_id <> p_player OR bet.round_id <> p_round THEN
@@ -271,14 +322,17 @@ BEGIN
         RETURN wallet_answer('R3', 'invalid_field', acc.balance, acc.currency, NULL, false,
             format('amount must equal the bet''s amount (%s)', bet.amount));
     END IF;
+    IF prior.id IS NOT NULL THEN
+        RETURN wallet_answer('R0', 'ok', acc.balance, acc.currency, prior.id, true);
+    END IF;
     SELECT results INTO v_results FROM rounds
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
     IF v_results > 0 THEN
         RETURN wallet_answer('R1', 'bet_already_settled', acc.balance, acc.currency);
     END IF;
 
-    v_tx := wallet_post(p_provider, p_txn, 'cancel', p_player, acc.id, acc.balance, acc.currency,
-                        p_amount, bet.amount, p_round, NULL, p_ref, p_request_id,
+    v_tx := wallet_post(p_provider, p_txn, 'cancel', p_player, acc.account_id, acc.balance,
+                        acc.currency, p_amount, bet.amount, p_round, NULL, p_ref, p_request_id,
                         'provider', p_provider);
     UPDATE rounds SET cancelled_bets = cancelled_bets + 1
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
@@ -291,25 +345,18 @@ CREATE FUNCTION seamless_result(
     p_amount bigint, p_currency text, p_round_closed boolean, p_request_id text
 ) RETURNS wallet_outcome LANGUAGE plpgsql AS $$
 DECLARE
-    acc record;
+    opened record;
+    acc wallet_player;
     o wallet_outcome;
     r record;
     v_tx bigint;
 BEGIN
-    SELECT a.id, a.balance, p.currency INTO acc
-      FROM players p JOIN accounts a ON a.id = p.account_id
-     WHERE p.player_id = p_player
-       FOR UPDATE OF a;
-    IF NOT FOUND THEN
-        RETURN wallet_answer('R3', 'player_not_found', NULL, NULL);
-    END IF;
-    o := seamless_repeat(p_provider, p_txn, 'result', p_player, p_round, p_amount, p_currency,
-                         NULL, acc.balance, acc.currency);
+    SELECT * INTO opened FROM seamless_open(p_provider, p_player, p_txn, 'result', p_round,
+                                            p_amount, p_currency, NULL);
+    acc := opened.acc;
+    o := opened.stop;
     IF o.code IS NOT NULL THEN
         RETURN o;
-    END IF;
-    IF p_currency <> acc.currency THEN
-        RETURN wallet_answer('R3', 'currency_mismatch', acc.balance, acc.currency);
     END IF;
     SELECT bets, cancelled_bets, closed_at INTO r FROM rounds
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
@@ -321,8 +368,8 @@ BEGIN
     END IF;
 
     -- Wins land whatever the player's status or session: the stake was taken when it was allowed.
-    v_tx := wallet_post(p_provider, p_txn, 'result', p_player, acc.id, acc.balance, acc.currency,
-                        p_amount, p_amount, p_round, p_game, NULL, p_request_id,
+    v_tx := wallet_post(p_provider, p_txn, 'result', p_player, acc.account_id, acc.balance,
+                        acc.currency, p_amount, p_amount, p_round, p_game, NULL, p_request_id,
                         'provider', p_provider);
     INSERT INTO rounds (provider, player_id, round_id, game_id, results, closed_at)
          VALUES (p_provider, p_player, p_round, p_game, 1,
@@ -339,27 +386,20 @@ CREATE FUNCTION seamless_result_change(
     p_amount bigint, p_currency text, p_request_id text
 ) RETURNS wallet_outcome LANGUAGE plpgsql AS $$
 DECLARE
-    acc record;
+    opened record;
+    acc wallet_player;
     o wallet_outcome;
     res record;
     v_current bigint;
     v_diff bigint;
     v_tx bigint;
 BEGIN
-    SELECT a.id, a.balance, p.currency INTO acc
-      FROM players p JOIN accounts a ON a.id = p.account_id
-     WHERE p.player_id = p_player
-       FOR UPDATE OF a;
-    IF NOT FOUND THEN
-        RETURN wallet_answer('R3', 'player_not_found', NULL, NULL);
-    END IF;
-    o := seamless_repeat(p_provider, p_txn, 'result_change', p_player, p_round, p_amount,
-                         p_currency, p_ref, acc.balance, acc.currency);
+    SELECT * INTO opened FROM seamless_open(p_provider, p_player, p_txn, 'result_change',
+                                            p_round, p_amount, p_currency, p_ref);
+    acc := opened.acc;
+    o := opened.stop;
     IF o.code IS NOT NULL THEN
         RETURN o;
-    END IF;
-    IF p_currency <> acc.currency THEN
-        RETURN wallet_answer('R3', 'currency_mismatch', acc.balance, acc.currency);
     END IF;
     SELECT kind, player_id, round_id, amount INTO res FROM ledger_transactions
      WHERE source = p_provider AND external_id = p_ref;
@@ -377,7 +417,7 @@ BEGIN
         RETURN wallet_answer('R4', 'insufficient_funds', acc.balance, acc.currency);
     END IF;
 
-    v_tx := wallet_post(p_provider, p_txn, 'result_change', p_player, acc.id, acc.balance,
+    v_tx := wallet_post(p_provider, p_txn, 'result_change', p_player, acc.account_id, acc.balance,
                         acc.currency, p_amount, v_diff, p_round, NULL, p_ref, p_request_id,
                         'provider', p_provider);
     RETURN wallet_answer('R0', 'ok', acc.balance + v_diff, acc.currency, v_tx);
@@ -388,13 +428,10 @@ $$;
 CREATE FUNCTION seamless_login(p_provider text, p_player text, p_token_hash bytea)
 RETURNS wallet_outcome LANGUAGE plpgsql AS $$
 DECLARE
-    acc record;
+    acc wallet_player := wallet_player_of(p_player);
     v_problem text;
 BEGIN
-    SELECT a.balance, p.currency, p.status INTO acc
-      FROM players p JOIN accounts a ON a.id = p.account_id
-     WHERE p.player_id = p_player;
-    IF NOT FOUND THEN
+    IF acc.account_id IS NULL THEN
         RETURN wallet_answer('R2', 'invalid_session', NULL, NULL);
     END IF;
     v_problem := seamless_session_problem(p_token_hash, p_player, p_provider);
@@ -411,12 +448,9 @@ $$;
 CREATE FUNCTION seamless_balance(p_player text)
 RETURNS wallet_outcome LANGUAGE plpgsql AS $$
 DECLARE
-    acc record;
+    acc wallet_player := wallet_player_of(p_player);
 BEGIN
-    SELECT a.balance, p.currency INTO acc
-      FROM players p JOIN accounts a ON a.id = p.account_id
-     WHERE p.player_id = p_player;
-    IF NOT FOUND THEN
+    IF acc.account_id IS NULL THEN
         RETURN wallet_answer('R3', 'player_not_found', NULL, NULL);
     END IF;
     RETURN wallet_answer('R0', 'ok', acc.balance, acc.currency);
@@ -427,13 +461,10 @@ $$;
 CREATE FUNCTION seamless_logout(p_provider text, p_player text, p_token_hash bytea)
 RETURNS wallet_outcome LANGUAGE plpgsql AS $$
 DECLARE
-    acc record;
+    acc wallet_player := wallet_player_of(p_player);
     s record;
 BEGIN
-    SELECT a.balance, p.currency INTO acc
-      FROM players p JOIN accounts a ON a.id = p.account_id
-     WHERE p.player_id = p_player;
-    IF NOT FOUND THEN
+    IF acc.account_id IS NULL THEN
         RETURN wallet_answer('R3', 'player_not_found', NULL, NULL);
     END IF;
     SELECT player_id, provider INTO s FROM sessions WHERE token_hash = p_token_hash;
@@ -452,15 +483,11 @@ CREATE FUNCTION wallet_adjust(
     p_key text, p_player text, p_amount bigint, p_reason text, p_actor text
 ) RETURNS wallet_outcome LANGUAGE plpgsql AS $$
 DECLARE
-    acc record;
+    acc wallet_player := wallet_lock_player(p_player);
     t record;
     v_tx bigint;
 BEGIN
-    SELECT a.id, a.balance, p.currency INTO acc
-      FROM players p JOIN accounts a ON a.id = p.account_id
-     WHERE p.player_id = p_player
-       FOR UPDATE OF a;
-    IF NOT FOUND THEN
+    IF acc.account_id IS NULL THEN
         RETURN wallet_answer('R3', 'player_not_found', NULL, NULL);
     END IF;
     SELECT id, player_id, amount, metadata ->> 'reason' AS reason INTO t
@@ -474,7 +501,7 @@ BEGIN
     IF acc.balance + p_amount < 0 THEN
         RETURN wallet_answer('R4', 'insufficient_funds', acc.balance, acc.currency);
     END IF;
-    v_tx := wallet_post('#adjustment', p_key, 'adjustment', p_player, acc.id, acc.balance,
+    v_tx := wallet_post('#adjustment', p_key, 'adjustment', p_player, acc.account_id, acc.balance,
                         acc.currency, p_amount, p_amount, NULL, NULL, NULL, NULL,
                         'house', 'adjustments',
                         jsonb_build_object('reason', p_reason, 'actor', p_actor));

@@ -159,9 +159,10 @@ def decode(plaintext: bytes) -> dict[str, Any]:
     return data
 
 
-def readable_request_id(data: dict[str, Any]) -> str | None:
-    """The request_id to echo, when the object carries a valid one."""
-    value = data.get("request_id")
+def readable(data: dict[str, Any], name: str) -> str | None:
+    """An identifier field of the object when it is valid (to echo ``request_id``, or to look up
+    the player of a refused event)."""
+    value = data.get(name)
     return value if isinstance(value, str) and IDENTIFIER.fullmatch(value) else None
 
 

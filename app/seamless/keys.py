@@ -3,7 +3,8 @@
 The cache is refreshed after ``ttl`` seconds, and at once when a payload opens with none of the
 cached keys: a rotation done by another worker is picked up on the first request that uses it.
 Unknown provider codes are remembered for the same ttl so that garbage traffic cannot turn every
-request into a database read.
+request into a database read, and the cache holds at most ``max_entries`` providers (the oldest
+entry goes first) so that random codes cannot grow it without bound.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ class _Entry:
 class KeyRing:
     """Active keys per provider (current first), read through from Postgres."""
 
-    def __init__(self, pool: asyncpg.Pool, queries: Queries, ttl: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, queries: Queries, ttl: float, *, max_entries: int = 10_000
+    ) -> None:
         self._pool = pool
         self._queries = queries
         self._ttl = ttl
+        self._max_entries = max_entries
         self._cache: dict[str, _Entry] = {}
 
     async def keys(self, provider: str, *, refresh: bool = False) -> tuple[ProviderKey, ...]:
@@ -56,6 +60,9 @@ class KeyRing:
                 return entry.keys
             raise
         keys = tuple(ProviderKey(r["key_id"], bytes(r["secret"]), r["state"]) for r in rows)
+        self._cache.pop(provider, None)
+        while len(self._cache) >= self._max_entries:
+            del self._cache[next(iter(self._cache))]  # dicts keep insertion order: the oldest
         self._cache[provider] = _Entry(keys, now)
         return keys
 

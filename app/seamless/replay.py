@@ -1,8 +1,13 @@
 """Request-id replay protection and the player lock, in as few Redis round trips as possible.
 
 A delivery is *admitted* with one pipeline: claim ``request_id`` with ``SET NX`` (value
-``pending``), try the player's lock, and read the claim's current value. The outcome is then
-stored under the claim and the lock released with a second pipeline.
+``pending:<token>``), try the player's lock, and read the claim's current value. The outcome is
+then stored under the claim and the lock released with a second pipeline.
+
+- The claim carries a token of its own, so that a ``SET NX`` re-sent by the client's retry after
+  a timed-out first attempt that did land is recognised as ours, not as a concurrent delivery.
+- When admission fails after the claim was taken (Redis failing half-way), the claim is released
+  again if it is still ours, so the provider's resend is not told ``request_in_progress``.
 
 - ``pending`` lives only ``PENDING_MS``: should the outcome never be stored (Redis down after the
   posting, worker killed), the provider's resend is processed again after that and, being
@@ -17,11 +22,11 @@ import hashlib
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from app.locks import PlayerLocks, lock_key, new_token
 
-PENDING = b"pending"
+PENDING = b"pending:"
 PENDING_MS = 30_000
 
 
@@ -35,6 +40,7 @@ class Admission:
     """The result of :meth:`Gate.admit`."""
 
     key: str
+    claim: bytes  # our pending value, to release the claim only while it is ours
     fresh: bool  # True: first delivery of this request_id, to be processed
     stored: bytes | None  # the first delivery's outcome (or PENDING) when not fresh
     player_id: str
@@ -53,33 +59,47 @@ class Gate:
         self, provider: str, request_id: str, player_id: str, *, lock: bool
     ) -> Admission:
         key = replay_key(provider, request_id)
-        token = new_token() if lock else None
+        token = new_token()
+        claim = PENDING + token.encode()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(key, PENDING, nx=True, px=PENDING_MS)
-            if token is not None:
+            pipe.set(key, claim, nx=True, px=PENDING_MS)
+            if lock:
                 pipe.set(lock_key(player_id), token, nx=True, px=self.locks.ttl_ms)
             pipe.get(key)
             replies = await pipe.execute()
-        fresh = bool(replies[0])
-        locked = token is not None and bool(replies[1])
+        stored = replies[-1]
+        fresh = bool(replies[0]) or stored == claim
+        locked = lock and bool(replies[1])
         admission = Admission(
-            key, fresh, None if fresh else replies[-1], player_id, token if locked else None
+            key, claim, fresh, None if fresh else stored, player_id, token if locked else None
         )
         if not fresh:
             if locked:
-                await self.locks.release(player_id, token)  # type: ignore[arg-type]
+                await self.locks.release(player_id, token)
                 admission.lock_token = None
             return admission
-        if token is not None and not locked and await self.locks.wait(player_id, token):
-            admission.lock_token = token
+        if lock and not locked:
+            try:
+                if await self.locks.wait(player_id, token):
+                    admission.lock_token = token
+            except RedisError:
+                await self._drop_claim(admission)
+                raise
         # Not acquired in time: go on without it; the posting's row lock keeps money right.
         return admission
 
+    async def _drop_claim(self, admission: Admission) -> None:
+        """Release our pending claim, best effort (Redis may be failing right now)."""
+        try:
+            await self.redis.evalsha(self.locks.release_sha, 1, admission.key, admission.claim)
+        except RedisError:
+            pass  # it expires after PENDING_MS anyway
+
     async def finish(self, admission: Admission, outcome: bytes | None) -> None:
-        """Store the outcome (or drop the claim when ``None``) and release the lock."""
+        """Store the outcome (or drop our claim when ``None``) and release the lock."""
         async with self.redis.pipeline(transaction=False) as pipe:
             if outcome is None:
-                pipe.delete(admission.key)
+                pipe.evalsha(self.locks.release_sha, 1, admission.key, admission.claim)
             else:
                 pipe.set(admission.key, outcome, px=self.replay_ms)
             if admission.lock_token is not None:
@@ -89,6 +109,9 @@ class Gate:
             try:
                 await pipe.execute()
             except NoScriptError:
+                # Redis restarted and forgot the script: load it and finish the releases.
                 await self.locks.load_scripts()
+                if outcome is None:
+                    await self._drop_claim(admission)
                 if admission.lock_token is not None:
                     await self.locks.release(admission.player_id, admission.lock_token)

@@ -68,6 +68,7 @@ class SeamlessService:
         calls: CallLog,
         *,
         freshness_seconds: int,
+        acquire_timeout: float = 2.0,
     ) -> None:
         self.pool = pool
         self.q = queries
@@ -75,23 +76,29 @@ class SeamlessService:
         self.gate = gate
         self.calls = calls
         self.freshness_seconds = freshness_seconds
+        # Well below the 30 s pending claim: a request stuck waiting for a connection must give
+        # up (R1, retryable) before a resend could be processed next to it.
+        self.acquire_timeout = acquire_timeout
 
     async def handle(self, provider: str, key_id: str | None, body: bytes) -> Reply:
         started = time.perf_counter()
         key: bytes | None = None
         event: events.Event | None = None
-        request_id: str | None = None
+        request_id = player_id = None
         replayed = False
         try:
             key, plaintext = await self._open(provider, key_id, body)
             data = events.decode(plaintext)
-            request_id = events.readable_request_id(data)
+            request_id = events.readable(data, "request_id")
+            player_id = events.readable(data, "player_id")
             event = events.parse(data)
             if abs(time.time() - event.timestamp) > self.freshness_seconds:
                 raise Refusal("R2", "stale_request")
             outcome, replayed = await self._admitted(provider, event)
         except Refusal as refusal:
             outcome = Outcome.refused(refusal, request_id)
+            if outcome.code != "R2" and key is not None and player_id is not None:
+                await self._add_balance(outcome, player_id)
         obj = outcome.to_object()
         self._record(provider, event, request_id, outcome, replayed, started)
         return Reply(obj, None if outcome.code == "R2" else key)
@@ -139,7 +146,7 @@ class SeamlessService:
             log.error("redis unavailable, refusing %s: %s", event.event, exc)
             raise Refusal("R1", "internal_error") from None
         if not admission.fresh:
-            if admission.stored is None or admission.stored == PENDING:
+            if admission.stored is None or admission.stored.startswith(PENDING):
                 raise Refusal("R1", "request_in_progress")
             return _replayed(orjson.loads(admission.stored)), True
         outcome = Outcome("R1", "internal_error", MESSAGES["internal_error"], event.request_id)
@@ -159,7 +166,7 @@ class SeamlessService:
     async def _apply(self, provider: str, event: events.Event) -> Outcome:
         query, args = self._call(provider, event)
         try:
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
                 try:
                     row = await conn.fetchrow(query, *args)
                 except asyncpg.UniqueViolationError:
@@ -180,6 +187,19 @@ class SeamlessService:
             transaction_id=row["wallet_transaction_id"],
             duplicate=row["duplicate"],
         )
+
+    async def _add_balance(self, outcome: Outcome, player_id: str) -> None:
+        """Fill in the player's balance on a refusal, as every answer about an existing player
+        carries it; best effort, since the refusal may be there because Postgres is away."""
+        try:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+                row = await conn.fetchrow(self.q.seamless_balance, player_id)
+        except DATABASE_ERRORS:
+            return
+        if row["reason"] == "ok":
+            outcome.player_id = player_id
+            outcome.balance = row["balance"]
+            outcome.currency = row["currency"]
 
     def _call(self, provider: str, e: events.Event) -> tuple[str, tuple[Any, ...]]:
         """The posting function and its arguments for one event."""
