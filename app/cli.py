@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import getpass
 import logging
 import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -23,9 +25,13 @@ from app import db, local
 from app.config import Settings
 from app.errors import WalletError
 from app.ledger import service as ledger
+from app.operator import history
 from app.operator import service as operator
+from app.operator.auth import ROLES
 
 T = TypeVar("T")
+# Changes made from the command line are audited as the machine user who made them.
+CLI_ACTOR = operator.Actor(f"cli:{getpass.getuser()}")
 DEMO_PROVIDER = "demo"
 DEMO_PLAYERS = {"demo-alice": 100_000, "demo-bob": 50_000}
 
@@ -35,7 +41,7 @@ def _print(obj: Any) -> None:
 
 
 async def _with_conn(dsn: str, work: Callable[[asyncpg.Connection, db.Queries], Awaitable[T]]) -> T:
-    conn = await asyncpg.connect(dsn)
+    conn = await db.connect(dsn)
     try:
         return await work(conn, db.Queries.load())
     finally:
@@ -43,7 +49,7 @@ async def _with_conn(dsn: str, work: Callable[[asyncpg.Connection, db.Queries], 
 
 
 async def _migrate(dsn: str) -> list[str]:
-    conn = await asyncpg.connect(dsn)
+    conn = await db.connect(dsn)
     try:
         return await db.migrate(conn)
     finally:
@@ -88,6 +94,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             workers=args.workers,
             log_level="info",
             access_log=False,
+            log_config=None,
             timeout_graceful_shutdown=10,
         )
     return 0
@@ -96,13 +103,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 async def _demo_setup(conn: asyncpg.Connection, q: db.Queries) -> dict[str, Any]:
     """A demo provider with a fresh key, and two funded players with fresh sessions."""
     if await conn.fetchval(q.provider_exists, DEMO_PROVIDER) is None:
-        key = (await operator.create_provider(conn, q, DEMO_PROVIDER, "Demo provider"))["keys"][0]
+        created = await operator.create_provider(conn, q, DEMO_PROVIDER, "Demo provider", CLI_ACTOR)
+        key = created["keys"][0]
     else:
         # Keys are shown once only: a new run rotates to a new key it can show.
-        key = (await operator.rotate_key(conn, q, DEMO_PROVIDER))["keys"][0]
+        key = (await operator.rotate_key(conn, q, DEMO_PROVIDER, CLI_ACTOR))["keys"][0]
     players = {}
     for player_id, funds in DEMO_PLAYERS.items():
-        player, _ = await operator.create_player(conn, q, player_id, "EUR")
+        player, _ = await operator.create_player(conn, q, player_id, "EUR", CLI_ACTOR)
         if player["balance"] == 0:
             await operator.adjust(
                 conn,
@@ -111,7 +119,7 @@ async def _demo_setup(conn: asyncpg.Connection, q: db.Queries) -> dict[str, Any]
                 funds,
                 "demo funding",
                 f"demo-funding-{player_id}-{secrets.token_hex(4)}",
-                "demo",
+                CLI_ACTOR,
             )
         session = await operator.issue_session(
             conn, q, player_id, DEMO_PROVIDER, "demo-slot", 8 * 3600
@@ -220,13 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_create.add_argument("--name")
     p_create.set_defaults(
         run=lambda s, a: _db_command(
-            lambda c, q: operator.create_provider(c, q, a.code, a.name or a.code)
+            lambda c, q: operator.create_provider(c, q, a.code, a.name or a.code, CLI_ACTOR)
         )(s, a)
     )
     p_rotate = provider.add_parser("rotate-key", help="new current key; old one stays previous")
     p_rotate.add_argument("code")
     p_rotate.set_defaults(
-        run=lambda s, a: _db_command(lambda c, q: operator.rotate_key(c, q, a.code))(s, a)
+        run=lambda s, a: _db_command(lambda c, q: operator.rotate_key(c, q, a.code, CLI_ACTOR))(
+            s, a
+        )
     )
 
     player = sub.add_parser("player", help="players").add_subparsers(dest="action", required=True)
@@ -260,6 +270,51 @@ def build_parser() -> argparse.ArgumentParser:
         run=lambda s, a: _db_command(ledger.check)(s, a)
     )
 
+    apikey = sub.add_parser("apikey", help="operator API keys").add_subparsers(
+        dest="action", required=True
+    )
+    k_create = apikey.add_parser("create", help="create a key; prints its secret once")
+    k_create.add_argument("--role", required=True, choices=ROLES)
+    k_create.add_argument("--name", help="what the key is for (default: the role)")
+    k_create.set_defaults(
+        run=lambda s, a: _db_command(
+            lambda c, q: operator.create_api_key(c, q, a.role, a.name or a.role, CLI_ACTOR)
+        )(s, a)
+    )
+    k_revoke = apikey.add_parser("revoke", help="revoke a key by its id")
+    k_revoke.add_argument("key_id")
+    k_revoke.set_defaults(
+        run=lambda s, a: _db_command(
+            lambda c, q: operator.revoke_api_key(c, q, a.key_id, CLI_ACTOR)
+        )(s, a)
+    )
+
+    report = sub.add_parser("report", help="finance reports").add_subparsers(
+        dest="action", required=True
+    )
+    r_daily = report.add_parser("daily", help="per provider and currency for one UTC day")
+    r_daily.add_argument("--date", type=date.fromisoformat, help="YYYY-MM-DD (default today)")
+    r_daily.set_defaults(
+        run=lambda s, a: _db_command(
+            lambda c, q: history.daily_report(c, q, a.date or datetime.now(UTC).date())
+        )(s, a)
+    )
+    r_statement = report.add_parser("statement", help="a player's statement")
+    r_statement.add_argument("player_id")
+    r_statement.add_argument("--from", dest="since", type=_utc_time, help="RFC 3339 time")
+    r_statement.add_argument("--to", dest="until", type=_utc_time, help="RFC 3339 time")
+    r_statement.set_defaults(
+        run=lambda s, a: _db_command(
+            lambda c, q: history.statement(
+                c,
+                q,
+                a.player_id,
+                a.since or datetime.now(UTC) - timedelta(days=30),
+                a.until or datetime.now(UTC),
+            )
+        )(s, a)
+    )
+
     send = sub.add_parser("send", help="send one seamless event as a provider would")
     send.add_argument("--url", default="http://127.0.0.1:8080")
     send.add_argument("--provider", required=True)
@@ -271,10 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _utc_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a time zone, e.g. 2026-05-18T00:00:00Z")
+    return moment
+
+
 async def _create_player(
     conn: asyncpg.Connection, q: db.Queries, player_id: str, currency: str, balance: int
 ) -> dict[str, Any]:
-    player, _ = await operator.create_player(conn, q, player_id, currency)
+    player, _ = await operator.create_player(conn, q, player_id, currency, CLI_ACTOR)
     if balance:
         await operator.adjust(
             conn,
@@ -283,7 +345,7 @@ async def _create_player(
             balance,
             "initial balance (cli)",
             f"cli-{secrets.token_hex(8)}",
-            "cli",
+            CLI_ACTOR,
         )
         player = await operator.get_player(conn, q, player_id)
     return player
@@ -291,9 +353,11 @@ async def _create_player(
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    from app import logs
+
+    logs.configure_logging(
+        logging.DEBUG if args.verbose else logging.INFO,
+        json=args.command == "serve" and logs.json_from_env(),
     )
     # One line per HTTP request from the provider client is noise on a terminal.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -304,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     except WalletError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
-    except (ValueError, RuntimeError, OSError) as exc:
+    except (ValueError, RuntimeError, OSError, asyncpg.PostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

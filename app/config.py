@@ -65,6 +65,8 @@ class Settings:
     db_acquire_timeout_ms: int = 2000
     redis_timeout_ms: int = 1000
     key_cache_seconds: int = 5
+    # Raising or removing a responsible-gaming limit waits this long; lowering applies at once.
+    limit_cooling_off_seconds: int = 24 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +90,9 @@ class Settings:
             db_acquire_timeout_ms=_int(env, "WALLET_DB_ACQUIRE_TIMEOUT_MS", 2000, minimum=1),
             redis_timeout_ms=_int(env, "WALLET_REDIS_TIMEOUT_MS", 1000, minimum=10),
             key_cache_seconds=_int(env, "WALLET_KEY_CACHE_SECONDS", 5, minimum=0),
+            limit_cooling_off_seconds=_int(
+                env, "WALLET_LIMIT_COOLING_OFF_SECONDS", 24 * 3600, minimum=0
+            ),
         )
         if settings.port > 65535:
             raise ConfigError(f"WALLET_PORT must be <= 65535, got {settings.port}")

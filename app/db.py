@@ -69,6 +69,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def connect(dsn: str) -> asyncpg.Connection:
+    """One connection outside the pool (CLI, seeding), with the same codecs as pooled ones."""
+    conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    await _init_connection(conn)
+    return conn
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 2, max_size: int = 10, statement_timeout_ms: int = 5000
 ) -> asyncpg.Pool:

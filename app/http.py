@@ -1,10 +1,12 @@
-"""HTTP plumbing shared by the APIs: JSON in and out, request ids, error rendering."""
+"""HTTP plumbing shared by the APIs: JSON in and out, request ids, error rendering, and the
+per-request log context and metrics."""
 
 from __future__ import annotations
 
 import logging
 import re
 import secrets
+import time
 from typing import Any
 
 import orjson
@@ -12,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import logs
 from app.errors import InvalidRequest, WalletError
+from app.metrics import UNMATCHED_ROUTE
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +102,17 @@ def error_response(exc: WalletError, rid: str | None) -> Response:
     return json_response(exc.body(rid), exc.http_status, exc.headers())
 
 
+def route_template(scope: Scope) -> str:
+    """The path template of the route that answered (``/v1/players/{player_id}``), never the raw
+    path, so that a metric label has as many values as there are routes."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
 class RequestIdMiddleware:
-    """Gives each request a correlation id (the caller's ``X-Request-Id`` when sane)."""
+    """Gives each request a correlation id (the caller's ``X-Request-Id`` when sane), binds it for
+    the log lines the request causes, and counts the request in the app's metrics."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -108,6 +121,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         rid = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
@@ -115,11 +129,26 @@ class RequestIdMiddleware:
                 rid = candidate if IDENTIFIER.fullmatch(candidate) else None
                 break
         rid = rid or "req_" + secrets.token_hex(8)
-        scope.setdefault("state", {})["request_id"] = rid
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        bound = logs.bind_request_id(rid)
+        status = 500  # what the server answers when the app raises before it starts a response
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            wallet = state.get("wallet")
+            if wallet is not None:
+                wallet.metrics.http_request(
+                    route_template(scope), scope["method"], status, time.perf_counter() - started
+                )
+        # Not reached when the app raised, on purpose: the outer error handler and the server log
+        # the escaped exception next, in this same task, and those lines need the id too.
+        logs.reset_request_id(bound)

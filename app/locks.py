@@ -12,6 +12,7 @@ import asyncio
 import random
 import secrets
 import time
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
@@ -35,13 +36,25 @@ def new_token() -> str:
     return secrets.token_hex(16)
 
 
+LockObserver = Callable[[float, bool], None]
+"""Told of every :meth:`PlayerLocks.wait`: seconds waited, and whether the lock was had."""
+
+
 class PlayerLocks:
     """Acquire and release per-player locks on one Redis client."""
 
-    def __init__(self, redis: Redis, *, ttl_ms: int, wait_ms: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        ttl_ms: int,
+        wait_ms: int,
+        observe: LockObserver | None = None,
+    ) -> None:
         self.redis = redis
         self.ttl_ms = ttl_ms
         self.wait_ms = wait_ms
+        self.observe = observe
         self._release_sha: str | None = None
 
     async def load_scripts(self) -> None:
@@ -60,17 +73,24 @@ class PlayerLocks:
         Polling with a short, jittered, growing pause: a player's events hold the lock for a few
         milliseconds, so waiters rarely sleep more than a couple of rounds.
         """
-        deadline = time.monotonic() + self.wait_ms / 1000
+        started = time.monotonic()
+        deadline = started + self.wait_ms / 1000
         pause = 0.002
         key = lock_key(player_id)
         while True:
             if await self.redis.set(key, token, nx=True, px=self.ttl_ms):
+                self._observe(started, True)
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                self._observe(started, False)
                 return False
             await asyncio.sleep(min(remaining, pause * random.uniform(0.5, 1.5)))
             pause = min(pause * 2, 0.05)
+
+    def _observe(self, started: float, acquired: bool) -> None:
+        if self.observe is not None:
+            self.observe(time.monotonic() - started, acquired)
 
     async def release(self, player_id: str, token: str) -> None:
         """Release the lock if we still own it."""

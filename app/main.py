@@ -13,11 +13,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
-from app import db, http
+from app import db, http, logs
 from app.config import ConfigError, Settings
 from app.errors import InvalidRequest, NotFound, WalletError
 from app.locks import PlayerLocks
+from app.metrics import CONTENT_TYPE, Metrics
 from app.operator import endpoints as operator_endpoints
 from app.redis_client import create_redis
 from app.seamless import endpoints as seamless_endpoints
@@ -25,7 +27,7 @@ from app.seamless.calls import CallLog
 from app.seamless.keys import KeyRing
 from app.seamless.replay import Gate
 from app.seamless.service import SeamlessService
-from app.state import Wallet
+from app.state import Wallet, wallet
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if settings.database_url is None or settings.redis_url is None:
         raise ConfigError("WALLET_DATABASE_URL and WALLET_REDIS_URL must be set to create the app")
     database_url, redis_url = settings.database_url, settings.redis_url
+    logs.ensure_configured()
+    if settings.admin_api_key is not None:
+        logs.register_secret(str(settings.admin_api_key))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -61,10 +66,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         redis = create_redis(redis_url, timeout_ms=settings.redis_timeout_ms)
         calls = CallLog(pool)
+        metrics = Metrics()
+        metrics.watch_pool(pool)
+        metrics.watch_call_log(calls)
         try:
             await _schema_is_current(pool)
             queries = db.Queries.load()
-            locks = PlayerLocks(redis, ttl_ms=settings.lock_ttl_ms, wait_ms=settings.lock_wait_ms)
+            locks = PlayerLocks(
+                redis,
+                ttl_ms=settings.lock_ttl_ms,
+                wait_ms=settings.lock_wait_ms,
+                observe=metrics.lock_waited,
+            )
             await locks.load_scripts()
             keys = KeyRing(pool, queries, settings.key_cache_seconds)
             gate = Gate(redis, locks, replay_ms=settings.replay_seconds * 1000)
@@ -76,16 +89,32 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 calls,
                 freshness_seconds=settings.freshness_seconds,
                 acquire_timeout=settings.db_acquire_timeout_ms / 1000,
+                metrics=metrics,
             )
             calls.start()
-            yield {"wallet": Wallet(settings, pool, redis, queries, keys, calls, seamless)}
+            yield {
+                "wallet": Wallet(
+                    settings=settings,
+                    pool=pool,
+                    redis=redis,
+                    queries=queries,
+                    keys=keys,
+                    calls=calls,
+                    seamless=seamless,
+                    metrics=metrics,
+                )
+            }
         finally:
             await calls.close()
             await redis.aclose()
             await pool.close()
 
     return Starlette(
-        routes=[*seamless_endpoints.routes, *operator_endpoints.routes],
+        routes=[
+            *seamless_endpoints.routes,
+            *operator_endpoints.routes,
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
         middleware=[Middleware(http.RequestIdMiddleware)],
         exception_handlers={
             WalletError: _wallet_error,
@@ -96,8 +125,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
 
 
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus exposition of this process's metrics; no auth, for an internal scraper."""
+    return Response(wallet(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
 async def _wallet_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WalletError)
+    _log_error(request, exc)
     return http.error_response(exc, http.request_id(request))
 
 
@@ -112,9 +147,28 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     else:
         error = WalletError(str(exc.detail))
         error.http_status = exc.status_code
+    _log_error(request, error)
     return http.error_response(error, http.request_id(request))
+
+
+def _log_error(request: Request, exc: WalletError) -> None:
+    # The message is the one the caller gets; it never holds a body, a token or a key.
+    log.log(
+        logging.WARNING if exc.http_status >= 500 else logging.INFO,
+        "%s %s answered %d %s: %s",
+        request.method,
+        request.url.path,
+        exc.http_status,
+        exc.code,
+        exc.message,
+    )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return http.error_response(WalletError("internal error"), http.request_id(request))
+    rid = http.request_id(request)
+    response = http.error_response(WalletError("internal error"), rid)
+    # This answer leaves through the outermost middleware, past the one that adds the header.
+    if rid is not None:
+        response.headers["x-request-id"] = rid
+    return response

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from app.config import Settings
 from app.db import Queries
+from app.metrics import Metrics
 from app.seamless.calls import CallLog
 from app.seamless.keys import KeyRing
 from app.seamless.service import SeamlessService
@@ -25,6 +26,7 @@ class Wallet:
     keys: KeyRing
     calls: CallLog
     seamless: SeamlessService
+    metrics: Metrics
 
 
 def wallet(request: Request) -> Wallet:

@@ -15,27 +15,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 
 from app import db, local
 from app.config import Settings
 from app.operator import service as operator
 
+SEED_ACTOR = operator.Actor("loadtests.seed")
+
 
 async def seed(dsn: str, players: int, balance: int, currency: str) -> dict[str, Any]:
-    conn = await asyncpg.connect(dsn)
+    conn = await db.connect(dsn)
     q = db.Queries.load()
     try:
         code = "load-" + secrets.token_hex(3)
-        key = (await operator.create_provider(conn, q, code, "Load test provider"))["keys"][0]
+        key = (await operator.create_provider(conn, q, code, "Load test provider", SEED_ACTOR))[
+            "keys"
+        ][0]
         seeded = []
         started = time.monotonic()
         for i in range(players):
             player_id = f"{code}-p{i}"
-            await operator.create_player(conn, q, player_id, currency)
+            await operator.create_player(conn, q, player_id, currency, SEED_ACTOR)
             await operator.adjust(
-                conn, q, player_id, balance, "load test funding", f"{player_id}-funding", "seed"
+                conn, q, player_id, balance, "load test funding", f"{player_id}-funding", SEED_ACTOR
             )
             session = await operator.issue_session(conn, q, player_id, code, "load-slot", 24 * 3600)
             seeded.append({"player_id": player_id, "session_token": session["session_token"]})

@@ -106,8 +106,12 @@ async def test_limits_set_and_clear(operator: Operator) -> None:
         expect=200,
     )
     assert set_["limits"]["wager"] == {"daily": 100, "monthly": 1000}
+    # Removing a limit is a raise: it waits for the cooling-off, and says when it takes effect.
     cleared = await operator.call("PUT", path, {"wager": {"daily": None}}, expect=200)
-    assert cleared["limits"]["wager"] == {"monthly": 1000}
+    assert cleared["limits"]["wager"] == {"daily": 100, "monthly": 1000}
+    (pending,) = cleared["pending_limits"]
+    assert (pending["kind"], pending["period"], pending["amount"]) == ("wager", "daily", None)
+    assert pending["effective_at"].endswith("Z")
     for body, field in (
         ({"bets": {"daily": 1}}, "bets"),
         ({"wager": {"hourly": 1}}, "wager.hourly"),

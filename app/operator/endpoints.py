@@ -1,86 +1,177 @@
-"""HTTP for the operator API: authenticate, validate the body, call the service, answer JSON."""
+"""HTTP for the operator API: authenticate, authorise by role, validate, call the service.
+
+Every route is declared with the roles allowed to call it (:data:`PERMISSIONS`), so the role
+matrix is one table that the docs and the tests read.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import http
+from app import http, pagination
 from app.errors import InvalidRequest
 from app.ledger import service as ledger
-from app.operator import service
-from app.operator.auth import authenticate
+from app.operator import history, service
+from app.operator.auth import ADMIN, MONEY, PLAYER_ADMIN, READ, Principal, authenticate, authorize
+from app.operator.service import Actor
 from app.seamless.events import MAX_AMOUNT
 from app.state import Wallet, wallet
 
 IDEMPOTENCY_KEY_MAX = 255
 
 
-def _authorised(request: Request) -> tuple[Wallet, str]:
-    w = wallet(request)
-    admin = w.settings.admin_api_key
-    return w, authenticate(request, str(admin) if admin is not None else None)
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One authorised operator call: the app's resources, a connection, and who is calling."""
+
+    w: Wallet
+    conn: asyncpg.Connection
+    principal: Principal
+    actor: Actor
 
 
-def _path_identifier(request: Request, name: str) -> str:
+Handler = Callable[[Request, Call], Awaitable[Response]]
+routes: list[Route] = []
+PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {}
+
+
+def route(method: str, path: str, roles: frozenset[str], what: str) -> Callable[[Handler], Handler]:
+    """Register ``handler`` for ``method path``, callable by ``roles`` only."""
+
+    def register(handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            w = wallet(request)
+            admin = w.settings.admin_api_key
+            async with w.pool.acquire() as conn:
+                principal = await authenticate(
+                    request, conn, w.queries, str(admin) if admin is not None else None
+                )
+                authorize(principal, roles, what)
+                actor = Actor(principal.actor, http.request_id(request))
+                return await handler(request, Call(w, conn, principal, actor))
+
+        routes.append(Route(path, endpoint, methods=[method]))
+        PERMISSIONS[(method, path)] = roles
+        return handler
+
+    return register
+
+
+# --- query and path parameters ----------------------------------------------------------------
+
+
+def _path(request: Request, name: str) -> str:
     return http.identifier(dict(request.path_params), name)
 
 
-async def create_provider(request: Request) -> Response:
-    w, _ = _authorised(request)
+def _query_identifier(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name)
+    return None if value is None else http.identifier({name: value}, name)
+
+
+def _query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and value not in choices:
+        raise InvalidRequest(f"{name} must be one of {', '.join(choices)}", field=name)
+    return value
+
+
+def _query_time(request: Request, name: str) -> datetime | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InvalidRequest(
+            f"{name} must be an RFC 3339 time with a zone, like 2026-05-18T11:42:18Z", field=name
+        )
+    return moment
+
+
+def _time_range(request: Request) -> tuple[datetime | None, datetime | None]:
+    return _query_time(request, "from"), _query_time(request, "to")
+
+
+# --- providers ----------------------------------------------------------------------------------
+
+
+@route("POST", "/v1/providers", ADMIN, "register providers")
+async def create_provider(request: Request, c: Call) -> Response:
     data = await http.read_json(request)
     code = http.identifier(data, "code")
     name = http.text(data, "name")
-    async with w.pool.acquire() as conn:
-        created = await service.create_provider(conn, w.queries, code, name)
-    return http.json_response(created, 201)
+    return http.json_response(
+        await service.create_provider(c.conn, c.w.queries, code, name, c.actor), 201
+    )
 
 
-async def rotate_key(request: Request) -> Response:
-    w, _ = _authorised(request)
-    code = _path_identifier(request, "code")
-    async with w.pool.acquire() as conn:
-        rotated = await service.rotate_key(conn, w.queries, code)
-    w.keys.forget(code)
+@route("GET", "/v1/providers", READ, "list providers")
+async def list_providers(request: Request, c: Call) -> Response:
+    size, after = pagination.limit(request), pagination.cursor(request, 1)
+    return http.json_response(await history.providers(c.conn, c.w.queries, size, after))
+
+
+@route("POST", "/v1/providers/{code}/keys", ADMIN, "rotate provider keys")
+async def rotate_key(request: Request, c: Call) -> Response:
+    code = _path(request, "code")
+    rotated = await service.rotate_key(c.conn, c.w.queries, code, c.actor)
+    c.w.keys.forget(code)
     return http.json_response(rotated, 201)
 
 
-async def create_player(request: Request) -> Response:
-    w, _ = _authorised(request)
+# --- players ------------------------------------------------------------------------------------
+
+
+@route("POST", "/v1/players", PLAYER_ADMIN, "create players")
+async def create_player(request: Request, c: Call) -> Response:
     data = await http.read_json(request)
     player_id = http.identifier(data, "player_id")
     currency = http.currency(data)
-    async with w.pool.acquire() as conn:
-        player, created = await service.create_player(conn, w.queries, player_id, currency)
+    player, created = await service.create_player(c.conn, c.w.queries, player_id, currency, c.actor)
     return http.json_response(player, 201 if created else 200)
 
 
-async def get_player(request: Request) -> Response:
-    w, _ = _authorised(request)
-    player_id = _path_identifier(request, "player_id")
-    async with w.pool.acquire() as conn:
-        return http.json_response(await service.get_player(conn, w.queries, player_id))
+@route("GET", "/v1/players", READ, "list players")
+async def list_players(request: Request, c: Call) -> Response:
+    status = _query_choice(request, "status", service.STATUSES)
+    size, after = pagination.limit(request), pagination.cursor(request, 1)
+    return http.json_response(await history.players(c.conn, c.w.queries, status, size, after))
 
 
-async def set_status(request: Request) -> Response:
-    w, _ = _authorised(request)
-    player_id = _path_identifier(request, "player_id")
+@route("GET", "/v1/players/{player_id}", READ, "read players")
+async def get_player(request: Request, c: Call) -> Response:
+    player_id = _path(request, "player_id")
+    return http.json_response(await service.get_player(c.conn, c.w.queries, player_id))
+
+
+@route("PUT", "/v1/players/{player_id}/status", PLAYER_ADMIN, "change a player's status")
+async def set_status(request: Request, c: Call) -> Response:
+    player_id = _path(request, "player_id")
     data = await http.read_json(request)
     status = data.get("status")
     if not isinstance(status, str):
         raise InvalidRequest("status must be a string", field="status")
-    async with w.pool.acquire() as conn:
-        return http.json_response(await service.set_status(conn, w.queries, player_id, status))
+    return http.json_response(
+        await service.set_status(c.conn, c.w.queries, player_id, status, c.actor)
+    )
 
 
-async def set_limits(request: Request) -> Response:
-    """Body: ``{"wager": {"daily": 5000}, "loss": {"weekly": null}}``; null clears a limit."""
-    w, _ = _authorised(request)
-    player_id = _path_identifier(request, "player_id")
+@route("PUT", "/v1/players/{player_id}/limits", PLAYER_ADMIN, "change a player's limits")
+async def set_limits(request: Request, c: Call) -> Response:
+    """Body: ``{"wager": {"daily": 5000}, "loss": {"weekly": null}}``; null removes a limit."""
+    player_id = _path(request, "player_id")
     data = await http.read_json(request)
     limits: dict[str, dict[str, int | None]] = {}
     for kind, periods in data.items():
@@ -100,26 +191,28 @@ async def set_limits(request: Request) -> Response:
             if amount is not None:
                 amount = http.integer({field: amount}, field, minimum=0, maximum=MAX_AMOUNT)
             limits[kind][period] = amount
-    async with w.pool.acquire() as conn:
-        return http.json_response(await service.set_limits(conn, w.queries, player_id, limits))
+    return http.json_response(
+        await service.set_limits(
+            c.conn, c.w.queries, player_id, limits, c.w.settings.limit_cooling_off_seconds, c.actor
+        )
+    )
 
 
-async def issue_session(request: Request) -> Response:
-    w, _ = _authorised(request)
-    player_id = _path_identifier(request, "player_id")
+@route("POST", "/v1/players/{player_id}/sessions", PLAYER_ADMIN, "issue sessions")
+async def issue_session(request: Request, c: Call) -> Response:
+    player_id = _path(request, "player_id")
     data = await http.read_json(request)
     provider = http.identifier(data, "provider")
     game_id = http.identifier(data, "game_id")
-    async with w.pool.acquire() as conn:
-        issued = await service.issue_session(
-            conn, w.queries, player_id, provider, game_id, w.settings.session_ttl_seconds
-        )
+    issued = await service.issue_session(
+        c.conn, c.w.queries, player_id, provider, game_id, c.w.settings.session_ttl_seconds
+    )
     return http.json_response(issued, 201)
 
 
-async def adjust(request: Request) -> Response:
-    w, actor = _authorised(request)
-    player_id = _path_identifier(request, "player_id")
+@route("POST", "/v1/players/{player_id}/adjustments", MONEY, "adjust balances")
+async def adjust(request: Request, c: Call) -> Response:
+    player_id = _path(request, "player_id")
     key = request.headers.get("idempotency-key", "")
     if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not key.isprintable():
         raise InvalidRequest(
@@ -131,17 +224,129 @@ async def adjust(request: Request) -> Response:
     if amount == 0:
         raise InvalidRequest("amount must not be zero", field="amount")
     reason = http.text(data, "reason", max_length=500)
-    async with w.pool.acquire() as conn:
-        adjustment, created = await service.adjust(
-            conn, w.queries, player_id, amount, reason, key, actor
-        )
+    adjustment, created = await service.adjust(
+        c.conn, c.w.queries, player_id, amount, reason, key, c.actor
+    )
     return http.json_response(adjustment, 201 if created else 200)
 
 
-async def ledger_check(request: Request) -> Response:
-    w, _ = _authorised(request)
-    async with w.pool.acquire() as conn:
-        return http.json_response(await ledger.check(conn, w.queries))
+@route("GET", "/v1/players/{player_id}/transactions", READ, "read player history")
+async def player_transactions(request: Request, c: Call) -> Response:
+    player_id = _path(request, "player_id")
+    since, until = _time_range(request)
+    size, after = pagination.limit(request), pagination.cursor(request, 2)
+    return http.json_response(
+        await history.player_transactions(c.conn, c.w.queries, player_id, size, after, since, until)
+    )
+
+
+@route("GET", "/v1/players/{player_id}/statement", READ, "read player statements")
+async def player_statement(request: Request, c: Call) -> Response:
+    player_id = _path(request, "player_id")
+    since, until = _time_range(request)
+    now = datetime.now(UTC)
+    until = until or now
+    since = since or until - timedelta(days=30)
+    return http.json_response(await history.statement(c.conn, c.w.queries, player_id, since, until))
+
+
+# --- seamless call history ----------------------------------------------------------------------
+
+
+def _call_filter(request: Request, *, failures_only: bool) -> history.CallFilter:
+    since, until = _time_range(request)
+    code = _query_choice(request, "code", ("R0", "R1", "R2", "R3", "R4"))
+    return history.CallFilter(
+        provider=_query_identifier(request, "provider"),
+        event=_query_identifier(request, "event"),
+        code=code,
+        player_id=_query_identifier(request, "player_id"),
+        since=since,
+        until=until,
+        failures_only=failures_only,
+    )
+
+
+@route("GET", "/v1/webhooks/calls", READ, "read the call history")
+async def list_calls(request: Request, c: Call) -> Response:
+    f = _call_filter(request, failures_only=False)
+    size, after = pagination.limit(request), pagination.cursor(request, 1)
+    return http.json_response(await history.calls(c.conn, c.w.queries, f, size, after))
+
+
+@route("GET", "/v1/webhooks/failures", READ, "read the call history")
+async def list_failures(request: Request, c: Call) -> Response:
+    f = _call_filter(request, failures_only=True)
+    size, after = pagination.limit(request), pagination.cursor(request, 1)
+    return http.json_response(await history.calls(c.conn, c.w.queries, f, size, after))
+
+
+# --- ledger, reports, audit ---------------------------------------------------------------------
+
+
+@route("GET", "/v1/ledger/check", READ, "check the ledger")
+async def ledger_check(request: Request, c: Call) -> Response:
+    return http.json_response(await ledger.check(c.conn, c.w.queries))
+
+
+@route("GET", "/v1/reports/daily", READ, "read reports")
+async def daily_report(request: Request, c: Call) -> Response:
+    raw = request.query_params.get("date")
+    try:
+        day = date.fromisoformat(raw) if raw else datetime.now(UTC).date()
+    except ValueError:
+        raise InvalidRequest("date must be YYYY-MM-DD", field="date") from None
+    return http.json_response(await history.daily_report(c.conn, c.w.queries, day))
+
+
+@route("GET", "/v1/audit", READ, "read the audit log")
+async def list_audit(request: Request, c: Call) -> Response:
+    since, until = _time_range(request)
+    size, after = pagination.limit(request), pagination.cursor(request, 1)
+    q = request.query_params
+    return http.json_response(
+        await history.audit_entries(
+            c.conn,
+            c.w.queries,
+            q.get("actor"),
+            q.get("action"),
+            q.get("target"),
+            since,
+            until,
+            size,
+            after,
+        )
+    )
+
+
+# --- API keys -----------------------------------------------------------------------------------
+
+
+@route("POST", "/v1/api-keys", ADMIN, "manage API keys")
+async def create_api_key(request: Request, c: Call) -> Response:
+    data = await http.read_json(request)
+    role = data.get("role")
+    if not isinstance(role, str):
+        raise InvalidRequest("role must be a string", field="role")
+    name = http.text(data, "name")
+    return http.json_response(
+        await service.create_api_key(c.conn, c.w.queries, role, name, c.actor), 201
+    )
+
+
+@route("GET", "/v1/api-keys", ADMIN, "manage API keys")
+async def list_api_keys(request: Request, c: Call) -> Response:
+    size, after = pagination.limit(request), pagination.cursor(request, 1)
+    return http.json_response(await history.api_keys(c.conn, c.w.queries, size, after))
+
+
+@route("DELETE", "/v1/api-keys/{key_id}", ADMIN, "manage API keys")
+async def revoke_api_key(request: Request, c: Call) -> Response:
+    key_id = _path(request, "key_id")
+    return http.json_response(await service.revoke_api_key(c.conn, c.w.queries, key_id, c.actor))
+
+
+# --- health -------------------------------------------------------------------------------------
 
 
 async def healthz(request: Request) -> Response:
@@ -169,16 +374,7 @@ async def readyz(request: Request) -> Response:
     )
 
 
-routes = [
-    Route("/v1/providers", create_provider, methods=["POST"]),
-    Route("/v1/providers/{code}/keys", rotate_key, methods=["POST"]),
-    Route("/v1/players", create_player, methods=["POST"]),
-    Route("/v1/players/{player_id}", get_player, methods=["GET"]),
-    Route("/v1/players/{player_id}/status", set_status, methods=["PUT"]),
-    Route("/v1/players/{player_id}/limits", set_limits, methods=["PUT"]),
-    Route("/v1/players/{player_id}/sessions", issue_session, methods=["POST"]),
-    Route("/v1/players/{player_id}/adjustments", adjust, methods=["POST"]),
-    Route("/v1/ledger/check", ledger_check, methods=["GET"]),
+routes += [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
 ]

@@ -1,19 +1,23 @@
-"""Operator rules: providers and keys, players, sessions, status, limits, adjustments.
+"""Operator rules: providers and keys, players, sessions, status, limits, adjustments, API keys.
 
-Functions take a connection (the caller owns the transaction) and raise :mod:`app.errors`.
+Functions take a connection (the caller owns the connection; each write opens its transaction) and
+raise :mod:`app.errors`. Every administrative write records an audit entry in the same
+transaction as the change itself, so the log can neither miss a change nor invent one.
 """
 
 from __future__ import annotations
 
 import base64
 import secrets
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from app.db import Queries
 from app.errors import IdempotencyConflict, InvalidRequest, NotFound
+from app.operator.auth import ROLES, key_hash, new_key
+from app.operator.views import record, rfc3339
 from app.seamless.service import token_hash
 
 STATUSES = ("active", "blocked", "self_excluded")
@@ -21,7 +25,27 @@ LIMIT_KINDS = ("deposit", "wager", "loss")
 LIMIT_PERIODS = ("daily", "weekly", "monthly")
 
 
-def _new_key() -> tuple[str, bytes]:
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts (for the audit log) and the request that carried it."""
+
+    name: str
+    request_id: str | None = None
+
+
+async def audit(
+    conn: asyncpg.Connection,
+    q: Queries,
+    actor: Actor,
+    action: str,
+    target: str,
+    before: Any,
+    after: Any,
+) -> None:
+    await conn.execute(q.insert_audit, actor.name, action, target, before, after, actor.request_id)
+
+
+def _new_provider_key() -> tuple[str, bytes]:
     return "k_" + secrets.token_hex(6), secrets.token_bytes(32)
 
 
@@ -30,95 +54,159 @@ def _shown(key_id: str, secret: bytes) -> dict[str, str]:
 
 
 async def create_provider(
-    conn: asyncpg.Connection, q: Queries, code: str, name: str
+    conn: asyncpg.Connection, q: Queries, code: str, name: str, actor: Actor
 ) -> dict[str, Any]:
     """Register a provider with its first key; the key is returned once and never again."""
     async with conn.transaction():
         row = await conn.fetchrow(q.insert_provider, code, name)
         if row is None:
             raise IdempotencyConflict(f"provider {code!r} already exists", field="code")
-        key_id, secret = _new_key()
+        key_id, secret = _new_provider_key()
         await conn.execute(q.insert_current_key, code, key_id, secret)
+        await audit(
+            conn,
+            q,
+            actor,
+            "provider.create",
+            f"provider:{code}",
+            None,
+            {"code": code, "name": name, "keys": [key_id]},
+        )
     return {"code": code, "name": name, "keys": [_shown(key_id, secret)]}
 
 
-async def rotate_key(conn: asyncpg.Connection, q: Queries, code: str) -> dict[str, Any]:
+async def rotate_key(
+    conn: asyncpg.Connection, q: Queries, code: str, actor: Actor
+) -> dict[str, Any]:
     """A new current key; the old current stays active as previous, the old previous retires."""
     async with conn.transaction():
         if await conn.fetchrow(q.lock_provider, code) is None:
             raise NotFound(f"provider {code!r} not found")
+        before = _active(await conn.fetch(q.provider_keys, code))
         await conn.execute(q.retire_previous_key, code)
         await conn.execute(q.demote_current_key, code)
-        key_id, secret = _new_key()
+        key_id, secret = _new_provider_key()
         await conn.execute(q.insert_current_key, code, key_id, secret)
-        keys = await conn.fetch(q.provider_keys, code)
-    return {
-        "code": code,
-        "keys": [_shown(key_id, secret)],
-        "active": [
-            {"key_id": k["key_id"], "state": k["state"]} for k in keys if k["state"] != "retired"
-        ],
-    }
+        after = _active(await conn.fetch(q.provider_keys, code))
+        await audit(
+            conn,
+            q,
+            actor,
+            "provider.rotate_key",
+            f"provider:{code}",
+            {"active": before},
+            {"active": after},
+        )
+    return {"code": code, "keys": [_shown(key_id, secret)], "active": after}
+
+
+def _active(rows: list[asyncpg.Record]) -> list[dict[str, str]]:
+    return [{"key_id": r["key_id"], "state": r["state"]} for r in rows if r["state"] != "retired"]
 
 
 async def get_player(conn: asyncpg.Connection, q: Queries, player_id: str) -> dict[str, Any]:
     row = await conn.fetchrow(q.get_player, player_id)
     if row is None:
         raise NotFound(f"player {player_id!r} not found")
-    limits = await conn.fetch(q.player_limits, player_id)
-    return {
-        "player_id": row["player_id"],
-        "currency": row["currency"],
-        "balance": row["balance"],
-        "status": row["status"],
-        "limits": _limits_object(limits),
-        "created_at": _rfc3339(row["created_at"]),
-        "updated_at": _rfc3339(row["updated_at"]),
-    }
+    player = record(row)
+    player.update(await _limits(conn, q, player_id))
+    return player
+
+
+async def _limits(conn: asyncpg.Connection, q: Queries, player_id: str) -> dict[str, Any]:
+    """``limits`` in force (``{kind: {period: amount}}``) and ``pending_limits`` changes."""
+    limits: dict[str, dict[str, int]] = {kind: {} for kind in LIMIT_KINDS}
+    pending = []
+    for r in await conn.fetch(q.player_limit_rows, player_id):
+        if r["amount"] is not None:
+            limits[r["kind"]][r["period"]] = r["amount"]
+        if r["next_from"] is not None and r["amount"] != r["next_amount"]:
+            pending.append(
+                {
+                    "kind": r["kind"],
+                    "period": r["period"],
+                    "amount": r["next_amount"],
+                    "effective_at": rfc3339(r["next_from"]),
+                }
+            )
+    return {"limits": limits, "pending_limits": pending}
 
 
 async def create_player(
-    conn: asyncpg.Connection, q: Queries, player_id: str, currency: str
+    conn: asyncpg.Connection, q: Queries, player_id: str, currency: str, actor: Actor
 ) -> tuple[dict[str, Any], bool]:
     """Create a player with an empty wallet; (player, created). Creating it again is harmless."""
-    try:
-        await conn.execute(q.insert_player, player_id, currency)
-        created = True
-    except asyncpg.UniqueViolationError:
-        created = False
-    player = await get_player(conn, q, player_id)
-    if not created and player["currency"] != currency:
-        raise IdempotencyConflict(
-            f"player {player_id!r} already exists with currency {player['currency']}",
-            field="currency",
-        )
+    async with conn.transaction():
+        try:
+            async with conn.transaction():  # a savepoint: the conflict must not end the outer one
+                await conn.execute(q.insert_player, player_id, currency)
+            created = True
+        except asyncpg.UniqueViolationError:
+            created = False
+        player = await get_player(conn, q, player_id)
+        if not created and player["currency"] != currency:
+            raise IdempotencyConflict(
+                f"player {player_id!r} already exists with currency {player['currency']}",
+                field="currency",
+            )
+        if created:
+            await audit(
+                conn, q, actor, "player.create", f"player:{player_id}", None, {"currency": currency}
+            )
     return player, created
 
 
 async def set_status(
-    conn: asyncpg.Connection, q: Queries, player_id: str, status: str
+    conn: asyncpg.Connection, q: Queries, player_id: str, status: str, actor: Actor
 ) -> dict[str, Any]:
     if status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
-    if await conn.fetchrow(q.set_player_status, player_id, status) is None:
-        raise NotFound(f"player {player_id!r} not found")
-    return await get_player(conn, q, player_id)
+    async with conn.transaction():
+        before = await get_player(conn, q, player_id)
+        await conn.execute(q.set_player_status, player_id, status)
+        await audit(
+            conn,
+            q,
+            actor,
+            "player.status",
+            f"player:{player_id}",
+            {"status": before["status"]},
+            {"status": status},
+        )
+        return await get_player(conn, q, player_id)
 
 
 async def set_limits(
-    conn: asyncpg.Connection, q: Queries, player_id: str, limits: dict[str, dict[str, int | None]]
+    conn: asyncpg.Connection,
+    q: Queries,
+    player_id: str,
+    limits: dict[str, dict[str, int | None]],
+    cooling_off_seconds: int,
+    actor: Actor,
 ) -> dict[str, Any]:
-    """Set (an amount) or clear (null) limits given as ``{kind: {period: amount}}``."""
+    """Set (an amount) or remove (null) limits given as ``{kind: {period: amount}}``.
+
+    Lowering or adding a limit applies at once; raising or removing one applies after
+    ``cooling_off_seconds``, so that a moment's impulse cannot undo a player's protection.
+    """
     async with conn.transaction():
-        if await conn.fetchrow(q.get_player, player_id) is None:
-            raise NotFound(f"player {player_id!r} not found")
+        before = await get_player(conn, q, player_id)
         for kind, periods in limits.items():
             for period, amount in periods.items():
-                if amount is None:
-                    await conn.execute(q.delete_player_limit, player_id, kind, period)
-                else:
-                    await conn.execute(q.upsert_player_limit, player_id, kind, period, amount)
-    return await get_player(conn, q, player_id)
+                await conn.execute(
+                    q.set_limit, player_id, kind, period, amount, float(cooling_off_seconds)
+                )
+        after = await get_player(conn, q, player_id)
+        await audit(
+            conn,
+            q,
+            actor,
+            "player.limits",
+            f"player:{player_id}",
+            {k: before[k] for k in ("limits", "pending_limits")},
+            {k: after[k] for k in ("limits", "pending_limits")},
+        )
+    return after
 
 
 async def issue_session(
@@ -138,7 +226,7 @@ async def issue_session(
     expires_at = await conn.fetchval(
         q.insert_session, token_hash(token), player_id, provider, game_id, float(ttl_seconds)
     )
-    return {"session_token": token, "expires_at": _rfc3339(expires_at)}
+    return {"session_token": token, "expires_at": rfc3339(expires_at)}
 
 
 async def adjust(
@@ -148,39 +236,73 @@ async def adjust(
     amount: int,
     reason: str,
     idempotency_key: str,
-    actor: str,
+    actor: Actor,
 ) -> tuple[dict[str, Any], bool]:
     """A signed manual credit or debit; (adjustment, created). Same key and body: same answer."""
-    row = await conn.fetchrow(q.adjust, idempotency_key, player_id, amount, reason, actor)
-    if row["reason"] == "player_not_found":
-        raise NotFound(f"player {player_id!r} not found")
-    if row["reason"] == "idempotency_conflict":
-        raise IdempotencyConflict("Idempotency-Key was already used with another body")
-    if row["reason"] == "insufficient_funds":
-        raise InvalidRequest(
-            f"a debit of {-amount} exceeds the balance of {row['balance']}", field="amount"
+    async with conn.transaction():
+        row = await conn.fetchrow(q.adjust, idempotency_key, player_id, amount, reason, actor.name)
+        if row["reason"] == "player_not_found":
+            raise NotFound(f"player {player_id!r} not found")
+        if row["reason"] == "idempotency_conflict":
+            raise IdempotencyConflict("Idempotency-Key was already used with another body")
+        if row["reason"] == "insufficient_funds":
+            raise InvalidRequest(
+                f"a debit of {-amount} exceeds the balance of {row['balance']}", field="amount"
+            )
+        tx = await conn.fetchrow(q.adjustment_by_id, row["wallet_transaction_id"])
+        adjustment = record(tx)
+        adjustment["id"] = str(tx["id"])
+        created = not row["duplicate"]
+        if created:
+            await audit(
+                conn,
+                q,
+                actor,
+                "player.adjust",
+                f"player:{player_id}",
+                {"balance": tx["balance_after"] - amount},
+                {
+                    "balance": tx["balance_after"],
+                    "amount": amount,
+                    "reason": reason,
+                    "adjustment_id": adjustment["id"],
+                },
+            )
+    return adjustment, created
+
+
+async def create_api_key(
+    conn: asyncpg.Connection, q: Queries, role: str, name: str, actor: Actor
+) -> dict[str, Any]:
+    """A new API key; the secret is in this answer only."""
+    if role not in ROLES:
+        raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", field="role")
+    key_id, secret = new_key(role)
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            q.insert_api_key, key_id, key_hash(secret), role, name, actor.name
         )
-    tx = await conn.fetchrow(q.adjustment_by_id, row["wallet_transaction_id"])
-    return {
-        "id": str(tx["id"]),
-        "player_id": tx["player_id"],
-        "amount": tx["amount"],
-        "currency": tx["currency"],
-        "reason": tx["reason"],
-        "balance_after": tx["balance_after"],
-        "idempotency_key": tx["idempotency_key"],
-        "created_at": _rfc3339(tx["created_at"]),
-    }, not row["duplicate"]
+        created = record(row)
+        await audit(
+            conn, q, actor, "apikey.create", f"apikey:{key_id}", None, {"role": role, "name": name}
+        )
+    return {**created, "key": secret}
 
 
-def _limits_object(rows: list[asyncpg.Record]) -> dict[str, dict[str, int]]:
-    limits: dict[str, dict[str, int]] = {kind: {} for kind in LIMIT_KINDS}
-    for r in rows:
-        limits[r["kind"]][r["period"]] = r["amount"]
-    return limits
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (
-        f".{moment.microsecond // 1000:03d}Z" if moment.microsecond else "Z"
-    )
+async def revoke_api_key(
+    conn: asyncpg.Connection, q: Queries, key_id: str, actor: Actor
+) -> dict[str, Any]:
+    async with conn.transaction():
+        row = await conn.fetchrow(q.revoke_api_key, key_id)
+        if row is None:
+            raise NotFound(f"no active API key {key_id!r}")
+        await audit(
+            conn,
+            q,
+            actor,
+            "apikey.revoke",
+            f"apikey:{key_id}",
+            {"revoked": False},
+            {"revoked": True},
+        )
+    return record(row)

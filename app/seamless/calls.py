@@ -49,6 +49,11 @@ class CallLog:
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
 
+    @property
+    def buffered(self) -> int:
+        """Rows waiting to be written."""
+        return len(self._buffer)
+
     def record(self, call: CallRecord) -> None:
         if len(self._buffer) == self._buffer.maxlen:
             self.dropped += 1  # the oldest row falls out: Postgres has been down for long

@@ -30,6 +30,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from app.db import Queries
+from app.metrics import Metrics
 from app.seamless import envelope, events
 from app.seamless.calls import CallLog, CallRecord
 from app.seamless.keys import KeyRing
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 # Failures of the database or its connection: the posting either committed whole or not at all,
 # so the answer is a retryable R1.
 DATABASE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+# The values the metrics' ``event`` label may take: a label must not take any value a caller sends.
+EVENT_LABELS = events.MONEY_EVENTS | {"balance", "login", "logout"}
 
 
 @dataclass(slots=True)
@@ -69,6 +73,7 @@ class SeamlessService:
         *,
         freshness_seconds: int,
         acquire_timeout: float = 2.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.pool = pool
         self.q = queries
@@ -79,18 +84,23 @@ class SeamlessService:
         # Well below the 30 s pending claim: a request stuck waiting for a connection must give
         # up (R1, retryable) before a resend could be processed next to it.
         self.acquire_timeout = acquire_timeout
+        self.metrics = metrics
 
     async def handle(self, provider: str, key_id: str | None, body: bytes) -> Reply:
         started = time.perf_counter()
         key: bytes | None = None
         event: events.Event | None = None
         request_id = player_id = None
+        label = "unknown"
         replayed = False
         try:
             key, plaintext = await self._open(provider, key_id, body)
             data = events.decode(plaintext)
             request_id = events.readable(data, "request_id")
             player_id = events.readable(data, "player_id")
+            name = data.get("event")
+            if isinstance(name, str) and name in EVENT_LABELS:
+                label = name
             event = events.parse(data)
             if abs(time.time() - event.timestamp) > self.freshness_seconds:
                 raise Refusal("R2", "stale_request")
@@ -100,7 +110,27 @@ class SeamlessService:
             if outcome.code != "R2" and key is not None and player_id is not None:
                 await self._add_balance(outcome, player_id)
         obj = outcome.to_object()
-        self._record(provider, event, request_id, outcome, replayed, started)
+        seconds = time.perf_counter() - started
+        self._record(provider, event, request_id, outcome, replayed, seconds)
+        if self.metrics is not None:
+            self.metrics.seamless(
+                label,
+                outcome.code,
+                outcome.reason,
+                seconds,
+                duplicate=outcome.duplicate,
+                replayed=replayed,
+            )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s from %s answered %s %s in %.1f ms",
+                label,
+                provider[:64],
+                outcome.code,
+                outcome.reason,
+                seconds * 1000,
+                extra={"provider_request_id": request_id, "replayed": replayed},
+            )
         return Reply(obj, None if outcome.code == "R2" else key)
 
     async def _open(self, provider: str, key_id: str | None, body: bytes) -> tuple[bytes, bytes]:
@@ -143,7 +173,12 @@ class SeamlessService:
                 lock=event.event in events.MONEY_EVENTS,
             )
         except RedisError as exc:
-            log.error("redis unavailable, refusing %s: %s", event.event, exc)
+            log.error(
+                "redis unavailable, refusing %s: %s",
+                event.event,
+                exc,
+                extra={"provider_request_id": event.request_id},
+            )
             raise Refusal("R1", "internal_error") from None
         if not admission.fresh:
             if admission.stored is None or admission.stored.startswith(PENDING):
@@ -160,7 +195,12 @@ class SeamlessService:
             try:
                 await self.gate.finish(admission, stored)
             except RedisError as exc:
-                log.warning("outcome of %s not stored in redis: %s", event.request_id, exc)
+                log.warning(
+                    "outcome of %s not stored in redis: %s",
+                    event.event,
+                    exc,
+                    extra={"provider_request_id": event.request_id},
+                )
         return outcome, False
 
     async def _apply(self, provider: str, event: events.Event) -> Outcome:
@@ -174,7 +214,12 @@ class SeamlessService:
                     # run again to answer duplicate or idempotency_conflict from the committed row.
                     row = await conn.fetchrow(query, *args)
         except DATABASE_ERRORS as exc:
-            log.error("posting %s %s failed: %r", event.event, event.request_id, exc)
+            log.error(
+                "posting %s failed: %r",
+                event.event,
+                exc,
+                extra={"provider_request_id": event.request_id},
+            )
             return Outcome("R1", "internal_error", MESSAGES["internal_error"], event.request_id)
         return Outcome(
             code=row["code"],
@@ -266,7 +311,7 @@ class SeamlessService:
         request_id: str | None,
         outcome: Outcome,
         replayed: bool,
-        started: float,
+        seconds: float,
     ) -> None:
         self.calls.record(
             CallRecord(
@@ -280,7 +325,7 @@ class SeamlessService:
                 wallet_transaction_id=outcome.transaction_id,
                 duplicate=outcome.duplicate,
                 replayed=replayed,
-                latency_us=int((time.perf_counter() - started) * 1_000_000),
+                latency_us=int(seconds * 1_000_000),
                 created_at=datetime.now(UTC),
             )
         )
