@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import db, http, logs
+from app import db, http, logs, openapi
 from app.config import ConfigError, Settings
 from app.errors import InvalidRequest, NotFound, WalletError
 from app.locks import PlayerLocks
@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *seamless_endpoints.routes,
             *operator_endpoints.routes,
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *openapi.routes,
         ],
         middleware=[Middleware(http.RequestIdMiddleware)],
         exception_handlers={

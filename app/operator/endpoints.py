@@ -23,10 +23,11 @@ from app.ledger import service as ledger
 from app.operator import history, service
 from app.operator.auth import ADMIN, MONEY, PLAYER_ADMIN, READ, Principal, authenticate, authorize
 from app.operator.service import Actor
-from app.seamless.events import MAX_AMOUNT
+from app.seamless.events import MAX_AMOUNT, PARSERS
 from app.state import Wallet, wallet
 
 IDEMPOTENCY_KEY_MAX = 255
+EVENT_NAMES = tuple(PARSERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +259,7 @@ def _call_filter(request: Request, *, failures_only: bool) -> history.CallFilter
     code = _query_choice(request, "code", ("R0", "R1", "R2", "R3", "R4"))
     return history.CallFilter(
         provider=_query_identifier(request, "provider"),
-        event=_query_identifier(request, "event"),
+        event=_query_choice(request, "event", EVENT_NAMES),
         code=code,
         player_id=_query_identifier(request, "player_id"),
         since=since,

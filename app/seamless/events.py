@@ -172,10 +172,10 @@ def parse(data: dict[str, Any]) -> Event:
     name = data.get("event")
     if name is None:
         raise Refusal("R3", "malformed_request", "missing field: event")
-    if not isinstance(name, str) or name not in _PARSERS:
+    if not isinstance(name, str) or name not in PARSERS:
         raise Refusal("R3", "unknown_event", f"unknown event: {str(name)[:64]!r}")
     base = (name, f.identifier("request_id"), f.timestamp("timestamp"), f.identifier("player_id"))
-    return _PARSERS[name](base, f)
+    return PARSERS[name](base, f)
 
 
 def _login(base: tuple[str, str, int, str], f: _Fields) -> Event:
@@ -236,7 +236,7 @@ def _result_change(base: tuple[str, str, int, str], f: _Fields) -> Event:
     )
 
 
-_PARSERS = {
+PARSERS = {
     "login": _login,
     "balance": _balance,
     "logout": _logout,

@@ -1,0 +1,517 @@
+"""The OpenAPI document (issue: /openapi.json, /docs) is valid, complete, and true.
+
+True means: real answers of every operator route, on its success path and on each error it
+documents, validate against the document's schemas, and every status the document lists for an
+operator route is one the route was seen to answer. The seamless webhook's decrypted answers
+and the document's examples are checked against their schemas too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.metadata
+import re
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+import orjson
+from jsonschema import Draft202012Validator, FormatChecker
+from openapi_spec_validator import validate as validate_openapi
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+from starlette.routing import Route
+
+from app.client import open_answer, seal_event
+from app.config import Settings
+from app.main import create_app
+from app.openapi import (
+    EVENTS,
+    EXAMPLE_KEY,
+    EXAMPLE_PROVIDER,
+    REASONS,
+    document,
+    event_schema_name,
+)
+from app.operator.auth import READ
+from app.operator.endpoints import PERMISSIONS
+from app.seamless import envelope, events
+from app.seamless.outcome import MESSAGES
+from tests.conftest import Operator, Table
+
+DOC = document()
+ROOT = "urn:wallet:openapi"
+# The whole document is the root resource, so "#/components/..." references resolve inside it.
+REGISTRY: Registry[Any] = Registry().with_resource(
+    ROOT, Resource.from_contents(DOC, default_specification=DRAFT202012)
+)
+WEBHOOK = "/v1/seamless/{provider}"
+UNAUTHENTICATED = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("POST", WEBHOOK),
+}
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+
+# Own format checks, so that formats are checked whatever optional libraries are installed.
+FORMATS = FormatChecker(formats=())
+
+
+@FORMATS.checks("date-time", raises=ValueError)
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    return RFC3339.fullmatch(value) is not None and datetime.fromisoformat(value) is not None
+
+
+@FORMATS.checks("date", raises=ValueError)
+def _is_date(value: object) -> bool:
+    return not isinstance(value, str) or date.fromisoformat(value) is not None
+
+
+@FORMATS.checks("int64")
+def _is_int64(value: object) -> bool:
+    return not isinstance(value, int) or -(2**63) <= value < 2**63
+
+
+# --- validating against the document -----------------------------------------------------------
+
+
+def pointer(*parts: str) -> str:
+    """A reference into the document, like ``urn:wallet:openapi#/components/schemas/Player``."""
+    escaped = (part.replace("~", "~0").replace("/", "~1") for part in parts)
+    return f"{ROOT}#/" + "/".join(escaped)
+
+
+def schema_of(name: str) -> str:
+    return pointer("components", "schemas", name)
+
+
+def assert_valid(instance: Any, ref: str) -> None:
+    validator = Draft202012Validator({"$ref": ref}, registry=REGISTRY, format_checker=FORMATS)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    assert not errors, f"{ref}:\n" + "\n".join(
+        f"  at {list(e.absolute_path)}: {e.message}" for e in errors
+    )
+
+
+def check_response(response: httpx.Response, method: str, template: str) -> None:
+    """``response`` is one the document lists for ``method template``, and its body fits."""
+    responses = DOC["paths"][template][method.lower()]["responses"]
+    status = str(response.status_code)
+    assert status in responses, f"{method} {template} answered {status}: {response.text}"
+    documented = responses[status]
+    if "$ref" in documented:
+        name = documented["$ref"].rsplit("/", 1)[1]
+        where: tuple[str, ...] = ("components", "responses", name)
+        documented = DOC["components"]["responses"][name]
+    else:
+        where = ("paths", template, method.lower(), "responses", status)
+    media = response.headers["content-type"].split(";")[0].strip()
+    assert media in documented["content"], (method, template, status, media)
+    assert response.headers.get("x-request-id"), "every answer carries X-Request-Id"
+    if media == "application/json":
+        assert_valid(response.json(), pointer(*where, "content", media, "schema"))
+
+
+class Recorder:
+    """Calls the API, checks each answer against the document, and remembers what it saw."""
+
+    def __init__(self, http: httpx.AsyncClient, admin: dict[str, str]) -> None:
+        self.http = http
+        self.admin = admin
+        self.seen: dict[tuple[str, str], set[int]] = {}
+
+    async def __call__(
+        self,
+        method: str,
+        template: str,
+        expect: int,
+        *,
+        path: dict[str, str] | None = None,
+        query: str = "",
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        url = template.format(**(path or {})) + (f"?{query}" if query else "")
+        response = await self.http.request(
+            method, url, json=json, headers=self.admin if headers is None else headers
+        )
+        assert response.status_code == expect, (method, url, response.text)
+        check_response(response, method, template)
+        self.seen.setdefault((method, template), set()).add(expect)
+        return response.json() if "json" in response.headers["content-type"] else response.text
+
+
+# --- the document itself ------------------------------------------------------------------------
+
+
+def test_document_is_valid_openapi_3_1() -> None:
+    validate_openapi(DOC)
+    assert DOC["openapi"] == "3.1.0"
+    assert DOC["info"]["title"] == "Wallet API"
+    assert DOC["info"]["version"] == importlib.metadata.version("wallet")
+    assert DOC["servers"] == [{"url": "/"}]
+    bearer = DOC["components"]["securitySchemes"]["bearerAuth"]
+    assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")
+    assert DOC["security"] == [{"bearerAuth": []}]
+    assert document() is DOC  # built once per process, not per request
+
+
+def test_documented_operations_are_the_real_routes(settings: Settings) -> None:
+    """A route cannot be added without documenting it, nor documented without existing."""
+    app = create_app(settings)
+    assert all(isinstance(route, Route) for route in app.routes)
+    real = {
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    documented = {(m.upper(), path) for path, item in DOC["paths"].items() for m in item}
+    assert documented == real
+    assert documented == set(PERMISSIONS) | UNAUTHENTICATED
+    for (method, path), operation in _operations():
+        roles = PERMISSIONS.get((method, path))
+        if roles is None:
+            assert operation["security"] == [] and "x-roles" not in operation, (method, path)
+        else:
+            assert "security" not in operation, (method, path)  # the global bearer scheme
+            assert set(operation["x-roles"]) == roles, (method, path)
+            assert ("403" in operation["responses"]) == (roles != READ), (method, path)
+
+
+def _operations() -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
+    for path, item in DOC["paths"].items():
+        for method, operation in item.items():
+            yield (method.upper(), path), operation
+
+
+def test_money_is_never_a_json_number() -> None:
+    """Amounts are integers in minor units: no schema anywhere may allow a fraction."""
+
+    def types(node: Any) -> Iterator[Any]:
+        if isinstance(node, dict):
+            if "type" in node:
+                yield node["type"]
+            for value in node.values():
+                yield from types(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from types(value)
+
+    for kind in types(DOC):
+        assert "number" not in (kind if isinstance(kind, list) else [kind])
+
+
+def test_seamless_codes_and_reasons_match_the_code() -> None:
+    reasons = [reason for group in REASONS.values() for reason in group]
+    assert sorted(reasons) == sorted(MESSAGES)
+    response = DOC["components"]["schemas"]["SeamlessResponse"]
+    assert response["properties"]["reason"]["enum"] == list(MESSAGES)
+
+
+def test_examples_match_their_schemas() -> None:
+    """Each event example is a valid event the wallet parses, each answer a valid answer, and
+    each sealed example payload opens, with the example key, to exactly its ``x-decrypted``."""
+    schemas = DOC["components"]["schemas"]
+    for name in EVENTS:
+        schema = event_schema_name(name)
+        (example,) = schemas[schema]["examples"]
+        assert_valid(example, schema_of(schema))
+        assert events.parse(example).event == name
+    for answer in schemas["SeamlessResponse"]["examples"]:
+        assert_valid(answer, schema_of("SeamlessResponse"))
+    operation = DOC["paths"][WEBHOOK]["post"]
+    requests = operation["requestBody"]["content"]["application/json"]["examples"]
+    answers = operation["responses"]["200"]["content"]["application/json"]["examples"]
+    assert set(requests) == set(EVENTS) and set(answers) == {*EVENTS, "r2_plain"}
+    for name in EVENTS:
+        _check_sealed_example(
+            requests[name], pointer("paths", WEBHOOK, "post", "x-decrypted-request")
+        )
+        _check_sealed_example(
+            answers[name], pointer("paths", WEBHOOK, "post", "x-decrypted-response")
+        )
+    assert_valid(answers["r2_plain"]["value"], schema_of("SeamlessResponse"))
+
+
+def _check_sealed_example(example: dict[str, Any], decrypted_schema: str) -> None:
+    assert_valid(example["value"], schema_of("SeamlessEnvelope"))
+    raw = envelope.decode(example["value"]["payload"])
+    plaintext = envelope.open_with(EXAMPLE_KEY, EXAMPLE_PROVIDER, raw)
+    assert plaintext is not None, "the example payload must open with the example key"
+    assert orjson.loads(plaintext) == example["x-decrypted"]
+    assert_valid(example["x-decrypted"], decrypted_schema)
+
+
+# --- serving it ---------------------------------------------------------------------------------
+
+
+async def test_openapi_json_is_served(http: httpx.AsyncClient) -> None:
+    response = await http.get("/openapi.json")  # no API key needed
+    check_response(response, "GET", "/openapi.json")
+    assert response.json() == orjson.loads(orjson.dumps(DOC))
+
+
+async def test_docs_page_renders_the_document(http: httpx.AsyncClient) -> None:
+    response = await http.get("/docs")
+    check_response(response, "GET", "/docs")
+    page = response.text
+    assert 'fetch("/openapi.json")' in page
+    # Nothing from elsewhere: no absolute URL, and a policy that would block one anyway.
+    links = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert all(link.startswith(("/", "#")) and not link.startswith("//") for link in links)
+    for link in {link for link in links if link.startswith("/")}:
+        assert (await http.get(link)).status_code == 200, link
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+    # The inline script and style run only if their hashes are the ones the policy allows.
+    for tag in ("script", "style"):
+        (source,) = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.S)
+        digest = base64.b64encode(hashlib.sha256(source.encode()).digest()).decode()
+        assert f"{tag}-src 'sha256-{digest}'" in policy
+
+
+async def test_public_routes_match_the_document(http: httpx.AsyncClient) -> None:
+    record = Recorder(http, {})
+    assert (await record("GET", "/healthz", 200))["status"] == "ok"
+    assert (await record("GET", "/readyz", 200))["status"] == "ok"
+    assert "wallet_" in await record("GET", "/metrics", 200)
+
+
+# --- the operator API: every route, its success and its errors ----------------------------------
+
+
+async def test_operator_answers_match_the_document(
+    operator: Operator, http: httpx.AsyncClient, table: Table, asgi: Any
+) -> None:
+    """Drives every operator route through its success path and every error it documents, and
+    checks each answer against the document; then every documented status must have been seen."""
+    record = Recorder(http, operator.headers)
+    support = await _api_keys(record)
+    await _seamless_traffic(table)
+    await asgi.state["wallet"].calls.flush()
+    spare = await _providers(record)
+    await _players(record, table, spare)
+    await _adjustments(record, table)
+    await _history(record, table)
+    await _reports(record, table)
+    await _auth_errors(record, table, spare, support)
+    for (method, path), operation in _operations():
+        if (method, path) in PERMISSIONS:
+            documented = {int(status) for status in operation["responses"] if status != "default"}
+            assert record.seen.get((method, path)) == documented, (method, path)
+
+
+async def _api_keys(record: Recorder) -> str:
+    """Exercises the API key routes; a support key for the 403 checks."""
+    created = await record("POST", "/v1/api-keys", 201, json={"role": "support", "name": "docs"})
+    await record("POST", "/v1/api-keys", 400, json={"role": "root", "name": "x"})
+    doomed = await record("POST", "/v1/api-keys", 201, json={"role": "finance", "name": "tmp"})
+    listed = await record("GET", "/v1/api-keys", 200, query="limit=3")
+    assert listed["data"]
+    await record("GET", "/v1/api-keys", 400, query="cursor=nonsense")
+    revoke = "/v1/api-keys/{key_id}"
+    revoked = await record("DELETE", revoke, 200, path={"key_id": doomed["id"]})
+    assert revoked["revoked_at"] is not None
+    await record("DELETE", revoke, 404, path={"key_id": doomed["id"]})
+    await record("DELETE", revoke, 400, path={"key_id": "bad id"})
+    return created["key"]  # type: ignore[no-any-return]
+
+
+async def _seamless_traffic(table: Table) -> None:
+    """Postings and calls for the history routes to list: a bet, a win, and an R3 failure."""
+    assert (await table.bet(300, round_id="doc"))["code"] == "R0"
+    assert (await table.result(120, round_id="doc"))["code"] == "R0"
+    assert (await table.bet(10, round_id="doc2", currency="USD"))["code"] == "R3"
+
+
+async def _providers(record: Recorder) -> str:
+    code = "prov-" + secrets.token_hex(4)
+    created = await record("POST", "/v1/providers", 201, json={"code": code, "name": "Docs"})
+    assert created["keys"][0]["key_id"]
+    await record("POST", "/v1/providers", 409, json={"code": code, "name": "Again"})
+    await record("POST", "/v1/providers", 400, json={"name": "no code"})
+    assert (await record("GET", "/v1/providers", 200, query="limit=2"))["data"]
+    await record("GET", "/v1/providers", 400, query="limit=0")
+    keys = "/v1/providers/{code}/keys"
+    rotated = await record("POST", keys, 201, path={"code": code})
+    assert [k["state"] for k in rotated["active"]] == ["current", "previous"]
+    await record("POST", keys, 404, path={"code": "no-such-provider"})
+    await record("POST", keys, 400, path={"code": "bad code"})
+    return code
+
+
+async def _players(record: Recorder, table: Table, provider: str) -> None:
+    player_id = "pl-" + secrets.token_hex(5)
+    body = {"player_id": player_id, "currency": "EUR"}
+    await record("POST", "/v1/players", 201, json=body)
+    await record("POST", "/v1/players", 200, json=body)
+    await record("POST", "/v1/players", 409, json={**body, "currency": "USD"})
+    await record("POST", "/v1/players", 400, json={**body, "currency": "euro"})
+    assert (await record("GET", "/v1/players", 200, query="status=active&limit=5"))["data"]
+    await record("GET", "/v1/players", 400, query="status=zombie")
+    one = "/v1/players/{player_id}"
+    assert (await record("GET", one, 200, path={"player_id": table.player_id}))["balance"] > 0
+    await record("GET", one, 404, path={"player_id": "ghost-" + secrets.token_hex(4)})
+    await record("GET", one, 400, path={"player_id": "bad id"})
+    await _player_writes(record, table, player_id, provider)
+
+
+async def _player_writes(record: Recorder, table: Table, player_id: str, provider: str) -> None:
+    ghost = {"player_id": "ghost-" + secrets.token_hex(4)}
+    mine = {"player_id": player_id}
+    status = "/v1/players/{player_id}/status"
+    await record("PUT", status, 200, path=mine, json={"status": "blocked"})
+    await record("PUT", status, 400, path=mine, json={"status": "zombie"})
+    await record("PUT", status, 404, path=ghost, json={"status": "active"})
+    limits = "/v1/players/{player_id}/limits"
+    await record("PUT", limits, 200, path=mine, json={"wager": {"daily": 300}})
+    raised = await record(
+        "PUT", limits, 200, path=mine, json={"wager": {"daily": 900}, "loss": {"weekly": None}}
+    )
+    assert raised["pending_limits"][0]["amount"] == 900  # a pending raise, documented shape
+    await record("PUT", limits, 400, path=mine, json={"bogus": {"daily": 1}})
+    await record("PUT", limits, 404, path=ghost, json={"wager": {"daily": 1}})
+    sessions = "/v1/players/{player_id}/sessions"
+    body = {"provider": provider, "game_id": "slot-1"}
+    await record("POST", sessions, 201, path={"player_id": table.player_id}, json=body)
+    await record("POST", sessions, 400, path=mine, json={**body, "provider": "no-such-provider"})
+    await record("POST", sessions, 404, path=ghost, json=body)
+
+
+async def _adjustments(record: Recorder, table: Table) -> None:
+    url = "/v1/players/{player_id}/adjustments"
+    mine = {"player_id": table.player_id}
+    body = {"amount": -250, "reason": "goodwill reversal"}
+    key = {**record.admin, "idempotency-key": "docs-" + secrets.token_hex(4)}
+    created = await record("POST", url, 201, path=mine, json=body, headers=key)
+    assert created["amount"] == -250
+    assert (await record("POST", url, 200, path=mine, json=body, headers=key)) == created
+    await record("POST", url, 409, path=mine, json={**body, "amount": -1}, headers=key)
+    fresh = {**record.admin, "idempotency-key": "docs-" + secrets.token_hex(4)}
+    await record("POST", url, 400, path=mine, json={**body, "amount": 0}, headers=fresh)
+    ghost = {"player_id": "ghost-" + secrets.token_hex(4)}
+    await record("POST", url, 404, path=ghost, json=body, headers=fresh)
+
+
+async def _history(record: Recorder, table: Table) -> None:
+    mine = {"player_id": table.player_id}
+    ghost = {"player_id": "ghost-" + secrets.token_hex(4)}
+    transactions = "/v1/players/{player_id}/transactions"
+    page = await record("GET", transactions, 200, path=mine, query="limit=50")
+    assert {t["kind"] for t in page["data"]} >= {"bet", "result", "adjustment"}
+    await record("GET", transactions, 400, path=mine, query="from=yesterday")
+    await record("GET", transactions, 404, path=ghost)
+    statement = "/v1/players/{player_id}/statement"
+    assert (await record("GET", statement, 200, path=mine))["totals"]
+    backwards = "from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z"
+    await record("GET", statement, 400, path=mine, query=backwards)
+    await record("GET", statement, 404, path=ghost)
+    mine_only = f"provider={table.provider}"
+    for url in ("/v1/webhooks/calls", "/v1/webhooks/failures"):
+        assert (await record("GET", url, 200, query=mine_only))["data"]
+        await record("GET", url, 400, query="code=R9")
+
+
+async def _reports(record: Recorder, table: Table) -> None:
+    assert (await record("GET", "/v1/ledger/check", 200))["ok"] is True
+    today = datetime.now(UTC).date().isoformat()
+    report = await record("GET", "/v1/reports/daily", 200, query=f"date={today}")
+    assert any(row["provider"] == table.provider for row in report["rows"])
+    await record("GET", "/v1/reports/daily", 400, query="date=2026-13-01")
+    target = f"target=player:{table.player_id}"
+    assert (await record("GET", "/v1/audit", 200, query=target))["data"]
+    await record("GET", "/v1/audit", 400, query="from=yesterday")
+
+
+async def _auth_errors(record: Recorder, table: Table, provider: str, support: str) -> None:
+    """401 on every route without a key; 403 with a support key on every route it may not use."""
+    values = {"player_id": table.player_id, "code": provider, "key_id": "ak_000000000000"}
+    reader = {"authorization": f"Bearer {support}"}
+    for (method, path), roles in PERMISSIONS.items():
+        body = {} if method in ("POST", "PUT") else None
+        await record(method, path, 401, path=values, json=body, headers={})
+        if "support" not in roles:
+            await record(method, path, 403, path=values, json=body, headers=reader)
+
+
+# --- the seamless webhook: decrypted answers --------------------------------------------------
+
+
+class Provider:
+    """Sends events of the table's provider; checks each event, raw answer and decrypted answer
+    against the document."""
+
+    def __init__(self, http: httpx.AsyncClient, table: Table) -> None:
+        self.http = http
+        self.table = table
+        self.answered: set[str] = set()
+
+    async def send(self, name: str, **fields: Any) -> dict[str, Any]:
+        client = self.table.client
+        event = client.event(name, player_id=self.table.player_id, **fields)
+        assert_valid(
+            event, schema_of(event_schema_name(name))
+        )  # what the tests send is a documented event
+        body = seal_event(client.key, self.table.provider, event)
+        response = await self.http.post(client.path, content=body)
+        check_response(response, "POST", WEBHOOK)
+        answer = open_answer(client.key, self.table.provider, response.content)
+        assert_valid(answer, schema_of("SeamlessResponse"))
+        assert ("payload" in response.json()) == (answer["code"] != "R2")
+        self.answered.add(name)
+        return answer
+
+
+async def test_seamless_answers_match_the_document(http: httpx.AsyncClient, table: Table) -> None:
+    """Each of the seven events answered R0, as the document says."""
+    provider = Provider(http, table)
+    send = provider.send
+    token = {"session_token": table.token}
+    money = {"round_id": "r-doc", "currency": "EUR"}
+    assert (await send("login", **token))["code"] == "R0"
+    assert (await send("balance"))["balance"] == 10_000
+    bet = {**token, **money, "transaction_id": "b-doc", "game_id": "slot-1", "amount": 250}
+    assert (await send("bet", **bet))["transaction_id"]
+    cancel = {**money, "transaction_id": "c-doc", "ref_transaction_id": "b-doc"}
+    assert (await send("cancel", **cancel))["balance"] == 10_000
+    assert (await send("cancel", **cancel))["duplicate"] is True
+    won = {**money, "round_id": "r-doc2", "transaction_id": "w-doc", "game_id": "slot-1"}
+    assert (await send("result", **won, amount=400))["balance"] == 10_400
+    fix = {**money, "round_id": "r-doc2", "transaction_id": "w-fix", "ref_transaction_id": "w-doc"}
+    assert (await send("result_change", **fix, amount=300))["balance"] == 10_300
+    assert (await send("logout", **token))["code"] == "R0"
+    assert provider.answered == set(EVENTS)
+
+
+async def test_seamless_refusals_match_the_document(http: httpx.AsyncClient, table: Table) -> None:
+    """R1 to R4 answers, encrypted and plain, fit the document too."""
+    send = Provider(http, table).send
+    bet = {
+        "session_token": table.token,
+        "round_id": "r-no",
+        "game_id": "slot-1",
+        "currency": "EUR",
+        "transaction_id": "b-no",
+        "amount": 10**9,
+    }
+    poor = await send("bet", **bet)
+    assert (poor["code"], poor["balance"]) == ("R4", 10_000)
+    assert (await send("bet", **{**bet, "currency": "USD", "extra": 1}))["code"] == "R3"
+    await send(
+        "cancel", transaction_id="c-no", ref_transaction_id="b-no", round_id="r-no", currency="EUR"
+    )
+    assert (await send("bet", **{**bet, "amount": 1}))["reason"] == "transaction_cancelled"
+    assert (await send("login", session_token="forged"))["reason"] == "invalid_session"
+    plain = await http.post(table.client.path, content=b'{"payload": "%%%"}')
+    check_response(plain, "POST", WEBHOOK)
+    assert plain.json()["code"] == "R2" and "payload" not in plain.json()
