@@ -323,6 +323,17 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("event")
     send.add_argument("fields", nargs="*", help="name=value (digits become integers)")
     send.set_defaults(run=cmd_send)
+
+    # The sandbox PSP (docs/sandbox-psp.md): in memory, needs neither Postgres nor Redis.
+    def cmd_sandbox_psp(settings: Settings, args: argparse.Namespace) -> int:
+        from app.payments.sandbox.server import serve as serve_sandbox
+
+        return serve_sandbox(args.host, args.port)
+
+    sandbox_psp = sub.add_parser("sandbox-psp", help="run the sandbox payment service provider")
+    sandbox_psp.add_argument("--host", default="127.0.0.1")
+    sandbox_psp.add_argument("--port", type=int, default=8090)
+    sandbox_psp.set_defaults(run=cmd_sandbox_psp)
     return parser
 
 

@@ -1,0 +1,158 @@
+"""PSP adapters behind one interface, and the error taxonomy that decides what is retried.
+
+:class:`PspError` is *retryable* (timeouts, 5xx, 429, a connection that failed) or *final* (a
+decline, a method the PSP does not offer, a request it calls invalid). Only retryable errors are
+retried, or failed over to another route; a final error is an answer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import orjson
+
+from app.payments import signing
+
+
+class PspError(Exception):
+    """A PSP call that did not give an answer (retryable) or gave a refusal (final)."""
+
+    def __init__(self, code: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Initiated:
+    """What a PSP answered to a new payment."""
+
+    psp_payment_id: str
+    status: str  # requires_action | pending | succeeded | failed | held
+    redirect_url: str | None = None
+    deep_link: str | None = None
+    failure_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PspEvent:
+    """A verified webhook event, as the wallet understands it."""
+
+    event_id: str
+    type: str
+    psp_payment_id: str
+    reference: str
+    amount: int
+    currency: str
+    status: str
+    failure_code: str | None = None
+
+
+class Psp(Protocol):
+    """What the wallet needs from a PSP."""
+
+    name: str
+    currencies: frozenset[str]
+    methods: frozenset[str]
+
+    async def initiate(self, payment: dict[str, Any], webhook_url: str) -> Initiated: ...
+
+    async def status(self, psp_payment_id: str) -> str: ...
+
+    def parse_webhook(self, body: bytes, signature: str | None, now: float) -> PspEvent: ...
+
+
+@dataclass
+class SandboxPsp:
+    """The adapter for the sandbox PSP shipped with the project (see docs/sandbox-psp.md)."""
+
+    name: str
+    base_url: str
+    api_key: str
+    webhook_secret: bytes
+    http: httpx.AsyncClient
+    currencies: frozenset[str] = field(default_factory=lambda: frozenset({"EUR", "INR"}))
+    methods: frozenset[str] = field(default_factory=lambda: frozenset({"card", "upi"}))
+    timeout: float = 5.0
+
+    async def initiate(self, payment: dict[str, Any], webhook_url: str) -> Initiated:
+        body = {
+            "reference": payment["id"],
+            "kind": "deposit" if payment["kind"] == "deposit" else "payout",
+            "amount": payment["amount"],
+            "currency": payment["currency"],
+            "method": payment["method"],
+            "scenario": (payment.get("metadata") or {}).get("scenario", "succeed"),
+            "webhook_url": webhook_url,
+        }
+        # Our payment id is the PSP's idempotency key: initiating again after a crash returns
+        # the same PSP payment instead of creating a second one.
+        data = await self._call("POST", "/v1/payments", body, idempotency_key=payment["id"])
+        return Initiated(
+            psp_payment_id=data["psp_payment_id"],
+            status=data["status"],
+            redirect_url=data.get("redirect_url"),
+            deep_link=data.get("deep_link"),
+            failure_code=data.get("failure_code"),
+        )
+
+    async def status(self, psp_payment_id: str) -> str:
+        data = await self._call("GET", f"/v1/payments/{psp_payment_id}")
+        status: str = data["status"]
+        return status
+
+    def parse_webhook(self, body: bytes, signature: str | None, now: float) -> PspEvent:
+        signing.verify(self.webhook_secret, body, signature, now=now)
+        event = orjson.loads(body)
+        data = event["data"]
+        return PspEvent(
+            event_id=str(event["id"]),
+            type=str(event["type"]),
+            psp_payment_id=str(data["psp_payment_id"]),
+            reference=str(data["reference"]),
+            amount=int(data["amount"]),
+            currency=str(data["currency"]),
+            status=str(data["status"]),
+            failure_code=data.get("failure_code"),
+        )
+
+    async def _call(
+        self, method: str, path: str, body: Any = None, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        headers = {"authorization": f"Bearer {self.api_key}"}
+        if idempotency_key is not None:
+            headers["idempotency-key"] = idempotency_key
+        try:
+            response = await self.http.request(
+                method,
+                self.base_url.rstrip("/") + path,
+                json=body,
+                headers=headers,
+                timeout=self.timeout,
+            )
+        except httpx.TimeoutException:
+            raise PspError("timeout", retryable=True) from None
+        except httpx.TransportError:
+            raise PspError("unreachable", retryable=True) from None
+        if response.status_code == 429:
+            retry_after = response.headers.get("retry-after", "1")
+            raise PspError(
+                "rate_limited",
+                retryable=True,
+                retry_after=float(retry_after) if retry_after.isdigit() else 1.0,
+            )
+        if response.status_code >= 500:
+            raise PspError(f"http_{response.status_code}", retryable=True)
+        data: dict[str, Any] = response.json()
+        if response.status_code >= 400:
+            code = data.get("error", {}).get("code", f"http_{response.status_code}")
+            raise PspError(str(code), retryable=False)
+        return data
+
+
+def now() -> float:
+    return time.time()

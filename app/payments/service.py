@@ -1,0 +1,422 @@
+"""Deposits and withdrawals: idempotent creation, PSP routing with failover, state machines, and
+money that moves only with a verified, final PSP event (or an operator decision).
+
+Where each guarantee lives:
+- one payment per Idempotency-Key: the payment row carries the key (UNIQUE (kind, key)) and a
+  hash of the request body, so a retry after a crash finds the payment, not a new one;
+- no double credit: each PSP event id is recorded once (psp_events primary key) in the same
+  transaction as the transition it causes, and a deposit credits only on the edge into
+  ``succeeded``, which exists once per payment;
+- legal transitions only: payment_transition() refuses edges not in payment_state_edges;
+- a crash between the PSP call and the database write: our payment id is the PSP's idempotency
+  key, so the retry that takes the payment over initiates again and gets the same PSP payment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app.db import Queries
+from app.errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    MethodUnavailable,
+    NotFound,
+    PlayerLimitExceeded,
+    RouteDegraded,
+)
+from app.operator.views import rfc3339
+from app.payments import signing
+from app.payments.psp import Initiated, Psp, PspError, PspEvent, now
+
+log = logging.getLogger(__name__)
+
+# A creation whose PSP call has not finished within this long is taken over by a retry.
+IN_PROGRESS_SECONDS = 30
+FINAL = {"succeeded", "failed", "expired", "paid", "rejected"}
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRequest:
+    player_id: str
+    amount: int
+    currency: str
+    method: str
+    reference: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def digest(self) -> bytes:
+        """The request's identity for Idempotency-Key comparisons."""
+        return hashlib.sha256(orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def view(row: asyncpg.Record) -> dict[str, Any]:
+    """A payment as the API shows it."""
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "player_id": row["player_id"],
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "method": row["method"],
+        "reference": row["reference"],
+        "metadata": row["metadata"],
+        "redirect_url": row["redirect_url"],
+        "deep_link": row["deep_link"],
+        "failure_code": row["failure_code"],
+        "created_at": rfc3339(row["created_at"]),
+        "expires_at": rfc3339(row["expires_at"]),
+    }
+
+
+class Payments:
+    """The payments rules over one pool and a list of PSP routes (in preference order)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        queries: Queries,
+        psps: list[Psp],
+        *,
+        webhook_base: str,
+        payment_ttl_seconds: int = 1800,
+        review_threshold: int | None = None,
+    ) -> None:
+        self.pool = pool
+        self.q = queries
+        self.psps = psps
+        self.webhook_base = webhook_base.rstrip("/")
+        self.payment_ttl = timedelta(seconds=payment_ttl_seconds)
+        self.review_threshold = review_threshold
+
+    # --- deposits ------------------------------------------------------------------------------
+
+    async def create_deposit(self, req: PaymentRequest, key: str) -> dict[str, Any]:
+        """Create (or find again, by key) a deposit and start it at a PSP."""
+        payment_id = "dep_" + secrets.token_hex(10)
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                player = await conn.fetchrow("SELECT * FROM wallet_lock_player($1)", req.player_id)
+                if player["account_id"] is None:
+                    raise NotFound(f"player {req.player_id!r} not found")
+                if player["currency"] != req.currency:
+                    raise InvalidRequest(
+                        "currency is not the player's wallet currency", field="currency"
+                    )
+                routes = self._routes(req)
+                await self._check_deposit_limits(conn, req)
+                inserted = await conn.fetchval(
+                    self.q.insert_deposit, *self._new_row(payment_id, req, key)
+                )
+            if inserted is None:
+                existing = await conn.fetchrow(self.q.payment_by_key, "deposit", key)
+                answer = self._repeat(existing, req)
+                if answer is not None:
+                    return answer
+                payment_id = existing["id"]  # a stale, unfinished creation: take it over
+                await conn.execute(self.q.touch_payment, payment_id)
+            row = await conn.fetchrow(self.q.payment_by_id, payment_id)
+        return await self._start(dict(row), routes)
+
+    def _new_row(self, payment_id: str, req: PaymentRequest, key: str) -> tuple[Any, ...]:
+        """The columns of a new payment, in the order both creating statements take them."""
+        return (
+            payment_id,
+            req.player_id,
+            req.amount,
+            req.currency,
+            req.method,
+            req.reference,
+            req.metadata,
+            key,
+            req.digest(),
+            datetime.now(UTC) + self.payment_ttl,
+        )
+
+    async def _check_deposit_limits(self, conn: asyncpg.Connection, req: PaymentRequest) -> None:
+        for limit in await conn.fetch(self.q.deposit_limits_in_force, req.player_id):
+            if limit["amount"] is None:
+                continue
+            used = await conn.fetchval(self.q.deposits_in_window, req.player_id, limit["period"])
+            if used + req.amount > limit["amount"]:
+                raise PlayerLimitExceeded(
+                    f"the deposit would pass the player's {limit['period']} deposit limit "
+                    f"({used} of {limit['amount']} used)"
+                )
+
+    def _repeat(self, existing: asyncpg.Record, req: PaymentRequest) -> dict[str, Any] | None:
+        """The stored answer for a repeated key; None when a stale creation should be resumed."""
+        if bytes(existing["request_hash"]) != req.digest():
+            raise IdempotencyConflict("Idempotency-Key was already used with another body")
+        if existing["response"] is not None:
+            stored: dict[str, Any] = existing["response"]
+            return stored
+        age = (datetime.now(UTC) - existing["updated_at"]).total_seconds()
+        if age < IN_PROGRESS_SECONDS:
+            raise IdempotencyConflict("a request with this Idempotency-Key is still in progress")
+        return None
+
+    # --- withdrawals ---------------------------------------------------------------------------
+
+    async def create_withdrawal(self, req: PaymentRequest, key: str) -> dict[str, Any]:
+        """Create a withdrawal, holding its funds at once; hold it for review or pay it out."""
+        routes = self._routes(req)
+        payment_id = "wdr_" + secrets.token_hex(10)
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                self.q.create_withdrawal, *self._new_row(payment_id, req, key)
+            )
+            outcome = row["outcome"]
+            if outcome == "player_not_found":
+                raise NotFound(f"player {req.player_id!r} not found")
+            if outcome == "currency_mismatch":
+                raise InvalidRequest(
+                    "currency is not the player's wallet currency", field="currency"
+                )
+            if outcome == "insufficient_funds":
+                raise InvalidRequest("the amount exceeds the player's balance", field="amount")
+            existing = await conn.fetchrow(self.q.payment_by_id, row["payment_id"])
+            if outcome in ("duplicate", "idempotency_conflict"):
+                answer = self._repeat(existing, req)
+                if answer is not None:
+                    return answer
+            elif self._needs_review(req):
+                await conn.fetchval(
+                    self.q.transition, payment_id, "held", "api", {"reason": "review"}, None
+                )
+                return await self._finish(conn, payment_id)
+            else:
+                await conn.fetchval(self.q.transition, payment_id, "approved", "api", None, None)
+        return await self._start(dict(existing), routes)
+
+    def _needs_review(self, req: PaymentRequest) -> bool:
+        threshold = self.review_threshold
+        return threshold is not None and req.amount > threshold
+
+    async def decide(self, payment_id: str, approve: bool, actor: str) -> dict[str, Any]:
+        """An operator's decision on a held withdrawal."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(self.q.payment_by_id, payment_id)
+            if row is None or row["kind"] != "withdrawal":
+                raise NotFound(f"withdrawal {payment_id!r} not found")
+            target = "approved" if approve else "rejected"
+            moved = await conn.fetchval(
+                self.q.transition, payment_id, target, "operator", {"actor": actor}, None
+            )
+            if moved is None:
+                raise InvalidRequest(
+                    f"a {row['status']} withdrawal cannot be {target}", field="status"
+                )
+            if not approve:
+                return view(await conn.fetchrow(self.q.payment_by_id, payment_id))
+            row = await conn.fetchrow(self.q.payment_by_id, payment_id)
+        return await self._start(dict(row), self._routes(_request_of(row)))
+
+    # --- the PSP leg ---------------------------------------------------------------------------
+
+    def _routes(self, req: PaymentRequest) -> list[Psp]:
+        routes = [p for p in self.psps if req.currency in p.currencies and req.method in p.methods]
+        if not routes:
+            raise MethodUnavailable(
+                f"no payment route for method {req.method!r} in {req.currency}", field="method"
+            )
+        return routes
+
+    async def _start(self, payment: dict[str, Any], routes: list[Psp]) -> dict[str, Any]:
+        """Initiate at the first route that answers; fail over on retryable errors only."""
+        answer: Initiated | None = None
+        final: PspError | None = None
+        used: Psp | None = None
+        for psp in routes:
+            try:
+                answer = await psp.initiate(payment, f"{self.webhook_base}/{psp.name}/webhook")
+                used = psp
+                break
+            except PspError as exc:
+                log.warning("psp %s refused %s: %s", psp.name, payment["id"], exc.code)
+                if not exc.retryable:
+                    final, used = exc, psp
+                    break
+        async with self.pool.acquire() as conn:
+            if answer is not None and used is not None:
+                await conn.execute(
+                    self.q.record_initiation,
+                    payment["id"],
+                    used.name,
+                    answer.psp_payment_id,
+                    answer.redirect_url,
+                    answer.deep_link,
+                )
+                await self._follow(
+                    conn, payment, answer.status, "psp_response", answer.failure_code
+                )
+            elif final is not None:
+                await conn.fetchval(
+                    self.q.transition,
+                    payment["id"],
+                    "failed",
+                    "psp_response",
+                    {"psp": used.name if used else None},
+                    final.code,
+                )
+            else:
+                # Every route is degraded: no PSP holds this payment, so it ends here, releasing
+                # a withdrawal's hold; the caller may try again later with a new key.
+                await conn.fetchval(
+                    self.q.transition,
+                    payment["id"],
+                    "failed",
+                    "psp_response",
+                    {"routes": [p.name for p in routes]},
+                    "route_degraded",
+                )
+                await self._finish(conn, payment["id"])
+                raise RouteDegraded("every payment route is unavailable; retry later")
+            return await self._finish(conn, payment["id"])
+
+    async def _follow(
+        self,
+        conn: asyncpg.Connection,
+        payment: dict[str, Any],
+        psp_status: str,
+        trigger: str,
+        failure_code: str | None,
+    ) -> str | None:
+        """Move the payment to where the PSP says it is, if that edge is legal."""
+        target = _target(payment["kind"], psp_status)
+        if target is None:
+            return None
+        moved: str | None = await conn.fetchval(
+            self.q.transition,
+            payment["id"],
+            target,
+            trigger,
+            {"psp_status": psp_status},
+            failure_code,
+        )
+        return moved
+
+    async def _finish(self, conn: asyncpg.Connection, payment_id: str) -> dict[str, Any]:
+        """The payment's view, stored as the answer to its Idempotency-Key."""
+        answer = view(await conn.fetchrow(self.q.payment_by_id, payment_id))
+        await conn.execute(self.q.store_response, payment_id, answer)
+        return answer
+
+    async def get(self, kind: str, payment_id: str) -> dict[str, Any]:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(self.q.payment_by_id, payment_id)
+        if row is None or row["kind"] != kind:
+            raise NotFound(f"{kind} {payment_id!r} not found")
+        return view(row)
+
+    # --- PSP webhooks --------------------------------------------------------------------------
+
+    async def apply_webhook(self, psp_name: str, body: bytes, signature: str | None) -> str:
+        """Verify and apply one PSP event; the outcome (for the PSP's and our logs).
+
+        Raises :class:`signing.SignatureError` when the event cannot be trusted: then nothing
+        changes, and the polling job asks the PSP for the truth instead.
+        """
+        psp = next((p for p in self.psps if p.name == psp_name), None)
+        if psp is None:
+            raise NotFound(f"unknown PSP {psp_name!r}")
+        event = psp.parse_webhook(body, signature, now())
+        async with self.pool.acquire() as conn, conn.transaction():
+            # By our own reference: the event can overtake our record of the PSP's payment id.
+            payment = await conn.fetchrow(self.q.payment_by_id, event.reference)
+            if payment is None or payment["psp"] not in (None, psp_name):
+                # Not recorded as applied: the PSP retries, and a retry may find the payment.
+                raise NotFound(f"no payment {event.reference!r} at {psp_name}")
+            outcome = await self._apply(conn, payment, event)
+            recorded = await conn.fetchval(
+                self.q.record_psp_event,
+                psp_name,
+                event.event_id,
+                payment["id"],
+                event.type,
+                outcome,
+            )
+            if recorded is None:
+                # Seen before: undo whatever this delivery did, by rolling back.
+                raise _AlreadyApplied
+        return outcome
+
+    async def _apply(
+        self, conn: asyncpg.Connection, payment: asyncpg.Record, event: PspEvent
+    ) -> str:
+        mismatch = _mismatch(payment, event)
+        if mismatch is not None:
+            log.error("psp event %s refused for %s: %s", event.event_id, payment["id"], mismatch)
+            await conn.execute(self.q.flag_payment, payment["id"], mismatch)
+            return f"refused_{mismatch}"
+        moved = await self._follow(
+            conn, dict(payment), event.status, "psp_webhook", event.failure_code
+        )
+        if moved is None:
+            return "ignored"  # out of order, or already final: the state machine decides
+        await self._finish(conn, payment["id"])
+        return f"moved_to_{moved}"
+
+
+class _AlreadyApplied(Exception):
+    """Raised inside the webhook transaction to roll back a repeated event's effects."""
+
+
+def _mismatch(payment: asyncpg.Record, event: PspEvent) -> str | None:
+    known = payment["psp_payment_id"]
+    if known is not None and known != event.psp_payment_id:
+        return "psp_payment_id_mismatch"
+    if event.amount != payment["amount"]:
+        return "amount_mismatch"
+    if event.currency != payment["currency"]:
+        return "currency_mismatch"
+    return None
+
+
+def _target(kind: str, psp_status: str) -> str | None:
+    """The wallet status a PSP status leads to (None: nothing to do)."""
+    if kind == "deposit":
+        return {
+            "pending": "processing",
+            "succeeded": "succeeded",
+            "failed": "failed",
+            "processing": "processing",
+        }.get(psp_status)
+    return {
+        "pending": "processing",
+        "processing": "processing",
+        "succeeded": "paid",
+        "failed": "failed",
+    }.get(psp_status)
+
+
+def _request_of(row: asyncpg.Record) -> PaymentRequest:
+    return PaymentRequest(
+        row["player_id"],
+        row["amount"],
+        row["currency"],
+        row["method"],
+        row["reference"],
+        row["metadata"],
+    )
+
+
+async def apply_webhook_once(
+    payments: Payments, psp: str, body: bytes, signature: str | None
+) -> str:
+    """:meth:`Payments.apply_webhook`, answering ``duplicate`` for an event applied before."""
+    try:
+        return await payments.apply_webhook(psp, body, signature)
+    except _AlreadyApplied:
+        return "duplicate"
+
+
+__all__ = ["PaymentRequest", "Payments", "apply_webhook_once", "signing"]

@@ -1,0 +1,55 @@
+-- name: insert_deposit
+-- The payment row is the idempotency record: a second request with the key finds it.
+INSERT INTO payments (id, kind, player_id, amount, currency, method, reference, metadata, status,
+                      idempotency_key, request_hash, expires_at)
+VALUES ($1, 'deposit', $2, $3, $4, $5, $6, $7, 'awaiting_method', $8, $9, $10)
+ON CONFLICT (kind, idempotency_key) DO NOTHING
+RETURNING id;
+
+-- name: payment_by_key
+SELECT * FROM payments WHERE kind = $1 AND idempotency_key = $2;
+
+-- name: payment_by_id
+SELECT * FROM payments WHERE id = $1;
+
+-- name: payment_by_psp_id
+SELECT * FROM payments WHERE psp = $1 AND psp_payment_id = $2;
+
+-- name: record_initiation
+UPDATE payments SET psp = $2, psp_payment_id = $3, redirect_url = $4, deep_link = $5,
+       updated_at = now()
+ WHERE id = $1;
+
+-- name: store_response
+UPDATE payments SET response = $2 WHERE id = $1 AND response IS NULL;
+
+-- name: touch_payment
+UPDATE payments SET updated_at = now() WHERE id = $1;
+
+-- name: transition
+SELECT payment_transition($1, $2, $3, $4, $5);
+
+-- name: create_withdrawal
+SELECT * FROM payment_create_withdrawal($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+
+-- name: record_psp_event
+INSERT INTO psp_events (psp, event_id, payment_id, type, outcome) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (psp, event_id) DO NOTHING
+RETURNING event_id;
+
+-- name: flag_payment
+UPDATE payments SET flagged = $2, updated_at = now() WHERE id = $1;
+
+-- name: payment_transitions
+SELECT from_status, to_status, trigger, detail, created_at FROM payment_transitions
+ WHERE payment_id = $1 ORDER BY id;
+
+-- name: deposits_in_window
+-- Deposits that count towards a deposit limit: succeeded, or still under way.
+SELECT coalesce(sum(amount), 0)::bigint FROM payments
+ WHERE player_id = $1 AND kind = 'deposit' AND created_at >= wallet_window_start($2)
+   AND status IN ('awaiting_method', 'processing', 'succeeded');
+
+-- name: deposit_limits_in_force
+SELECT period, wallet_limit_in_force(amount, next_amount, next_from) AS amount
+  FROM player_limits WHERE player_id = $1 AND kind = 'deposit';

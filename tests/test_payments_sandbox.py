@@ -1,0 +1,270 @@
+"""Payments end to end against the sandbox PSP: the wallet's service and adapter call the sandbox
+in-process, and the sandbox's signed webhooks come back through a receiver that applies them
+exactly as the webhook endpoint will."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.db import Queries
+from app.errors import NotFound
+from app.payments import signing
+from app.payments.psp import SandboxPsp
+from app.payments.sandbox import SandboxConfig, create_sandbox_app
+from app.payments.service import PaymentRequest, Payments, apply_webhook_once
+from tests.conftest import Operator
+
+SECRET = "sandbox-webhook-secret"
+API_KEY = "sandbox-api-key"
+
+
+@dataclass
+class World:
+    payments: Payments
+    sandbox: Starlette
+    sandbox_http: httpx.AsyncClient
+    outcomes: list[tuple[int, str]]
+
+    async def settle(self) -> None:
+        """Wait until the sandbox has sent every webhook it planned."""
+        await self.sandbox.state.sandbox.idle()
+
+
+@pytest.fixture
+async def world(pool: asyncpg.Pool) -> AsyncIterator[World]:
+    outcomes: list[tuple[int, str]] = []
+    holder: dict[str, Payments] = {}
+
+    async def receive(request: Request) -> Response:
+        body = await request.body()
+        try:
+            outcome = await apply_webhook_once(
+                holder["p"], request.path_params["psp"], body, request.headers.get("x-signature")
+            )
+        except signing.SignatureError as exc:
+            outcomes.append((401, exc.reason))
+            return JSONResponse({"error": "bad signature"}, 401)
+        except NotFound:
+            outcomes.append((404, "unknown"))
+            return JSONResponse({"error": "unknown payment"}, 404)
+        outcomes.append((200, outcome))
+        return JSONResponse({"outcome": outcome})
+
+    receiver = Starlette(routes=[Route("/v1/psp/{psp}/webhook", receive, methods=["POST"])])
+    to_wallet = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=receiver), base_url="http://wallet.test"
+    )
+    sandbox = create_sandbox_app(
+        SandboxConfig(
+            api_key=API_KEY,
+            webhook_secret=SECRET,
+            public_base_url="http://sandbox.test",
+            http=to_wallet,
+            webhook_delay=0.05,
+            retry_backoff=0.01,
+            burst=1,
+            payout_delay=0.02,
+        )
+    )
+    to_sandbox = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox), base_url="http://sandbox.test"
+    )
+
+    def route(name: str) -> SandboxPsp:
+        return SandboxPsp(name, "http://sandbox.test", API_KEY, SECRET.encode(), to_sandbox)
+
+    payments = Payments(
+        pool,
+        Queries.load(),
+        [route("sandbox-a"), route("sandbox-b")],
+        webhook_base="http://wallet.test/v1/psp",
+        review_threshold=50_000,
+    )
+    holder["p"] = payments
+    yield World(payments, sandbox, to_sandbox, outcomes)
+    await sandbox.state.sandbox.aclose()
+    await to_sandbox.aclose()
+    await to_wallet.aclose()
+
+
+def request(
+    player: str, amount: int, scenario: str = "succeed", method: str = "card"
+) -> PaymentRequest:
+    return PaymentRequest(
+        player, amount, "EUR", method, reference="order", metadata={"scenario": scenario}
+    )
+
+
+def key() -> str:
+    return "sbx-" + secrets.token_hex(6)
+
+
+async def psp_id(pool: asyncpg.Pool, payment_id: str) -> str:
+    value: str = await pool.fetchval(
+        "SELECT psp_payment_id FROM payments WHERE id = $1", payment_id
+    )
+    return value
+
+
+async def test_deposit_through_the_hosted_page(
+    world: World, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    player = await operator.player()
+    created = await world.payments.create_deposit(request(player, 2_500), key())
+    assert created["status"] == "awaiting_method"
+    assert created["redirect_url"].startswith("http://sandbox.test/pay/")
+    page = await world.sandbox_http.get(created["redirect_url"])
+    assert page.status_code == 200 and "Approve" in page.text
+    approve = await world.sandbox_http.post(f"/pay/{await psp_id(pool, created['id'])}/approve")
+    assert approve.status_code in (200, 303)
+    await world.settle()
+    assert await operator.balance(player) == 2_500
+    assert (await world.payments.get("deposit", created["id"]))["status"] == "succeeded"
+
+
+async def test_declined_on_the_hosted_page(
+    world: World, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    player = await operator.player()
+    created = await world.payments.create_deposit(request(player, 2_500), key())
+    await world.sandbox_http.post(f"/pay/{await psp_id(pool, created['id'])}/decline")
+    await world.settle()
+    assert (await world.payments.get("deposit", created["id"]))["status"] == "failed"
+    assert await operator.balance(player) == 0
+
+
+async def test_upi_deposit_has_a_deep_link(world: World, operator: Operator) -> None:
+    player = await operator.player()
+    created = await world.payments.create_deposit(request(player, 500, method="upi"), key())
+    assert created["deep_link"].startswith("upi://")
+
+
+async def complete(world: World, pool: asyncpg.Pool, payment_id: str, outcome: str) -> None:
+    response = await world.sandbox_http.post(
+        f"/v1/sandbox/payments/{await psp_id(pool, payment_id)}/complete",
+        json={"outcome": outcome},
+        headers={"authorization": f"Bearer {API_KEY}"},
+    )
+    assert response.status_code == 200, response.text
+    await world.settle()
+
+
+@pytest.mark.parametrize(
+    "scenario", ["duplicate-webhooks", "out-of-order-webhooks", "delayed-webhook"]
+)
+async def test_webhook_scenarios_credit_exactly_once(
+    world: World, operator: Operator, pool: asyncpg.Pool, scenario: str
+) -> None:
+    player = await operator.player()
+    created = await world.payments.create_deposit(request(player, 1_000, scenario), key())
+    await complete(world, pool, created["id"], "approve")
+    assert await operator.balance(player) == 1_000
+    assert (await world.payments.get("deposit", created["id"]))["status"] == "succeeded"
+    results = [outcome for _, outcome in world.outcomes]
+    assert results.count("moved_to_succeeded") == 1
+    if scenario == "duplicate-webhooks":
+        assert results.count("duplicate") == 2
+    if scenario == "out-of-order-webhooks":
+        assert "ignored" in results
+
+
+async def test_bad_signature_moves_nothing(
+    world: World, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    player = await operator.player()
+    created = await world.payments.create_deposit(request(player, 1_000, "bad-signature"), key())
+    await complete(world, pool, created["id"], "approve")
+    assert world.outcomes and all(code == 401 for code, _ in world.outcomes)
+    assert await operator.balance(player) == 0
+    assert (await world.payments.get("deposit", created["id"]))["status"] == "awaiting_method"
+
+
+async def test_declined_deposit_is_failed_at_once(world: World, operator: Operator) -> None:
+    player = await operator.player()
+    created = await world.payments.create_deposit(request(player, 1_000, "decline"), key())
+    assert (created["status"], created["failure_code"]) == ("failed", "declined")
+
+
+@pytest.mark.parametrize("scenario", ["429", "5xx-burst"])
+async def test_retryable_errors_fail_over_to_the_next_route(
+    world: World, operator: Operator, pool: asyncpg.Pool, scenario: str
+) -> None:
+    player = await operator.player()
+    created = await world.payments.create_deposit(request(player, 1_000, scenario), key())
+    assert created["status"] == "awaiting_method"
+    assert (
+        await pool.fetchval("SELECT psp FROM payments WHERE id = $1", created["id"]) == "sandbox-b"
+    )
+
+
+async def test_payout_is_paid_and_settles_the_hold(
+    world: World, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    player = await operator.player(10_000)
+    created = await world.payments.create_withdrawal(request(player, 4_000), key())
+    assert created["status"] == "processing"
+    assert await operator.balance(player) == 6_000
+    await world.settle()
+    assert (await world.payments.get("withdrawal", created["id"]))["status"] == "paid"
+    assert await operator.balance(player) == 6_000
+    assert await operator.call("GET", "/v1/ledger/check", expect=200) == {"ok": True}
+
+
+async def test_declined_payout_releases_the_hold(world: World, operator: Operator) -> None:
+    player = await operator.player(10_000)
+    created = await world.payments.create_withdrawal(request(player, 4_000, "decline"), key())
+    assert created["status"] == "failed"
+    assert await operator.balance(player) == 10_000
+
+
+async def test_payout_held_for_kyc_then_paid(
+    world: World, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    player = await operator.player(10_000)
+    created = await world.payments.create_withdrawal(request(player, 3_000, "held-for-kyc"), key())
+    await world.settle()
+    assert (await world.payments.get("withdrawal", created["id"]))["status"] == "processing"
+    await complete(world, pool, created["id"], "approve")
+    assert (await world.payments.get("withdrawal", created["id"]))["status"] == "paid"
+    assert await operator.balance(player) == 7_000
+
+
+async def test_withdrawal_for_review_then_approved_and_paid(
+    world: World, operator: Operator
+) -> None:
+    player = await operator.player(100_000)
+    held = await world.payments.create_withdrawal(request(player, 60_000), key())
+    assert held["status"] == "held"
+    approved = await world.payments.decide(held["id"], True, "apikey:test")
+    assert approved["status"] == "processing"
+    await world.settle()
+    assert (await world.payments.get("withdrawal", held["id"]))["status"] == "paid"
+    assert await operator.balance(player) == 40_000
+
+
+async def test_sandbox_settlement_lists_what_succeeded(
+    world: World, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    player = await operator.player()
+    created = await world.payments.create_deposit(request(player, 10_000), key())
+    await complete(world, pool, created["id"], "approve")
+    from datetime import UTC, datetime
+
+    report = await world.sandbox_http.get(
+        f"/v1/settlements?date={datetime.now(UTC).date().isoformat()}",
+        headers={"authorization": f"Bearer {API_KEY}"},
+    )
+    lines: list[dict[str, Any]] = report.json()["lines"]
+    (line,) = [x for x in lines if x["reference"] == created["id"]]
+    assert (line["amount"], line["fee"], line["net"]) == (10_000, 150, 9_850)
