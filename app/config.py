@@ -6,6 +6,7 @@ raises :class:`ConfigError` at start-up instead of surfacing later as a confusin
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,54 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class PspSettings:
+    """One PSP route, from ``WALLET_PSPS`` (a JSON list, in order of preference)."""
+
+    name: str
+    kind: str  # the adapter: "sandbox"
+    base_url: str
+    api_key: Secret
+    webhook_secret: Secret
+    currencies: tuple[str, ...]
+    methods: tuple[str, ...]
+    timeout_seconds: float = 5.0
+
+
+def _psps(env: Mapping[str, str]) -> tuple[PspSettings, ...]:
+    raw = env.get("WALLET_PSPS")
+    if not raw:
+        return ()
+    try:
+        items = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"WALLET_PSPS is not JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise ConfigError("WALLET_PSPS must be a JSON list of PSP objects")
+    psps = []
+    for i, item in enumerate(items):
+        try:
+            psps.append(
+                PspSettings(
+                    name=str(item["name"]),
+                    kind=str(item.get("kind", "sandbox")),
+                    base_url=str(item["base_url"]),
+                    api_key=Secret(item["api_key"]),
+                    webhook_secret=Secret(item["webhook_secret"]),
+                    currencies=tuple(item["currencies"]),
+                    methods=tuple(item["methods"]),
+                    timeout_seconds=float(item.get("timeout_seconds", 5.0)),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"WALLET_PSPS[{i}] is missing or has a bad {exc}") from None
+        if psps[-1].kind != "sandbox":
+            raise ConfigError(f"WALLET_PSPS[{i}]: unknown PSP kind {psps[-1].kind!r}")
+    if len({p.name for p in psps}) != len(psps):
+        raise ConfigError("WALLET_PSPS names must be unique")
+    return tuple(psps)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment."""
 
@@ -67,6 +116,11 @@ class Settings:
     key_cache_seconds: int = 5
     # Raising or removing a responsible-gaming limit waits this long; lowering applies at once.
     limit_cooling_off_seconds: int = 24 * 3600
+    # Payments: where PSPs send webhooks (this service's public address), the routes, and the
+    # amount above which a withdrawal waits for an operator.
+    public_url: str | None = None
+    psps: tuple[PspSettings, ...] = ()
+    withdrawal_review_threshold: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +144,13 @@ class Settings:
             db_acquire_timeout_ms=_int(env, "WALLET_DB_ACQUIRE_TIMEOUT_MS", 2000, minimum=1),
             redis_timeout_ms=_int(env, "WALLET_REDIS_TIMEOUT_MS", 1000, minimum=10),
             key_cache_seconds=_int(env, "WALLET_KEY_CACHE_SECONDS", 5, minimum=0),
+            public_url=_optional(env, "WALLET_PUBLIC_URL"),
+            psps=_psps(env),
+            withdrawal_review_threshold=(
+                _int(env, "WALLET_WITHDRAWAL_REVIEW_THRESHOLD", 0, minimum=1)
+                if env.get("WALLET_WITHDRAWAL_REVIEW_THRESHOLD")
+                else None
+            ),
             limit_cooling_off_seconds=_int(
                 env, "WALLET_LIMIT_COOLING_OFF_SECONDS", 24 * 3600, minimum=0
             ),

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -21,6 +22,9 @@ from app.errors import InvalidRequest, NotFound, WalletError
 from app.locks import PlayerLocks
 from app.metrics import CONTENT_TYPE, Metrics
 from app.operator import endpoints as operator_endpoints
+from app.payments import endpoints as payments_endpoints
+from app.payments.psp import build_psps
+from app.payments.service import Payments
 from app.redis_client import create_redis
 from app.seamless import endpoints as seamless_endpoints
 from app.seamless.calls import CallLog
@@ -65,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             statement_timeout_ms=settings.db_statement_timeout_ms,
         )
         redis = create_redis(redis_url, timeout_ms=settings.redis_timeout_ms)
+        psp_http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
         calls = CallLog(pool)
         metrics = Metrics()
         metrics.watch_pool(pool)
@@ -91,6 +96,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 acquire_timeout=settings.db_acquire_timeout_ms / 1000,
                 metrics=metrics,
             )
+            public_url = settings.public_url or f"http://{settings.host}:{settings.port}"
+            payments = Payments(
+                pool,
+                queries,
+                build_psps(settings.psps, psp_http),
+                webhook_base=f"{public_url.rstrip('/')}/v1/psp",
+                review_threshold=settings.withdrawal_review_threshold,
+            )
             calls.start()
             yield {
                 "wallet": Wallet(
@@ -102,17 +115,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     calls=calls,
                     seamless=seamless,
                     metrics=metrics,
+                    payments=payments,
                 )
             }
         finally:
             await calls.close()
+            await psp_http.aclose()
             await redis.aclose()
             await pool.close()
 
     return Starlette(
         routes=[
             *seamless_endpoints.routes,
-            *operator_endpoints.routes,
+            *operator_endpoints.routes,  # payments' authenticated routes register here too
+            *payments_endpoints.routes,
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *openapi.routes,
         ],

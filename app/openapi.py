@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document of the operator API and the seamless webhook, and the routes serving it.
+"""The OpenAPI 3.1 document of the operator API (payments included), the seamless webhook and the
+PSP webhook, and the routes serving it.
 
 ``GET /openapi.json`` answers the document and ``GET /docs`` renders it for people with a small
 self-contained page: no CDN and no request anywhere but ``/openapi.json`` (its
@@ -36,6 +37,9 @@ from app.ledger.service import CHECKS, SAMPLE
 from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.operator import endpoints, service
 from app.operator.auth import READ, ROLES
+from app.payments import endpoints as payment_endpoints  # registers its routes in PERMISSIONS
+from app.payments import signing
+from app.payments.sandbox import model as sandbox
 from app.seamless import envelope
 from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, PARSERS
 from app.seamless.outcome import MESSAGES
@@ -94,6 +98,31 @@ AUDIT_ACTIONS = (
 EXAMPLE_PROVIDER = "acme"
 EXAMPLE_KEY = bytes(range(32))
 EXAMPLE_TIME = 1779104538
+
+# Payments (docs/payments.md): the statuses of each state machine, as payment_state_edges in
+# sql/004_payments.sql allows them (the test compares), and what the PSP webhook answers.
+DEPOSIT_STATUSES = ("awaiting_method", "processing", "succeeded", "failed", "expired")
+WITHDRAWAL_STATUSES = ("requested", "held", "approved", "processing", "paid", "failed", "rejected")
+PSP_EVENT_TYPES = ("payment.succeeded", "payment.failed", "payment.held", "payment.processing")
+PSP_STATUSES = (
+    sandbox.REQUIRES_ACTION,
+    sandbox.PENDING,
+    sandbox.SUCCEEDED,
+    sandbox.FAILED,
+    sandbox.HELD,
+)
+MISMATCHES = ("psp_payment_id_mismatch", "amount_mismatch", "currency_mismatch")
+# moved_to_<status> for the statuses a PSP event can move a payment to (the test checks them
+# against the service's mapping).
+WEBHOOK_MOVES = ("processing", "succeeded", "failed", "paid")
+WEBHOOK_OUTCOMES = (
+    *(f"moved_to_{status}" for status in WEBHOOK_MOVES),
+    "duplicate",
+    "ignored",
+    *(f"refused_{reason}" for reason in MISMATCHES),
+)
+# The PSP webhook's example is signed for real, with an example secret everyone may know.
+EXAMPLE_WEBHOOK_SECRET = b"whsec_example"
 
 
 # --- schema building blocks ---------------------------------------------------------------------
@@ -458,6 +487,130 @@ def _request_schemas() -> dict[str, Schema]:
     }
 
 
+# --- component schemas: payments ----------------------------------------------------------------
+
+
+def _payment_schemas() -> dict[str, Schema]:
+    amount = _int64("minor units", minimum=1, maximum=MAX_AMOUNT)
+    reference = _text("yours, shown back", minLength=1, maxLength=payment_endpoints.MAX_REFERENCE)
+    statuses = [*DEPOSIT_STATUSES, *(s for s in WITHDRAWAL_STATUSES if s not in DEPOSIT_STATUSES)]
+    payment = _object(
+        {
+            "id": _text("dep_... for a deposit, wdr_... for a withdrawal", pattern="^(dep|wdr)_"),
+            "status": {"type": "string", "enum": statuses},
+            "player_id": IDENTIFIER,
+            "amount": amount,
+            "currency": CURRENCY,
+            "method": {**IDENTIFIER, "description": "as requested, like card or upi"},
+            "reference": _nullable(reference),
+            "metadata": {"type": "object", "description": "yours, as sent ({} when none)"},
+            "redirect_url": _nullable(
+                _text("the PSP's hosted page to send the player to (deposits)", format="uri")
+            ),
+            "deep_link": _nullable(_text("an app link, like upi://pay?... (UPI deposits)")),
+            "failure_code": _nullable(
+                _text("why it failed: the PSP's code (like declined), or route_degraded")
+            ),
+            "created_at": TIME,
+            "expires_at": TIME,
+        },
+        description="A deposit or a withdrawal. Deposit statuses: "
+        f"{', '.join(DEPOSIT_STATUSES)}. Withdrawal statuses: {', '.join(WITHDRAWAL_STATUSES)}. "
+        "State machines: docs/payments.md.",
+    )
+    payment["allOf"] = [
+        {
+            "if": {"properties": {"id": {"pattern": f"^{prefix}_"}}},
+            "then": {"properties": {"status": {"enum": list(kind_statuses)}}},
+        }
+        for prefix, kind_statuses in (("dep", DEPOSIT_STATUSES), ("wdr", WITHDRAWAL_STATUSES))
+    ]
+    request = _object(
+        {
+            "player_id": IDENTIFIER,
+            "amount": amount,
+            "currency": {**CURRENCY, "description": "the player's wallet currency"},
+            "method": {**IDENTIFIER, "description": "one a payment route serves, like card or upi"},
+            "reference": _nullable(reference),
+            "metadata": {
+                "type": "object",
+                "default": {},
+                "description": "yours, shown back; with the sandbox PSP, `scenario` picks one of "
+                "its scenarios (docs/sandbox-psp.md)",
+            },
+        },
+        optional=("reference", "metadata"),
+        closed=False,
+        description="A deposit or a withdrawal to create. It is, with the Idempotency-Key, what "
+        "a repeated request must match.",
+    )
+    data = _object(
+        {
+            "psp_payment_id": _text("the PSP's id of the payment"),
+            "reference": _text("the wallet's payment id: events are matched by it"),
+            "kind": {"type": "string", "enum": list(sandbox.KINDS)},
+            "amount": _int64("must equal the payment's", minimum=1),
+            "currency": {**CURRENCY, "description": "must equal the payment's"},
+            "status": {"type": "string", "enum": list(PSP_STATUSES)},
+            "failure_code": _text("on failed payments, like declined or kyc_rejected"),
+        },
+        optional=("failure_code",),
+        closed=False,
+        description="The payment at the PSP when the event happened.",
+    )
+    event = _object(
+        {
+            "id": _text("the event's id: an event is applied once, a repeat answers duplicate"),
+            "type": {"type": "string", "enum": list(PSP_EVENT_TYPES)},
+            "created": _int64("unix seconds when the event happened (not when it was sent)"),
+            "data": data,
+        },
+        closed=False,  # fields the wallet does not read are ignored
+        description="A PSP's webhook event (the sandbox PSP's format, docs/sandbox-psp.md).",
+    )
+    event["examples"] = [PSP_EVENT_EXAMPLE]
+    outcome = _object(
+        {
+            "outcome": {
+                "type": "string",
+                "enum": list(WEBHOOK_OUTCOMES),
+                "description": "moved_to_<status>: applied; duplicate: this event id was applied "
+                "before; ignored: out of order or already final, nothing changed; "
+                "refused_<reason>: does not match the payment, recorded and flagged, nothing "
+                "changed",
+            }
+        },
+        description="What the wallet did with a PSP event.",
+    )
+    return {
+        "Payment": payment,
+        "PaymentRequest": request,
+        "PspEvent": event,
+        "WebhookOutcome": outcome,
+    }
+
+
+PSP_EVENT_EXAMPLE: Schema = {
+    "id": "evt_8c1d0f3e5a7b9c2d4e6f8a0b",
+    "type": "payment.succeeded",
+    "created": EXAMPLE_TIME,
+    "data": {
+        "psp_payment_id": "psp_3f9c2a7d1e5b4c8a",
+        "reference": "dep_4f1c9a2b7e3d8c6a5b0f",
+        "kind": "deposit",
+        "amount": 2500,
+        "currency": "EUR",
+        "status": "succeeded",
+    },
+}
+
+
+def psp_example_signature() -> str:
+    """The X-Signature of the compact JSON of :data:`PSP_EVENT_EXAMPLE`, sent at EXAMPLE_TIME under
+    the example secret."""
+    return signing.sign(EXAMPLE_WEBHOOK_SECRET, orjson.dumps(PSP_EVENT_EXAMPLE), EXAMPLE_TIME)
+
+
 # --- component schemas: the seamless webhook ---------------------------------------------------
 
 
@@ -742,6 +895,16 @@ def _path_param(name: str, description: str) -> Schema:
     }
 
 
+def _idempotency_key(description: str) -> Schema:
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": endpoints.IDEMPOTENCY_KEY_MAX},
+        "description": description,
+    }
+
+
 def _parameters() -> dict[str, Schema]:
     time_note = "RFC 3339 time with a zone, like 2026-05-18T11:42:18Z"
     filter_id = {**IDENTIFIER, "description": "exact match"}
@@ -773,17 +936,18 @@ def _parameters() -> dict[str, Schema]:
         "PlayerId": _path_param("player_id", "the player"),
         "ProviderCode": _path_param("code", "the provider"),
         "KeyId": _path_param("key_id", "the API key's id"),
-        "IdempotencyKey": {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "required": True,
-            "schema": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": endpoints.IDEMPOTENCY_KEY_MAX,
-            },
-            "description": "printable; the same key and body again answers the same adjustment",
-        },
+        "PaymentId": _path_param("payment_id", "the payment's id"),
+        "PspName": _path_param("psp", "the PSP route's name, as configured in WALLET_PSPS"),
+        "IdempotencyKey": _idempotency_key(
+            "printable; the same key and body again answers the same adjustment"
+        ),
+        "PaymentIdempotencyKey": _idempotency_key(
+            "printable (400 on `Idempotency-Key` when missing); the same key and body again "
+            "gets the first answer again without side effects (201 and the same body, or the "
+            "same 503 when every route was degraded); "
+            "another body, or the same while the first request is still at the PSP (up to 30 s), "
+            "is 409"
+        ),
         "RequestId": {
             "name": "X-Request-Id",
             "in": "header",
@@ -800,6 +964,16 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     403: ("Forbidden", "forbidden_for_tenant: the key's role may not call this route"),
     404: ("NotFound", "resource_not_found"),
     409: ("Conflict", "idempotency_conflict"),
+    422: (
+        "Unprocessable",
+        "method_unavailable (no payment route serves the method and currency; field `method`) "
+        "or player_limit_exceeded (a deposit limit)",
+    ),
+    503: (
+        "RouteDegraded",
+        "route_degraded: every payment route failed with a retryable error; the payment is "
+        "failed (a withdrawal's hold released), so retry with a new Idempotency-Key",
+    ),
 }
 REQUEST_ID_HEADER = {"X-Request-Id": {"$ref": "#/components/headers/XRequestId"}}
 
@@ -1026,6 +1200,81 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         ("KeyId",),
         description="404 when there is no active key with this id (also when already revoked).",
     ),
+    ("POST", "/v1/deposits"): Op(
+        "createDeposit",
+        "payments",
+        "Start a deposit at a PSP",
+        ((201, "The deposit (the same key and body again: this answer again)", "Payment"),),
+        (400, 404, 409, 422, 503),
+        ("PaymentIdempotencyKey",),
+        body="PaymentRequest",
+        description="Starts the deposit at the first payment route (PSP) that serves its method "
+        "and currency, failing over to the next on retryable errors (timeouts, 5xx, 429) only. "
+        "It usually answers `awaiting_method` with a `redirect_url` to send the player to (and, "
+        "for UPI, a `deep_link`); a PSP's refusal answers `failed` with its `failure_code`. The "
+        "player is credited only when a verified PSP webhook says the deposit `succeeded`.\n\n"
+        "400 on a field, also on `currency` when it is not the player's; 404 for an unknown "
+        "player; 422 `method_unavailable` (field `method`) or `player_limit_exceeded` (the "
+        "player's deposit limit); 503 `route_degraded`: the deposit is `failed` and the same "
+        "key and body again answer it with 201.",
+    ),
+    ("GET", "/v1/deposits/{payment_id}"): Op(
+        "getDeposit",
+        "payments",
+        "Read a deposit",
+        ((200, "The deposit as it is now", "Payment"),),
+        (400, 404),
+        ("PaymentId",),
+        description="404 also for the id of a withdrawal.",
+    ),
+    ("POST", "/v1/withdrawals"): Op(
+        "createWithdrawal",
+        "payments",
+        "Withdraw from a player's balance through a PSP",
+        ((201, "The withdrawal (the same key and body again: this answer again)", "Payment"),),
+        (400, 404, 409, 422, 503),
+        ("PaymentIdempotencyKey",),
+        body="PaymentRequest",
+        description="Holds the amount on the player's balance at once. Above the review threshold "
+        "(WALLET_WITHDRAWAL_REVIEW_THRESHOLD) it answers `held`, for an operator to approve or "
+        "reject; otherwise it is approved and sent to the first payment route that serves its "
+        "method and currency (with failover on retryable errors), and usually answers "
+        "`processing`. `paid` settles the hold; `failed` and `rejected` give it back.\n\n"
+        "400 on a field, also on `currency` when it is not the player's and on `amount` when it "
+        "is more than the balance; 404 for an unknown player; 422 `method_unavailable` (checked "
+        "first); 503 `route_degraded`: the withdrawal is `failed`, its hold released, and the "
+        "same key and body again answer it with 201.",
+    ),
+    ("GET", "/v1/withdrawals/{payment_id}"): Op(
+        "getWithdrawal",
+        "payments",
+        "Read a withdrawal",
+        ((200, "The withdrawal as it is now", "Payment"),),
+        (400, 404),
+        ("PaymentId",),
+        description="404 also for the id of a deposit.",
+    ),
+    ("POST", "/v1/withdrawals/{payment_id}/approve"): Op(
+        "approveWithdrawal",
+        "payments",
+        "Approve a held withdrawal and pay it out",
+        ((200, "The withdrawal, sent to a PSP (usually `processing`)", "Payment"),),
+        (400, 404, 422, 503),
+        ("PaymentId",),
+        description="400 on `status` unless the withdrawal is `held` (or `requested`). The "
+        "approval is recorded before the payout starts: 422 `method_unavailable` when no route "
+        "serves the withdrawal's method and currency any more (it stays `approved`); 503 "
+        "`route_degraded` when every route failed (it is `failed`, its hold released).",
+    ),
+    ("POST", "/v1/withdrawals/{payment_id}/reject"): Op(
+        "rejectWithdrawal",
+        "payments",
+        "Reject a held withdrawal, giving the held amount back",
+        ((200, "The withdrawal, `rejected`", "Payment"),),
+        (400, 404),
+        ("PaymentId",),
+        description="400 on `status` unless the withdrawal is `held` (or `requested`).",
+    ),
 }
 
 
@@ -1137,8 +1386,85 @@ def _seamless_operation() -> Schema:
     }
 
 
+PSP_WEBHOOK_DESCRIPTION = f"""\
+Where a PSP route (WALLET_PSPS) sends its events about the payments it holds: the path names the \
+route. Not authenticated by an API key but by the body's signature, with the route's webhook \
+secret:
+
+`X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of the bytes "{{t}}." followed by the raw \
+body>`
+
+The MAC is checked in constant time, then the time, with a 300 s tolerance either way. A missing, \
+malformed, stale or wrong signature is 401 and changes nothing. Several `v1=` entries may be sent \
+(while a secret is rotated); entries of other schemes are ignored.
+
+Events are matched by `data.reference`, the wallet's payment id. Each event `id` is applied once: \
+a repeat answers `duplicate`. An event that does not match the payment's amount, currency or PSP \
+payment id answers `refused_<reason>` and flags the payment. An event out of order (like \
+`processing` after `succeeded`) answers `ignored`. 404 for an unknown route or payment is not \
+recorded, so the PSP's retry may succeed later. Full rules: docs/payments.md, section 5.
+
+**Example.** The example's signature is real: it signs the compact JSON of the example (no \
+spaces, in the order shown) at t={EXAMPLE_TIME} with the secret \
+`{EXAMPLE_WEBHOOK_SECRET.decode()}`."""
+
+
+def _psp_webhook_operation() -> Schema:
+    return {
+        "operationId": "pspWebhook",
+        "tags": ["payments"],
+        "summary": "A PSP's signed event about one of its payments",
+        "description": PSP_WEBHOOK_DESCRIPTION,
+        "security": [],
+        "parameters": [
+            _p("PspName"),
+            {
+                "name": "X-Signature",
+                "in": "header",
+                "required": True,
+                "schema": _text(minLength=1),
+                "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of `{t}.{raw body}`> "
+                "(401 when missing, malformed, stale or wrong)",
+                "example": psp_example_signature(),
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "schema": _ref("PspEvent"),
+                    "examples": {
+                        "succeeded": {
+                            "summary": "a deposit succeeded",
+                            "value": PSP_EVENT_EXAMPLE,
+                        }
+                    },
+                }
+            },
+        },
+        "responses": {
+            "200": _json_response(
+                "Verified: applied, applied before, ignored or refused (see `outcome`)",
+                _ref("WebhookOutcome"),
+            ),
+            "400": {"$ref": "#/components/responses/BadRequest"},
+            "401": _json_response(
+                "authentication_failed: X-Signature is missing, malformed, stale or wrong; "
+                "nothing changed",
+                _ref("Error"),
+            ),
+            "404": _json_response(
+                "resource_not_found: no such PSP route, or no payment with the event's reference "
+                "at this route; not recorded, so a retry may succeed",
+                _ref("Error"),
+            ),
+            "default": {"$ref": "#/components/responses/Unexpected"},
+        },
+    }
+
+
 def _public_operations() -> dict[tuple[str, str], Schema]:
-    """Routes without authentication: health, metrics, this document, and the webhook."""
+    """Routes without an API key: health, metrics, this document, and the two webhooks."""
 
     def plain(op_id: str, tag: str, summary: str, responses: dict[str, Schema]) -> Schema:
         return {
@@ -1194,6 +1520,7 @@ def _public_operations() -> dict[tuple[str, str], Schema]:
             },
         ),
         ("POST", "/v1/seamless/{provider}"): _seamless_operation(),
+        ("POST", "/v1/psp/{psp}/webhook"): _psp_webhook_operation(),
     }
 
 
@@ -1201,8 +1528,9 @@ def _public_operations() -> dict[tuple[str, str], Schema]:
 
 
 INFO_DESCRIPTION = """\
-The operator API (JSON over HTTP, `Authorization: Bearer <api key>`) and the encrypted seamless \
-webhook of game providers. Payments are not part of this version.
+The operator API (JSON over HTTP, `Authorization: Bearer <api key>`), deposits and withdrawals \
+included, the encrypted seamless webhook of game providers, and the signed webhook of payment \
+service providers (PSPs).
 
 - Roles: each operator operation lists the roles that may call it in `x-roles`; any other role \
 gets 403 `forbidden_for_tenant`.
@@ -1212,7 +1540,7 @@ gets 403 `forbidden_for_tenant`.
 `next_cursor` back as `cursor` for the next page.
 - Every response carries `X-Request-Id`.
 
-Prose: docs/operator.md and docs/seamless.md."""
+Prose: docs/operator.md, docs/seamless.md and docs/payments.md."""
 
 TAGS = [
     {"name": "providers", "description": "Game providers and their keys (admin)."},
@@ -1220,6 +1548,10 @@ TAGS = [
     {"name": "history", "description": "Postings, statements and the seamless call history."},
     {"name": "reports", "description": "Ledger check, daily report, audit log."},
     {"name": "api-keys", "description": "Operator API keys (admin)."},
+    {
+        "name": "payments",
+        "description": "Deposits and withdrawals through PSPs, and the PSPs' signed webhook.",
+    },
     {"name": "seamless", "description": "The webhook for game providers."},
     {"name": "health", "description": "Probes and metrics, without authentication."},
     {"name": "docs", "description": "This document."},
@@ -1242,6 +1574,7 @@ def _components() -> Schema:
         _history_schemas,
         _admin_schemas,
         _request_schemas,
+        _payment_schemas,
         _seamless_schemas,
     ):
         schemas.update(part())

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from app.config import Settings
 from app.db import Queries
 from app.metrics import Metrics
+from app.payments.service import Payments
 from app.seamless.calls import CallLog
 from app.seamless.keys import KeyRing
 from app.seamless.service import SeamlessService
@@ -27,6 +28,7 @@ class Wallet:
     calls: CallLog
     seamless: SeamlessService
     metrics: Metrics
+    payments: Payments
 
 
 def wallet(request: Request) -> Wallet:

@@ -269,3 +269,70 @@ async def table(table_factory: TableFactory) -> Table:
 
 def now() -> int:
     return int(time.time())
+
+
+SANDBOX_API_KEY = "sandbox-api-key"
+SANDBOX_SECRET = "sandbox-webhook-secret"
+
+
+@dataclass
+class SandboxRoutes:
+    """The session app's payments, routed to an in-process sandbox PSP (two routes, a and b)."""
+
+    sandbox: Any
+    http: httpx.AsyncClient  # to the sandbox, as a person or a test would call it
+
+    async def settle(self) -> None:
+        await self.sandbox.state.sandbox.idle()
+
+    async def complete(self, psp_payment_id: str, outcome: str = "approve") -> None:
+        response = await self.http.post(
+            f"/v1/sandbox/payments/{psp_payment_id}/complete",
+            json={"outcome": outcome},
+            headers={"authorization": f"Bearer {SANDBOX_API_KEY}"},
+        )
+        assert response.status_code == 200, response.text
+        await self.settle()
+
+
+@pytest.fixture
+async def sandbox_routes(asgi: ASGIApp) -> AsyncIterator[SandboxRoutes]:
+    """Sandbox PSP routes for the session app while one test runs; webhooks come back to the
+    app's own /v1/psp/{psp}/webhook endpoint."""
+    from app.payments.psp import SandboxPsp
+    from app.payments.sandbox import SandboxConfig, create_sandbox_app
+
+    payments = asgi.state["wallet"].payments  # type: ignore[attr-defined]
+    to_wallet = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=asgi), base_url="http://wallet.test"
+    )
+    sandbox = create_sandbox_app(
+        SandboxConfig(
+            api_key=SANDBOX_API_KEY,
+            webhook_secret=SANDBOX_SECRET,
+            public_base_url="http://sandbox.test",
+            http=to_wallet,
+            webhook_delay=0.05,
+            retry_backoff=0.01,
+            burst=1,
+            payout_delay=0.02,
+        )
+    )
+    to_sandbox = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox), base_url="http://sandbox.test"
+    )
+    saved = (payments.psps, payments.webhook_base)
+    payments.psps = [
+        SandboxPsp(
+            name, "http://sandbox.test", SANDBOX_API_KEY, SANDBOX_SECRET.encode(), to_sandbox
+        )
+        for name in ("sandbox-a", "sandbox-b")
+    ]
+    payments.webhook_base = "http://wallet.test/v1/psp"
+    try:
+        yield SandboxRoutes(sandbox, to_sandbox)
+    finally:
+        payments.psps, payments.webhook_base = saved
+        await sandbox.state.sandbox.aclose()
+        await to_sandbox.aclose()
+        await to_wallet.aclose()

@@ -1,9 +1,10 @@
 """The OpenAPI document (issue: /openapi.json, /docs) is valid, complete, and true.
 
-True means: real answers of every operator route, on its success path and on each error it
-documents, validate against the document's schemas, and every status the document lists for an
-operator route is one the route was seen to answer. The seamless webhook's decrypted answers
-and the document's examples are checked against their schemas too.
+True means: real answers of every operator route (payments included) and of the PSP webhook, on
+its success path and on each error it documents, validate against the document's schemas, and
+every status the document lists for such a route is one the route was seen to answer. The
+seamless webhook's decrypted answers, the events the sandbox PSP really sends, and the document's
+examples are checked against their schemas too.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import importlib.metadata
 import re
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 from jsonschema import Draft202012Validator, FormatChecker
@@ -29,18 +32,27 @@ from app.client import open_answer, seal_event
 from app.config import Settings
 from app.main import create_app
 from app.openapi import (
+    DEPOSIT_STATUSES,
     EVENTS,
     EXAMPLE_KEY,
     EXAMPLE_PROVIDER,
+    EXAMPLE_TIME,
+    EXAMPLE_WEBHOOK_SECRET,
+    PSP_STATUSES,
     REASONS,
+    WEBHOOK_OUTCOMES,
+    WITHDRAWAL_STATUSES,
     document,
     event_schema_name,
 )
 from app.operator.auth import READ
 from app.operator.endpoints import PERMISSIONS
+from app.payments import signing
+from app.payments.psp import Psp
+from app.payments.service import Payments, _target
 from app.seamless import envelope, events
 from app.seamless.outcome import MESSAGES
-from tests.conftest import Operator, Table
+from tests.conftest import SANDBOX_SECRET, Operator, SandboxRoutes, Table, now
 
 DOC = document()
 ROOT = "urn:wallet:openapi"
@@ -49,6 +61,7 @@ REGISTRY: Registry[Any] = Registry().with_resource(
     ROOT, Resource.from_contents(DOC, default_specification=DRAFT202012)
 )
 WEBHOOK = "/v1/seamless/{provider}"
+PSP_WEBHOOK = "/v1/psp/{psp}/webhook"
 UNAUTHENTICATED = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -56,7 +69,10 @@ UNAUTHENTICATED = {
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("POST", WEBHOOK),
+    ("POST", PSP_WEBHOOK),
 }
+# Driven through all their answers by test_operator_answers_match_the_document.
+DRIVEN = {*PERMISSIONS, ("POST", PSP_WEBHOOK)}
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 
 # Own format checks, so that formats are checked whatever optional libraries are installed.
@@ -137,16 +153,28 @@ class Recorder:
         path: dict[str, str] | None = None,
         query: str = "",
         json: Any = None,
+        content: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
         url = template.format(**(path or {})) + (f"?{query}" if query else "")
         response = await self.http.request(
-            method, url, json=json, headers=self.admin if headers is None else headers
+            method,
+            url,
+            json=json,
+            content=content,
+            headers=self.admin if headers is None else headers,
         )
         assert response.status_code == expect, (method, url, response.text)
-        check_response(response, method, template)
-        self.seen.setdefault((method, template), set()).add(expect)
+        self.check(response, method, template)
         return response.json() if "json" in response.headers["content-type"] else response.text
+
+    def check(self, response: httpx.Response, method: str, template: str) -> None:
+        check_response(response, method, template)
+        self.seen.setdefault((method, template), set()).add(response.status_code)
+
+    def keyed(self) -> dict[str, str]:
+        """The admin's headers with a fresh Idempotency-Key."""
+        return {**self.admin, "idempotency-key": "docs-" + secrets.token_hex(6)}
 
 
 # --- the document itself ------------------------------------------------------------------------
@@ -241,6 +269,35 @@ def test_examples_match_their_schemas() -> None:
             answers[name], pointer("paths", WEBHOOK, "post", "x-decrypted-response")
         )
     assert_valid(answers["r2_plain"]["value"], schema_of("SeamlessResponse"))
+    _check_psp_example()
+
+
+def _check_psp_example() -> None:
+    """The PSP event example is a valid event, and its example signature really signs it."""
+    (example,) = DOC["components"]["schemas"]["PspEvent"]["examples"]
+    assert_valid(example, schema_of("PspEvent"))
+    operation = DOC["paths"][PSP_WEBHOOK]["post"]
+    content = operation["requestBody"]["content"]["application/json"]
+    assert [e["value"] for e in content["examples"].values()] == [example]
+    (signature,) = (p["example"] for p in operation["parameters"] if p.get("name") == "X-Signature")
+    body = orjson.dumps(example)
+    signing.verify(EXAMPLE_WEBHOOK_SECRET, body, signature, now=EXAMPLE_TIME)
+    assert f"t={EXAMPLE_TIME}" in operation["description"]
+    assert EXAMPLE_WEBHOOK_SECRET.decode() in operation["description"]
+
+
+async def test_payment_statuses_and_outcomes_match_the_code(pool: asyncpg.Pool) -> None:
+    """The documented statuses are those of the state machines in the database, and the
+    documented moved_to_<status> outcomes those a PSP status can lead to."""
+    edges = await pool.fetch("SELECT kind, from_status, to_status FROM payment_state_edges")
+    for kind, documented in (("deposit", DEPOSIT_STATUSES), ("withdrawal", WITHDRAWAL_STATUSES)):
+        statuses = {s for e in edges if e["kind"] == kind for s in (e[1], e[2])}
+        assert statuses == set(documented), kind
+    payment = DOC["components"]["schemas"]["Payment"]
+    assert set(payment["properties"]["status"]["enum"]) == {*DEPOSIT_STATUSES, *WITHDRAWAL_STATUSES}
+    moves = {_target(kind, status) for kind in ("deposit", "withdrawal") for status in PSP_STATUSES}
+    documented_moves = {o for o in WEBHOOK_OUTCOMES if o.startswith("moved_to_")}
+    assert {f"moved_to_{status}" for status in moves if status} == documented_moves
 
 
 def _check_sealed_example(example: dict[str, Any], decrypted_schema: str) -> None:
@@ -291,10 +348,16 @@ async def test_public_routes_match_the_document(http: httpx.AsyncClient) -> None
 
 
 async def test_operator_answers_match_the_document(
-    operator: Operator, http: httpx.AsyncClient, table: Table, asgi: Any
+    operator: Operator,
+    http: httpx.AsyncClient,
+    table: Table,
+    asgi: Any,
+    sandbox_routes: SandboxRoutes,
+    pool: asyncpg.Pool,
 ) -> None:
-    """Drives every operator route through its success path and every error it documents, and
-    checks each answer against the document; then every documented status must have been seen."""
+    """Drives every operator route (payments included, routed to the sandbox PSP) and the PSP
+    webhook through its success path and every error it documents, and checks each answer
+    against the document; then every documented status must have been seen."""
     record = Recorder(http, operator.headers)
     support = await _api_keys(record)
     await _seamless_traffic(table)
@@ -304,9 +367,10 @@ async def test_operator_answers_match_the_document(
     await _adjustments(record, table)
     await _history(record, table)
     await _reports(record, table)
+    await _payments(record, operator, sandbox_routes, pool, asgi.state["wallet"].payments)
     await _auth_errors(record, table, spare, support)
     for (method, path), operation in _operations():
-        if (method, path) in PERMISSIONS:
+        if (method, path) in DRIVEN:
             documented = {int(status) for status in operation["responses"] if status != "default"}
             assert record.seen.get((method, path)) == documented, (method, path)
 
@@ -435,13 +499,285 @@ async def _reports(record: Recorder, table: Table) -> None:
 
 async def _auth_errors(record: Recorder, table: Table, provider: str, support: str) -> None:
     """401 on every route without a key; 403 with a support key on every route it may not use."""
-    values = {"player_id": table.player_id, "code": provider, "key_id": "ak_000000000000"}
+    values = {
+        "player_id": table.player_id,
+        "code": provider,
+        "key_id": "ak_000000000000",
+        "payment_id": "dep_" + "0" * 20,
+    }
     reader = {"authorization": f"Bearer {support}"}
     for (method, path), roles in PERMISSIONS.items():
         body = {} if method in ("POST", "PUT") else None
         await record(method, path, 401, path=values, json=body, headers={})
         if "support" not in roles:
             await record(method, path, 403, path=values, json=body, headers=reader)
+
+
+# --- payments: deposits, withdrawals, decisions, and the PSP webhook ----------------------------
+
+DEPOSITS = "/v1/deposits"
+DEPOSIT = "/v1/deposits/{payment_id}"
+WITHDRAWALS = "/v1/withdrawals"
+WITHDRAWAL = "/v1/withdrawals/{payment_id}"
+APPROVE = "/v1/withdrawals/{payment_id}/approve"
+REJECT = "/v1/withdrawals/{payment_id}/reject"
+NO_DEPOSIT = {"payment_id": "dep_" + "0" * 20}
+NO_WITHDRAWAL = {"payment_id": "wdr_" + "0" * 20}
+BAD_ID = {"payment_id": "bad id"}
+
+
+def _id(payment: dict[str, Any]) -> dict[str, str]:
+    return {"payment_id": payment["id"]}
+
+
+@contextmanager
+def _only_routes(payments: Payments, routes: list[Psp]) -> Iterator[None]:
+    """The payments use ``routes`` only, for a while."""
+    saved = payments.psps
+    payments.psps = routes
+    try:
+        yield
+    finally:
+        payments.psps = saved
+
+
+async def _payments(
+    record: Recorder,
+    operator: Operator,
+    sandbox: SandboxRoutes,
+    pool: asyncpg.Pool,
+    payments: Payments,
+) -> None:
+    deliveries = _watch_deliveries(sandbox)
+    player = await operator.player(balance=50_000)
+    await _deposits(record, operator, sandbox, pool, player)
+    await _withdrawals(record, payments, player)
+    await _degraded(record, pool, payments, player)
+    await _psp_webhook(record, operator, sandbox, pool)
+    await sandbox.settle()
+    # The sandbox's own deliveries: each event it sent is a documented PspEvent, each answer fits.
+    outcomes = set()
+    for response in deliveries:
+        assert_valid(orjson.loads(response.request.content), schema_of("PspEvent"))
+        record.check(response, "POST", PSP_WEBHOOK)
+        outcomes.add(response.json()["outcome"])
+    assert outcomes >= {"moved_to_succeeded", "duplicate", "moved_to_paid"}, outcomes
+
+
+def _watch_deliveries(sandbox: SandboxRoutes) -> list[httpx.Response]:
+    """Every answer the app gives to the sandbox's webhook deliveries, from now on."""
+    seen: list[httpx.Response] = []
+
+    async def keep(response: httpx.Response) -> None:
+        await response.aread()
+        seen.append(response)
+
+    client = sandbox.sandbox.state.sandbox.config.http
+    hooks = client.event_hooks
+    client.event_hooks = {**hooks, "response": [*hooks["response"], keep]}
+    return seen
+
+
+async def _psp_payment_id(pool: asyncpg.Pool, payment_id: str) -> str:
+    psp_payment_id = await pool.fetchval(
+        "SELECT psp_payment_id FROM payments WHERE id = $1", payment_id
+    )
+    assert isinstance(psp_payment_id, str), payment_id
+    return psp_payment_id
+
+
+async def _deposits(
+    record: Recorder, operator: Operator, sandbox: SandboxRoutes, pool: asyncpg.Pool, player: str
+) -> None:
+    body = {
+        "player_id": player,
+        "amount": 2500,
+        "currency": "EUR",
+        "method": "card",
+        "reference": "order-1",
+        "metadata": {"scenario": "duplicate-webhooks"},
+    }
+    key = record.keyed()
+    created = await record("POST", DEPOSITS, 201, json=body, headers=key)
+    assert (created["status"], created["reference"]) == ("awaiting_method", "order-1")
+    assert created["redirect_url"] and created["deep_link"] is None
+    assert await record("POST", DEPOSITS, 201, json=body, headers=key) == created
+    await record("POST", DEPOSITS, 409, json={**body, "amount": 2600}, headers=key)
+    await _field(record, DEPOSITS, "Idempotency-Key", json=body, headers=record.admin)
+    await _field(record, DEPOSITS, "currency", json={**body, "currency": "INR"})
+    await _field(record, DEPOSITS, "amount", json={**body, "amount": 0})
+    await record(
+        "POST", DEPOSITS, 404, json={**body, "player_id": "ghost-1"}, headers=record.keyed()
+    )
+    await _code(record, DEPOSITS, 422, "method_unavailable", json={**body, "method": "cheque"})
+    limited = await operator.player()
+    await operator.call(
+        "PUT", f"/v1/players/{limited}/limits", {"deposit": {"daily": 1000}}, expect=200
+    )
+    over = {**body, "player_id": limited, "amount": 1001}
+    await _code(record, DEPOSITS, 422, "player_limit_exceeded", json=over)
+    upi = {"player_id": player, "amount": 700, "currency": "EUR", "method": "upi"}
+    plain = await record("POST", DEPOSITS, 201, json=upi, headers=record.keyed())
+    assert plain["deep_link"].startswith("upi://") and plain["reference"] is None
+    assert plain["metadata"] == {}
+    declined = {**upi, "metadata": {"scenario": "decline"}}
+    failed = await record("POST", DEPOSITS, 201, json=declined, headers=record.keyed())
+    assert (failed["status"], failed["failure_code"]) == ("failed", "declined")
+    # The person approves on the hosted page; the sandbox's webhooks (three copies) credit once.
+    await sandbox.complete(await _psp_payment_id(pool, created["id"]))
+    assert (await record("GET", DEPOSIT, 200, path=_id(created)))["status"] == "succeeded"
+    await record("GET", DEPOSIT, 404, path=NO_DEPOSIT)
+    await record("GET", DEPOSIT, 400, path=BAD_ID)
+
+
+async def _field(
+    record: Recorder,
+    template: str,
+    field: str,
+    *,
+    json: Any = None,
+    headers: dict[str, str] | None = None,
+    path: dict[str, str] | None = None,
+) -> None:
+    """A 400 naming ``field``."""
+    answer = await record(
+        "POST", template, 400, path=path, json=json, headers=headers or record.keyed()
+    )
+    assert answer["error"]["field"] == field, answer
+
+
+async def _code(record: Recorder, template: str, status: int, code: str, **call: Any) -> None:
+    call.setdefault("headers", record.keyed())
+    answer = await record("POST", template, status, **call)
+    assert answer["error"]["code"] == code, answer
+
+
+async def _withdrawals(record: Recorder, payments: Payments, player: str) -> None:
+    body = {"player_id": player, "amount": 1000, "currency": "EUR", "method": "card"}
+    key = record.keyed()
+    paid = await record("POST", WITHDRAWALS, 201, json=body, headers=key)
+    assert paid["status"] == "processing" and paid["redirect_url"] is None
+    assert await record("POST", WITHDRAWALS, 201, json=body, headers=key) == paid
+    await record("POST", WITHDRAWALS, 409, json={**body, "amount": 1001}, headers=key)
+    await _field(record, WITHDRAWALS, "Idempotency-Key", json=body, headers=record.admin)
+    await _field(record, WITHDRAWALS, "amount", json={**body, "amount": 10**9})
+    await _field(record, WITHDRAWALS, "currency", json={**body, "currency": "INR"})
+    ghost = {**body, "player_id": "ghost-1"}
+    await record("POST", WITHDRAWALS, 404, json=ghost, headers=record.keyed())
+    await _code(record, WITHDRAWALS, 422, "method_unavailable", json={**body, "method": "cheque"})
+    assert (await record("GET", WITHDRAWAL, 200, path=_id(paid)))["id"] == paid["id"]
+    await record("GET", WITHDRAWAL, 404, path=NO_WITHDRAWAL)
+    await record("GET", WITHDRAWAL, 400, path=BAD_ID)
+    # Above the review threshold a withdrawal is held for an operator's decision.
+    saved, payments.review_threshold = payments.review_threshold, 500
+    try:
+        big = {**body, "amount": 800}
+        held = [
+            await record("POST", WITHDRAWALS, 201, json=big, headers=record.keyed())
+            for _ in range(2)
+        ]
+    finally:
+        payments.review_threshold = saved
+    assert [w["status"] for w in held] == ["held", "held"]
+    approved = await record("POST", APPROVE, 200, path=_id(held[0]))
+    assert approved["status"] == "processing"
+    assert (await record("POST", REJECT, 200, path=_id(held[1])))["status"] == "rejected"
+    await _field(record, APPROVE, "status", path=_id(held[1]))
+    await _field(record, REJECT, "status", path=_id(paid))
+    for template in (APPROVE, REJECT):
+        await record("POST", template, 404, path=NO_WITHDRAWAL)
+        await record("POST", template, 400, path=BAD_ID)
+
+
+async def _degraded(record: Recorder, pool: asyncpg.Pool, payments: Payments, player: str) -> None:
+    """503 when every route fails with retryable errors (a single route and a 5xx burst), and
+    approvals that find no route any more."""
+    burst = {
+        "player_id": player,
+        "amount": 300,
+        "currency": "EUR",
+        "method": "card",
+        "metadata": {"scenario": "5xx-burst"},
+    }
+    saved = payments.review_threshold
+    payments.review_threshold = 100
+    try:
+        held = [
+            await record("POST", WITHDRAWALS, 201, json=burst, headers=record.keyed())
+            for _ in range(2)
+        ]
+    finally:
+        payments.review_threshold = saved
+    with _only_routes(payments, payments.psps[:1]):
+        for template in (DEPOSITS, WITHDRAWALS):
+            key = record.keyed()
+            await _code(record, template, 503, "route_degraded", json=burst, headers=key)
+            # The first answer was the 503: the same key and body get it again.
+            await _code(record, template, 503, "route_degraded", json=burst, headers=key)
+        await _code(record, APPROVE, 503, "route_degraded", path=_id(held[0]))
+    with _only_routes(payments, []):
+        await _code(record, APPROVE, 422, "method_unavailable", path=_id(held[1]))
+    # No route, no approval: the withdrawal stays held for a later decision.
+    status = await pool.fetchval("SELECT status FROM payments WHERE id = $1", held[1]["id"])
+    assert status == "held"
+
+
+async def _psp_webhook(
+    record: Recorder, operator: Operator, sandbox: SandboxRoutes, pool: asyncpg.Pool
+) -> None:
+    """The PSP webhook with events signed here, as the sandbox route "sandbox-a" would sign."""
+    player = await operator.player()
+    body = {"player_id": player, "amount": 900, "currency": "EUR", "method": "card"}
+    deposit = await record("POST", DEPOSITS, 201, json=body, headers=record.keyed())
+    data = {
+        "psp_payment_id": await _psp_payment_id(pool, deposit["id"]),
+        "reference": deposit["id"],
+        "kind": "deposit",
+        "amount": 900,
+        "currency": "EUR",
+        "status": "succeeded",
+    }
+
+    def event(type_: str, **changes: Any) -> bytes:
+        raw = {"id": "evt_" + secrets.token_hex(12), "type": type_, "created": now()}
+        raw["data"] = {**data, **changes}
+        assert_valid(raw, schema_of("PspEvent"))  # what the test sends is a documented event
+        return orjson.dumps(raw)
+
+    async def send(
+        expect: int,
+        content: bytes,
+        *,
+        psp: str = "sandbox-a",
+        secret: str = SANDBOX_SECRET,
+        t: int | None = None,
+        signed: bool = True,
+    ) -> Any:
+        sign = signing.sign(secret.encode(), content, now() if t is None else t)
+        headers = {"x-signature": sign} if signed else {}
+        path = {"psp": psp}
+        return await record(
+            "POST", PSP_WEBHOOK, expect, path=path, content=content, headers=headers
+        )
+
+    succeeded = event("payment.succeeded")
+    # Not trusted: nothing changes.
+    await send(401, succeeded, signed=False)
+    await send(401, succeeded, secret="not-the-secret")
+    await send(401, succeeded, t=now() - 1000)
+    assert (await record("GET", DEPOSIT, 200, path=_id(deposit)))["status"] == "awaiting_method"
+    assert (await send(200, succeeded))["outcome"] == "moved_to_succeeded"
+    assert (await send(200, succeeded))["outcome"] == "duplicate"
+    late = event("payment.processing", status="pending")
+    assert (await send(200, late))["outcome"] == "ignored"
+    wrong = event("payment.succeeded", amount=901)
+    assert (await send(200, wrong))["outcome"] == "refused_amount_mismatch"
+    await send(404, succeeded, psp="no-such-psp")
+    await send(404, event("payment.succeeded", reference=NO_DEPOSIT["payment_id"]))
+    await send(400, b"not json")
+    await send(400, orjson.dumps({"id": "evt_1", "type": "payment.succeeded"}))
+    await send(400, succeeded, psp="bad psp")
+    assert (await record("GET", DEPOSIT, 200, path=_id(deposit)))["status"] == "succeeded"
 
 
 # --- the seamless webhook: decrypted answers --------------------------------------------------

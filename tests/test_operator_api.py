@@ -48,7 +48,12 @@ async def test_every_route_enforces_its_roles(
     """Each route, called by each role: 403 forbidden_for_tenant exactly where not allowed."""
     keys = {role: await api_key(operator, role) for role in ROLES}
     spare = (await operator.provider())["code"]
-    values = {"player_id": table.player_id, "code": spare, "key_id": "ak_000000000000"}
+    values = {
+        "player_id": table.player_id,
+        "code": spare,
+        "key_id": "ak_000000000000",
+        "payment_id": "dep_00000000000000000000",
+    }
     assert len(PERMISSIONS) >= 20
     for (method, path), allowed in PERMISSIONS.items():
         url = path.format(**values)

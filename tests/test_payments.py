@@ -197,9 +197,12 @@ async def test_all_routes_degraded_is_503_and_the_payment_ends_failed(
         await payments.create_deposit(deposit(player), K + "deg-1")
     row = await pool.fetchrow("SELECT * FROM payments WHERE idempotency_key = $1", K + "deg-1")
     assert (row["status"], row["failure_code"]) == ("failed", "route_degraded")
-    # The same key gives the same answer again; a new key may try again.
-    again = await payments.create_deposit(deposit(player), K + "deg-1")
-    assert again["status"] == "failed" and len(psp_a.calls) == 1
+    # The same key gives the same answer again (the 503, without calling the PSP); a new key
+    # may try again.
+    with pytest.raises(RouteDegraded):
+        await payments.create_deposit(deposit(player), K + "deg-1")
+    assert len(psp_a.calls) == 1
+    assert (await payments.create_deposit(deposit(player), K + "deg-2"))["redirect_url"]
 
 
 async def test_crash_between_psp_call_and_database_write_recovers(
@@ -394,3 +397,38 @@ async def test_illegal_transitions_are_refused(
     assert await operator.balance(player) == 0
     with pytest.raises(asyncpg.RestrictViolationError):
         await pool.execute("DELETE FROM payment_transitions WHERE false")
+
+
+async def test_blocked_players_cannot_deposit_but_can_withdraw(
+    payments: Payments, operator: Operator, psp_a: ScriptedPsp
+) -> None:
+    player = await operator.player(5_000)
+    for status in ("blocked", "self_excluded"):
+        await operator.call("PUT", f"/v1/players/{player}/status", {"status": status}, expect=200)
+        with pytest.raises(PlayerLimitExceeded, match=status):
+            await payments.create_deposit(deposit(player), K + secrets.token_hex(4))
+    psp_a.script = [Initiated("psp-a-blocked", "pending")]
+    out = await payments.create_withdrawal(
+        PaymentRequest(player, 5_000, "EUR", "card"), K + secrets.token_hex(4)
+    )
+    assert out["status"] == "processing" and await operator.balance(player) == 0
+
+
+async def test_approval_needs_a_route_first(
+    pool: asyncpg.Pool, operator: Operator, psp_a: ScriptedPsp
+) -> None:
+    """With no route for the method any more, approving is refused and the withdrawal stays
+    held, instead of approved with its funds held and nowhere to go."""
+    payments = Payments(
+        pool, Queries.load(), [psp_a], webhook_base="https://w/v1/psp", review_threshold=100
+    )
+    player = await operator.player(1_000)
+    held = await payments.create_withdrawal(
+        PaymentRequest(player, 500, "EUR", "card"), K + secrets.token_hex(4)
+    )
+    payments.psps = []
+    with pytest.raises(MethodUnavailable):
+        await payments.decide(held["id"], True, "apikey:test")
+    assert (await payments.get("withdrawal", held["id"]))["status"] == "held"
+    rejected = await payments.decide(held["id"], False, "apikey:test")
+    assert rejected["status"] == "rejected" and await operator.balance(player) == 1_000

@@ -72,3 +72,6 @@ async def authenticate(
 def authorize(principal: Principal, allowed: frozenset[str], what: str) -> None:
     if principal.role not in allowed:
         raise Forbidden(f"the {principal.role} role may not {what}")
+
+
+PAYMENTS = frozenset({"admin", "operator", "finance"})

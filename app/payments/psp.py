@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
+from app.config import PspSettings
 from app.payments import signing
 
 
@@ -156,3 +157,20 @@ class SandboxPsp:
 
 def now() -> float:
     return time.time()
+
+
+def build_psps(configured: tuple[PspSettings, ...], http: httpx.AsyncClient) -> list[Psp]:
+    """The PSP routes of ``WALLET_PSPS``, in order of preference, sharing one HTTP client."""
+    return [
+        SandboxPsp(
+            name=p.name,
+            base_url=p.base_url,
+            api_key=str(p.api_key),
+            webhook_secret=str(p.webhook_secret).encode(),
+            http=http,
+            currencies=frozenset(p.currencies),
+            methods=frozenset(p.methods),
+            timeout=p.timeout_seconds,
+        )
+        for p in configured
+    ]

@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 
 # A creation whose PSP call has not finished within this long is taken over by a retry.
 IN_PROGRESS_SECONDS = 30
-FINAL = {"succeeded", "failed", "expired", "paid", "rejected"}
+# Stored as the answer of a creation that found every route degraded.
+DEGRADED = {"error": "route_degraded"}
+DEGRADED_MESSAGE = "every payment route is unavailable; retry later with a new Idempotency-Key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,9 @@ class Payments:
                 player = await conn.fetchrow("SELECT * FROM wallet_lock_player($1)", req.player_id)
                 if player["account_id"] is None:
                     raise NotFound(f"player {req.player_id!r} not found")
+                if player["status"] != "active":
+                    # Blocked and self-excluded players may withdraw what they have, never add.
+                    raise PlayerLimitExceeded(f"the player is {player['status']}: no deposits")
                 if player["currency"] != req.currency:
                     raise InvalidRequest(
                         "currency is not the player's wallet currency", field="currency"
@@ -156,6 +161,8 @@ class Payments:
         """The stored answer for a repeated key; None when a stale creation should be resumed."""
         if bytes(existing["request_hash"]) != req.digest():
             raise IdempotencyConflict("Idempotency-Key was already used with another body")
+        if existing["response"] == DEGRADED:
+            raise RouteDegraded(DEGRADED_MESSAGE)
         if existing["response"] is not None:
             stored: dict[str, Any] = existing["response"]
             return stored
@@ -208,6 +215,9 @@ class Payments:
             if row is None or row["kind"] != "withdrawal":
                 raise NotFound(f"withdrawal {payment_id!r} not found")
             target = "approved" if approve else "rejected"
+            # Find a route before approving: an approval with nowhere to send the payout would
+            # leave the funds held with nothing to move the withdrawal on.
+            routes = self._routes(_request_of(row)) if approve else []
             moved = await conn.fetchval(
                 self.q.transition, payment_id, target, "operator", {"actor": actor}, None
             )
@@ -218,7 +228,7 @@ class Payments:
             if not approve:
                 return view(await conn.fetchrow(self.q.payment_by_id, payment_id))
             row = await conn.fetchrow(self.q.payment_by_id, payment_id)
-        return await self._start(dict(row), self._routes(_request_of(row)))
+        return await self._start(dict(row), routes)
 
     # --- the PSP leg ---------------------------------------------------------------------------
 
@@ -278,8 +288,9 @@ class Payments:
                     {"routes": [p.name for p in routes]},
                     "route_degraded",
                 )
-                await self._finish(conn, payment["id"])
-                raise RouteDegraded("every payment route is unavailable; retry later")
+                # The first answer was this error: a repeat of the key gets it again.
+                await conn.execute(self.q.store_response, payment["id"], DEGRADED)
+                raise RouteDegraded(DEGRADED_MESSAGE)
             return await self._finish(conn, payment["id"])
 
     async def _follow(

@@ -1,0 +1,118 @@
+"""HTTP for payments: deposits and withdrawals (operator API keys, by role) and PSP webhooks
+(authenticated by their signature instead)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app import http
+from app.errors import AuthenticationFailed, InvalidRequest
+from app.operator.auth import MONEY, PAYMENTS, READ
+from app.operator.endpoints import IDEMPOTENCY_KEY_MAX, Call, route
+from app.payments import signing
+from app.payments.service import PaymentRequest, apply_webhook_once
+from app.seamless.events import MAX_AMOUNT
+from app.state import wallet
+
+log = logging.getLogger(__name__)
+MAX_REFERENCE = 128
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get("idempotency-key", "")
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not key.isprintable():
+        raise InvalidRequest(
+            f"send an Idempotency-Key header of 1 to {IDEMPOTENCY_KEY_MAX} printable characters",
+            field="Idempotency-Key",
+        )
+    return key
+
+
+async def _payment_request(request: Request) -> PaymentRequest:
+    data = await http.read_json(request)
+    reference = data.get("reference")
+    if reference is not None and (
+        not isinstance(reference, str) or not 1 <= len(reference) <= MAX_REFERENCE
+    ):
+        raise InvalidRequest(
+            f"reference must be 1 to {MAX_REFERENCE} characters", field="reference"
+        )
+    metadata: Any = data.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise InvalidRequest("metadata must be an object", field="metadata")
+    return PaymentRequest(
+        player_id=http.identifier(data, "player_id"),
+        amount=http.integer(data, "amount", minimum=1, maximum=MAX_AMOUNT),
+        currency=http.currency(data),
+        method=http.identifier(data, "method"),
+        reference=reference,
+        metadata=metadata,
+    )
+
+
+def _payment_id(request: Request) -> str:
+    return http.identifier(dict(request.path_params), "payment_id")
+
+
+@route("POST", "/v1/deposits", PAYMENTS, "create deposits")
+async def create_deposit(request: Request, c: Call) -> Response:
+    key = _idempotency_key(request)
+    req = await _payment_request(request)
+    return http.json_response(await c.w.payments.create_deposit(req, key), 201)
+
+
+@route("GET", "/v1/deposits/{payment_id}", READ, "read deposits")
+async def get_deposit(request: Request, c: Call) -> Response:
+    return http.json_response(await c.w.payments.get("deposit", _payment_id(request)))
+
+
+@route("POST", "/v1/withdrawals", PAYMENTS, "create withdrawals")
+async def create_withdrawal(request: Request, c: Call) -> Response:
+    key = _idempotency_key(request)
+    req = await _payment_request(request)
+    return http.json_response(await c.w.payments.create_withdrawal(req, key), 201)
+
+
+@route("GET", "/v1/withdrawals/{payment_id}", READ, "read withdrawals")
+async def get_withdrawal(request: Request, c: Call) -> Response:
+    return http.json_response(await c.w.payments.get("withdrawal", _payment_id(request)))
+
+
+@route("POST", "/v1/withdrawals/{payment_id}/approve", MONEY, "decide held withdrawals")
+async def approve_withdrawal(request: Request, c: Call) -> Response:
+    return http.json_response(await c.w.payments.decide(_payment_id(request), True, c.actor.name))
+
+
+@route("POST", "/v1/withdrawals/{payment_id}/reject", MONEY, "decide held withdrawals")
+async def reject_withdrawal(request: Request, c: Call) -> Response:
+    return http.json_response(await c.w.payments.decide(_payment_id(request), False, c.actor.name))
+
+
+async def psp_webhook(request: Request) -> Response:
+    """A PSP's event: 200 once applied (or already applied, or ignored as out of order); 401 and
+    no change when the signature does not verify; 404 for a payment we do not know, so the PSP
+    retries."""
+    w = wallet(request)
+    psp = http.identifier(dict(request.path_params), "psp")
+    try:
+        body = await http.read_body(request, http.MAX_JSON_BYTES)
+    except http.BodyTooLarge as exc:
+        raise InvalidRequest(str(exc)) from None
+    try:
+        outcome = await apply_webhook_once(
+            w.payments, psp, body, request.headers.get("x-signature")
+        )
+    except signing.SignatureError as exc:
+        log.warning("psp %s webhook refused: signature %s", psp, exc.reason)
+        raise AuthenticationFailed(f"X-Signature does not verify ({exc.reason})") from None
+    except (KeyError, TypeError, ValueError):
+        raise InvalidRequest("the event is not one this PSP sends") from None
+    return http.json_response({"outcome": outcome})
+
+
+routes = [Route("/v1/psp/{psp}/webhook", psp_webhook, methods=["POST"])]
