@@ -121,6 +121,7 @@ class Settings:
     public_url: str | None = None
     psps: tuple[PspSettings, ...] = ()
     withdrawal_review_threshold: int | None = None
+    payments_poll_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -151,6 +152,7 @@ class Settings:
                 if env.get("WALLET_WITHDRAWAL_REVIEW_THRESHOLD")
                 else None
             ),
+            payments_poll_seconds=_int(env, "WALLET_PAYMENTS_POLL_SECONDS", 30, minimum=1),
             limit_cooling_off_seconds=_int(
                 env, "WALLET_LIMIT_COOLING_OFF_SECONDS", 24 * 3600, minimum=0
             ),

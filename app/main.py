@@ -3,6 +3,8 @@ Postgres pool, the Redis client and the call-history writer."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         redis = create_redis(redis_url, timeout_ms=settings.redis_timeout_ms)
         psp_http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
         calls = CallLog(pool)
+        poller: asyncio.Task[None] | None = None
         metrics = Metrics()
         metrics.watch_pool(pool)
         metrics.watch_call_log(calls)
@@ -105,6 +108,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 review_threshold=settings.withdrawal_review_threshold,
             )
             calls.start()
+            # Late or unverifiable webhooks are not waited for forever: ask the PSPs.
+            poller = (
+                asyncio.get_running_loop().create_task(
+                    payments.poll_forever(settings.payments_poll_seconds, quiet_seconds=60),
+                    name="payments-poller",
+                )
+                if payments.psps
+                else None
+            )
             yield {
                 "wallet": Wallet(
                     settings=settings,
@@ -119,6 +131,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 )
             }
         finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
             await calls.close()
             await psp_http.aclose()
             await redis.aclose()

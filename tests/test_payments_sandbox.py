@@ -268,3 +268,69 @@ async def test_sandbox_settlement_lists_what_succeeded(
     lines: list[dict[str, Any]] = report.json()["lines"]
     (line,) = [x for x in lines if x["reference"] == created["id"]]
     assert (line["amount"], line["fee"], line["net"]) == (10_000, 150, 9_850)
+
+
+# --- polling and expiry --------------------------------------------------------------------------
+
+
+async def test_polling_recovers_a_deposit_whose_webhook_could_not_be_verified(
+    world: World, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    player = await operator.player()
+    created = await world.payments.create_deposit(request(player, 1_500, "bad-signature"), key())
+    await complete(world, pool, created["id"], "approve")
+    assert await operator.balance(player) == 0  # the unverifiable webhook moved nothing
+    counts = await world.payments.poll_once(quiet_seconds=0)
+    assert counts["moved"] >= 1
+    assert (await world.payments.get("deposit", created["id"]))["status"] == "succeeded"
+    await world.payments.poll_once(quiet_seconds=0)  # polling again moves nothing twice
+    assert await operator.balance(player) == 1_500
+    trail = await pool.fetch(
+        "SELECT trigger FROM payment_transitions WHERE payment_id = $1", created["id"]
+    )
+    assert [t["trigger"] for t in trail] == ["psp_poll"]
+
+
+async def test_polling_pays_out_a_withdrawal_whose_webhook_was_lost(
+    world: World, operator: Operator
+) -> None:
+    player = await operator.player(8_000)
+    created = await world.payments.create_withdrawal(request(player, 3_000, "bad-signature"), key())
+    await world.settle()
+    assert (await world.payments.get("withdrawal", created["id"]))["status"] == "processing"
+    await world.payments.poll_once(quiet_seconds=0)
+    assert (await world.payments.get("withdrawal", created["id"]))["status"] == "paid"
+    assert await operator.balance(player) == 5_000
+
+
+async def test_stuck_deposit_expires_and_a_late_success_is_flagged(
+    world: World, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    player = await operator.player()
+    created = await world.payments.create_deposit(request(player, 700), key())
+    await pool.execute(
+        "UPDATE payments SET expires_at = now() - interval '1 second' WHERE id = $1", created["id"]
+    )
+    counts = await world.payments.poll_once(quiet_seconds=0)
+    assert counts["expired"] >= 1
+    assert (await world.payments.get("deposit", created["id"]))["status"] == "expired"
+    # The person pays at the PSP afterwards: not credited, but flagged for an operator.
+    await complete(world, pool, created["id"], "approve")
+    assert await operator.balance(player) == 0
+    assert "refused_succeeded_after_expiry" in [o for _, o in world.outcomes]
+    flagged = await pool.fetchval("SELECT flagged FROM payments WHERE id = $1", created["id"])
+    assert flagged == "succeeded_after_expiry"
+
+
+async def test_an_expired_deposit_the_psp_completed_is_credited_not_expired(
+    world: World, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    player = await operator.player()
+    created = await world.payments.create_deposit(request(player, 900, "bad-signature"), key())
+    await complete(world, pool, created["id"], "approve")
+    await pool.execute(
+        "UPDATE payments SET expires_at = now() - interval '1 second' WHERE id = $1", created["id"]
+    )
+    await world.payments.poll_once(quiet_seconds=0)
+    assert (await world.payments.get("deposit", created["id"]))["status"] == "succeeded"
+    assert await operator.balance(player) == 900

@@ -14,6 +14,7 @@ Where each guarantee lives:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -328,6 +329,67 @@ class Payments:
             raise NotFound(f"{kind} {payment_id!r} not found")
         return view(row)
 
+    # --- polling and expiry --------------------------------------------------------------------
+
+    async def poll_once(self, *, quiet_seconds: float = 60, batch: int = 100) -> dict[str, int]:
+        """Ask the PSPs about open payments whose webhooks are late (or could not be verified),
+        and expire deposits past their expiry that the PSP has not completed.
+
+        The PSP is asked before a deposit expires: a payment it completed is credited, never
+        expired. Moves go through the same state machine as webhooks, so a poll that races a
+        webhook moves the payment once.
+        """
+        counts = {"checked": 0, "moved": 0, "expired": 0, "unreachable": 0}
+        async with self.pool.acquire() as conn:
+            due = await conn.fetch(self.q.payments_to_poll, float(quiet_seconds), batch)
+        for row in due:
+            counts["checked"] += 1
+            psp = next((p for p in self.psps if p.name == row["psp"]), None)
+            psp_status = None
+            if psp is not None and row["psp_payment_id"] is not None:
+                try:
+                    psp_status = await psp.status(row["psp_payment_id"])
+                except PspError as exc:
+                    log.warning("polling %s at %s failed: %s", row["id"], psp.name, exc.code)
+                    counts["unreachable"] += 1
+            async with self.pool.acquire() as conn:
+                moved = None
+                if psp_status is not None:
+                    moved = await self._follow(conn, dict(row), psp_status, "psp_poll", None)
+                expired = row["expires_at"] < datetime.now(UTC)
+                if (
+                    moved is None
+                    and expired
+                    and row["kind"] == "deposit"
+                    and (psp_status not in ("succeeded", "pending", "processing"))
+                ):
+                    moved = await conn.fetchval(
+                        self.q.transition,
+                        row["id"],
+                        "expired",
+                        "expiry",
+                        {"psp_status": psp_status},
+                        None,
+                    )
+                    counts["expired"] += moved is not None
+                elif moved is not None:
+                    counts["moved"] += 1
+                if moved is not None:
+                    await self._finish(conn, row["id"])
+        return counts
+
+    async def poll_forever(self, interval: float, quiet_seconds: float) -> None:
+        """The polling job, run by the app's lifespan until it is cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                counts = await self.poll_once(quiet_seconds=quiet_seconds)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("payments polling failed this round: %s", exc)
+                continue
+            if counts["checked"]:
+                log.info("payments polled: %s", counts)
+
     # --- PSP webhooks --------------------------------------------------------------------------
 
     async def apply_webhook(self, psp_name: str, body: bytes, signature: str | None) -> str:
@@ -372,6 +434,11 @@ class Payments:
             conn, dict(payment), event.status, "psp_webhook", event.failure_code
         )
         if moved is None:
+            if payment["status"] == "expired" and event.status == "succeeded":
+                # The player paid at the PSP after we gave up on the deposit: money we hold
+                # and have not credited. Flag it for an operator (and reconciliation).
+                await conn.execute(self.q.flag_payment, payment["id"], "succeeded_after_expiry")
+                return "refused_succeeded_after_expiry"
             return "ignored"  # out of order, or already final: the state machine decides
         await self._finish(conn, payment["id"])
         return f"moved_to_{moved}"

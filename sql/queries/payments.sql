@@ -53,3 +53,17 @@ SELECT coalesce(sum(amount), 0)::bigint FROM payments
 -- name: deposit_limits_in_force
 SELECT period, wallet_limit_in_force(amount, next_amount, next_from) AS amount
   FROM player_limits WHERE player_id = $1 AND kind = 'deposit';
+
+-- name: payments_to_poll
+-- Claim open payments the PSP has had a while to report on, or past their expiry, by stamping
+-- them: another worker's poll skips them (SKIP LOCKED now, the fresh stamp afterwards). Creations
+-- still without an answer are left to their Idempotency-Key take-over until they expire.
+UPDATE payments SET updated_at = now()
+ WHERE id IN (SELECT id FROM payments
+               WHERE status IN ('awaiting_method', 'processing', 'approved')
+                 AND (response IS NOT NULL OR expires_at < now())
+                 AND (updated_at < now() - make_interval(secs => $1) OR expires_at < now())
+               ORDER BY updated_at
+               LIMIT $2
+                 FOR UPDATE SKIP LOCKED)
+RETURNING *;
