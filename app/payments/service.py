@@ -37,6 +37,7 @@ from app.errors import (
 from app.operator.views import rfc3339
 from app.payments import signing
 from app.payments.psp import Initiated, Psp, PspError, PspEvent, now
+from app.payments.routing import Breaker
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class Payments:
         self.psps = psps
         self.webhook_base = webhook_base.rstrip("/")
         self.payment_ttl = timedelta(seconds=payment_ttl_seconds)
+        self.breakers: dict[str, Breaker] = {}
         self.review_threshold = review_threshold
 
     # --- deposits ------------------------------------------------------------------------------
@@ -247,12 +249,18 @@ class Payments:
         final: PspError | None = None
         used: Psp | None = None
         for psp in routes:
+            breaker = self.breakers.setdefault(psp.name, Breaker())
+            if not breaker.allow():
+                log.info("psp %s skipped for %s: its breaker is open", psp.name, payment["id"])
+                continue
             try:
                 answer = await psp.initiate(payment, f"{self.webhook_base}/{psp.name}/webhook")
+                breaker.record(ok=True)
                 used = psp
                 break
             except PspError as exc:
                 log.warning("psp %s refused %s: %s", psp.name, payment["id"], exc.code)
+                breaker.record(ok=not exc.retryable)
                 if not exc.retryable:
                     final, used = exc, psp
                     break
