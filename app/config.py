@@ -122,6 +122,9 @@ class Settings:
     psps: tuple[PspSettings, ...] = ()
     withdrawal_review_threshold: int | None = None
     payments_poll_seconds: int = 30
+    # Where deposit.* and withdrawal.* events go, and the secret they are signed with.
+    operator_webhook_url: str | None = None
+    operator_webhook_secret: Secret | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -153,12 +156,22 @@ class Settings:
                 else None
             ),
             payments_poll_seconds=_int(env, "WALLET_PAYMENTS_POLL_SECONDS", 30, minimum=1),
+            operator_webhook_url=_optional(env, "WALLET_OPERATOR_WEBHOOK_URL"),
+            operator_webhook_secret=(
+                Secret(env["WALLET_OPERATOR_WEBHOOK_SECRET"])
+                if env.get("WALLET_OPERATOR_WEBHOOK_SECRET")
+                else None
+            ),
             limit_cooling_off_seconds=_int(
                 env, "WALLET_LIMIT_COOLING_OFF_SECONDS", 24 * 3600, minimum=0
             ),
         )
         if settings.port > 65535:
             raise ConfigError(f"WALLET_PORT must be <= 65535, got {settings.port}")
+        if settings.operator_webhook_url and not settings.operator_webhook_secret:
+            raise ConfigError(
+                "WALLET_OPERATOR_WEBHOOK_URL needs WALLET_OPERATOR_WEBHOOK_SECRET to sign events"
+            )
         if settings.db_pool_min > settings.db_pool_max:
             raise ConfigError("WALLET_DB_POOL_MIN must not exceed WALLET_DB_POOL_MAX")
         return settings

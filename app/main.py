@@ -25,6 +25,7 @@ from app.locks import PlayerLocks
 from app.metrics import CONTENT_TYPE, Metrics
 from app.operator import endpoints as operator_endpoints
 from app.payments import endpoints as payments_endpoints
+from app.payments.outbox import Outbox
 from app.payments.psp import build_psps
 from app.payments.service import Payments
 from app.redis_client import create_redis
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         psp_http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
         calls = CallLog(pool)
         poller: asyncio.Task[None] | None = None
+        deliverer: asyncio.Task[None] | None = None
         metrics = Metrics()
         metrics.watch_pool(pool)
         metrics.watch_call_log(calls)
@@ -117,6 +119,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 if payments.psps
                 else None
             )
+            # Events to the operator's platform, delivered from the outbox table.
+            if settings.operator_webhook_url and settings.operator_webhook_secret:
+                outbox = Outbox(
+                    pool,
+                    queries,
+                    psp_http,
+                    settings.operator_webhook_url,
+                    str(settings.operator_webhook_secret).encode(),
+                )
+                deliverer = asyncio.get_running_loop().create_task(
+                    outbox.run_forever(5.0), name="operator-events"
+                )
             yield {
                 "wallet": Wallet(
                     settings=settings,
@@ -131,10 +145,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 )
             }
         finally:
-            if poller is not None:
-                poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+            for task in (poller, deliverer):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await calls.close()
             await psp_http.aclose()
             await redis.aclose()

@@ -1,5 +1,6 @@
-"""The OpenAPI 3.1 document of the operator API (payments included), the seamless webhook and the
-PSP webhook, and the routes serving it.
+"""The OpenAPI 3.1 document of the operator API (payments and their events included), the
+seamless webhook, the PSP webhook and the events the wallet sends to the operator's platform (an
+OpenAPI ``webhooks`` entry), and the routes serving it.
 
 ``GET /openapi.json`` answers the document and ``GET /docs`` renders it for people with a small
 self-contained page: no CDN and no request anywhere but ``/openapi.json`` (its
@@ -20,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.metadata
+import inspect
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -38,7 +40,7 @@ from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.operator import endpoints, service
 from app.operator.auth import READ, ROLES
 from app.payments import endpoints as payment_endpoints  # registers its routes in PERMISSIONS
-from app.payments import signing
+from app.payments import outbox, signing
 from app.payments.sandbox import model as sandbox
 from app.seamless import envelope
 from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, PARSERS
@@ -123,6 +125,20 @@ WEBHOOK_OUTCOMES = (
 )
 # The PSP webhook's example is signed for real, with an example secret everyone may know.
 EXAMPLE_WEBHOOK_SECRET = b"whsec_example"
+
+# Events to the operator's platform (app/payments/outbox.py): one when a payment is created and one
+# per status change, typed <kind>.<status>, so every status of each state machine is a type.
+EVENT_STATUSES = payment_endpoints.EVENT_STATUSES
+OPERATOR_EVENT_TYPES = (
+    *(f"deposit.{status}" for status in DEPOSIT_STATUSES),
+    *(f"withdrawal.{status}" for status in WITHDRAWAL_STATUSES),
+)
+OPERATOR_WEBHOOK = "operatorEvent"  # its name under the document's `webhooks`
+DELIVERY_TIMEOUT = inspect.signature(outbox.Outbox).parameters["timeout"].default
+# The delay after each failed attempt but the last, without jitter: the whole retry window.
+RETRY_WINDOW = sum(
+    min(outbox.BASE_DELAY * 2 ** (n - 1), outbox.MAX_DELAY) for n in range(1, outbox.MAX_ATTEMPTS)
+)
 
 
 # --- schema building blocks ---------------------------------------------------------------------
@@ -611,6 +627,132 @@ def psp_example_signature() -> str:
     return signing.sign(EXAMPLE_WEBHOOK_SECRET, orjson.dumps(PSP_EVENT_EXAMPLE), EXAMPLE_TIME)
 
 
+# --- component schemas: events to the operator's platform ---------------------------------------
+
+
+def _event_schemas() -> dict[str, Schema]:
+    event_id = _text("evt_ and 32 hex digits", pattern="^evt_[0-9a-f]{32}$")
+    kinds = {"deposit": DEPOSIT_STATUSES, "withdrawal": WITHDRAWAL_STATUSES}
+    statuses = [*DEPOSIT_STATUSES, *(s for s in WITHDRAWAL_STATUSES if s not in DEPOSIT_STATUSES)]
+    data = _object(
+        {
+            "id": _text("the payment: dep_... or wdr_...", pattern="^(dep|wdr)_"),
+            "kind": {"type": "string", "enum": list(kinds)},
+            "status": {"type": "string", "enum": statuses, "description": "the status it moved to"},
+            "player_id": IDENTIFIER,
+            "amount": _int64("minor units", minimum=1, maximum=MAX_AMOUNT),
+            "currency": CURRENCY,
+            "method": IDENTIFIER,
+            "reference": _nullable(_text("yours, as sent when the payment was created")),
+            "failure_code": _nullable(_text("why it failed, once known")),
+        },
+        description="The payment as it was when the event was recorded (like Payment).",
+    )
+    data["allOf"] = [
+        {
+            "if": {"properties": {"kind": {"const": kind}}},
+            "then": {
+                "properties": {
+                    "id": {"pattern": f"^{kind[:3]}_"},
+                    "status": {"enum": list(kind_statuses)},
+                }
+            },
+        }
+        for kind, kind_statuses in kinds.items()
+    ]
+    payload = _object(
+        {
+            "id": {
+                **event_id,
+                "description": "evt_ and 32 hex digits; the same on every delivery and replay "
+                "of the event: deduplicate by it",
+            },
+            "type": {
+                "type": "string",
+                "enum": list(OPERATOR_EVENT_TYPES),
+                "description": "`<data.kind>.<data.status>`",
+            },
+            "created": _int64("unix seconds when the event was recorded (not when it was sent)"),
+            "data": _ref("OperatorEventData"),
+        },
+        description="The body of every delivery to the operator's platform: a deposit or a "
+        "withdrawal was created or changed status. Keys come in the order the wallet stores "
+        "them; check the signature over the raw body.",
+    )
+    payload["examples"] = [OPERATOR_EVENT_EXAMPLE]
+    nullable_time = _nullable(TIME)
+    event = _object(
+        {
+            "id": event_id,
+            "type": {"type": "string", "enum": list(OPERATOR_EVENT_TYPES)},
+            "payment_id": _text("the deposit or withdrawal", pattern="^(dep|wdr)_"),
+            "payload": _ref("OperatorEventPayload"),
+            "created_at": TIME,
+            "attempts": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "delivery attempts so far, replays included (never reset)",
+            },
+            "next_attempt_at": {
+                **TIME,
+                "description": "while pending, when the next attempt is due (RFC 3339, UTC); "
+                "meaningless once delivered or dead",
+            },
+            "delivered_at": {**nullable_time, "description": "when a 2xx acknowledged it"},
+            "dead_at": {**nullable_time, "description": "when its last attempt failed"},
+            "last_error": _nullable(
+                _text("the last failed attempt's error, like `HTTP 503` or `ConnectTimeout: ...`")
+            ),
+            "replays": {"type": "integer", "minimum": 0, "description": "times replayed"},
+            "status": {
+                "type": "string",
+                "enum": list(EVENT_STATUSES),
+                "description": "pending: waiting for its first attempt, a retry or a replayed "
+                "delivery; delivered: acknowledged; dead: a dead letter",
+            },
+        },
+        description="An event to the operator's platform, with its delivery state.",
+    )
+    null, when = {"type": "null"}, {"type": "string"}
+    event["allOf"] = [
+        {
+            "if": {"properties": {"status": {"const": status}}},
+            "then": {"properties": {"delivered_at": delivered, "dead_at": dead}},
+        }
+        for status, delivered, dead in (
+            ("pending", null, null),
+            ("delivered", when, null),
+            ("dead", null, when),
+        )
+    ]
+    return {"OperatorEvent": event, "OperatorEventPayload": payload, "OperatorEventData": data}
+
+
+# In the order a delivery's body has them (Postgres jsonb's: shorter keys first).
+OPERATOR_EVENT_EXAMPLE: Schema = {
+    "id": "evt_5b2e8f0c1d3a4e6f9b7c8d0e1f2a3b4c",
+    "data": {
+        "id": "dep_4f1c9a2b7e3d8c6a5b0f",
+        "kind": "deposit",
+        "amount": 2500,
+        "method": "card",
+        "status": "succeeded",
+        "currency": "EUR",
+        "player_id": "p-42",
+        "reference": "order-1",
+        "failure_code": None,
+    },
+    "type": "deposit.succeeded",
+    "created": EXAMPLE_TIME,
+}
+
+
+def operator_example_signature() -> str:
+    """The X-Signature of the compact JSON of :data:`OPERATOR_EVENT_EXAMPLE`, sent at
+    EXAMPLE_TIME under the example secret."""
+    return signing.sign(EXAMPLE_WEBHOOK_SECRET, orjson.dumps(OPERATOR_EVENT_EXAMPLE), EXAMPLE_TIME)
+
+
 # --- component schemas: the seamless webhook ---------------------------------------------------
 
 
@@ -937,6 +1079,18 @@ def _parameters() -> dict[str, Schema]:
         "ProviderCode": _path_param("code", "the provider"),
         "KeyId": _path_param("key_id", "the API key's id"),
         "PaymentId": _path_param("payment_id", "the payment's id"),
+        "EventId": _path_param("event_id", "the event's id (evt_...)"),
+        "EventStatus": _query(
+            "status",
+            {"type": "string", "enum": list(EVENT_STATUSES)},
+            "only the events in this delivery state (400 on `status` otherwise)",
+        ),
+        "EventPayment": _query(
+            "payment_id",
+            filter_id,
+            "only the events of this deposit or withdrawal (400 on `payment_id` when malformed; "
+            "an unknown payment gives an empty page)",
+        ),
         "PspName": _path_param("psp", "the PSP route's name, as configured in WALLET_PSPS"),
         "IdempotencyKey": _idempotency_key(
             "printable; the same key and body again answers the same adjustment"
@@ -1015,6 +1169,25 @@ class Op:
 
 PAGE = ("Limit", "Cursor")
 RANGE = ("From", "To")
+
+_HOURS = round(RETRY_WINDOW / 3600)
+OPERATOR_DELIVERY = f"""\
+**Delivery.** With WALLET_OPERATOR_WEBHOOK_URL set (it needs WALLET_OPERATOR_WEBHOOK_SECRET), \
+each event's `payload` is POSTed there as JSON (the `{OPERATOR_WEBHOOK}` webhook of this \
+document), signed like PSP webhooks under WALLET_OPERATOR_WEBHOOK_SECRET: \
+`X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of the bytes "{{t}}." followed by the raw \
+body>`, `t` being the time of each attempt. Without a URL, events stay `pending`.
+
+**At least once.** A 2xx answer within {DELIVERY_TIMEOUT:g} s delivers the event; the same event \
+may still come more than once, so deduplicate by its `id`. Anything else (another status, a \
+timeout, a connection error: see `last_error`) is retried with exponential backoff and ±10 % \
+jitter: {outbox.BASE_DELAY:g} s after the first attempt, doubling, capped at \
+{outbox.MAX_DELAY / 3600:g} h, {outbox.MAX_ATTEMPTS} attempts in all, about {_HOURS} h. Then the \
+event is `dead`, a dead letter, until replayed. An event being retried may arrive after a later \
+event of the same payment.
+
+**Replay.** `POST /v1/events/{{event_id}}/replay` sends an event again; every delivery of an \
+event that was replayed carries `X-Wallet-Replay: true`."""
 CALL_FILTERS = ("CallProvider", "CallEvent", "CallCode", "CallPlayer", *RANGE, *PAGE)
 
 OPERATIONS: dict[tuple[str, str], Op] = {
@@ -1275,6 +1448,37 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         ("PaymentId",),
         description="400 on `status` unless the withdrawal is `held` (or `requested`).",
     ),
+    ("GET", "/v1/events"): Op(
+        "listOperatorEvents",
+        "events",
+        "Events to the operator's platform, with their delivery state, newest first",
+        ((200, "A page of events", "OperatorEventPage"),),
+        (400,),
+        ("EventStatus", "EventPayment", *PAGE),
+        description="A deposit or a withdrawal records one event when it is created and one at "
+        "each status change, of type `<kind>.<status>` (like `deposit.awaiting_method`, "
+        "`deposit.succeeded`, `withdrawal.requested`, `withdrawal.paid`), in the same "
+        "transaction as the change: none is lost, none is invented. `payload` is the body as "
+        "delivered. Newest first, by `created_at` then `id`.\n\n"
+        f"{OPERATOR_DELIVERY}\n\n"
+        "400 on `status`, `payment_id`, `limit` or `cursor`.",
+    ),
+    ("POST", "/v1/events/{event_id}/replay"): Op(
+        "replayOperatorEvent",
+        "events",
+        "Send an event to the operator's platform again",
+        ((200, "The event, `pending` again, `replays` counted", "OperatorEvent"),),
+        (400, 404),
+        ("EventId",),
+        description="Queues the event for delivery at once, whatever its state (usually `dead` "
+        "or `delivered`; a `pending` one is just due now): it is `pending`, `replays` goes up by "
+        "one, and this and every later delivery of it carries `X-Wallet-Replay: true`. "
+        "`attempts` is not reset, so a replayed dead letter gets one attempt (it is `dead` again "
+        "if that fails), and a replayed delivered event the rest of its "
+        f"{outbox.MAX_ATTEMPTS} attempts.\n\n"
+        f"{OPERATOR_DELIVERY}\n\n"
+        "404 for an unknown event; 400 on `event_id` when malformed.",
+    ),
 }
 
 
@@ -1527,18 +1731,28 @@ def _public_operations() -> dict[tuple[str, str], Schema]:
 # --- the document -----------------------------------------------------------------------------
 
 
-INFO_DESCRIPTION = """\
+INFO_DESCRIPTION = f"""\
 The operator API (JSON over HTTP, `Authorization: Bearer <api key>`), deposits and withdrawals \
-included, the encrypted seamless webhook of game providers, and the signed webhook of payment \
-service providers (PSPs).
+included, the encrypted seamless webhook of game providers, the signed webhook of payment \
+service providers (PSPs), and the signed events the wallet sends to the operator's platform \
+(under `webhooks`: `{OPERATOR_WEBHOOK}`).
 
 - Roles: each operator operation lists the roles that may call it in `x-roles`; any other role \
 gets 403 `forbidden_for_tenant`.
 - Errors have one shape (Error); `field` names the offending field of a validation error.
 - Amounts are integers in minor units, never fractions. Times are RFC 3339 UTC strings.
-- Lists take `limit` (1 to 200, default 50) and `cursor`, and answer `{data, next_cursor}`; pass \
+- Lists take `limit` (1 to 200, default 50) and `cursor`, and answer `{{data, next_cursor}}`; pass \
 `next_cursor` back as `cursor` for the next page.
 - Every response carries `X-Request-Id`.
+- Events: the creation and each status change of a deposit or a withdrawal are POSTed to the \
+operator's platform at WALLET_OPERATOR_WEBHOOK_URL, signed \
+`X-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "{{t}}.{{body}}">` under \
+WALLET_OPERATOR_WEBHOOK_SECRET. Delivery is at least once: deduplicate by the event `id`. \
+Failures are retried with exponential backoff and jitter \
+({outbox.BASE_DELAY:g} s doubling, capped at {outbox.MAX_DELAY / 3600:g} h, \
+{outbox.MAX_ATTEMPTS} attempts, about {_HOURS} h), then dead-lettered. `GET /v1/events` lists \
+events and their delivery state; a replay (`POST /v1/events/{{event_id}}/replay`) carries \
+`X-Wallet-Replay: true`.
 
 Prose: docs/operator.md, docs/seamless.md and docs/payments.md."""
 
@@ -1551,6 +1765,11 @@ TAGS = [
     {
         "name": "payments",
         "description": "Deposits and withdrawals through PSPs, and the PSPs' signed webhook.",
+    },
+    {
+        "name": "events",
+        "description": "Signed events about deposits and withdrawals sent to the operator's "
+        "platform: the delivery, its listing and replays.",
     },
     {"name": "seamless", "description": "The webhook for game providers."},
     {"name": "health", "description": "Probes and metrics, without authentication."},
@@ -1575,10 +1794,12 @@ def _components() -> Schema:
         _admin_schemas,
         _request_schemas,
         _payment_schemas,
+        _event_schemas,
         _seamless_schemas,
     ):
         schemas.update(part())
-    for item in ("Provider", "PlayerSummary", "Transaction", "Call", "AuditEntry", "ApiKey"):
+    pages = ("Provider", "PlayerSummary", "Transaction", "Call", "AuditEntry", "ApiKey")
+    for item in (*pages, "OperatorEvent"):
         schemas[f"{item}Page"] = _page(item)
     return {
         "schemas": dict(sorted(schemas.items())),
@@ -1598,6 +1819,67 @@ def _components() -> Schema:
             }
         },
     }
+
+
+def _webhooks() -> Schema:
+    """Requests the wallet sends (OpenAPI 3.1 ``webhooks``): the events to the operator."""
+    operation: Schema = {
+        "operationId": "operatorEventDelivery",
+        "tags": ["events"],
+        "summary": "An event the wallet POSTs to WALLET_OPERATOR_WEBHOOK_URL",
+        "description": "Sent by the wallet to the operator's platform, one event per request, "
+        "when a deposit or a withdrawal is created and at each status change (listed by "
+        "`GET /v1/events`).\n\n"
+        f"{OPERATOR_DELIVERY}\n\n"
+        "**Example.** The example's signature is real: it signs the compact JSON of the example "
+        f"(no spaces, in the order shown) at t={EXAMPLE_TIME} with the secret "
+        f"`{EXAMPLE_WEBHOOK_SECRET.decode()}`.",
+        "security": [],  # the wallet signs the body instead
+        "parameters": [
+            {
+                "name": "X-Signature",
+                "in": "header",
+                "required": True,
+                "schema": _text(minLength=1),
+                "description": "t=<unix seconds of this attempt>,v1=<hex HMAC-SHA256 of "
+                "`{t}.{raw body}`> under WALLET_OPERATOR_WEBHOOK_SECRET; refuse the request "
+                "unless it verifies, and check that t is recent",
+                "example": operator_example_signature(),
+            },
+            {
+                "name": "X-Wallet-Replay",
+                "in": "header",
+                "required": False,
+                "schema": {"const": "true"},
+                "description": "sent on every delivery of an event that was replayed "
+                "(POST /v1/events/{event_id}/replay)",
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "schema": _ref("OperatorEventPayload"),
+                    "examples": {
+                        "succeeded": {
+                            "summary": "a deposit succeeded",
+                            "value": OPERATOR_EVENT_EXAMPLE,
+                        }
+                    },
+                }
+            },
+        },
+        "responses": {
+            "2XX": {
+                "description": "Received: the event is delivered (not sent again unless replayed)"
+            },
+            "default": {
+                "description": f"Any other answer, or none within {DELIVERY_TIMEOUT:g} s: "
+                "retried later, or dead-lettered after the last attempt"
+            },
+        },
+    }
+    return {OPERATOR_WEBHOOK: {"post": operation}}
 
 
 def _paths() -> Schema:
@@ -1627,6 +1909,7 @@ def document() -> Schema:
         "security": [{"bearerAuth": []}],
         "tags": TAGS,
         "paths": _paths(),
+        "webhooks": _webhooks(),
         "components": _components(),
     }
 
@@ -1747,9 +2030,10 @@ function content(body, media) {
   }
 }
 
-function operation(doc, method, path, op) {
+function operation(doc, method, path, op, outgoing) {
   let roles = "";
-  if (op["x-roles"]) roles = "roles: " + op["x-roles"].join(", ");
+  if (outgoing) roles = "sent by the wallet";
+  else if (op["x-roles"]) roles = "roles: " + op["x-roles"].join(", ");
   else if (op.security && op.security.length === 0) roles = "no authentication";
   const body = el("div", {class: "body"});
   if (op.description) body.append(el("p", {class: "desc"}, op.description));
@@ -1794,12 +2078,17 @@ function render(doc) {
   const info = el("p", {class: "desc"}, doc.info.description || "");
   document.getElementById("info").replaceChildren(info);
   const byTag = new Map();
+  const add = (method, path, op, outgoing) => {
+    const tag = (op.tags || ["other"])[0];
+    if (!byTag.has(tag)) byTag.set(tag, []);
+    byTag.get(tag).push([method, path, op, outgoing]);
+  };
   for (const [path, item] of Object.entries(doc.paths)) {
-    for (const [method, op] of Object.entries(item)) {
-      const tag = (op.tags || ["other"])[0];
-      if (!byTag.has(tag)) byTag.set(tag, []);
-      byTag.get(tag).push([method, path, op]);
-    }
+    for (const [method, op] of Object.entries(item)) add(method, path, op, false);
+  }
+  // Requests the wallet sends (OpenAPI webhooks), shown under their tag by name.
+  for (const [name, item] of Object.entries(doc.webhooks || {})) {
+    for (const [method, op] of Object.entries(item)) add(method, "webhook " + name, op, true);
   }
   const notes = new Map((doc.tags || []).map((t) => [t.name, t.description || ""]));
   const main = document.getElementById("operations");
@@ -1808,7 +2097,9 @@ function render(doc) {
   for (const [tag, ops] of byTag) {
     toc.append(el("li", {}, el("a", {href: "#tag-" + tag}, tag)));
     main.append(el("h2", {id: "tag-" + tag}, tag), el("p", {}, notes.get(tag) || ""));
-    for (const [method, path, op] of ops) main.append(operation(doc, method, path, op));
+    for (const [method, path, op, outgoing] of ops) {
+      main.append(operation(doc, method, path, op, outgoing));
+    }
   }
   toc.append(el("li", {}, el("a", {href: "#schemas"}, "schemas")));
   document.getElementById("toc").replaceChildren(toc);

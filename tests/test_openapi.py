@@ -1,10 +1,11 @@
 """The OpenAPI document (issue: /openapi.json, /docs) is valid, complete, and true.
 
-True means: real answers of every operator route (payments included) and of the PSP webhook, on
-its success path and on each error it documents, validate against the document's schemas, and
-every status the document lists for such a route is one the route was seen to answer. The
-seamless webhook's decrypted answers, the events the sandbox PSP really sends, and the document's
-examples are checked against their schemas too.
+True means: real answers of every operator route (payments and their events included) and of the
+PSP webhook, on its success path and on each error it documents, validate against the document's
+schemas, and every status the document lists for such a route is one the route was seen to
+answer. The seamless webhook's decrypted answers, the events the sandbox PSP really sends, the
+events the wallet really delivers to the operator's platform, and the document's examples are
+checked against their schemas too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import importlib.metadata
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -30,6 +32,7 @@ from starlette.routing import Route
 
 from app.client import open_answer, seal_event
 from app.config import Settings
+from app.db import Queries
 from app.main import create_app
 from app.openapi import (
     DEPOSIT_STATUSES,
@@ -38,6 +41,8 @@ from app.openapi import (
     EXAMPLE_PROVIDER,
     EXAMPLE_TIME,
     EXAMPLE_WEBHOOK_SECRET,
+    OPERATOR_EVENT_EXAMPLE,
+    OPERATOR_WEBHOOK,
     PSP_STATUSES,
     REASONS,
     WEBHOOK_OUTCOMES,
@@ -47,7 +52,7 @@ from app.openapi import (
 )
 from app.operator.auth import READ
 from app.operator.endpoints import PERMISSIONS
-from app.payments import signing
+from app.payments import outbox, signing
 from app.payments.psp import Psp
 from app.payments.service import Payments, _target
 from app.seamless import envelope, events
@@ -205,6 +210,7 @@ def test_documented_operations_are_the_real_routes(settings: Settings) -> None:
     }
     documented = {(m.upper(), path) for path, item in DOC["paths"].items() for m in item}
     assert documented == real
+    assert list(DOC["webhooks"]) == [OPERATOR_WEBHOOK]  # what the wallet sends, not a route
     assert documented == set(PERMISSIONS) | UNAUTHENTICATED
     for (method, path), operation in _operations():
         roles = PERMISSIONS.get((method, path))
@@ -270,6 +276,7 @@ def test_examples_match_their_schemas() -> None:
         )
     assert_valid(answers["r2_plain"]["value"], schema_of("SeamlessResponse"))
     _check_psp_example()
+    _check_operator_example()
 
 
 def _check_psp_example() -> None:
@@ -298,6 +305,20 @@ async def test_payment_statuses_and_outcomes_match_the_code(pool: asyncpg.Pool) 
     moves = {_target(kind, status) for kind in ("deposit", "withdrawal") for status in PSP_STATUSES}
     documented_moves = {o for o in WEBHOOK_OUTCOMES if o.startswith("moved_to_")}
     assert {f"moved_to_{status}" for status in moves if status} == documented_moves
+
+
+def _check_operator_example() -> None:
+    """The operator event example is a valid event, and its example signature really signs it."""
+    (example,) = DOC["components"]["schemas"]["OperatorEventPayload"]["examples"]
+    assert example == OPERATOR_EVENT_EXAMPLE
+    assert_valid(example, schema_of("OperatorEventPayload"))
+    operation = DOC["webhooks"][OPERATOR_WEBHOOK]["post"]
+    content = operation["requestBody"]["content"]["application/json"]
+    assert [e["value"] for e in content["examples"].values()] == [example]
+    (signature,) = (p["example"] for p in operation["parameters"] if p["name"] == "X-Signature")
+    signing.verify(EXAMPLE_WEBHOOK_SECRET, orjson.dumps(example), signature, now=EXAMPLE_TIME)
+    assert f"t={EXAMPLE_TIME}" in operation["description"]
+    assert EXAMPLE_WEBHOOK_SECRET.decode() in operation["description"]
 
 
 def _check_sealed_example(example: dict[str, Any], decrypted_schema: str) -> None:
@@ -504,6 +525,7 @@ async def _auth_errors(record: Recorder, table: Table, provider: str, support: s
         "code": provider,
         "key_id": "ak_000000000000",
         "payment_id": "dep_" + "0" * 20,
+        "event_id": NO_EVENT["event_id"],
     }
     reader = {"authorization": f"Bearer {support}"}
     for (method, path), roles in PERMISSIONS.items():
@@ -550,7 +572,7 @@ async def _payments(
 ) -> None:
     deliveries = _watch_deliveries(sandbox)
     player = await operator.player(balance=50_000)
-    await _deposits(record, operator, sandbox, pool, player)
+    deposit_id = await _deposits(record, operator, sandbox, pool, player)
     await _withdrawals(record, payments, player)
     await _degraded(record, pool, payments, player)
     await _psp_webhook(record, operator, sandbox, pool)
@@ -562,6 +584,7 @@ async def _payments(
         record.check(response, "POST", PSP_WEBHOOK)
         outcomes.add(response.json()["outcome"])
     assert outcomes >= {"moved_to_succeeded", "duplicate", "moved_to_paid"}, outcomes
+    await _operator_events(record, pool, deposit_id)
 
 
 def _watch_deliveries(sandbox: SandboxRoutes) -> list[httpx.Response]:
@@ -588,7 +611,8 @@ async def _psp_payment_id(pool: asyncpg.Pool, payment_id: str) -> str:
 
 async def _deposits(
     record: Recorder, operator: Operator, sandbox: SandboxRoutes, pool: asyncpg.Pool, player: str
-) -> None:
+) -> str:
+    """Drives the deposit routes; the id of a deposit that succeeded."""
     body = {
         "player_id": player,
         "amount": 2500,
@@ -628,6 +652,7 @@ async def _deposits(
     assert (await record("GET", DEPOSIT, 200, path=_id(created)))["status"] == "succeeded"
     await record("GET", DEPOSIT, 404, path=NO_DEPOSIT)
     await record("GET", DEPOSIT, 400, path=BAD_ID)
+    return created["id"]  # type: ignore[no-any-return]
 
 
 async def _field(
@@ -778,6 +803,143 @@ async def _psp_webhook(
     await send(400, orjson.dumps({"id": "evt_1", "type": "payment.succeeded"}))
     await send(400, succeeded, psp="bad psp")
     assert (await record("GET", DEPOSIT, 200, path=_id(deposit)))["status"] == "succeeded"
+
+
+# --- events to the operator's platform: listed, delivered, dead-lettered, replayed --------------
+
+EVENTS_LIST = "/v1/events"
+REPLAY = "/v1/events/{event_id}/replay"
+NO_EVENT = {"event_id": "evt_" + "0" * 32}
+OPERATOR_SECRET = b"docs-operator-secret"
+
+
+class OperatorPlatform:
+    """The operator's platform, as an httpx transport: keeps each delivery, and refuses those of
+    the event ``failing`` with 503."""
+
+    def __init__(self) -> None:
+        self.received: list[httpx.Request] = []
+        self.failing: str | None = None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.received.append(request)
+        event_id = orjson.loads(request.content)["id"]
+        return httpx.Response(503 if event_id == self.failing else 204)
+
+    def deliveries(self, payment_id: str) -> list[httpx.Request]:
+        return [r for r in self.received if orjson.loads(r.content)["data"]["id"] == payment_id]
+
+
+async def _deliver_all(box: outbox.Outbox) -> None:
+    """Runs the delivery worker until nothing is due (every test's events, not only ours)."""
+    for _ in range(100):
+        if not sum((await box.deliver_due()).values()):
+            return
+    raise AssertionError("events kept coming due")
+
+
+def _check_delivery(request: httpx.Request, listed: dict[str, Any], *, replay: bool) -> None:
+    """A delivery is the documented webhook: its body the event's listed `payload` (in the
+    example's key order), signed, with only documented headers of ours."""
+    ((method, operation),) = DOC["webhooks"][OPERATOR_WEBHOOK].items()
+    assert request.method == method.upper()
+    assert request.headers["content-type"] == "application/json"
+    body = orjson.loads(request.content)
+    assert_valid(body, schema_of("OperatorEventPayload"))
+    assert body == listed[body["id"]]["payload"]
+    assert list(body) == list(OPERATOR_EVENT_EXAMPLE)
+    assert list(body["data"]) == list(OPERATOR_EVENT_EXAMPLE["data"])
+    signing.verify(
+        OPERATOR_SECRET, request.content, request.headers["x-signature"], now=time.time()
+    )
+    documented = {p["name"].lower() for p in operation["parameters"]}
+    assert {name for name in request.headers if name.startswith("x-")} <= documented
+    assert request.headers.get("x-wallet-replay") == ("true" if replay else None)
+
+
+async def _operator_events(record: Recorder, pool: asyncpg.Pool, deposit_id: str) -> None:
+    """The events of a deposit that succeeded: listed and paged, delivered as the document's
+    webhook says, replayed, dead-lettered after the last attempt, and replayed again."""
+    mine = f"payment_id={deposit_id}"
+    listed = await record("GET", EVENTS_LIST, 200, query=mine)
+    events = listed["data"]
+    assert [e["type"] for e in events] == ["deposit.succeeded", "deposit.awaiting_method"]
+    # The test app has no WALLET_OPERATOR_WEBHOOK_URL: nothing was delivered yet.
+    assert {(e["status"], e["attempts"]) for e in events} == {("pending", 0)}
+    first = await record("GET", EVENTS_LIST, 200, query=f"{mine}&limit=1")
+    assert first["data"] == events[:1] and first["next_cursor"]
+    after = f"{mine}&limit=1&cursor={first['next_cursor']}"
+    assert await record("GET", EVENTS_LIST, 200, query=after) == {
+        "data": events[1:],
+        "next_cursor": None,
+    }
+    await _field_of(record, "GET", EVENTS_LIST, "status", query="status=lost")
+    await _field_of(record, "GET", EVENTS_LIST, "payment_id", query="payment_id=bad!id")
+    await _field_of(record, "GET", EVENTS_LIST, "cursor", query="cursor=nonsense")
+
+    platform = OperatorPlatform()
+    by_id = {e["id"]: e for e in events}
+    async with httpx.AsyncClient(transport=httpx.MockTransport(platform)) as client:
+        box = outbox.Outbox(
+            pool, Queries.load(), client, "http://operator.test/events", OPERATOR_SECRET
+        )
+        await _deliver_all(box)
+        sent = platform.deliveries(deposit_id)
+        assert sorted(orjson.loads(r.content)["id"] for r in sent) == sorted(by_id)
+        for request in sent:
+            _check_delivery(request, by_id, replay=False)
+        delivered = await record("GET", EVENTS_LIST, 200, query=f"status=delivered&{mine}")
+        assert [e["id"] for e in delivered["data"]] == list(by_id)
+        assert (await record("GET", EVENTS_LIST, 200, query=f"status=pending&{mine}"))["data"] == []
+
+        # Replayed, and then refused until it is a dead letter: one attempt was used already.
+        event_id = events[0]["id"]
+        again = await record("POST", REPLAY, 200, path={"event_id": event_id})
+        assert (again["status"], again["replays"], again["delivered_at"]) == ("pending", 1, None)
+        platform.failing = event_id
+        for attempt in range(2, outbox.MAX_ATTEMPTS + 1):
+            await _deliver_all(box)
+            row = await pool.fetchrow("SELECT * FROM operator_events WHERE id = $1", event_id)
+            assert row["attempts"] == attempt and row["last_error"] == "HTTP 503"
+            if attempt == 2:
+                retrying = await record("GET", EVENTS_LIST, 200, query=f"status=pending&{mine}")
+                assert [(e["id"], e["attempts"]) for e in retrying["data"]] == [(event_id, 2)]
+            await pool.execute(
+                "UPDATE operator_events SET next_attempt_at = now() WHERE id = $1", event_id
+            )
+        dead = await record("GET", EVENTS_LIST, 200, query=f"status=dead&{mine}")
+        assert [(e["id"], e["attempts"]) for e in dead["data"]] == [(event_id, outbox.MAX_ATTEMPTS)]
+
+        # A dead letter replayed gets one attempt: dead again when it fails, delivered when not.
+        for replays, failing, status in ((2, event_id, "dead"), (3, None, "delivered")):
+            platform.failing = failing
+            again = await record("POST", REPLAY, 200, path={"event_id": event_id})
+            assert (again["status"], again["replays"], again["dead_at"]) == (
+                "pending",
+                replays,
+                None,
+            )
+            await _deliver_all(box)
+            page = await record("GET", EVENTS_LIST, 200, query=f"status={status}&{mine}")
+            assert (event_id, replays) in [(e["id"], e["replays"]) for e in page["data"]]
+        replayed = platform.deliveries(deposit_id)[len(sent) :]
+        assert len(replayed) == outbox.MAX_ATTEMPTS + 1  # 14 + 1 refused, then 1 accepted
+        for request in replayed:
+            _check_delivery(request, by_id, replay=True)
+    final = await record("GET", EVENTS_LIST, 200, query=mine)
+    assert [(e["status"], e["attempts"], e["replays"]) for e in final["data"]] == [
+        ("delivered", outbox.MAX_ATTEMPTS + 2, 3),
+        ("delivered", 1, 0),
+    ]
+    await record("POST", REPLAY, 404, path=NO_EVENT)
+    answer = await record("POST", REPLAY, 400, path={"event_id": "bad id"})
+    assert answer["error"]["field"] == "event_id"
+
+
+async def _field_of(record: Recorder, method: str, template: str, field: str, **call: Any) -> None:
+    """A 400 naming ``field``, for any method."""
+    answer = await record(method, template, 400, **call)
+    assert answer["error"]["field"] == field, answer
 
 
 # --- the seamless webhook: decrypted answers --------------------------------------------------

@@ -53,6 +53,7 @@ async def test_every_route_enforces_its_roles(
         "code": spare,
         "key_id": "ak_000000000000",
         "payment_id": "dep_00000000000000000000",
+        "event_id": "evt_0",
     }
     assert len(PERMISSIONS) >= 20
     for (method, path), allowed in PERMISSIONS.items():

@@ -10,11 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import http
-from app.errors import AuthenticationFailed, InvalidRequest
-from app.operator.auth import MONEY, PAYMENTS, READ
+from app import http, pagination
+from app.errors import AuthenticationFailed, InvalidRequest, NotFound
+from app.operator.auth import MONEY, PAYMENTS, PLAYER_ADMIN, READ
 from app.operator.endpoints import IDEMPOTENCY_KEY_MAX, Call, route
-from app.payments import signing
+from app.operator.service import audit
+from app.payments import outbox, signing
 from app.payments.service import PaymentRequest, apply_webhook_once
 from app.seamless.events import MAX_AMOUNT
 from app.state import wallet
@@ -116,3 +117,47 @@ async def psp_webhook(request: Request) -> Response:
 
 
 routes = [Route("/v1/psp/{psp}/webhook", psp_webhook, methods=["POST"])]
+
+
+EVENT_STATUSES = ("pending", "delivered", "dead")
+
+
+@route("GET", "/v1/events", READ, "read operator events")
+async def list_events(request: Request, c: Call) -> Response:
+    """Events to the operator's platform, newest first; ``?status=pending|delivered|dead``."""
+    status = request.query_params.get("status")
+    if status is not None and status not in EVENT_STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(EVENT_STATUSES)}", field="status")
+    payment_id = request.query_params.get("payment_id")
+    if payment_id is not None:
+        payment_id = http.identifier({"payment_id": payment_id}, "payment_id")
+    size, after = pagination.limit(request), pagination.cursor(request, 2)
+    at, last_id = (pagination.cursor_time(after[0]), str(after[1])) if after else (None, None)
+    rows = await c.conn.fetch(c.w.queries.events_page, status, payment_id, at, last_id, size + 1)
+    return http.json_response(
+        pagination.page(
+            rows, size, lambda r: [r["created_at"].isoformat(), r["id"]], outbox.event_view
+        )
+    )
+
+
+@route("POST", "/v1/events/{event_id}/replay", PLAYER_ADMIN, "replay operator events")
+async def replay_event(request: Request, c: Call) -> Response:
+    """Send an event again now, whatever its state; it carries ``X-Wallet-Replay: true``.
+    A replayed dead letter gets one attempt, and is a dead letter again if that fails."""
+    event_id = http.identifier(dict(request.path_params), "event_id")
+    async with c.conn.transaction():
+        before = await c.conn.fetchrow(c.w.queries.event_by_id, event_id)
+        if before is None or not await outbox.replay(c.conn, c.w.queries, event_id):
+            raise NotFound(f"event {event_id!r} not found")
+        after = outbox.event_view(await c.conn.fetchrow(c.w.queries.event_by_id, event_id))
+        await audit(
+            c.conn,
+            c.w.queries,
+            c.actor,
+            "event.replay",
+            f"event:{event_id}",
+            {"status": outbox.event_view(before)["status"]},
+            {"status": after["status"]},
+        )
+    return http.json_response(after)

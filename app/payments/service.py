@@ -124,6 +124,8 @@ class Payments:
                 inserted = await conn.fetchval(
                     self.q.insert_deposit, *self._new_row(payment_id, req, key)
                 )
+                if inserted is not None:
+                    await conn.execute(self.q.operator_event, payment_id)
             if inserted is None:
                 existing = await conn.fetchrow(self.q.payment_by_key, "deposit", key)
                 answer = self._repeat(existing, req)
@@ -181,10 +183,13 @@ class Payments:
         routes = self._routes(req)
         payment_id = "wdr_" + secrets.token_hex(10)
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                self.q.create_withdrawal, *self._new_row(payment_id, req, key)
-            )
-            outcome = row["outcome"]
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    self.q.create_withdrawal, *self._new_row(payment_id, req, key)
+                )
+                outcome = row["outcome"]
+                if outcome == "ok":
+                    await conn.execute(self.q.operator_event, payment_id)
             if outcome == "player_not_found":
                 raise NotFound(f"player {req.player_id!r} not found")
             if outcome == "currency_mismatch":

@@ -67,3 +67,53 @@ UPDATE payments SET updated_at = now()
                LIMIT $2
                  FOR UPDATE SKIP LOCKED)
 RETURNING *;
+
+-- name: operator_event
+SELECT operator_event($1);
+
+-- name: claim_due_events
+-- Lease due events for delivery (another worker skips them until the lease ends).
+UPDATE operator_events SET next_attempt_at = now() + make_interval(secs => $2)
+ WHERE id IN (SELECT id FROM operator_events
+               WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now()
+               ORDER BY next_attempt_at
+               LIMIT $1
+                 FOR UPDATE SKIP LOCKED)
+RETURNING id, type, payload, attempts, replays;
+
+-- name: event_delivered
+UPDATE operator_events SET delivered_at = now(), attempts = attempts + 1, last_error = NULL
+ WHERE id = $1;
+
+-- name: event_failed
+-- The next attempt after $3 seconds, or dead letter ($3 NULL).
+UPDATE operator_events
+   SET attempts = attempts + 1, last_error = $2,
+       next_attempt_at = CASE WHEN $3::float8 IS NULL THEN next_attempt_at
+                              ELSE now() + make_interval(secs => $3::float8) END,
+       dead_at = CASE WHEN $3::float8 IS NULL THEN now() END
+ WHERE id = $1;
+
+-- name: replay_event
+UPDATE operator_events
+   SET delivered_at = NULL, dead_at = NULL, next_attempt_at = now(), replays = replays + 1
+ WHERE id = $1
+RETURNING id;
+
+-- name: events_page
+SELECT id, type, payment_id, payload, created_at, attempts, next_attempt_at, delivered_at,
+       dead_at, last_error, replays
+  FROM operator_events
+ WHERE ($1::text IS NULL
+        OR ($1 = 'delivered' AND delivered_at IS NOT NULL)
+        OR ($1 = 'dead' AND dead_at IS NOT NULL)
+        OR ($1 = 'pending' AND delivered_at IS NULL AND dead_at IS NULL))
+   AND ($2::text IS NULL OR payment_id = $2)
+   AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::text))
+ ORDER BY created_at DESC, id DESC
+ LIMIT $5;
+
+-- name: event_by_id
+SELECT id, type, payment_id, payload, created_at, attempts, next_attempt_at, delivered_at,
+       dead_at, last_error, replays
+  FROM operator_events WHERE id = $1;
