@@ -48,13 +48,20 @@ CREATE TABLE players (
 );
 
 -- Responsible-gaming limits; windows are calendar periods in UTC (see docs/contract.md).
+-- A limit that is raised or removed changes only after a cooling-off period; a limit that is
+-- lowered or newly set changes at once. The pending change sits beside the limit in force:
+-- next_from NOT NULL means a change is pending, and next_amount NULL then means removal.
 CREATE TABLE player_limits (
-    player_id   text NOT NULL REFERENCES players (player_id),
-    kind        text NOT NULL CHECK (kind IN ('deposit', 'wager', 'loss')),
-    period      text NOT NULL CHECK (period IN ('daily', 'weekly', 'monthly')),
-    amount      bigint NOT NULL CHECK (amount >= 0),
-    updated_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (player_id, kind, period)
+    player_id    text NOT NULL REFERENCES players (player_id),
+    kind         text NOT NULL CHECK (kind IN ('deposit', 'wager', 'loss')),
+    period       text NOT NULL CHECK (period IN ('daily', 'weekly', 'monthly')),
+    amount       bigint NOT NULL CHECK (amount >= 0),
+    next_amount  bigint CHECK (next_amount >= 0),
+    next_from    timestamptz,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (player_id, kind, period),
+    CONSTRAINT player_limits_next_amount_needs_time
+        CHECK (next_amount IS NULL OR next_from IS NOT NULL)
 );
 
 -- Only a hash of each token is kept, so a database dump cannot be replayed as sessions.
@@ -154,5 +161,7 @@ CREATE TABLE seamless_calls (
     created_at             timestamptz NOT NULL
 );
 CREATE INDEX seamless_calls_by_time ON seamless_calls (created_at, id);
-CREATE INDEX seamless_calls_failures ON seamless_calls (created_at, id) WHERE code <> 'R0';
+-- The failures list is the calls answered R1 to R3 (R4 is a player's balance, not a fault).
+CREATE INDEX seamless_calls_failures ON seamless_calls (id) WHERE code IN ('R1', 'R2', 'R3');
 CREATE INDEX seamless_calls_by_player ON seamless_calls (player_id, created_at);
+CREATE INDEX seamless_calls_by_provider ON seamless_calls (provider, id);

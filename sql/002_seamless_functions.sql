@@ -51,7 +51,10 @@ $$;
 
 -- Posts one ledger transaction: the player's balance moves by p_delta and the counter account by
 -- -p_delta, so every posting sums to zero. A zero delta (a lost round, a cancel tombstone) is
--- recorded without entries. The caller holds the player's account row lock.
+-- recorded without entries. The caller holds the player's account row lock, and the posting is
+-- stamped when written (clock_timestamp, after that lock), not when its transaction began: then
+-- one player's postings are in the same order by time as by balance, and statements and history
+-- pages never show a balance_after out of sequence.
 CREATE FUNCTION wallet_post(
     p_source text, p_external_id text, p_kind text, p_player text, p_account bigint,
     p_balance bigint, p_currency text, p_amount bigint, p_delta bigint,
@@ -67,10 +70,10 @@ BEGIN
     END IF;
     INSERT INTO ledger_transactions (
         source, external_id, kind, player_id, currency, amount, delta, balance_after,
-        round_id, game_id, ref_external_id, request_id, metadata)
+        round_id, game_id, ref_external_id, request_id, metadata, created_at)
     VALUES (
         p_source, p_external_id, p_kind, p_player, p_currency, p_amount, p_delta,
-        p_balance + p_delta, p_round, p_game, p_ref, p_request_id, p_metadata)
+        p_balance + p_delta, p_round, p_game, p_ref, p_request_id, p_metadata, clock_timestamp())
     RETURNING id INTO v_tx;
     IF p_delta <> 0 THEN
         INSERT INTO entries (transaction_id, account_id, amount) VALUES
@@ -180,6 +183,13 @@ LANGUAGE sql STABLE AS $$
         now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
 $$;
 
+-- The amount in force now for one limit row; NULL when a pending removal has taken effect.
+CREATE FUNCTION wallet_limit_in_force(p_amount bigint, p_next_amount bigint, p_next_from timestamptz)
+RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN p_next_from IS NOT NULL AND p_next_from <= now()
+                THEN p_next_amount ELSE p_amount END
+$$;
+
 -- Would a bet of p_amount break one of the player's wager or loss limits? Wagered: bets placed in
 -- the window and not refunded. Loss: wagered less what results and corrections paid in the
 -- window. The new bet counts in full towards both, as it may be lost.
@@ -191,8 +201,11 @@ DECLARE
     v_used bigint;
     v_won bigint;
 BEGIN
-    FOR lim IN SELECT kind, period, amount FROM player_limits
+    FOR lim IN SELECT kind, period,
+                      wallet_limit_in_force(amount, next_amount, next_from) AS amount
+                 FROM player_limits
                 WHERE player_id = p_player AND kind IN ('wager', 'loss') LOOP
+        CONTINUE WHEN lim.amount IS NULL;
         v_start := wallet_window_start(lim.period);
         SELECT coalesce(sum(b.amount), 0) INTO v_used FROM ledger_transactions b
          WHERE b.player_id = p_player AND b.kind = 'bet' AND b.created_at >= v_start

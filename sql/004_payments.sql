@@ -97,6 +97,46 @@ CREATE TABLE psp_events (
     PRIMARY KEY (psp, event_id)
 );
 
+-- Events to the operator's platform (deposit.*, withdrawal.*): a transactional outbox. Each event
+-- is written in the same transaction as the status change it reports, so none is lost and none
+-- is invented; app/payments/outbox.py delivers them, signed, with backoff.
+CREATE TABLE operator_events (
+    id               text PRIMARY KEY,
+    type             text NOT NULL,
+    payment_id       text NOT NULL REFERENCES payments (id),
+    payload          jsonb NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    delivered_at     timestamptz,
+    dead_at          timestamptz,
+    last_error       text,
+    replays          integer NOT NULL DEFAULT 0
+);
+CREATE INDEX operator_events_due ON operator_events (next_attempt_at)
+    WHERE delivered_at IS NULL AND dead_at IS NULL;
+CREATE INDEX operator_events_by_time ON operator_events (created_at, id);
+CREATE INDEX operator_events_by_payment ON operator_events (payment_id, created_at);
+
+-- Record the event for a payment's current status ("deposit.succeeded", ...).
+CREATE FUNCTION operator_event(p_payment_id text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    pay payments%ROWTYPE;
+    v_id text := 'evt_' || replace(gen_random_uuid()::text, '-', '');
+BEGIN
+    SELECT * INTO pay FROM payments WHERE id = p_payment_id;
+    INSERT INTO operator_events (id, type, payment_id, payload)
+    VALUES (v_id, pay.kind || '.' || pay.status, pay.id, jsonb_build_object(
+        'id', v_id,
+        'type', pay.kind || '.' || pay.status,
+        'created', extract(epoch FROM clock_timestamp())::bigint,
+        'data', jsonb_build_object(
+            'id', pay.id, 'kind', pay.kind, 'status', pay.status, 'player_id', pay.player_id,
+            'amount', pay.amount, 'currency', pay.currency, 'method', pay.method,
+            'reference', pay.reference, 'failure_code', pay.failure_code)));
+END
+$$;
+
 -- A posting between two house accounts on behalf of a player (settling a withdrawal hold): the
 -- player's balance does not move, so it has entries but no player entry.
 CREATE FUNCTION wallet_post_house(
@@ -158,6 +198,7 @@ BEGIN
      WHERE id = p_id;
     INSERT INTO payment_transitions (payment_id, from_status, to_status, trigger, detail)
     VALUES (p_id, pay.status, p_to, p_trigger, p_detail);
+    PERFORM operator_event(p_id);
     RETURN p_to;
 END
 $$;
