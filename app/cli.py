@@ -167,6 +167,27 @@ def _print_demo(demo: dict[str, Any], url: str, admin_key: str, configured: obje
     print("\n".join(lines), flush=True)
 
 
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the reconciliation report; exit 3 when it found discrepancies (for cron alerts)."""
+    import httpx
+
+    from app.payments.psp import build_psps
+    from app.payments.reconciliation import reconcile, route_named
+
+    day = args.date or datetime.now(UTC).date() - timedelta(days=1)
+
+    async def run(dsn: str) -> dict[str, Any]:
+        async with httpx.AsyncClient() as http:
+            psp = route_named(build_psps(settings.psps, http), args.psp)
+            return await _with_conn(dsn, lambda c, q: reconcile(c, q, psp, day))
+
+    with local.services(settings) as s:
+        assert s.database_url is not None
+        report = asyncio.run(run(s.database_url))
+    _print(report)
+    return 0 if report["ok"] else 3
+
+
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     from app.client import ProviderClient
 
@@ -314,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
             )
         )(s, a)
     )
+
+    rec = sub.add_parser("reconcile", help="match a PSP's settlement report against the ledger")
+    rec.add_argument("--psp", required=True, help="a route name from WALLET_PSPS")
+    rec.add_argument("--date", type=date.fromisoformat, help="YYYY-MM-DD (default yesterday)")
+    rec.set_defaults(run=cmd_reconcile)
 
     send = sub.add_parser("send", help="send one seamless event as a provider would")
     send.add_argument("--url", default="http://127.0.0.1:8080")

@@ -35,6 +35,7 @@ class World:
     sandbox: Starlette
     sandbox_http: httpx.AsyncClient
     outcomes: list[tuple[int, str]]
+    routes: tuple[str, str]  # unique per test: the database outlives each sandbox
 
     async def settle(self) -> None:
         """Wait until the sandbox has sent every webhook it planned."""
@@ -84,15 +85,16 @@ async def world(pool: asyncpg.Pool) -> AsyncIterator[World]:
     def route(name: str) -> SandboxPsp:
         return SandboxPsp(name, "http://sandbox.test", API_KEY, SECRET.encode(), to_sandbox)
 
+    names = (f"sandbox-a-{secrets.token_hex(3)}", f"sandbox-b-{secrets.token_hex(3)}")
     payments = Payments(
         pool,
         Queries.load(),
-        [route("sandbox-a"), route("sandbox-b")],
+        [route(names[0]), route(names[1])],
         webhook_base="http://wallet.test/v1/psp",
         review_threshold=50_000,
     )
     holder["p"] = payments
-    yield World(payments, sandbox, to_sandbox, outcomes)
+    yield World(payments, sandbox, to_sandbox, outcomes, names)
     await sandbox.state.sandbox.aclose()
     await to_sandbox.aclose()
     await to_wallet.aclose()
@@ -204,7 +206,8 @@ async def test_retryable_errors_fail_over_to_the_next_route(
     created = await world.payments.create_deposit(request(player, 1_000, scenario), key())
     assert created["status"] == "awaiting_method"
     assert (
-        await pool.fetchval("SELECT psp FROM payments WHERE id = $1", created["id"]) == "sandbox-b"
+        await pool.fetchval("SELECT psp FROM payments WHERE id = $1", created["id"])
+        == world.routes[1]
     )
 
 
@@ -334,3 +337,82 @@ async def test_an_expired_deposit_the_psp_completed_is_credited_not_expired(
     await world.payments.poll_once(quiet_seconds=0)
     assert (await world.payments.get("deposit", created["id"]))["status"] == "succeeded"
     assert await operator.balance(player) == 900
+
+
+# --- reconciliation ------------------------------------------------------------------------------
+
+
+async def reconcile_today(world: World, pool: asyncpg.Pool) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    from app.payments.reconciliation import reconcile
+
+    async with pool.acquire() as conn:
+        return await reconcile(
+            conn, Queries.load(), world.payments.psps[0], datetime.now(UTC).date()
+        )
+
+
+async def settle_a_day(world: World, operator: Operator, pool: asyncpg.Pool) -> list[str]:
+    """Three deposits credited and one payout paid at route a, today."""
+    player = await operator.player(50_000)
+    ids = []
+    for amount in (1_000, 2_000, 3_000):
+        created = await world.payments.create_deposit(request(player, amount), key())
+        await complete(world, pool, created["id"], "approve")
+        ids.append(created["id"])
+    payout = await world.payments.create_withdrawal(request(player, 4_000), key())
+    await world.settle()
+    ids.append(payout["id"])
+    return ids
+
+
+async def test_a_clean_day_reconciles_with_no_discrepancy(
+    world: World, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    await settle_a_day(world, operator, pool)
+    report = await reconcile_today(world, pool)
+    assert report["ok"] is True and report["discrepancies"] == []
+    assert report["matched"] == report["wallet_count"] == report["psp_count"] == 4
+    eur = report["psp_totals"]["EUR"]
+    assert eur["gross"] == 10_000 and eur["fees"] == 15 + 30 + 45 + 60
+    assert eur["net"] == (1_000 + 2_000 + 3_000 - 90) - (4_000 + 60)
+
+
+async def test_a_dirty_day_shows_the_planted_discrepancies(
+    world: World, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    ids = await settle_a_day(world, operator, pool)
+    auth = {"authorization": "Bearer " + API_KEY}
+    changed, dropped = await psp_id(pool, ids[0]), await psp_id(pool, ids[1])
+    for override in (
+        {"psp_payment_id": changed, "amount": 999},
+        {"psp_payment_id": dropped, "drop": True},
+    ):
+        response = await world.sandbox_http.post(
+            "/v1/sandbox/settlement-overrides", json=override, headers=auth
+        )
+        assert response.status_code in (200, 201), response.text
+    extra = {
+        "line": {
+            "psp_payment_id": "psp_unknown",
+            "reference": "dep_unknown",
+            "kind": "deposit",
+            "amount": 500,
+            "currency": "EUR",
+        }
+    }
+    response = await world.sandbox_http.post(
+        "/v1/sandbox/settlement-extra", json=extra, headers=auth
+    )
+    assert response.status_code in (200, 201), response.text
+    report = await reconcile_today(world, pool)
+    found = {(d["type"], d["payment_id"]) for d in report["discrepancies"]}
+    assert found == {
+        ("amount_mismatch", ids[0]),
+        ("missing_at_psp", ids[1]),
+        ("missing_in_wallet", "dep_unknown"),
+    }
+    assert report["ok"] is False and report["matched"] == 2
+    mismatch = next(d for d in report["discrepancies"] if d["type"] == "amount_mismatch")
+    assert (mismatch["wallet_amount"], mismatch["psp_amount"]) == (1_000, 999)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Protocol
 
 import httpx
@@ -53,6 +54,19 @@ class PspEvent:
     failure_code: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SettlementLine:
+    """One line of a PSP's settlement report."""
+
+    psp_payment_id: str
+    reference: str
+    kind: str  # deposit | payout
+    amount: int
+    currency: str
+    fee: int
+    net: int
+
+
 class Psp(Protocol):
     """What the wallet needs from a PSP."""
 
@@ -65,6 +79,8 @@ class Psp(Protocol):
     async def status(self, psp_payment_id: str) -> str: ...
 
     def parse_webhook(self, body: bytes, signature: str | None, now: float) -> PspEvent: ...
+
+    async def settlement(self, day: date) -> list[SettlementLine]: ...
 
 
 @dataclass
@@ -105,6 +121,21 @@ class SandboxPsp:
         data = await self._call("GET", f"/v1/payments/{psp_payment_id}")
         status: str = data["status"]
         return status
+
+    async def settlement(self, day: date) -> list[SettlementLine]:
+        data = await self._call("GET", f"/v1/settlements?date={day.isoformat()}")
+        return [
+            SettlementLine(
+                psp_payment_id=str(line["psp_payment_id"]),
+                reference=str(line["reference"]),
+                kind=str(line["kind"]),
+                amount=int(line["amount"]),
+                currency=str(line["currency"]),
+                fee=int(line["fee"]),
+                net=int(line["net"]),
+            )
+            for line in data["lines"]
+        ]
 
     def parse_webhook(self, body: bytes, signature: str | None, now: float) -> PspEvent:
         signing.verify(self.webhook_secret, body, signature, now=now)

@@ -117,3 +117,12 @@ SELECT id, type, payment_id, payload, created_at, attempts, next_attempt_at, del
 SELECT id, type, payment_id, payload, created_at, attempts, next_attempt_at, delivered_at,
        dead_at, last_error, replays
   FROM operator_events WHERE id = $1;
+
+-- name: settled_payments
+-- Payments at one PSP that moved money in a time range, dated by that transition.
+SELECT p.id, p.kind, p.amount, p.currency, p.psp_payment_id, t.created_at AS settled_at
+  FROM payments p
+  JOIN payment_transitions t ON t.payment_id = p.id
+ WHERE p.psp = $1
+   AND t.to_status IN ('succeeded', 'paid')
+   AND t.created_at >= $2 AND t.created_at < $3;
