@@ -432,3 +432,62 @@ async def test_approval_needs_a_route_first(
     assert (await payments.get("withdrawal", held["id"]))["status"] == "held"
     rejected = await payments.decide(held["id"], False, "apikey:test")
     assert rejected["status"] == "rejected" and await operator.balance(player) == 1_000
+
+
+def timeout() -> PspError:
+    return PspError("timeout", retryable=True, ambiguous=True)
+
+
+async def test_a_payout_whose_outcome_is_unknown_never_fails_over(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    """Two timeouts at route a: it may have paid. The withdrawal is not sent to route b (that
+    could pay twice) and not failed (that would release funds the PSP may have paid out): it
+    stays approved, held and flagged, and the PSP's late webhook still settles it."""
+    a = ScriptedPsp("psp-a", [timeout(), timeout()])
+    b = ScriptedPsp("psp-b")
+    payments = Payments(pool, Queries.load(), [a, b], webhook_base="https://w/v1/psp")
+    player = await operator.player(5_000)
+    with pytest.raises(RouteDegraded, match="stays approved"):
+        await payments.create_withdrawal(
+            PaymentRequest(player, 2_000, "EUR", "card"), K + secrets.token_hex(4)
+        )
+    row = await pool.fetchrow("SELECT * FROM payments WHERE player_id = $1", player)
+    assert (row["status"], row["psp"], row["flagged"]) == (
+        "approved",
+        "psp-a",
+        "payout_outcome_unknown",
+    )
+    assert len(a.calls) == 2 and b.calls == []
+    assert await operator.balance(player) == 3_000
+    body, sig = webhook(
+        {"id": row["id"], "amount": 2_000, "currency": "EUR"},
+        "succeeded",
+        psp_payment_id="psp-a-late",
+    )
+    assert await apply_webhook_once(payments, "psp-a", body, sig) == "moved_to_paid"
+    assert await operator.balance(player) == 3_000
+
+
+async def test_a_timeout_answered_on_the_second_ask_is_one_payment(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    a = ScriptedPsp("psp-a", [timeout()])
+    b = ScriptedPsp("psp-b")
+    payments = Payments(pool, Queries.load(), [a, b], webhook_base="https://w/v1/psp")
+    player = await operator.player()
+    created = await payments.create_deposit(deposit(player), K + secrets.token_hex(4))
+    assert created["redirect_url"] and len(a.calls) == 2 and b.calls == []
+
+
+async def test_a_deposit_fails_over_after_repeated_timeouts(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    """An orphaned deposit at route a needs the player's action and moves nothing: failing over
+    is safe for deposits."""
+    a = ScriptedPsp("psp-a", [timeout(), timeout()])
+    b = ScriptedPsp("psp-b")
+    payments = Payments(pool, Queries.load(), [a, b], webhook_base="https://w/v1/psp")
+    player = await operator.player()
+    created = await payments.create_deposit(deposit(player), K + secrets.token_hex(4))
+    assert await pool.fetchval("SELECT psp FROM payments WHERE id = $1", created["id"]) == "psp-b"

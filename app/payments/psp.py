@@ -22,11 +22,21 @@ from app.payments import signing
 class PspError(Exception):
     """A PSP call that did not give an answer (retryable) or gave a refusal (final)."""
 
-    def __init__(self, code: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        ambiguous: bool = False,
+    ) -> None:
         super().__init__(code)
         self.code = code
         self.retryable = retryable
         self.retry_after = retry_after
+        # A timeout: the PSP may have acted on the request. Ask it again under the same
+        # idempotency key before going elsewhere.
+        self.ambiguous = ambiguous
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +177,7 @@ class SandboxPsp:
                 timeout=self.timeout,
             )
         except httpx.TimeoutException:
-            raise PspError("timeout", retryable=True) from None
+            raise PspError("timeout", retryable=True, ambiguous=True) from None
         except httpx.TransportError:
             raise PspError("unreachable", retryable=True) from None
         if response.status_code == 429:

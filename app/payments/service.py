@@ -249,17 +249,24 @@ class Payments:
         return routes
 
     async def _start(self, payment: dict[str, Any], routes: list[Psp]) -> dict[str, Any]:
-        """Initiate at the first route that answers; fail over on retryable errors only."""
+        """Initiate at the first route that answers; fail over on retryable errors only.
+
+        A timeout is asked again at the same route under the same idempotency key, which gets the
+        PSP's first answer if it acted. A withdrawal whose outcome stays unknown does not fail
+        over (a second route could pay it out twice): it stays approved with its funds held,
+        flagged, and a late webhook (matched by our reference) still settles it.
+        """
         answer: Initiated | None = None
         final: PspError | None = None
         used: Psp | None = None
+        unknown: PspError | None = None
         for psp in routes:
             breaker = self.breakers.setdefault(psp.name, Breaker())
             if not breaker.allow():
                 log.info("psp %s skipped for %s: its breaker is open", psp.name, payment["id"])
                 continue
             try:
-                answer = await psp.initiate(payment, f"{self.webhook_base}/{psp.name}/webhook")
+                answer = await self._initiate(psp, payment)
                 breaker.record(ok=True)
                 used = psp
                 break
@@ -268,6 +275,9 @@ class Payments:
                 breaker.record(ok=not exc.retryable)
                 if not exc.retryable:
                     final, used = exc, psp
+                    break
+                if exc.ambiguous and payment["kind"] == "withdrawal":
+                    unknown, used = exc, psp
                     break
         async with self.pool.acquire() as conn:
             if answer is not None and used is not None:
@@ -291,6 +301,15 @@ class Payments:
                     {"psp": used.name if used else None},
                     final.code,
                 )
+            elif unknown is not None and used is not None:
+                await conn.execute(
+                    self.q.record_initiation, payment["id"], used.name, None, None, None
+                )
+                await conn.execute(self.q.flag_payment, payment["id"], "payout_outcome_unknown")
+                raise RouteDegraded(
+                    f"the PSP did not answer whether it accepted payout {payment['id']}; it stays "
+                    "approved with its funds held until the PSP reports or an operator decides"
+                )
             else:
                 # Every route is degraded: no PSP holds this payment, so it ends here, releasing
                 # a withdrawal's hold; the caller may try again later with a new key.
@@ -306,6 +325,17 @@ class Payments:
                 await conn.execute(self.q.store_response, payment["id"], DEGRADED)
                 raise RouteDegraded(DEGRADED_MESSAGE)
             return await self._finish(conn, payment["id"])
+
+    async def _initiate(self, psp: Psp, payment: dict[str, Any]) -> Initiated:
+        """One route's answer, asking once more after a timeout (same idempotency key)."""
+        webhook_url = f"{self.webhook_base}/{psp.name}/webhook"
+        try:
+            return await psp.initiate(payment, webhook_url)
+        except PspError as exc:
+            if not exc.ambiguous:
+                raise
+            log.info("psp %s timed out on %s; asking again", psp.name, payment["id"])
+            return await psp.initiate(payment, webhook_url)
 
     async def _follow(
         self,

@@ -1,4 +1,5 @@
-"""`wallet reconcile` against a sandbox PSP running as its own process, over real HTTP."""
+"""The wallet against a sandbox PSP running as its own process, over real HTTP: timeouts that only
+a real socket can show, and `wallet reconcile`."""
 
 from __future__ import annotations
 
@@ -106,3 +107,39 @@ async def test_reconcile_command_reports_and_signals_discrepancies(
     assert code == 3 and report["ok"] is False
     assert [d["type"] for d in report["discrepancies"]] == ["missing_in_wallet"]
     assert report["psp_totals"]["EUR"]["gross"] == 700
+
+
+async def test_a_timed_out_route_is_asked_again_and_gives_its_first_answer(
+    pool: Any, operator: Any, sandbox_process: str
+) -> None:
+    """Route a times out after the PSP created the payment. The wallet asks route a again under
+    the same idempotency key (our payment id) and gets that payment back at once: one payment
+    at the PSP, not two, and no failover for an answer that was only late."""
+    from app.db import Queries
+    from app.payments.psp import SandboxPsp
+    from app.payments.service import PaymentRequest, Payments
+
+    async with httpx.AsyncClient() as http:
+        routes = [
+            SandboxPsp(name, sandbox_process, API_KEY, b"cli-secret", http, timeout=0.5)
+            for name in ("slow-a", "slow-b")
+        ]
+        payments = Payments(pool, Queries.load(), routes, webhook_base="http://127.0.0.1:1/psp")
+        player = await operator.player()
+        started = time.monotonic()
+        created = await payments.create_deposit(
+            PaymentRequest(player, 1_200, "EUR", "card", metadata={"scenario": "timeout"}),
+            "timeout-" + os.urandom(4).hex(),
+        )
+        elapsed = time.monotonic() - started
+    assert created["status"] == "awaiting_method" and created["redirect_url"], created
+    assert 0.5 <= elapsed < 3  # one timeout, then an immediate answer
+    row = await pool.fetchrow(
+        "SELECT psp, psp_payment_id FROM payments WHERE id = $1", created["id"]
+    )
+    assert row["psp"] == "slow-a"
+    at_psp = httpx.get(
+        f"{sandbox_process}/v1/payments/{row['psp_payment_id']}",
+        headers={"authorization": f"Bearer {API_KEY}"},
+    ).json()
+    assert at_psp["reference"] == created["id"]
