@@ -90,6 +90,34 @@ def _psps(env: Mapping[str, str]) -> tuple[PspSettings, ...]:
     return tuple(psps)
 
 
+def _kyc_tiers(env: Mapping[str, str]) -> dict[str, dict[str, int]]:
+    raw = env.get("WALLET_KYC_METHOD_TIERS")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"WALLET_KYC_METHOD_TIERS is not JSON: {exc}") from None
+    ok = (
+        isinstance(data, dict)
+        and set(data) <= {"deposit", "withdrawal"}
+        and all(
+            isinstance(methods, dict)
+            and all(
+                isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= 3
+                for t in methods.values()
+            )
+            for methods in data.values()
+        )
+    )
+    if not ok:
+        raise ConfigError(
+            'WALLET_KYC_METHOD_TIERS must look like {"deposit": {"upi": 1}, '
+            '"withdrawal": {"*": 1}} with tiers from 0 to 3'
+        )
+    return {kind: {str(m): int(t) for m, t in methods.items()} for kind, methods in data.items()}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment."""
@@ -122,6 +150,8 @@ class Settings:
     psps: tuple[PspSettings, ...] = ()
     withdrawal_review_threshold: int | None = None
     payments_poll_seconds: int = 30
+    # Minimum KYC tier per payment kind and method ("*" for any method); empty: no minimum.
+    kyc_method_tiers: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     # Where deposit.* and withdrawal.* events go, and the secret they are signed with.
     operator_webhook_url: str | None = None
     operator_webhook_secret: Secret | None = None
@@ -156,6 +186,7 @@ class Settings:
                 else None
             ),
             payments_poll_seconds=_int(env, "WALLET_PAYMENTS_POLL_SECONDS", 30, minimum=1),
+            kyc_method_tiers=_kyc_tiers(env),
             operator_webhook_url=_optional(env, "WALLET_OPERATOR_WEBHOOK_URL"),
             operator_webhook_secret=(
                 Secret(env["WALLET_OPERATOR_WEBHOOK_SECRET"])

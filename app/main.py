@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 build_psps(settings.psps, psp_http),
                 webhook_base=f"{public_url.rstrip('/')}/v1/psp",
                 review_threshold=settings.withdrawal_review_threshold,
+                kyc_tiers=settings.kyc_method_tiers,
             )
             calls.start()
             # Late or unverifiable webhooks are not waited for forever: ask the PSPs.

@@ -90,10 +90,12 @@ AUDIT_ACTIONS = (
     "provider.rotate_key",
     "player.create",
     "player.status",
+    "player.kyc",
     "player.limits",
     "player.adjust",
     "apikey.create",
     "apikey.revoke",
+    "event.replay",
 )
 # The seamless examples are sealed for real, under a key everyone may know, so that integrators
 # can test their envelope code against them (and the test proves they open).
@@ -114,6 +116,15 @@ PSP_STATUSES = (
     sandbox.HELD,
 )
 MISMATCHES = ("psp_payment_id_mismatch", "amount_mismatch", "currency_mismatch")
+# Reconciliation findings (app/payments/reconciliation.py, docs/payments.md section 5c).
+DISCREPANCIES = (
+    "missing_in_wallet",
+    "missing_at_psp",
+    "amount_mismatch",
+    "currency_mismatch",
+    "kind_mismatch",
+)
+KYC_TIERS = (0, 3)  # the lowest and the highest tier (players.kyc_tier)
 # moved_to_<status> for the statuses a PSP event can move a payment to (the test checks them
 # against the service's mapping).
 WEBHOOK_MOVES = ("processing", "succeeded", "failed", "paid")
@@ -168,6 +179,11 @@ def _text(description: str = "", **extra: Any) -> Schema:
     if description:
         schema["description"] = description
     return schema
+
+
+def _kyc_tier(description: str) -> Schema:
+    low, high = KYC_TIERS
+    return {"type": "integer", "minimum": low, "maximum": high, "description": description}
 
 
 def _int64(description: str, **bounds: int) -> Schema:
@@ -245,6 +261,7 @@ def _player_schemas() -> dict[str, Schema]:
         "player_id": IDENTIFIER,
         "currency": CURRENCY,
         "status": {"type": "string", "enum": list(service.STATUSES)},
+        "kyc_tier": _kyc_tier("the player's KYC tier: 0 (the default) to 3"),
         "balance": _int64("minor units", minimum=0),
         "created_at": TIME,
         "updated_at": TIME,
@@ -476,6 +493,10 @@ def _request_schemas() -> dict[str, Schema]:
         "PlayerStatusChange": _object(
             {"status": {"type": "string", "enum": list(service.STATUSES)}}, closed=False
         ),
+        "KycTierChange": _object(
+            {"tier": _kyc_tier("the new KYC tier (400 on `tier` unless an integer 0 to 3)")},
+            closed=False,
+        ),
         # Unknown kinds and periods are refused with 400, so these two are closed.
         "LimitsChange": _object(
             {kind: _object(periods, optional=tuple(periods)) for kind in service.LIMIT_KINDS},
@@ -603,6 +624,113 @@ def _payment_schemas() -> dict[str, Schema]:
         "PaymentRequest": request,
         "PspEvent": event,
         "WebhookOutcome": outcome,
+        **_reconciliation_schemas(),
+    }
+
+
+def _reconciliation_schemas() -> dict[str, Schema]:
+    count = {"type": "integer", "minimum": 0}
+    report = _object(
+        {
+            "psp": {**IDENTIFIER, "description": "the PSP route, as asked"},
+            "date": _text("the UTC day reconciled", format="date"),
+            "ok": {"type": "boolean", "description": "true when there is no discrepancy"},
+            "matched": {**count, "description": "payments both sides have, identically"},
+            "wallet_count": {
+                **count,
+                "description": "payments at this route that the wallet moved to `succeeded` "
+                "(deposits) or `paid` (withdrawals) that day",
+            },
+            "psp_count": {**count, "description": "lines of the PSP's settlement report"},
+            "psp_totals": {
+                "type": "object",
+                "additionalProperties": _ref("ReconciliationTotals"),
+                "description": "per currency of the PSP's lines (only those it has)",
+            },
+            "discrepancies": {
+                "type": "array",
+                "items": _ref("Discrepancy"),
+                "description": "the PSP's lines in order of payment id, then the wallet's "
+                "payments missing at the PSP",
+            },
+        },
+        description="A PSP's settlement report for one UTC day matched against the wallet's "
+        "payments at that route, by payment id (the PSP's `reference`). See docs/payments.md, "
+        "section 5c.",
+    )
+    report["allOf"] = [
+        {
+            "if": {"properties": {"ok": {"const": True}}},
+            "then": {"properties": {"discrepancies": {"maxItems": 0}}},
+            "else": {"properties": {"discrepancies": {"minItems": 1}}},
+        }
+    ]
+    totals = _object(
+        {
+            "gross": _int64("the sum of the lines' amounts (deposits and payouts)"),
+            "fees": _int64("the PSP's fees: totalled here, never a discrepancy"),
+            "net": _int64(
+                "the sum of the lines' net: a deposit's amount less its fee, minus a "
+                "payout's amount and its fee"
+            ),
+        },
+        description="The totals of the PSP's settlement lines in one currency.",
+    )
+    nullable_amount = _nullable(_int64("minor units; null when this side has no such payment"))
+    discrepancy = _object(
+        {
+            "type": {
+                "type": "string",
+                "enum": list(DISCREPANCIES),
+                "description": "missing_in_wallet: the PSP settled a payment the wallet did not "
+                "credit or pay that day (like one paid after the wallet expired it); "
+                "missing_at_psp: the wallet credited or paid a payment the PSP does not settle; "
+                "amount_mismatch, currency_mismatch, kind_mismatch: both sides have it, "
+                "differently (only the first difference, in the order kind, currency, amount)",
+            },
+            "payment_id": _text("the wallet's payment id: the PSP line's `reference`"),
+            "psp_payment_id": _nullable(
+                _text("the PSP's id: its line's, or else the wallet's record of it")
+            ),
+            "wallet_amount": nullable_amount,
+            "psp_amount": nullable_amount,
+            "wallet_currency": _nullable(
+                {**CURRENCY, "description": "null when the wallet has no such payment"}
+            ),
+            "psp_currency": _nullable(
+                _text("as the PSP reports it; null when the PSP has no such line")
+            ),
+        },
+        description="A payment the two sides do not agree on.",
+    )
+    both = ["wallet_amount", "wallet_currency", "psp_amount", "psp_currency"]
+    null = {"type": "null"}
+    sides: dict[str, tuple[list[str], list[str]]] = {
+        # type: (fields that are null, fields that are not)
+        "missing_in_wallet": (both[:2], both[2:]),
+        "missing_at_psp": (both[2:], both[:2]),
+    }
+    discrepancy["allOf"] = [
+        {
+            "if": {"properties": {"type": {"const": kind}}},
+            "then": {
+                "properties": {
+                    **{name: null for name in nulls},
+                    **{name: {"not": null} for name in present},
+                }
+            },
+        }
+        for kind, (nulls, present) in sides.items()
+    ] + [
+        {
+            "if": {"properties": {"type": {"pattern": "_mismatch$"}}},
+            "then": {"properties": {name: {"not": null} for name in both}},
+        }
+    ]
+    return {
+        "Reconciliation": report,
+        "ReconciliationTotals": totals,
+        "Discrepancy": discrepancy,
     }
 
 
@@ -1092,6 +1220,20 @@ def _parameters() -> dict[str, Schema]:
             "an unknown payment gives an empty page)",
         ),
         "PspName": _path_param("psp", "the PSP route's name, as configured in WALLET_PSPS"),
+        "ReconciliationPsp": {
+            **_query(
+                "psp",
+                IDENTIFIER,
+                "the PSP route's name, as configured in WALLET_PSPS (400 on `psp` when missing "
+                "or malformed; 404 when no route has this name)",
+            ),
+            "required": True,
+        },
+        "ReconciliationDate": _query(
+            "date",
+            _text(format="date"),
+            "the UTC day, YYYY-MM-DD; default yesterday (UTC) (400 on `date` otherwise)",
+        ),
         "IdempotencyKey": _idempotency_key(
             "printable; the same key and body again answers the same adjustment"
         ),
@@ -1120,8 +1262,9 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     409: ("Conflict", "idempotency_conflict"),
     422: (
         "Unprocessable",
-        "method_unavailable (no payment route serves the method and currency; field `method`) "
-        "or player_limit_exceeded (a deposit limit)",
+        "method_unavailable (field `method`: no payment route serves the method and currency, "
+        "or the player's KYC tier is below the method's minimum) or player_limit_exceeded (a "
+        "deposit limit)",
     ),
     503: (
         "RouteDegraded",
@@ -1165,6 +1308,8 @@ class Op:
     parameters: tuple[str, ...] = ()
     body: str | None = None
     description: str = ""
+    # Errors whose answer this operation describes itself, instead of the shared description.
+    error_notes: tuple[tuple[int, str], ...] = ()
 
 
 PAGE = ("Limit", "Cursor")
@@ -1255,6 +1400,22 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         (400, 404),
         ("PlayerId",),
         body="PlayerStatusChange",
+    ),
+    ("PUT", "/v1/players/{player_id}/kyc"): Op(
+        "setPlayerKycTier",
+        "players",
+        "Change a player's KYC tier",
+        ((200, "The player, with its new `kyc_tier`", "Player"),),
+        (400, 404),
+        ("PlayerId",),
+        body="KycTierChange",
+        description="Sets the player's know-your-customer tier, 0 (every player's at first) to "
+        "3, and records it in the audit log as `player.kyc` (before and after: "
+        '`{"kyc_tier": n}`). Payment methods may require a minimum tier per kind '
+        '(WALLET_KYC_METHOD_TIERS, like `{"deposit": {"upi": 1}, "withdrawal": '
+        '{"*": 1}}`, `*` for any method; by default none): a deposit or a withdrawal below '
+        "it is 422 `method_unavailable`.\n\n"
+        "400 on `tier` unless an integer from 0 to 3; 404 for an unknown player.",
     ),
     ("PUT", "/v1/players/{player_id}/limits"): Op(
         "setPlayerLimits",
@@ -1387,9 +1548,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "for UPI, a `deep_link`); a PSP's refusal answers `failed` with its `failure_code`. The "
         "player is credited only when a verified PSP webhook says the deposit `succeeded`.\n\n"
         "400 on a field, also on `currency` when it is not the player's; 404 for an unknown "
-        "player; 422 `method_unavailable` (field `method`) or `player_limit_exceeded` (the "
-        "player's deposit limit); 503 `route_degraded`: the deposit is `failed` and the same "
-        "key and body again answer it with 201.",
+        "player; 422 `method_unavailable` (field `method`) when no route serves the method and "
+        "currency or when the player's KYC tier (`PUT /v1/players/{player_id}/kyc`) is below "
+        "the minimum WALLET_KYC_METHOD_TIERS sets for deposits by this method, or "
+        "`player_limit_exceeded` (the player's deposit limit, or a player who is not active); "
+        "503 `route_degraded`: the deposit is `failed` and the same key and body again answer "
+        "it with 201.",
     ),
     ("GET", "/v1/deposits/{payment_id}"): Op(
         "getDeposit",
@@ -1414,9 +1578,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "method and currency (with failover on retryable errors), and usually answers "
         "`processing`. `paid` settles the hold; `failed` and `rejected` give it back.\n\n"
         "400 on a field, also on `currency` when it is not the player's and on `amount` when it "
-        "is more than the balance; 404 for an unknown player; 422 `method_unavailable` (checked "
-        "first); 503 `route_degraded`: the withdrawal is `failed`, its hold released, and the "
-        "same key and body again answer it with 201.",
+        "is more than the balance; 404 for an unknown player; 422 `method_unavailable` (field "
+        "`method`, checked first, nothing held) when no route serves the method and currency "
+        "or when the player's KYC tier (`PUT /v1/players/{player_id}/kyc`) is below the minimum "
+        "WALLET_KYC_METHOD_TIERS sets for withdrawals by this method; 503 `route_degraded`: the "
+        "withdrawal is `failed`, its hold released, and the same key and body again answer it "
+        "with 201.",
     ),
     ("GET", "/v1/withdrawals/{payment_id}"): Op(
         "getWithdrawal",
@@ -1447,6 +1614,31 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         (400, 404),
         ("PaymentId",),
         description="400 on `status` unless the withdrawal is `held` (or `requested`).",
+    ),
+    ("GET", "/v1/reconciliation"): Op(
+        "reconcilePsp",
+        "payments",
+        "Match a PSP's settlement report for one UTC day against the wallet",
+        ((200, "The reconciliation report; `ok` when nothing differs", "Reconciliation"),),
+        (400, 404, 503),
+        ("ReconciliationPsp", "ReconciliationDate"),
+        description="Fetches the PSP route's settlement report for the day and matches its "
+        "lines, by the wallet's payment id (the line's `reference`), against the payments at "
+        "that route that the wallet moved to `succeeded` (deposits) or `paid` (withdrawals) "
+        "that day, dated by that change. Findings: `missing_in_wallet`, `missing_at_psp`, "
+        "`amount_mismatch`, `currency_mismatch`, `kind_mismatch`; the PSP's fees are totalled "
+        "per currency, never a discrepancy. Like `wallet reconcile` (docs/payments.md, section "
+        "5c); nothing is changed or recorded.\n\n"
+        "400 on `psp` when missing or malformed, on `date` when not a day; 404 when no "
+        "configured route has this name; 503 `route_degraded` when the PSP's settlement report "
+        "cannot be fetched.",
+        error_notes=(
+            (
+                503,
+                "route_degraded: the PSP's settlement report could not be fetched (unreachable, "
+                "timed out, or an error answer); nothing was reconciled, ask again later",
+            ),
+        ),
     ),
     ("GET", "/v1/events"): Op(
         "listOperatorEvents",
@@ -1489,8 +1681,14 @@ def _operator_operation(op: Op, roles: frozenset[str] | None) -> Schema:
     }
     # Every route authenticates; only routes closed to some role can answer 403.
     statuses = {*op.errors, 401} | ({403} if roles != READ else set())
+    notes = dict(op.error_notes)
+    assert notes.keys() <= statuses, (op.operation_id, notes.keys() - statuses)
     for status in statuses:
-        responses[str(status)] = {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
+        if status in notes:
+            responses[str(status)] = _json_response(notes[status], _ref("Error"))
+        else:
+            name = ERROR_RESPONSES[status][0]
+            responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
     responses["default"] = {"$ref": "#/components/responses/Unexpected"}
     operation: Schema = {
         "operationId": op.operation_id,
@@ -1764,7 +1962,8 @@ TAGS = [
     {"name": "api-keys", "description": "Operator API keys (admin)."},
     {
         "name": "payments",
-        "description": "Deposits and withdrawals through PSPs, and the PSPs' signed webhook.",
+        "description": "Deposits and withdrawals through PSPs, the PSPs' signed webhook, and "
+        "reconciliation against their settlement reports.",
     },
     {
         "name": "events",

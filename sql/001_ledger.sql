@@ -43,6 +43,8 @@ CREATE TABLE players (
     currency    text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
     status      text NOT NULL DEFAULT 'active'
                 CHECK (status IN ('active', 'blocked', 'self_excluded')),
+    -- Know-your-customer level, set by the operator; payment methods may require a minimum.
+    kyc_tier    smallint NOT NULL DEFAULT 0 CHECK (kyc_tier BETWEEN 0 AND 3),
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );

@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -53,11 +53,11 @@ from app.openapi import (
 from app.operator.auth import READ
 from app.operator.endpoints import PERMISSIONS
 from app.payments import outbox, signing
-from app.payments.psp import Psp
+from app.payments.psp import Psp, SandboxPsp
 from app.payments.service import Payments, _target
 from app.seamless import envelope, events
 from app.seamless.outcome import MESSAGES
-from tests.conftest import SANDBOX_SECRET, Operator, SandboxRoutes, Table, now
+from tests.conftest import SANDBOX_API_KEY, SANDBOX_SECRET, Operator, SandboxRoutes, Table, now
 
 DOC = document()
 ROOT = "urn:wallet:openapi"
@@ -458,6 +458,19 @@ async def _player_writes(record: Recorder, table: Table, player_id: str, provide
     await record("PUT", status, 200, path=mine, json={"status": "blocked"})
     await record("PUT", status, 400, path=mine, json={"status": "zombie"})
     await record("PUT", status, 404, path=ghost, json={"status": "active"})
+    kyc = "/v1/players/{player_id}/kyc"
+    player = await record("PUT", kyc, 200, path=mine, json={"tier": 2})
+    assert player["kyc_tier"] == 2
+    for wrong in (4, -1, "1", True, None):
+        await _field_of(record, "PUT", kyc, "tier", path=mine, json={"tier": wrong})
+    await record("PUT", kyc, 404, path=ghost, json={"tier": 1})
+    audited = await record(
+        "GET", "/v1/audit", 200, query=f"action=player.kyc&target=player:{player_id}"
+    )
+    (entry,) = audited["data"]
+    assert (entry["before"], entry["after"]) == ({"kyc_tier": 0}, {"kyc_tier": 2})
+    listed = await record("GET", "/v1/players", 200, query="limit=200")
+    assert all(p["kyc_tier"] in range(4) for p in listed["data"])
     limits = "/v1/players/{player_id}/limits"
     await record("PUT", limits, 200, path=mine, json={"wager": {"daily": 300}})
     raised = await record(
@@ -575,6 +588,7 @@ async def _payments(
     deposit_id = await _deposits(record, operator, sandbox, pool, player)
     await _withdrawals(record, payments, player)
     await _degraded(record, pool, payments, player)
+    await _kyc_refusals(record, operator, payments)
     await _psp_webhook(record, operator, sandbox, pool)
     await sandbox.settle()
     # The sandbox's own deliveries: each event it sent is a documented PspEvent, each answer fits.
@@ -585,6 +599,109 @@ async def _payments(
         outcomes.add(response.json()["outcome"])
     assert outcomes >= {"moved_to_succeeded", "duplicate", "moved_to_paid"}, outcomes
     await _operator_events(record, pool, deposit_id)
+    await _reconciliation(record, sandbox, pool, payments, deposit_id)
+
+
+async def _kyc_refusals(record: Recorder, operator: Operator, payments: Payments) -> None:
+    """With WALLET_KYC_METHOD_TIERS, a payment below the method's minimum tier is 422
+    method_unavailable on `method`; at the tier it goes through."""
+    player = await operator.player(balance=5_000)
+    upi = {"player_id": player, "amount": 300, "currency": "EUR", "method": "upi"}
+    card = {**upi, "method": "card"}
+    saved = payments.kyc_tiers
+    payments.kyc_tiers = {"deposit": {"upi": 1}, "withdrawal": {"*": 1}}
+    try:
+        for template, body in ((DEPOSITS, upi), (WITHDRAWALS, card)):
+            answer = await record("POST", template, 422, json=body, headers=record.keyed())
+            assert answer["error"]["code"] == "method_unavailable", answer
+            assert answer["error"]["field"] == "method", answer
+        assert await operator.balance(player) == 5_000  # nothing held
+        await record("POST", DEPOSITS, 201, json=card, headers=record.keyed())  # no minimum
+        raised = await record(
+            "PUT", "/v1/players/{player_id}/kyc", 200, path={"player_id": player}, json={"tier": 1}
+        )
+        assert raised["kyc_tier"] == 1
+        await record("POST", DEPOSITS, 201, json=upi, headers=record.keyed())
+    finally:
+        payments.kyc_tiers = saved
+
+
+RECONCILIATION = "/v1/reconciliation"
+
+
+def _failing(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("the PSP is down", request=request)
+
+
+async def _reconciliation(
+    record: Recorder,
+    sandbox: SandboxRoutes,
+    pool: asyncpg.Pool,
+    payments: Payments,
+    deposit_id: str,
+) -> None:
+    """Today's report of route sandbox-a, with a line planted at the sandbox and an amount
+    changed there; yesterday's by default; and each error."""
+    today = datetime.now(UTC).date().isoformat()
+    reference = "dep_docs_" + secrets.token_hex(6)
+    line = {
+        "psp_payment_id": "psp_docs_" + secrets.token_hex(6),
+        "reference": reference,
+        "kind": "deposit",
+        "amount": 500,
+        "currency": "EUR",
+    }
+    sandbox_key = {"authorization": f"Bearer {SANDBOX_API_KEY}"}
+    planted = await sandbox.http.post(
+        "/v1/sandbox/settlement-extra", json={"line": line}, headers=sandbox_key
+    )
+    assert planted.status_code == 201, planted.text
+    psp_payment_id = await _psp_payment_id(pool, deposit_id)
+    changed = await sandbox.http.post(
+        "/v1/sandbox/settlement-overrides",
+        json={"psp_payment_id": psp_payment_id, "amount": 2501},
+        headers=sandbox_key,
+    )
+    assert changed.status_code == 200, changed.text
+    mine = f"psp=sandbox-a&date={today}"
+    report = await record("GET", RECONCILIATION, 200, query=mine)
+    assert (report["psp"], report["date"], report["ok"]) == ("sandbox-a", today, False)
+    assert report["wallet_count"] >= 1 and report["psp_count"] >= 2
+    assert report["psp_totals"]["EUR"]["gross"] >= 500 + 2501
+    assert {
+        "type": "missing_in_wallet",
+        "payment_id": reference,
+        "psp_payment_id": line["psp_payment_id"],
+        "wallet_amount": None,
+        "psp_amount": 500,
+        "wallet_currency": None,
+        "psp_currency": "EUR",
+    } in report["discrepancies"]
+    assert {
+        "type": "amount_mismatch",
+        "payment_id": deposit_id,
+        "psp_payment_id": psp_payment_id,
+        "wallet_amount": 2500,
+        "psp_amount": 2501,
+        "wallet_currency": "EUR",
+        "psp_currency": "EUR",
+    } in report["discrepancies"]
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    assert (await record("GET", RECONCILIATION, 200, query="psp=sandbox-b"))["date"] == yesterday
+    for query, field in (
+        ("", "psp"),
+        (f"date={today}", "psp"),
+        ("psp=bad!name", "psp"),
+        ("psp=sandbox-a&date=2026-13-01", "date"),
+        ("psp=sandbox-a&date=yesterday", "date"),
+    ):
+        await _field_of(record, "GET", RECONCILIATION, field, query=query)
+    await record("GET", RECONCILIATION, 404, query="psp=no-such-psp")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(_failing)) as down:
+        route = SandboxPsp("sandbox-a", "http://sandbox.test", SANDBOX_API_KEY, b"x", down)
+        with _only_routes(payments, [route]):
+            answer = await record("GET", RECONCILIATION, 503, query=mine)
+    assert answer["error"]["code"] == "route_degraded"
 
 
 def _watch_deliveries(sandbox: SandboxRoutes) -> list[httpx.Response]:

@@ -491,3 +491,19 @@ async def test_a_deposit_fails_over_after_repeated_timeouts(
     player = await operator.player()
     created = await payments.create_deposit(deposit(player), K + secrets.token_hex(4))
     assert await pool.fetchval("SELECT psp FROM payments WHERE id = $1", created["id"]) == "psp-b"
+
+
+async def test_a_repeated_key_gets_its_first_answer_even_when_checks_changed(
+    payments: Payments, operator: Operator
+) -> None:
+    """A retry is not a new request: the deposit limit filled since, and the player was
+    blocked, but the same key and body still get the first answer."""
+    player = await operator.player()
+    await operator.call(
+        "PUT", f"/v1/players/{player}/limits", {"deposit": {"daily": 2_000}}, expect=200
+    )
+    first = await payments.create_deposit(deposit(player, 2_000), K + "rep-1")
+    await operator.call("PUT", f"/v1/players/{player}/status", {"status": "blocked"}, expect=200)
+    assert await payments.create_deposit(deposit(player, 2_000), K + "rep-1") == first
+    with pytest.raises(PlayerLimitExceeded):
+        await payments.create_deposit(deposit(player, 2_000), K + "rep-2")

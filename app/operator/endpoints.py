@@ -169,6 +169,19 @@ async def set_status(request: Request, c: Call) -> Response:
     )
 
 
+@route("PUT", "/v1/players/{player_id}/kyc", PLAYER_ADMIN, "change a player's KYC tier")
+async def set_kyc_tier(request: Request, c: Call) -> Response:
+    """Body: ``{"tier": 0..3}``; payment methods may require a minimum tier."""
+    player_id = _path(request, "player_id")
+    data = await http.read_json(request)
+    tier = data.get("tier")
+    if type(tier) is not int or not 0 <= tier <= 3:
+        raise InvalidRequest("tier must be an integer from 0 to 3", field="tier")
+    return http.json_response(
+        await service.set_kyc_tier(c.conn, c.w.queries, player_id, tier, c.actor)
+    )
+
+
 @route("PUT", "/v1/players/{player_id}/limits", PLAYER_ADMIN, "change a player's limits")
 async def set_limits(request: Request, c: Call) -> Response:
     """Body: ``{"wager": {"daily": 5000}, "loss": {"weekly": null}}``; null removes a limit."""

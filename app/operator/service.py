@@ -176,6 +176,24 @@ async def set_status(
         return await get_player(conn, q, player_id)
 
 
+async def set_kyc_tier(
+    conn: asyncpg.Connection, q: Queries, player_id: str, tier: int, actor: Actor
+) -> dict[str, Any]:
+    async with conn.transaction():
+        before = await get_player(conn, q, player_id)
+        await conn.execute(q.set_kyc_tier, player_id, tier)
+        await audit(
+            conn,
+            q,
+            actor,
+            "player.kyc",
+            f"player:{player_id}",
+            {"kyc_tier": before["kyc_tier"]},
+            {"kyc_tier": tier},
+        )
+        return await get_player(conn, q, player_id)
+
+
 async def set_limits(
     conn: asyncpg.Connection,
     q: Queries,

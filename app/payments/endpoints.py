@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -11,11 +12,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app import http, pagination
-from app.errors import AuthenticationFailed, InvalidRequest, NotFound
+from app.errors import AuthenticationFailed, InvalidRequest, NotFound, RouteDegraded
 from app.operator.auth import MONEY, PAYMENTS, PLAYER_ADMIN, READ
 from app.operator.endpoints import IDEMPOTENCY_KEY_MAX, Call, route
 from app.operator.service import audit
 from app.payments import outbox, signing
+from app.payments.psp import PspError
+from app.payments.reconciliation import reconcile, route_named
 from app.payments.service import PaymentRequest, apply_webhook_once
 from app.seamless.events import MAX_AMOUNT
 from app.state import wallet
@@ -161,3 +164,23 @@ async def replay_event(request: Request, c: Call) -> Response:
             {"status": after["status"]},
         )
     return http.json_response(after)
+
+
+@route("GET", "/v1/reconciliation", READ, "read reconciliation reports")
+async def reconciliation(request: Request, c: Call) -> Response:
+    """``?psp=NAME&date=YYYY-MM-DD`` (default yesterday, UTC): the PSP's settlement report
+    matched against the ledger (see docs/payments.md)."""
+    psp_name = request.query_params.get("psp")
+    if psp_name is None:
+        raise InvalidRequest("psp is required: a route name from WALLET_PSPS", field="psp")
+    psp = route_named(c.w.payments.psps, http.identifier({"psp": psp_name}, "psp"))
+    raw = request.query_params.get("date")
+    try:
+        day = date.fromisoformat(raw) if raw else datetime.now(UTC).date() - timedelta(days=1)
+    except ValueError:
+        raise InvalidRequest("date must be YYYY-MM-DD", field="date") from None
+    try:
+        report = await reconcile(c.conn, c.w.queries, psp, day)
+    except PspError as exc:
+        raise RouteDegraded(f"the PSP's settlement report is unavailable: {exc.code}") from None
+    return http.json_response(report)

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -93,6 +94,7 @@ class Payments:
         webhook_base: str,
         payment_ttl_seconds: int = 1800,
         review_threshold: int | None = None,
+        kyc_tiers: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
         self.pool = pool
         self.q = queries
@@ -101,11 +103,15 @@ class Payments:
         self.payment_ttl = timedelta(seconds=payment_ttl_seconds)
         self.breakers: dict[str, Breaker] = {}
         self.review_threshold = review_threshold
+        self.kyc_tiers = kyc_tiers or {}
 
     # --- deposits ------------------------------------------------------------------------------
 
     async def create_deposit(self, req: PaymentRequest, key: str) -> dict[str, Any]:
         """Create (or find again, by key) a deposit and start it at a PSP."""
+        answer = await self._first_answer("deposit", key, req)
+        if answer is not None:
+            return answer
         payment_id = "dep_" + secrets.token_hex(10)
         async with self.pool.acquire() as conn:
             async with conn.transaction():
@@ -120,6 +126,7 @@ class Payments:
                         "currency is not the player's wallet currency", field="currency"
                     )
                 routes = self._routes(req)
+                await self._check_kyc(conn, "deposit", req)
                 await self._check_deposit_limits(conn, req)
                 inserted = await conn.fetchval(
                     self.q.insert_deposit, *self._new_row(payment_id, req, key)
@@ -151,6 +158,19 @@ class Payments:
             datetime.now(UTC) + self.payment_ttl,
         )
 
+    async def _check_kyc(self, conn: asyncpg.Connection, kind: str, req: PaymentRequest) -> None:
+        """Refuse a method the player's KYC tier does not reach (422 method_unavailable)."""
+        required = self.kyc_tiers.get(kind, {})
+        need = required.get(req.method, required.get("*", 0))
+        if need == 0:
+            return
+        tier = await conn.fetchval(self.q.player_kyc_tier, req.player_id)
+        if tier is not None and tier < need:
+            raise MethodUnavailable(
+                f"{kind}s by {req.method} need KYC tier {need}; the player has tier {tier}",
+                field="method",
+            )
+
     async def _check_deposit_limits(self, conn: asyncpg.Connection, req: PaymentRequest) -> None:
         for limit in await conn.fetch(self.q.deposit_limits_in_force, req.player_id):
             if limit["amount"] is None:
@@ -161,6 +181,15 @@ class Payments:
                     f"the deposit would pass the player's {limit['period']} deposit limit "
                     f"({used} of {limit['amount']} used)"
                 )
+
+    async def _first_answer(
+        self, kind: str, key: str, req: PaymentRequest
+    ) -> dict[str, Any] | None:
+        """A repeated key gets the first answer before any check runs again: the player's
+        limits, KYC tier or the routes may have changed since, the answer has not."""
+        async with self.pool.acquire() as conn:
+            existing = await conn.fetchrow(self.q.payment_by_key, kind, key)
+        return None if existing is None else self._repeat(existing, req)
 
     def _repeat(self, existing: asyncpg.Record, req: PaymentRequest) -> dict[str, Any] | None:
         """The stored answer for a repeated key; None when a stale creation should be resumed."""
@@ -180,9 +209,13 @@ class Payments:
 
     async def create_withdrawal(self, req: PaymentRequest, key: str) -> dict[str, Any]:
         """Create a withdrawal, holding its funds at once; hold it for review or pay it out."""
+        answer = await self._first_answer("withdrawal", key, req)
+        if answer is not None:
+            return answer
         routes = self._routes(req)
         payment_id = "wdr_" + secrets.token_hex(10)
         async with self.pool.acquire() as conn:
+            await self._check_kyc(conn, "withdrawal", req)
             async with conn.transaction():
                 row = await conn.fetchrow(
                     self.q.create_withdrawal, *self._new_row(payment_id, req, key)

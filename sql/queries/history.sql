@@ -40,7 +40,7 @@ SELECT id, actor, action, target, before, after, request_id, created_at
  LIMIT $7;
 
 -- name: players_page
-SELECT p.player_id, p.currency, p.status, a.balance, p.created_at, p.updated_at
+SELECT p.player_id, p.currency, p.status, p.kyc_tier, a.balance, p.created_at, p.updated_at
   FROM players p JOIN accounts a ON a.id = p.account_id
  WHERE ($1::text IS NULL OR p.status = $1)
    AND ($2::text IS NULL OR p.player_id > $2)

@@ -29,7 +29,7 @@ SELECT $1, id, $2 FROM account
 RETURNING player_id;
 
 -- name: get_player
-SELECT p.player_id, p.currency, p.status, a.balance, p.created_at, p.updated_at
+SELECT p.player_id, p.currency, p.status, p.kyc_tier, a.balance, p.created_at, p.updated_at
   FROM players p JOIN accounts a ON a.id = p.account_id
  WHERE p.player_id = $1;
 
@@ -61,3 +61,6 @@ SELECT * FROM wallet_adjust($1, $2, $3, $4, $5);
 SELECT id, player_id, amount, delta, balance_after, currency, metadata ->> 'reason' AS reason,
        external_id AS idempotency_key, created_at
   FROM ledger_transactions WHERE id = $1;
+
+-- name: set_kyc_tier
+UPDATE players SET kyc_tier = $2, updated_at = now() WHERE player_id = $1 RETURNING player_id;

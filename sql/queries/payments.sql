@@ -126,3 +126,6 @@ SELECT p.id, p.kind, p.amount, p.currency, p.psp_payment_id, t.created_at AS set
  WHERE p.psp = $1
    AND t.to_status IN ('succeeded', 'paid')
    AND t.created_at >= $2 AND t.created_at < $3;
+
+-- name: player_kyc_tier
+SELECT kyc_tier FROM players WHERE player_id = $1;
