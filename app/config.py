@@ -54,6 +54,17 @@ class PspSettings:
     currencies: tuple[str, ...]
     methods: tuple[str, ...]
     timeout_seconds: float = 5.0
+    countries: tuple[str, ...] = ()  # empty: any country
+    min_amount: int | None = None
+    max_amount: int | None = None
+
+
+def _bound(value: object) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise ValueError("amount bound (a non-negative integer in minor units)")
+    return value
 
 
 def _psps(env: Mapping[str, str]) -> tuple[PspSettings, ...]:
@@ -79,6 +90,9 @@ def _psps(env: Mapping[str, str]) -> tuple[PspSettings, ...]:
                     currencies=tuple(item["currencies"]),
                     methods=tuple(item["methods"]),
                     timeout_seconds=float(item.get("timeout_seconds", 5.0)),
+                    countries=tuple(item.get("countries", ())),
+                    min_amount=_bound(item.get("min_amount")),
+                    max_amount=_bound(item.get("max_amount")),
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -101,6 +101,7 @@ async def test_payment_request_validation(
         ({"currency": "eur"}, "currency"),
         ({"method": ""}, "method"),
         ({"metadata": [1]}, "metadata"),
+        ({"metadata": {"country": "india"}}, "metadata.country"),
         ({"reference": ""}, "reference"),
         ({"currency": "USD"}, "currency"),
     ):

@@ -416,3 +416,16 @@ async def test_a_dirty_day_shows_the_planted_discrepancies(
     assert report["ok"] is False and report["matched"] == 2
     mismatch = next(d for d in report["discrepancies"] if d["type"] == "amount_mismatch")
     assert (mismatch["wallet_amount"], mismatch["psp_amount"]) == (1_000, 999)
+
+
+async def test_decline_then_succeed_across_the_players_attempts(
+    world: World, operator: Operator
+) -> None:
+    """The PSP declines the player's first deposit and accepts the next one (a new payment)."""
+    player = await operator.player()
+    first = await world.payments.create_deposit(request(player, 800, "decline-then-succeed"), key())
+    assert (first["status"], first["failure_code"]) == ("failed", "declined")
+    second = await world.payments.create_deposit(
+        request(player, 800, "decline-then-succeed"), key()
+    )
+    assert second["status"] == "awaiting_method" and second["redirect_url"]

@@ -78,3 +78,48 @@ async def test_an_open_route_is_skipped_until_its_probe(
     failing.script = []  # it recovered
     assert await deposit() == "psp-f"  # the probe went through and closed the breaker
     assert payments.breakers["psp-f"].state == "closed"
+
+
+async def test_routes_follow_currency_method_country_and_amount_rules(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    from app.errors import MethodUnavailable
+
+    india = ScriptedPsp("psp-in", countries=frozenset({"IN"}), max_amount=10_000)
+    large = ScriptedPsp("psp-large", min_amount=10_001)
+    anywhere = ScriptedPsp("psp-any", max_amount=50_000)
+    payments = Payments(pool, Queries.load(), [india, large, anywhere], webhook_base="https://w/v1")
+    player = await operator.player()
+
+    async def route_of(amount: int, country: str | None) -> str:
+        metadata = {"country": country} if country else {}
+        created = await payments.create_deposit(
+            PaymentRequest(player, amount, "EUR", "card", metadata=metadata),
+            "rule-" + secrets.token_hex(6),
+        )
+        psp: str = await pool.fetchval("SELECT psp FROM payments WHERE id = $1", created["id"])
+        return psp
+
+    assert await route_of(5_000, "IN") == "psp-in"
+    assert await route_of(5_000, "DE") == "psp-any"
+    assert await route_of(5_000, None) == "psp-any"
+    assert await route_of(20_000, "IN") == "psp-large"
+    india.methods = frozenset({"upi"})
+    large.max_amount = 60_000
+    payments.psps = [india, large]
+    try:
+        await route_of(5_000, "DE")
+    except MethodUnavailable:
+        pass
+    else:
+        raise AssertionError("no route takes a small card deposit from DE")
+
+
+def test_retry_delay_backs_off_with_jitter_and_honours_retry_after() -> None:
+    from app.payments.routing import retry_delay
+
+    first = [retry_delay(1) for _ in range(50)]
+    third = [retry_delay(3) for _ in range(50)]
+    assert all(0.025 <= d <= 0.075 for d in first) and len(set(first)) > 1
+    assert all(0.1 <= d <= 0.3 for d in third)
+    assert retry_delay(1, retry_after=1.0) == 1.0 and retry_delay(1, retry_after=30) == 2.0

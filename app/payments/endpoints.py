@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from app.state import wallet
 
 log = logging.getLogger(__name__)
 MAX_REFERENCE = 128
+COUNTRY = re.compile(r"[A-Z]{2}")
 
 
 def _idempotency_key(request: Request) -> str:
@@ -49,6 +51,11 @@ async def _payment_request(request: Request) -> PaymentRequest:
     metadata: Any = data.get("metadata", {})
     if not isinstance(metadata, dict):
         raise InvalidRequest("metadata must be an object", field="metadata")
+    country = metadata.get("country")
+    if country is not None and (not isinstance(country, str) or not COUNTRY.fullmatch(country)):
+        raise InvalidRequest(
+            "metadata.country must be an ISO 3166 alpha-2 code like IN", field="metadata.country"
+        )
     return PaymentRequest(
         player_id=http.identifier(data, "player_id"),
         amount=http.integer(data, "amount", minimum=1, maximum=MAX_AMOUNT),

@@ -83,6 +83,9 @@ class Psp(Protocol):
     name: str
     currencies: frozenset[str]
     methods: frozenset[str]
+    countries: frozenset[str]  # routing rules: empty means any country
+    min_amount: int | None
+    max_amount: int | None
 
     async def initiate(self, payment: dict[str, Any], webhook_url: str) -> Initiated: ...
 
@@ -105,6 +108,9 @@ class SandboxPsp:
     currencies: frozenset[str] = field(default_factory=lambda: frozenset({"EUR", "INR"}))
     methods: frozenset[str] = field(default_factory=lambda: frozenset({"card", "upi"}))
     timeout: float = 5.0
+    countries: frozenset[str] = frozenset()
+    min_amount: int | None = None
+    max_amount: int | None = None
 
     async def initiate(self, payment: dict[str, Any], webhook_url: str) -> Initiated:
         body = {
@@ -114,6 +120,8 @@ class SandboxPsp:
             "currency": payment["currency"],
             "method": payment["method"],
             "scenario": (payment.get("metadata") or {}).get("scenario", "succeed"),
+            "customer": payment["player_id"],
+            "country": (payment.get("metadata") or {}).get("country"),
             "webhook_url": webhook_url,
         }
         # Our payment id is the PSP's idempotency key: initiating again after a crash returns
@@ -212,6 +220,9 @@ def build_psps(configured: tuple[PspSettings, ...], http: httpx.AsyncClient) -> 
             currencies=frozenset(p.currencies),
             methods=frozenset(p.methods),
             timeout=p.timeout_seconds,
+            countries=frozenset(p.countries),
+            min_amount=p.min_amount,
+            max_amount=p.max_amount,
         )
         for p in configured
     ]

@@ -12,10 +12,12 @@ enough to stop sending it traffic within a handful of calls.
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -68,3 +70,23 @@ class Breaker:
         self.state = "open"
         self._opened_at = self.clock()
         self._outcomes.clear()
+
+
+def serves(psp: Any, currency: str, method: str, amount: int, country: str | None) -> bool:
+    """Do this route's rules take the payment? (currency, method, country, amount)"""
+    return (
+        currency in psp.currencies
+        and method in psp.methods
+        and (not psp.countries or country in psp.countries)
+        and (psp.min_amount is None or amount >= psp.min_amount)
+        and (psp.max_amount is None or amount <= psp.max_amount)
+    )
+
+
+def retry_delay(attempt: int, retry_after: float | None = None) -> float:
+    """Seconds before asking the same route again: the PSP's Retry-After when it gave one (at
+    most 2 s, a payment request is waiting), else exponential from 50 ms with jitter."""
+    if retry_after is not None:
+        return min(retry_after, 2.0)
+    delay: float = 0.05 * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+    return min(delay, 2.0)

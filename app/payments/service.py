@@ -38,7 +38,7 @@ from app.errors import (
 from app.operator.views import rfc3339
 from app.payments import signing
 from app.payments.psp import Initiated, Psp, PspError, PspEvent, now
-from app.payments.routing import Breaker
+from app.payments.routing import Breaker, retry_delay, serves
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ class Payments:
         self.webhook_base = webhook_base.rstrip("/")
         self.payment_ttl = timedelta(seconds=payment_ttl_seconds)
         self.breakers: dict[str, Breaker] = {}
+        self.same_route_retries = 1
         self.review_threshold = review_threshold
         self.kyc_tiers = kyc_tiers or {}
 
@@ -274,7 +275,8 @@ class Payments:
     # --- the PSP leg ---------------------------------------------------------------------------
 
     def _routes(self, req: PaymentRequest) -> list[Psp]:
-        routes = [p for p in self.psps if req.currency in p.currencies and req.method in p.methods]
+        country = req.metadata.get("country")
+        routes = [p for p in self.psps if serves(p, req.currency, req.method, req.amount, country)]
         if not routes:
             raise MethodUnavailable(
                 f"no payment route for method {req.method!r} in {req.currency}", field="method"
@@ -360,15 +362,19 @@ class Payments:
             return await self._finish(conn, payment["id"])
 
     async def _initiate(self, psp: Psp, payment: dict[str, Any]) -> Initiated:
-        """One route's answer, asking once more after a timeout (same idempotency key)."""
+        """One route's answer, asking again after a timeout (same idempotency key) with
+        exponential backoff and jitter; other errors go back to the caller to fail over."""
         webhook_url = f"{self.webhook_base}/{psp.name}/webhook"
-        try:
-            return await psp.initiate(payment, webhook_url)
-        except PspError as exc:
-            if not exc.ambiguous:
-                raise
-            log.info("psp %s timed out on %s; asking again", psp.name, payment["id"])
-            return await psp.initiate(payment, webhook_url)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await psp.initiate(payment, webhook_url)
+            except PspError as exc:
+                if not exc.ambiguous or attempt > self.same_route_retries:
+                    raise
+                log.info("psp %s timed out on %s; asking again", psp.name, payment["id"])
+                await asyncio.sleep(retry_delay(attempt, exc.retry_after))
 
     async def _follow(
         self,

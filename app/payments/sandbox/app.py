@@ -108,6 +108,9 @@ def parse_create(data: dict[str, Any]) -> CreateRequest:
     if rail is not None and not isinstance(rail, str):
         raise invalid("rail", "rail must be a string")
     country = _optional_string(data, "country", COUNTRY, "an ISO 3166 alpha-2 code like IN")
+    # Who pays: a real PSP knows the card or account behind a payment, so a scenario that
+    # plays out over attempts (decline-then-succeed) counts them per customer when given.
+    customer = _optional_string(data, "customer", REFERENCE, "1 to 128 characters")
     scenario = data.get("scenario", scenarios.SUCCEED)
     if not isinstance(scenario, str) or scenario not in scenarios.SCENARIOS:
         shown = ", ".join(sorted(scenarios.SCENARIOS))
@@ -140,6 +143,7 @@ def parse_create(data: dict[str, Any]) -> CreateRequest:
         method=method,
         rail=method_rail,
         country=country,
+        customer=customer,
         scenario=scenario,
         webhook_url=webhook_url,
         return_url=return_url,

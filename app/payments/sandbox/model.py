@@ -171,6 +171,7 @@ class CreateRequest:
     method: str
     rail: str
     country: str | None
+    customer: str | None
     scenario: str
     webhook_url: str
     return_url: str | None

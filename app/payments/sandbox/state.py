@@ -107,7 +107,10 @@ class SandboxState:
                     "this Idempotency-Key was already used with a different body",
                 )
             return Created(stored.body, replayed=True, slow=False)
-        counter = (request.scenario, request.reference)
+        # decline-then-succeed plays out over a customer's attempts (a new payment each time);
+        # the other scenarios over retries of one payment.
+        group = request.customer if request.scenario == scenarios.DECLINE_THEN_SUCCEED else None
+        counter = (request.scenario, group or request.reference)
         attempt = self._attempts.get(counter, 0) + 1
         self._attempts[counter] = attempt
         fate = scenarios.gate(request.scenario, attempt, self.config.burst)
