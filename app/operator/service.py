@@ -161,35 +161,35 @@ async def set_status(
 ) -> dict[str, Any]:
     if status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
-    async with conn.transaction():
-        before = await get_player(conn, q, player_id)
-        await conn.execute(q.set_player_status, player_id, status)
-        await audit(
-            conn,
-            q,
-            actor,
-            "player.status",
-            f"player:{player_id}",
-            {"status": before["status"]},
-            {"status": status},
-        )
-        return await get_player(conn, q, player_id)
+    return await _change_player(
+        conn, q, player_id, actor, "player.status", "status", status, q.set_player_status
+    )
 
 
 async def set_kyc_tier(
     conn: asyncpg.Connection, q: Queries, player_id: str, tier: int, actor: Actor
 ) -> dict[str, Any]:
+    return await _change_player(
+        conn, q, player_id, actor, "player.kyc", "kyc_tier", tier, q.set_kyc_tier
+    )
+
+
+async def _change_player(
+    conn: asyncpg.Connection,
+    q: Queries,
+    player_id: str,
+    actor: Actor,
+    action: str,
+    field: str,
+    value: Any,
+    statement: str,
+) -> dict[str, Any]:
+    """Set one field of a player, audited as ``action`` with its value before and after."""
     async with conn.transaction():
         before = await get_player(conn, q, player_id)
-        await conn.execute(q.set_kyc_tier, player_id, tier)
+        await conn.execute(statement, player_id, value)
         await audit(
-            conn,
-            q,
-            actor,
-            "player.kyc",
-            f"player:{player_id}",
-            {"kyc_tier": before["kyc_tier"]},
-            {"kyc_tier": tier},
+            conn, q, actor, action, f"player:{player_id}", {field: before[field]}, {field: value}
         )
         return await get_player(conn, q, player_id)
 
