@@ -14,7 +14,7 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -295,16 +295,26 @@ class SandboxRoutes:
         await self.settle()
 
 
-@pytest.fixture
-async def sandbox_routes(asgi: ASGIApp) -> AsyncIterator[SandboxRoutes]:
-    """Sandbox PSP routes for the session app while one test runs; webhooks come back to the
-    app's own /v1/psp/{psp}/webhook endpoint."""
+@dataclass
+class InProcessSandbox:
+    """A sandbox PSP app, a client to it, and wallet route adapters that call it."""
+
+    app: Any
+    http: httpx.AsyncClient
+    routes: list[Any]
+
+
+@asynccontextmanager
+async def in_process_sandbox(
+    webhooks_to: ASGIApp, names: tuple[str, ...]
+) -> AsyncIterator[InProcessSandbox]:
+    """A sandbox PSP in this process with fast timings; its webhooks go to ``webhooks_to``, and
+    one route adapter per name reaches it."""
     from app.payments.psp import SandboxPsp
     from app.payments.sandbox import SandboxConfig, create_sandbox_app
 
-    payments = asgi.state["wallet"].payments  # type: ignore[attr-defined]
     to_wallet = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=asgi), base_url="http://wallet.test"
+        transport=httpx.ASGITransport(app=webhooks_to), base_url="http://wallet.test"
     )
     sandbox = create_sandbox_app(
         SandboxConfig(
@@ -321,18 +331,30 @@ async def sandbox_routes(asgi: ASGIApp) -> AsyncIterator[SandboxRoutes]:
     to_sandbox = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=sandbox), base_url="http://sandbox.test"
     )
-    saved = (payments.psps, payments.webhook_base)
-    payments.psps = [
+    routes = [
         SandboxPsp(
             name, "http://sandbox.test", SANDBOX_API_KEY, SANDBOX_SECRET.encode(), to_sandbox
         )
-        for name in ("sandbox-a", "sandbox-b")
+        for name in names
     ]
-    payments.webhook_base = "http://wallet.test/v1/psp"
     try:
-        yield SandboxRoutes(sandbox, to_sandbox)
+        yield InProcessSandbox(sandbox, to_sandbox, routes)
     finally:
-        payments.psps, payments.webhook_base = saved
         await sandbox.state.sandbox.aclose()
         await to_sandbox.aclose()
         await to_wallet.aclose()
+
+
+@pytest.fixture
+async def sandbox_routes(asgi: ASGIApp) -> AsyncIterator[SandboxRoutes]:
+    """Sandbox PSP routes for the session app while one test runs; webhooks come back to the
+    app's own /v1/psp/{psp}/webhook endpoint."""
+    payments = asgi.state["wallet"].payments  # type: ignore[attr-defined]
+    saved = (payments.psps, payments.webhook_base)
+    async with in_process_sandbox(asgi, ("sandbox-a", "sandbox-b")) as sandbox:
+        payments.psps = sandbox.routes
+        payments.webhook_base = "http://wallet.test/v1/psp"
+        try:
+            yield SandboxRoutes(sandbox.app, sandbox.http)
+        finally:
+            payments.psps, payments.webhook_base = saved

@@ -20,13 +20,10 @@ from starlette.routing import Route
 from app.db import Queries
 from app.errors import NotFound
 from app.payments import signing
-from app.payments.psp import SandboxPsp
-from app.payments.sandbox import SandboxConfig, create_sandbox_app
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
-from tests.conftest import Operator
+from tests.conftest import SANDBOX_API_KEY, Operator, in_process_sandbox
 
-SECRET = "sandbox-webhook-secret"
-API_KEY = "sandbox-api-key"
+API_KEY = SANDBOX_API_KEY
 
 
 @dataclass
@@ -63,41 +60,17 @@ async def world(pool: asyncpg.Pool) -> AsyncIterator[World]:
         return JSONResponse({"outcome": outcome})
 
     receiver = Starlette(routes=[Route("/v1/psp/{psp}/webhook", receive, methods=["POST"])])
-    to_wallet = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=receiver), base_url="http://wallet.test"
-    )
-    sandbox = create_sandbox_app(
-        SandboxConfig(
-            api_key=API_KEY,
-            webhook_secret=SECRET,
-            public_base_url="http://sandbox.test",
-            http=to_wallet,
-            webhook_delay=0.05,
-            retry_backoff=0.01,
-            burst=1,
-            payout_delay=0.02,
-        )
-    )
-    to_sandbox = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=sandbox), base_url="http://sandbox.test"
-    )
-
-    def route(name: str) -> SandboxPsp:
-        return SandboxPsp(name, "http://sandbox.test", API_KEY, SECRET.encode(), to_sandbox)
-
     names = (f"sandbox-a-{secrets.token_hex(3)}", f"sandbox-b-{secrets.token_hex(3)}")
-    payments = Payments(
-        pool,
-        Queries.load(),
-        [route(names[0]), route(names[1])],
-        webhook_base="http://wallet.test/v1/psp",
-        review_threshold=50_000,
-    )
-    holder["p"] = payments
-    yield World(payments, sandbox, to_sandbox, outcomes, names)
-    await sandbox.state.sandbox.aclose()
-    await to_sandbox.aclose()
-    await to_wallet.aclose()
+    async with in_process_sandbox(receiver, names) as sandbox:
+        payments = Payments(
+            pool,
+            Queries.load(),
+            sandbox.routes,
+            webhook_base="http://wallet.test/v1/psp",
+            review_threshold=50_000,
+        )
+        holder["p"] = payments
+        yield World(payments, sandbox.app, sandbox.http, outcomes, names)
 
 
 def request(
