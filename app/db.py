@@ -76,6 +76,13 @@ async def connect(dsn: str) -> asyncpg.Connection:
     return conn
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Released connections skip asyncpg's reset query (``RESET ALL``, ``UNLISTEN *``, advisory
+    unlock), one more round trip per request: the wallet never changes session state. Its
+    settings are fixed per connection (below) and its advisory locks are per transaction.
+    asyncpg still rolls back a transaction left open before this runs."""
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 2, max_size: int = 10, statement_timeout_ms: int = 5000
 ) -> asyncpg.Pool:
@@ -85,6 +92,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         server_settings={
             "application_name": "wallet",
             "statement_timeout": str(statement_timeout_ms),

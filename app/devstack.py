@@ -104,6 +104,11 @@ def _find_postgres() -> tuple[Path, bool]:
     raise DevstackError(f"No PostgreSQL server binaries found (tried: {tried}). {_HINT}")
 
 
+def postgres_bin_dir() -> Path:
+    """Where this machine's PostgreSQL programs are (``pgbench`` for the benchmark, say)."""
+    return _find_postgres()[0]
+
+
 def _find_redis() -> Path:
     if not _prefer_wheels() and (on_path := shutil.which("redis-server")):
         return Path(on_path)

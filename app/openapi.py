@@ -28,7 +28,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from Crypto.Cipher import AES
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -1113,10 +1113,8 @@ def seal_example(plaintext: Schema, nonce_seed: int) -> str:
     """``plaintext`` sealed for the example provider under the example key, with a fixed nonce
     so that the document is the same every time (never do this with a real key)."""
     nonce = nonce_seed.to_bytes(envelope.NONCE_BYTES, "big")
-    cipher = AES.new(EXAMPLE_KEY, AES.MODE_GCM, nonce=nonce, mac_len=envelope.TAG_BYTES)
-    cipher.update(EXAMPLE_PROVIDER.encode())
-    ciphertext, tag = cipher.encrypt_and_digest(orjson.dumps(plaintext))
-    return base64.b64encode(nonce + ciphertext + tag).decode("ascii")
+    sealed = AESGCM(EXAMPLE_KEY).encrypt(nonce, orjson.dumps(plaintext), EXAMPLE_PROVIDER.encode())
+    return base64.b64encode(nonce + sealed).decode("ascii")
 
 
 def _seamless_examples() -> tuple[dict[str, Schema], dict[str, Schema]]:

@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from dataclasses import astuple, dataclass, fields
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class CallRecord:
+class CallRecord(NamedTuple):
+    """One row of ``seamless_calls``; a tuple already, so COPY takes it as it is."""
+
     provider: str
     event: str | None
     request_id: str | None
@@ -36,7 +37,7 @@ class CallRecord:
     created_at: datetime
 
 
-COLUMNS = [f.name for f in fields(CallRecord)]
+COLUMNS = list(CallRecord._fields)
 
 
 class CallLog:
@@ -75,7 +76,7 @@ class CallLog:
         try:
             async with self._pool.acquire() as conn:
                 await conn.copy_records_to_table(
-                    "seamless_calls", records=[astuple(c) for c in batch], columns=COLUMNS
+                    "seamless_calls", records=batch, columns=COLUMNS
                 )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("call history not written yet (%d rows kept): %s", len(batch), exc)
