@@ -13,21 +13,24 @@ import getpass
 import logging
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import orjson
 
-from app import db, local
+from app import db, local, logs
 from app.config import Settings
 from app.errors import WalletError
 from app.ledger import service as ledger
 from app.operator import history
 from app.operator import service as operator
 from app.operator.auth import ROLES
+from app.seamless import keys
 
 T = TypeVar("T")
 # Changes made from the command line are audited as the machine user who made them.
@@ -69,14 +72,23 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     host = args.host or settings.host
     port = args.port or settings.port
+    # Local servers or the demo keep a master key in the data folder; a real deployment must
+    # give one, or it would seal keys under a key nobody keeps.
+    master_text = local.master_key(settings, local=args.demo or settings.database_url is None)
+    master = keys.master_key_bytes(master_text)
+    logs.register_secret_bytes(master)
     with local.services(settings) as s:
         assert s.database_url is not None and s.redis_url is not None
         applied = asyncio.run(_migrate(s.database_url))
         if applied:
             print("applied migrations: " + ", ".join(applied))
-        # Workers (and the app factory) read the URLs from the environment.
+        # A master key that opens none of the stored keys stops here rather than failing every
+        # request, and keys stored raw before migration 005 are sealed before anything serves.
+        asyncio.run(_with_conn(s.database_url, lambda c, q: _seal_and_check(c, q, master)))
+        # Workers (and the app factory) read the URLs and the master key from the environment.
         os.environ["WALLET_DATABASE_URL"] = s.database_url
         os.environ["WALLET_REDIS_URL"] = s.redis_url
+        os.environ["WALLET_MASTER_KEY"] = master_text
         admin_key = settings.admin_api_key
         if admin_key is None:
             admin_key_text = "wk_admin_" + secrets.token_urlsafe(24)
@@ -84,8 +96,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         else:
             admin_key_text = str(admin_key)
         if args.demo:
-            demo = asyncio.run(_with_conn(s.database_url, _demo_setup))
+            demo = asyncio.run(_with_conn(s.database_url, lambda c, q: _demo_setup(c, q, master)))
             _print_demo(demo, f"http://{host}:{port}", admin_key_text, settings.admin_api_key)
+        # uvicorn re-raises the signal that stopped it once the graceful shutdown is over. As
+        # KeyboardInterrupt (absorbed by uvicorn.run) a SIGTERM ends `wallet serve` with status 0
+        # and leaves through `local.services` like Ctrl+C does, rather than dying of the signal.
+        # (With --workers N the supervisor handles signals itself; this changes nothing there.)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         uvicorn.run(
             "app.main:create_app",
             factory=True,
@@ -100,14 +117,25 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _demo_setup(conn: asyncpg.Connection, q: db.Queries) -> dict[str, Any]:
+async def _seal_and_check(conn: asyncpg.Connection, q: db.Queries, master: bytes) -> None:
+    # Checked first: raw keys must not be sealed under a master key that is not this database's.
+    await keys.check_master_key(conn, q, master)
+    sealed = await keys.seal_raw_keys(conn, q, master)
+    if sealed:
+        print(f"sealed {sealed} provider keys under the master key")
+
+
+async def _demo_setup(conn: asyncpg.Connection, q: db.Queries, master: bytes) -> dict[str, Any]:
     """A demo provider with a fresh key, and two funded players with fresh sessions."""
     if await conn.fetchval(q.provider_exists, DEMO_PROVIDER) is None:
-        created = await operator.create_provider(conn, q, DEMO_PROVIDER, "Demo provider", CLI_ACTOR)
+        created = await operator.create_provider(
+            conn, q, DEMO_PROVIDER, "Demo provider", CLI_ACTOR, master_key=master
+        )
         key = created["keys"][0]
     else:
         # Keys are shown once only: a new run rotates to a new key it can show.
-        key = (await operator.rotate_key(conn, q, DEMO_PROVIDER, CLI_ACTOR))["keys"][0]
+        rotated = await operator.rotate_key(conn, q, DEMO_PROVIDER, CLI_ACTOR, master_key=master)
+        key = rotated["keys"][0]
     players = {}
     for player_id, funds in DEMO_PLAYERS.items():
         player, _ = await operator.create_player(conn, q, player_id, "EUR", CLI_ACTOR)
@@ -223,6 +251,47 @@ def _db_command(
     return run
 
 
+def _master(settings: Settings) -> bytes:
+    """The master key of a command that seals keys: ``WALLET_MASTER_KEY``, or with local
+    servers the one in the data folder."""
+    master = keys.master_key_bytes(local.master_key(settings, local=settings.database_url is None))
+    logs.register_secret_bytes(master)
+    return master
+
+
+def _keyed_command(
+    work: Callable[[asyncpg.Connection, db.Queries, bytes], Awaitable[Any]],
+) -> Callable[[Settings, argparse.Namespace], int]:
+    """A database command that also needs the master key (resolved before any server starts)."""
+
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        master = _master(settings)
+        return _db_command(lambda c, q: work(c, q, master))(settings, args)
+
+    return run
+
+
+def cmd_keys_rewrap(settings: Settings, args: argparse.Namespace) -> int:
+    """Seal every provider key again under the new master key (``WALLET_MASTER_KEY``); the old
+    one is read from a file, so that it shows in neither the process list nor a shell history."""
+    old_text = args.old_master_file.read_text().strip()
+    try:
+        old = keys.master_key_bytes(old_text)
+    except ValueError:
+        raise SystemExit(
+            f"{args.old_master_file} does not hold a master key (base64 of 32 bytes)"
+        ) from None
+    logs.register_secret_bytes(old)
+    new = _master(settings)
+    if old == new:
+        raise SystemExit("the old and the new master key are the same")
+
+    async def work(conn: asyncpg.Connection, q: db.Queries) -> dict[str, int]:
+        return {"rewrapped": await keys.rewrap(conn, q, old, new)}
+
+    return _db_command(work)(settings, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wallet", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -248,17 +317,40 @@ def build_parser() -> argparse.ArgumentParser:
     p_create.add_argument("code")
     p_create.add_argument("--name")
     p_create.set_defaults(
-        run=lambda s, a: _db_command(
-            lambda c, q: operator.create_provider(c, q, a.code, a.name or a.code, CLI_ACTOR)
+        run=lambda s, a: _keyed_command(
+            lambda c, q, m: operator.create_provider(
+                c, q, a.code, a.name or a.code, CLI_ACTOR, master_key=m
+            )
         )(s, a)
     )
     p_rotate = provider.add_parser("rotate-key", help="new current key; old one stays previous")
     p_rotate.add_argument("code")
     p_rotate.set_defaults(
-        run=lambda s, a: _db_command(lambda c, q: operator.rotate_key(c, q, a.code, CLI_ACTOR))(
+        run=lambda s, a: _keyed_command(
+            lambda c, q, m: operator.rotate_key(c, q, a.code, CLI_ACTOR, master_key=m)
+        )(s, a)
+    )
+
+    key_commands = sub.add_parser(
+        "keys", help="provider keys at rest (sealed under WALLET_MASTER_KEY)"
+    ).add_subparsers(dest="action", required=True)
+    key_commands.add_parser(
+        "encrypt", help="seal the provider keys still stored raw (wallet serve does it too)"
+    ).set_defaults(
+        run=lambda s, a: _keyed_command(lambda c, q, m: _sealed_count(keys.seal_raw_keys(c, q, m)))(
             s, a
         )
     )
+    k_rewrap = key_commands.add_parser(
+        "rewrap", help="seal every provider key again under a new WALLET_MASTER_KEY"
+    )
+    k_rewrap.add_argument(
+        "--old-master-file",
+        type=Path,
+        required=True,
+        help="a file holding the master key the keys are sealed under now (base64)",
+    )
+    k_rewrap.set_defaults(run=cmd_keys_rewrap)
 
     player = sub.add_parser("player", help="players").add_subparsers(dest="action", required=True)
     pl_create = player.add_parser("create", help="create a player (optionally funded)")
@@ -361,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_psp.add_argument("--port", type=int, default=8090)
     sandbox_psp.set_defaults(run=cmd_sandbox_psp)
     return parser
+
+
+async def _sealed_count(sealing: Awaitable[int]) -> dict[str, int]:
+    return {"sealed": await sealing}
 
 
 def _utc_time(text: str) -> datetime:

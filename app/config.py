@@ -6,6 +6,8 @@ raises :class:`ConfigError` at start-up instead of surfacing later as a confusin
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 from collections.abc import Mapping
@@ -40,6 +42,23 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name)
     return raw if raw else None
+
+
+def parse_master_key(env: Mapping[str, str]) -> Secret | None:
+    """``WALLET_MASTER_KEY``: base64 of 32 bytes. A bad value is named, never echoed."""
+    raw = env.get("WALLET_MASTER_KEY")
+    if not raw:
+        return None
+    try:
+        decoded = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if len(decoded) != 32:
+        raise ConfigError(
+            "WALLET_MASTER_KEY must be base64 of 32 random bytes, e.g. the output of "
+            "python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())'"
+        )
+    return Secret(raw)
 
 
 @dataclass(frozen=True)
@@ -156,6 +175,9 @@ class Settings:
     db_acquire_timeout_ms: int = 2000
     redis_timeout_ms: int = 1000
     key_cache_seconds: int = 5
+    # Requests per second per provider (seamless events) and per operator API key; 0: no limit.
+    rate_limit_provider: int = 5000
+    rate_limit_api_key: int = 100
     # Raising or removing a responsible-gaming limit waits this long; lowering applies at once.
     limit_cooling_off_seconds: int = 24 * 3600
     # Payments: where PSPs send webhooks (this service's public address), the routes, and the
@@ -169,6 +191,8 @@ class Settings:
     # Where deposit.* and withdrawal.* events go, and the secret they are signed with.
     operator_webhook_url: str | None = None
     operator_webhook_secret: Secret | None = None
+    # The key-encryption key that provider keys are sealed under in Postgres (base64, 32 bytes).
+    master_key: Secret | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -192,6 +216,8 @@ class Settings:
             db_acquire_timeout_ms=_int(env, "WALLET_DB_ACQUIRE_TIMEOUT_MS", 2000, minimum=1),
             redis_timeout_ms=_int(env, "WALLET_REDIS_TIMEOUT_MS", 1000, minimum=10),
             key_cache_seconds=_int(env, "WALLET_KEY_CACHE_SECONDS", 5, minimum=0),
+            rate_limit_provider=_int(env, "WALLET_RATE_LIMIT_PROVIDER", 5000, minimum=0),
+            rate_limit_api_key=_int(env, "WALLET_RATE_LIMIT_API_KEY", 100, minimum=0),
             public_url=_optional(env, "WALLET_PUBLIC_URL"),
             psps=_psps(env),
             withdrawal_review_threshold=(
@@ -210,6 +236,7 @@ class Settings:
             limit_cooling_off_seconds=_int(
                 env, "WALLET_LIMIT_COOLING_OFF_SECONDS", 24 * 3600, minimum=0
             ),
+            master_key=parse_master_key(env),
         )
         if settings.port > 65535:
             raise ConfigError(f"WALLET_PORT must be <= 65535, got {settings.port}")

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import logs
+from app import logs, strict_json
 from app.errors import InvalidRequest, WalletError
 from app.metrics import UNMATCHED_ROUTE
 
@@ -54,18 +54,39 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    """A JSON object body, or :class:`InvalidRequest`."""
+    """A JSON object body, or :class:`InvalidRequest`.
+
+    Strict (:mod:`app.strict_json`): besides invalid JSON, a duplicate key or nesting deeper than
+    ``MAX_DEPTH`` levels is refused, and so is the character U+0000 in any string, which Postgres
+    cannot store in text or jsonb.
+    """
     try:
         raw = await read_body(request, MAX_JSON_BYTES)
     except BodyTooLarge as exc:
         raise InvalidRequest(str(exc)) from None
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("body is not valid JSON") from None
+        data = strict_json.loads(raw)
+    except strict_json.StrictJsonError as exc:
+        raise InvalidRequest(f"body: {exc}", field=exc.key) from None
+    except ValueError:
+        raise InvalidRequest("body is not valid UTF-8 JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequest("body must be a JSON object")
+    # JSON can only spell U+0000 as an escape (orjson refuses the raw byte): look closer only then.
+    if b"\\u0000" in raw and _holds_nul(data):
+        raise InvalidRequest("body: strings must not contain U+0000")
     return data
+
+
+def _holds_nul(data: Any) -> bool:
+    """Whether any string or key in ``data`` holds U+0000 (nesting is bounded by now)."""
+    if isinstance(data, str):
+        return "\x00" in data
+    if isinstance(data, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in data.items())
+    if isinstance(data, list):
+        return any(_holds_nul(v) for v in data)
+    return False
 
 
 def identifier(data: dict[str, Any], name: str) -> str:

@@ -13,11 +13,16 @@ passed with ``extra=`` are added as they are.
 The code does not log secrets in the first place; :class:`RedactFilter` is the safety net for
 what slips through (an exception's text, a third-party library's message): provider keys, session
 tokens, API keys, bearer tokens, ``session_token`` and ``key`` fields, passwords in URLs, and any
-value handed to :func:`register_secret`.
+value handed to :func:`register_secret` (with :func:`register_env_secrets`, every secret setting:
+the admin key, the master key, the operator webhook secret and each PSP's API key and webhook
+secret).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json as jsonlib
 import logging
 import os
 import re
@@ -78,14 +83,59 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_=-])"), REDACTED),
 ]
 
-_secrets: set[str] = set()
+# Longest first, so that a secret is replaced whole before a shorter form of it (base64 without
+# its padding) could leave a piece behind.
+_secrets: tuple[str, ...] = ()
 
 
 def register_secret(value: str | None) -> None:
     """Redact this exact value wherever it would be logged (e.g. the bootstrap admin key, which
     may have any shape)."""
-    if value and len(value) >= 8:
-        _secrets.add(value)
+    global _secrets
+    if value and len(value) >= 8 and value not in _secrets:
+        _secrets = tuple(sorted({*_secrets, value}, key=len, reverse=True))
+
+
+def register_secret_bytes(raw: bytes) -> None:
+    """Redact a binary secret in each form it could be printed in: base64 (standard and
+    URL-safe, padded or not) and hex."""
+    standard = base64.b64encode(raw).decode()
+    urlsafe = base64.urlsafe_b64encode(raw).decode()
+    for form in (standard, urlsafe, standard.rstrip("="), urlsafe.rstrip("=")):
+        register_secret(form)
+    register_secret(raw.hex())
+    register_secret(raw.hex().upper())
+
+
+# The settings whose values are secrets (WALLET_PSPS holds two per route).
+SECRET_SETTINGS = (
+    "WALLET_ADMIN_API_KEY",
+    "WALLET_MASTER_KEY",
+    "WALLET_OPERATOR_WEBHOOK_SECRET",
+)
+
+
+def register_env_secrets(env: Mapping[str, str] | None = None) -> None:
+    """Redact every secret setting of the environment. Never fails: a malformed setting is for
+    :mod:`app.config` to report, and whatever could be read is registered."""
+    env = os.environ if env is None else env
+    for name in SECRET_SETTINGS:
+        register_secret(env.get(name))
+    master = env.get("WALLET_MASTER_KEY")
+    if master:
+        try:
+            register_secret_bytes(base64.b64decode(master, validate=True))
+        except (binascii.Error, ValueError):
+            pass
+    try:
+        psps = jsonlib.loads(env.get("WALLET_PSPS") or "[]")
+    except ValueError:
+        return
+    for psp in psps if isinstance(psps, list) else ():
+        if isinstance(psp, dict):
+            for field in ("api_key", "webhook_secret"):
+                value = psp.get(field)
+                register_secret(value if isinstance(value, str) else None)
 
 
 def redact(text: str) -> str:
@@ -214,5 +264,7 @@ def ensure_configured() -> None:
 
     ``wallet serve --workers N`` starts each worker in a fresh interpreter, where the parent's
     logging set-up is gone and the root logger has no handler: the app factory calls this there.
+    The secret settings of the environment are registered for redaction in any case.
     """
     configure_logging(logging.INFO, json=json_from_env())
+    register_env_secrets()

@@ -28,10 +28,11 @@ from app.payments import endpoints as payments_endpoints
 from app.payments.outbox import Outbox
 from app.payments.psp import build_psps
 from app.payments.service import Payments
+from app.ratelimit import Limiter
 from app.redis_client import create_redis
 from app.seamless import endpoints as seamless_endpoints
 from app.seamless.calls import CallLog
-from app.seamless.keys import KeyRing
+from app.seamless.keys import KeyRing, master_key_bytes
 from app.seamless.replay import Gate
 from app.seamless.service import SeamlessService
 from app.state import Wallet, wallet
@@ -89,7 +90,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 observe=metrics.lock_waited,
             )
             await locks.load_scripts()
-            keys = KeyRing(pool, queries, settings.key_cache_seconds)
+            keys = KeyRing(
+                pool,
+                queries,
+                settings.key_cache_seconds,
+                master_key=master_key_bytes(str(settings.master_key))
+                if settings.master_key is not None
+                else None,
+            )
             gate = Gate(redis, locks, replay_ms=settings.replay_seconds * 1000)
             seamless = SeamlessService(
                 pool,
@@ -100,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 freshness_seconds=settings.freshness_seconds,
                 acquire_timeout=settings.db_acquire_timeout_ms / 1000,
                 metrics=metrics,
+                provider_limit=settings.rate_limit_provider,
             )
             public_url = settings.public_url or f"http://{settings.host}:{settings.port}"
             payments = Payments(
@@ -143,6 +152,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     seamless=seamless,
                     metrics=metrics,
                     payments=payments,
+                    limiter=Limiter(redis, per_second=settings.rate_limit_api_key),
                 )
             }
         finally:

@@ -68,6 +68,12 @@ class Metrics:
             "Deliveries answered from the request_id replay cache",
             registry=r,
         )
+        self.rate_limited = Counter(
+            "wallet_rate_limited",
+            "Requests refused for going over a rate limit, by whose limit (provider, api_key)",
+            ["limit"],
+            registry=r,
+        )
         self.lock_wait_seconds = Histogram(
             "wallet_lock_wait_seconds",
             "Time spent waiting for a player's lock after the first attempt failed",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -25,7 +25,8 @@ def limit(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    # isdigit() alone accepts "²" and "٣", which int() refuses; and no limit needs 4 digits.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
     return int(raw)
 
@@ -43,17 +44,46 @@ def cursor(request: Request, size: int) -> list[Any] | None:
         values = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError):
         values = None
-    if not isinstance(values, list) or len(values) != size:
+    if not isinstance(values, list) or len(values) != size or not all(map(_plain, values)):
         raise InvalidRequest("cursor is not one this API gave out", field="cursor")
     return values
+
+
+def _plain(value: Any) -> bool:
+    """A value a cursor of ours can hold: a bigint, or a short text without U+0000."""
+    if type(value) is int:
+        return -(2**63) <= value < 2**63
+    return type(value) is str and len(value) <= 256 and "\x00" not in value
+
+
+def _foreign() -> InvalidRequest:
+    return InvalidRequest("cursor is not one this API gave out", field="cursor")
 
 
 def cursor_time(value: Any) -> datetime:
     """A timestamp stored in a cursor."""
     try:
-        return datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise InvalidRequest("cursor is not one this API gave out", field="cursor") from None
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            raise ValueError("naive")
+        moment.astimezone(UTC)  # Postgres gets it in UTC: year 1 at +01:00 would overflow
+    except (TypeError, ValueError, OverflowError):
+        raise _foreign() from None
+    return moment
+
+
+def cursor_int(value: Any) -> int:
+    """A bigint key stored in a cursor (a bool is not one)."""
+    if type(value) is not int or not -(2**63) <= value < 2**63:
+        raise _foreign()
+    return value
+
+
+def cursor_text(value: Any) -> str:
+    """A text key stored in a cursor."""
+    if not isinstance(value, str) or len(value) > 256 or "\x00" in value:
+        raise _foreign()
+    return value
 
 
 def page(

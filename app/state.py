@@ -13,6 +13,7 @@ from app.config import Settings
 from app.db import Queries
 from app.metrics import Metrics
 from app.payments.service import Payments
+from app.ratelimit import Limiter
 from app.seamless.calls import CallLog
 from app.seamless.keys import KeyRing
 from app.seamless.service import SeamlessService
@@ -29,6 +30,7 @@ class Wallet:
     seamless: SeamlessService
     metrics: Metrics
     payments: Payments
+    limiter: Limiter  # per operator API key
 
 
 def wallet(request: Request) -> Wallet:

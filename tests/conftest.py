@@ -10,6 +10,7 @@ Each test is isolated by making its own provider and players with random codes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import time
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 # Set before the app is imported anywhere: settings are read from the environment once.
 ADMIN_KEY = "test-admin-key-" + secrets.token_hex(8)
 os.environ["WALLET_ADMIN_API_KEY"] = ADMIN_KEY
+os.environ["WALLET_MASTER_KEY"] = MASTER_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 from app import db  # noqa: E402
 from app.client import ProviderClient  # noqa: E402
@@ -81,6 +83,9 @@ def settings(services: Services) -> Settings:
         database_url=services.database_url,
         redis_url=services.redis_url,
         data_dir=services.data_dir,
+        # The suite drives the operator API far faster than any person; tests/test_rate_limits.py
+        # starts apps of its own with low limits.
+        rate_limit_api_key=0,
     )
 
 

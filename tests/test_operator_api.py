@@ -4,6 +4,7 @@ paged lists and filters, reports, and the finance CLI."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 
 from app.operator.auth import ROLES
 from app.operator.endpoints import PERMISSIONS
-from tests.conftest import Operator, Table, TableFactory
+from tests.conftest import ADMIN_KEY, Operator, Table, TableFactory
 
 
 async def api_key(operator: Operator, role: str) -> str:
@@ -42,11 +43,51 @@ async def flush_calls(asgi: Any) -> None:
 # --- roles ---------------------------------------------------------------------------------------
 
 
+# Routes that take no API key: health, metrics, documentation, and the two webhooks that are
+# authenticated by their own signatures.
+PUBLIC_ROUTES = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("POST", "/v1/seamless/{provider}"),
+    ("POST", "/v1/psp/{psp}/webhook"),
+}
+
+
+def app_routes(asgi: Any) -> set[tuple[str, str]]:
+    """Every (method, path template) the app answers, HEAD aside."""
+    found = set()
+    for route in asgi.app.routes:
+        for method in route.methods or ():
+            if method != "HEAD":
+                found.add((method, route.path))
+    return found
+
+
 async def test_every_route_enforces_its_roles(
-    operator: Operator, http: httpx.AsyncClient, table: Table
+    operator: Operator, http: httpx.AsyncClient, table: Table, asgi: Any
 ) -> None:
-    """Each route, called by each role: 403 forbidden_for_tenant exactly where not allowed."""
+    """The whole matrix: every route of the app, called by every role, by the bootstrap admin
+    key, and with every kind of missing or bad credential."""
+    # PERMISSIONS is the matrix: every route but the public ones is in it, with its roles.
+    assert app_routes(asgi) == set(PERMISSIONS) | PUBLIC_ROUTES
+    assert all(roles and roles <= set(ROLES) for roles in PERMISSIONS.values())
     keys = {role: await api_key(operator, role) for role in ROLES}
+    revoked = await operator.call(
+        "POST", "/v1/api-keys", {"role": "admin", "name": "revoked admin"}, expect=201
+    )
+    await operator.call("DELETE", f"/v1/api-keys/{revoked['id']}", expect=200)
+    refused = {
+        "no header": None,
+        "unknown key": "Bearer wk_admin_" + secrets.token_urlsafe(32),
+        "revoked admin key": f"Bearer {revoked['key']}",
+        "another scheme": "Basic " + base64.b64encode(f"admin:{ADMIN_KEY}".encode()).decode(),
+        "no scheme": ADMIN_KEY,
+        "empty bearer": "Bearer ",
+        "key with a suffix": f"Bearer {keys['admin']}x",
+    }
     spare = (await operator.provider())["code"]
     values = {
         "player_id": table.player_id,
@@ -55,27 +96,30 @@ async def test_every_route_enforces_its_roles(
         "payment_id": "dep_00000000000000000000",
         "event_id": "evt_0",
     }
-    assert len(PERMISSIONS) >= 20
     for (method, path), allowed in PERMISSIONS.items():
         url = path.format(**values)
+
+        async def call(authorization: str | None, url: str = url, method: str = method) -> Any:
+            headers = {"idempotency-key": secrets.token_hex(4)}
+            if authorization is not None:
+                headers["authorization"] = authorization
+            body = {} if method in ("POST", "PUT") else None
+            return await http.request(method, url, json=body, headers=headers)
+
         for role in ROLES:
-            response = await http.request(
-                method,
-                url,
-                json={} if method in ("POST", "PUT") else None,
-                headers={
-                    "authorization": f"Bearer {keys[role]}",
-                    "idempotency-key": secrets.token_hex(4),
-                },
-            )
+            response = await call(f"Bearer {keys[role]}")
             if role in allowed:
                 assert response.status_code not in (401, 403), (method, path, role, response.text)
             else:
                 assert response.status_code == 403, (method, path, role, response.text)
                 error = response.json()["error"]
                 assert error["code"] == "forbidden_for_tenant" and role in error["message"]
-        anonymous = await http.request(method, url)
-        assert anonymous.status_code == 401, (method, path)
+        bootstrap = await call(f"Bearer {ADMIN_KEY}")
+        assert bootstrap.status_code not in (401, 403), (method, path, bootstrap.text)
+        for name, authorization in refused.items():
+            response = await call(authorization)
+            assert response.status_code == 401, (method, path, name, response.text)
+            assert response.json()["error"]["code"] == "authentication_failed"
 
 
 async def test_support_is_read_only(

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app import http, pagination
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, RateLimited
 from app.ledger import service as ledger
 from app.operator import history, service
 from app.operator.auth import ADMIN, MONEY, PLAYER_ADMIN, READ, Principal, authenticate, authorize
@@ -27,6 +27,8 @@ from app.seamless.events import MAX_AMOUNT, PARSERS
 from app.state import Wallet, wallet
 
 IDEMPOTENCY_KEY_MAX = 255
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 EVENT_NAMES = tuple(PARSERS)
 
 
@@ -57,6 +59,7 @@ def route(method: str, path: str, roles: frozenset[str], what: str) -> Callable[
                     request, conn, w.queries, str(admin) if admin is not None else None
                 )
                 authorize(principal, roles, what)
+                await _within_rate_limit(w, principal)
                 actor = Actor(principal.actor, http.request_id(request))
                 return await handler(request, Call(w, conn, principal, actor))
 
@@ -65,6 +68,17 @@ def route(method: str, path: str, roles: frozenset[str], what: str) -> Callable[
         return handler
 
     return register
+
+
+async def _within_rate_limit(w: Wallet, principal: Principal) -> None:
+    """Per API key (the bootstrap admin key is one key too); 429 with Retry-After when over."""
+    retry_after = await w.limiter.check(principal.actor)
+    if retry_after is not None:
+        w.metrics.rate_limited.labels("api_key").inc()
+        raise RateLimited(
+            f"more than {w.limiter.per_second} requests per second with this API key",
+            retry_after=retry_after,
+        )
 
 
 # --- query and path parameters ----------------------------------------------------------------
@@ -98,7 +112,18 @@ def _query_time(request: Request, name: str) -> datetime | None:
         raise InvalidRequest(
             f"{name} must be an RFC 3339 time with a zone, like 2026-05-18T11:42:18Z", field=name
         )
+    # Postgres stores UTC, and a statement reaches 30 days back: keep clear of year 1 and 9999.
+    if not EARLIEST <= moment <= LATEST:
+        raise InvalidRequest(f"{name} must be between 1970 and 9998", field=name)
     return moment
+
+
+def _query_text(request: Request, name: str) -> str | None:
+    """A free-text filter: at most 200 characters, and never U+0000 (Postgres refuses it)."""
+    value = request.query_params.get(name)
+    if value is not None and (len(value) > 200 or "\x00" in value):
+        raise InvalidRequest(f"{name} must be at most 200 characters, without U+0000", field=name)
+    return value
 
 
 def _time_range(request: Request) -> tuple[datetime | None, datetime | None]:
@@ -114,7 +139,10 @@ async def create_provider(request: Request, c: Call) -> Response:
     code = http.identifier(data, "code")
     name = http.text(data, "name")
     return http.json_response(
-        await service.create_provider(c.conn, c.w.queries, code, name, c.actor), 201
+        await service.create_provider(
+            c.conn, c.w.queries, code, name, c.actor, master_key=c.w.keys.master_key
+        ),
+        201,
     )
 
 
@@ -127,7 +155,9 @@ async def list_providers(request: Request, c: Call) -> Response:
 @route("POST", "/v1/providers/{code}/keys", ADMIN, "rotate provider keys")
 async def rotate_key(request: Request, c: Call) -> Response:
     code = _path(request, "code")
-    rotated = await service.rotate_key(c.conn, c.w.queries, code, c.actor)
+    rotated = await service.rotate_key(
+        c.conn, c.w.queries, code, c.actor, master_key=c.w.keys.master_key
+    )
     c.w.keys.forget(code)
     return http.json_response(rotated, 201)
 
@@ -317,14 +347,13 @@ async def daily_report(request: Request, c: Call) -> Response:
 async def list_audit(request: Request, c: Call) -> Response:
     since, until = _time_range(request)
     size, after = pagination.limit(request), pagination.cursor(request, 1)
-    q = request.query_params
     return http.json_response(
         await history.audit_entries(
             c.conn,
             c.w.queries,
-            q.get("actor"),
-            q.get("action"),
-            q.get("target"),
+            _query_text(request, "actor"),
+            _query_text(request, "action"),
+            _query_text(request, "target"),
             since,
             until,
             size,

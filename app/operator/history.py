@@ -38,7 +38,11 @@ async def player_transactions(
 ) -> dict[str, Any]:
     if await conn.fetchrow(q.get_player, player_id) is None:
         raise NotFound(f"player {player_id!r} not found")
-    at, last_id = (pagination.cursor_time(after[0]), int(after[1])) if after else (None, None)
+    at, last_id = (
+        (pagination.cursor_time(after[0]), pagination.cursor_int(after[1]))
+        if after
+        else (None, None)
+    )
     rows = await conn.fetch(q.player_transactions, player_id, since, until, at, last_id, size + 1)
     return pagination.page(
         rows, size, lambda r: [r["created_at"].isoformat(), r["id"]], views.transaction
@@ -48,7 +52,7 @@ async def player_transactions(
 async def calls(
     conn: asyncpg.Connection, q: Queries, f: CallFilter, size: int, after: list[Any] | None
 ) -> dict[str, Any]:
-    last_id = int(after[0]) if after else None
+    last_id = pagination.cursor_int(after[0]) if after else None
     rows = await conn.fetch(
         q.seamless_calls,
         f.provider,
@@ -75,7 +79,7 @@ async def audit_entries(
     size: int,
     after: list[Any] | None,
 ) -> dict[str, Any]:
-    last_id = int(after[0]) if after else None
+    last_id = pagination.cursor_int(after[0]) if after else None
     rows = await conn.fetch(q.audit_entries, actor, action, target, since, until, last_id, size + 1)
     return pagination.page(rows, size, lambda r: [r["id"]], views.audit)
 
@@ -83,28 +87,34 @@ async def audit_entries(
 async def players(
     conn: asyncpg.Connection, q: Queries, status: str | None, size: int, after: list[Any] | None
 ) -> dict[str, Any]:
-    rows = await conn.fetch(q.players_page, status, after[0] if after else None, size + 1)
+    last = pagination.cursor_text(after[0]) if after else None
+    rows = await conn.fetch(q.players_page, status, last, size + 1)
     return pagination.page(rows, size, lambda r: [r["player_id"]], views.record)
 
 
 async def providers(
     conn: asyncpg.Connection, q: Queries, size: int, after: list[Any] | None
 ) -> dict[str, Any]:
-    rows = await conn.fetch(q.providers_page, after[0] if after else None, size + 1)
+    last = pagination.cursor_text(after[0]) if after else None
+    rows = await conn.fetch(q.providers_page, last, size + 1)
     return pagination.page(rows, size, lambda r: [r["code"]], views.record)
 
 
 async def api_keys(
     conn: asyncpg.Connection, q: Queries, size: int, after: list[Any] | None
 ) -> dict[str, Any]:
-    rows = await conn.fetch(q.api_keys_page, after[0] if after else None, size + 1)
+    last = pagination.cursor_text(after[0]) if after else None
+    rows = await conn.fetch(q.api_keys_page, last, size + 1)
     return pagination.page(rows, size, lambda r: [r["id"]], views.record)
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
     """A UTC calendar day as [start, end)."""
     start = datetime.combine(day, time.min, tzinfo=UTC)
-    return start, start + timedelta(days=1)
+    try:
+        return start, start + timedelta(days=1)
+    except OverflowError:  # 9999-12-31 has no next day
+        raise InvalidRequest("date is out of range", field="date") from None
 
 
 async def daily_report(conn: asyncpg.Connection, q: Queries, day: date) -> dict[str, Any]:

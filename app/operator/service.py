@@ -18,6 +18,7 @@ from app.db import Queries
 from app.errors import IdempotencyConflict, InvalidRequest, NotFound
 from app.operator.auth import ROLES, key_hash, new_key
 from app.operator.views import record, rfc3339
+from app.seamless.keys import master_key_from_env, seal_key
 from app.seamless.service import token_hash
 
 STATUSES = ("active", "blocked", "self_excluded")
@@ -54,15 +55,24 @@ def _shown(key_id: str, secret: bytes) -> dict[str, str]:
 
 
 async def create_provider(
-    conn: asyncpg.Connection, q: Queries, code: str, name: str, actor: Actor
+    conn: asyncpg.Connection,
+    q: Queries,
+    code: str,
+    name: str,
+    actor: Actor,
+    *,
+    master_key: bytes | None = None,
 ) -> dict[str, Any]:
-    """Register a provider with its first key; the key is returned once and never again."""
+    """Register a provider with its first key; the key is returned once and never again, and
+    stored sealed under ``master_key`` (``WALLET_MASTER_KEY`` of the environment by default)."""
+    master = master_key if master_key is not None else master_key_from_env()
     async with conn.transaction():
         row = await conn.fetchrow(q.insert_provider, code, name)
         if row is None:
             raise IdempotencyConflict(f"provider {code!r} already exists", field="code")
         key_id, secret = _new_provider_key()
-        await conn.execute(q.insert_current_key, code, key_id, secret)
+        sealed = seal_key(master, code, key_id, secret)
+        await conn.execute(q.insert_current_key, code, key_id, sealed)
         await audit(
             conn,
             q,
@@ -76,9 +86,16 @@ async def create_provider(
 
 
 async def rotate_key(
-    conn: asyncpg.Connection, q: Queries, code: str, actor: Actor
+    conn: asyncpg.Connection,
+    q: Queries,
+    code: str,
+    actor: Actor,
+    *,
+    master_key: bytes | None = None,
 ) -> dict[str, Any]:
-    """A new current key; the old current stays active as previous, the old previous retires."""
+    """A new current key; the old current stays active as previous, the old previous retires.
+    The new key is stored sealed like in :func:`create_provider`."""
+    master = master_key if master_key is not None else master_key_from_env()
     async with conn.transaction():
         if await conn.fetchrow(q.lock_provider, code) is None:
             raise NotFound(f"provider {code!r} not found")
@@ -86,7 +103,8 @@ async def rotate_key(
         await conn.execute(q.retire_previous_key, code)
         await conn.execute(q.demote_current_key, code)
         key_id, secret = _new_provider_key()
-        await conn.execute(q.insert_current_key, code, key_id, secret)
+        sealed = seal_key(master, code, key_id, secret)
+        await conn.execute(q.insert_current_key, code, key_id, sealed)
         after = _active(await conn.fetch(q.provider_keys, code))
         await audit(
             conn,

@@ -75,10 +75,15 @@ class CallLog:
         batch, self._buffer = self._buffer, deque(maxlen=self._buffer.maxlen)
         try:
             async with self._pool.acquire() as conn:
-                await conn.copy_records_to_table(
-                    "seamless_calls", records=batch, columns=COLUMNS
-                )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                await conn.copy_records_to_table("seamless_calls", records=batch, columns=COLUMNS)
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            # A pooled connection the server terminated, used before the client saw it close.
+            # Uncaught, it would end the writer task and call history until a restart.
+            asyncpg.InternalClientError,
+        ) as exc:
             log.warning("call history not written yet (%d rows kept): %s", len(batch), exc)
             batch.extend(self._buffer)
             self._buffer = batch

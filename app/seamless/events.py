@@ -1,7 +1,8 @@
 """Parse and validate a decrypted seamless event into a typed event, or refuse it with R3.
 
 Types are strict: a JSON boolean, float or string is never an amount, and a number is never an
-identifier. Unknown extra fields are ignored, as the contract says.
+identifier. Unknown extra fields are ignored, as the contract says. The JSON itself is strict too
+(:mod:`app.strict_json`): a duplicate key or deep nesting makes the payload malformed.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from app import strict_json
 from app.seamless.outcome import Refusal
 
 IDENTIFIER = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -151,8 +151,10 @@ class _Fields:
 def decode(plaintext: bytes) -> dict[str, Any]:
     """The event object of a decrypted payload (R3 malformed_request if it is not one)."""
     try:
-        data = orjson.loads(plaintext)
-    except orjson.JSONDecodeError:
+        data = strict_json.loads(plaintext)
+    except strict_json.StrictJsonError as exc:
+        raise Refusal("R3", "malformed_request", f"payload: {exc}") from None
+    except ValueError:
         raise Refusal("R3", "malformed_request", "payload is not UTF-8 JSON") from None
     if not isinstance(data, dict):
         raise Refusal("R3", "malformed_request", "payload is not a JSON object")
@@ -173,9 +175,19 @@ def parse(data: dict[str, Any]) -> Event:
     if name is None:
         raise Refusal("R3", "malformed_request", "missing field: event")
     if not isinstance(name, str) or name not in PARSERS:
-        raise Refusal("R3", "unknown_event", f"unknown event: {str(name)[:64]!r}")
+        # Never str() a value the caller chose: a deeply nested list cannot even be printed.
+        shown = repr(name[:64]) if isinstance(name, str) else f"a JSON {_json_type(name)}"
+        raise Refusal("R3", "unknown_event", f"unknown event: {shown}")
     base = (name, f.identifier("request_id"), f.timestamp("timestamp"), f.identifier("player_id"))
     return PARSERS[name](base, f)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "array" if isinstance(value, list) else "object"
 
 
 def _login(base: tuple[str, str, int, str], f: _Fields) -> Event:

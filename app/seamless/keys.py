@@ -1,20 +1,101 @@
-"""Provider keys, cached in memory so the hot path does not read them from Postgres.
+"""Provider keys: sealed at rest under the master key, cached in memory for the hot path.
+
+At rest (``provider_keys.secret``) a key is ``0x01 || nonce || ciphertext || tag``: AES-256-GCM
+under ``WALLET_MASTER_KEY`` (a key-encryption key that never reaches Postgres), with the
+provider code and the key id as associated data, so that a sealed key copied to another row (of
+another provider, or another key id) does not open. A dump of the database therefore holds no
+usable provider key, and a write to the table cannot plant one: only a holder of the master key
+can seal. Rows of 32 bytes are raw keys from before migration 005; they are not used until
+:func:`seal_raw_keys` has sealed them (``wallet serve`` does at start-up, or
+``wallet keys encrypt``).
 
 The cache is refreshed after ``ttl`` seconds, and at once when a payload opens with none of the
 cached keys: a rotation done by another worker is picked up on the first request that uses it.
-Unknown provider codes are remembered for the same ttl so that garbage traffic cannot turn every
-request into a database read, and the cache holds at most ``max_entries`` providers (the oldest
-entry goes first) so that random codes cannot grow it without bound.
+Keys are opened once per load, never per request. Unknown provider codes are remembered for the
+same ttl so that garbage traffic cannot turn every request into a database read, and the cache
+holds at most ``max_entries`` providers (the oldest entry goes first) so that random codes cannot
+grow it without bound.
 """
 
 from __future__ import annotations
 
+import base64
+import logging
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import asyncpg
 
+from app.config import ConfigError, parse_master_key
 from app.db import Queries
+from app.seamless import envelope
+
+log = logging.getLogger(__name__)
+
+KEY_BYTES = 32
+SEALED_VERSION = 1
+SEALED_BYTES = 1 + envelope.NONCE_BYTES + KEY_BYTES + envelope.TAG_BYTES
+
+
+class SealedKeyError(ValueError):
+    """A stored key that does not open under the master key (or is not sealed at all)."""
+
+
+class KeyUnavailable(RuntimeError):
+    """A provider has stored keys, but none opens under this process's master key: the wallet is
+    misconfigured (a wrong ``WALLET_MASTER_KEY``, or keys not sealed yet), not the caller wrong."""
+
+
+class MasterKeyMismatch(ConfigError):
+    """``WALLET_MASTER_KEY`` opens none of the provider keys in the database."""
+
+
+def master_key_bytes(value: str) -> bytes:
+    """The 32 bytes of a base64 master key (already checked by :mod:`app.config`)."""
+    key = base64.b64decode(value, validate=True)
+    if len(key) != KEY_BYTES:
+        raise ConfigError("WALLET_MASTER_KEY must be base64 of 32 bytes")
+    return key
+
+
+def master_key_from_env(env: Mapping[str, str] | None = None) -> bytes:
+    """The master key of the environment; :class:`ConfigError` when it is not set."""
+    value = parse_master_key(os.environ if env is None else env)
+    if value is None:
+        raise ConfigError(
+            "WALLET_MASTER_KEY is not set: provider keys are stored sealed under it. Give the "
+            "key they were sealed with, or a new one for a new database (base64 of 32 bytes)"
+        )
+    return master_key_bytes(value)
+
+
+def _associated_data(provider: str, key_id: str) -> bytes:
+    # Both are identifiers of [A-Za-z0-9_.:-], so the NUL separator cannot be forged.
+    return b"wallet provider key v1\x00" + provider.encode() + b"\x00" + key_id.encode()
+
+
+def seal_key(master: bytes, provider: str, key_id: str, secret: bytes) -> bytes:
+    """The stored form of provider key ``secret`` (61 bytes)."""
+    if len(secret) != KEY_BYTES:
+        raise ValueError("a provider key is 32 bytes")
+    sealed = envelope.seal_raw(master, _associated_data(provider, key_id), secret)
+    return bytes([SEALED_VERSION]) + sealed
+
+
+def is_sealed(stored: bytes) -> bool:
+    return len(stored) == SEALED_BYTES and stored[0] == SEALED_VERSION
+
+
+def open_key(master: bytes, provider: str, key_id: str, stored: bytes) -> bytes:
+    """The provider key inside ``stored``; :class:`SealedKeyError` when it does not open."""
+    if not is_sealed(stored):
+        raise SealedKeyError("stored unsealed: run `wallet keys encrypt`")
+    secret = envelope.open_raw(master, _associated_data(provider, key_id), stored[1:])
+    if secret is None:
+        raise SealedKeyError("does not open under WALLET_MASTER_KEY")
+    return secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,44 +109,160 @@ class ProviderKey:
 class _Entry:
     keys: tuple[ProviderKey, ...]
     loaded_at: float
+    unusable: int = 0  # stored keys that did not open
+
+    def usable(self, provider: str) -> tuple[ProviderKey, ...]:
+        if self.unusable and not self.keys:
+            raise KeyUnavailable(
+                f"none of the {self.unusable} stored keys of provider {provider[:64]!r} opens "
+                "under WALLET_MASTER_KEY"
+            )
+        return self.keys
 
 
 class KeyRing:
-    """Active keys per provider (current first), read through from Postgres."""
+    """Active keys per provider (current first), read through from Postgres and opened with the
+    master key (``WALLET_MASTER_KEY`` of the environment unless given)."""
 
     def __init__(
-        self, pool: asyncpg.Pool, queries: Queries, ttl: float, *, max_entries: int = 10_000
+        self,
+        pool: asyncpg.Pool,
+        queries: Queries,
+        ttl: float,
+        *,
+        max_entries: int = 10_000,
+        master_key: bytes | None = None,
     ) -> None:
         self._pool = pool
         self._queries = queries
         self._ttl = ttl
         self._max_entries = max_entries
+        self._master = master_key if master_key is not None else master_key_from_env()
         self._cache: dict[str, _Entry] = {}
 
     async def keys(self, provider: str, *, refresh: bool = False) -> tuple[ProviderKey, ...]:
-        """The provider's active keys; empty when the provider is unknown."""
+        """The provider's active keys; empty when the provider is unknown.
+
+        Raises :class:`KeyUnavailable` when the provider has keys but none opens.
+        """
         entry = self._cache.get(provider)
         now = time.monotonic()
+        # A provider none of whose keys opened is read again as soon as a refresh may be, so
+        # that ``wallet keys encrypt`` or a repaired row takes effect without waiting the ttl.
+        refresh = refresh or (entry is not None and entry.unusable > 0 and not entry.keys)
         if entry is not None and not refresh and now - entry.loaded_at < self._ttl:
-            return entry.keys
+            return entry.usable(provider)
         if entry is not None and refresh and now - entry.loaded_at < 0.2:
             # Refreshed a moment ago: a burst of bad payloads must not become a burst of reads.
-            return entry.keys
+            return entry.usable(provider)
         try:
             async with self._pool.acquire() as conn:
                 rows = await conn.fetch(self._queries.active_provider_keys, provider)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             if entry is not None:
                 # Postgres is away: keep authenticating with the keys we know.
-                return entry.keys
+                return entry.usable(provider)
             raise
-        keys = tuple(ProviderKey(r["key_id"], bytes(r["secret"]), r["state"]) for r in rows)
+        entry = self._opened(provider, rows, now)
         self._cache.pop(provider, None)
         while len(self._cache) >= self._max_entries:
             del self._cache[next(iter(self._cache))]  # dicts keep insertion order: the oldest
-        self._cache[provider] = _Entry(keys, now)
-        return keys
+        self._cache[provider] = entry
+        return entry.usable(provider)
+
+    def _opened(self, provider: str, rows: list[asyncpg.Record], now: float) -> _Entry:
+        keys = []
+        unusable = 0
+        for r in rows:
+            try:
+                secret = open_key(self._master, provider, r["key_id"], bytes(r["secret"]))
+            except SealedKeyError as exc:
+                unusable += 1
+                log.error("key %s of provider %s %s", r["key_id"], provider[:64], exc)
+                continue
+            keys.append(ProviderKey(r["key_id"], secret, r["state"]))
+        return _Entry(tuple(keys), now, unusable)
+
+    @property
+    def master_key(self) -> bytes:
+        """The master key this ring opens keys with, for sealing new keys the same way."""
+        return self._master
 
     def forget(self, provider: str) -> None:
         """Drop a provider's cached keys (after a rotation made by this process)."""
         self._cache.pop(provider, None)
+
+
+# --- at-rest maintenance: start-up and the `wallet keys` commands ------------------------------
+
+
+async def seal_raw_keys(conn: asyncpg.Connection, queries: Queries, master: bytes) -> int:
+    """Seal every key still stored raw (from before migration 005); how many were sealed."""
+    sealed = 0
+    async with conn.transaction():
+        for r in await conn.fetch(queries.stored_provider_keys_for_update):
+            stored = bytes(r["secret"])
+            if is_sealed(stored):
+                continue
+            secret = seal_key(master, r["provider"], r["key_id"], stored)
+            await conn.execute(queries.set_provider_key_secret, r["provider"], r["key_id"], secret)
+            sealed += 1
+    if sealed:
+        log.info("sealed %d provider keys under the master key", sealed)
+    return sealed
+
+
+async def check_master_key(conn: asyncpg.Connection, queries: Queries, master: bytes) -> int:
+    """Refuse (:class:`MasterKeyMismatch`) a master key that opens none of the active keys in
+    the database; the number of active keys it opens. Keys that do not open are logged."""
+    opened = failed = 0
+    for r in await conn.fetch(queries.stored_provider_keys):
+        if r["state"] == "retired":
+            continue
+        try:
+            open_key(master, r["provider"], r["key_id"], bytes(r["secret"]))
+            opened += 1
+        except SealedKeyError as exc:
+            failed += 1
+            log.error("key %s of provider %s %s", r["key_id"], r["provider"], exc)
+    if failed and not opened:
+        raise MasterKeyMismatch(
+            f"WALLET_MASTER_KEY opens none of the {failed} active provider keys in the "
+            "database: it is not the key they were sealed under"
+        )
+    return opened
+
+
+async def rewrap(conn: asyncpg.Connection, queries: Queries, old: bytes, new: bytes) -> int:
+    """Seal every stored key again under ``new``, in one transaction; how many were rewrapped.
+
+    A key that already opens under ``new`` is left as it is, so an interrupted procedure can be
+    run again. A key that opens under neither stops it, and nothing changes.
+    """
+    rewrapped = 0
+    async with conn.transaction():
+        for r in await conn.fetch(queries.stored_provider_keys_for_update):
+            provider, key_id, stored = r["provider"], r["key_id"], bytes(r["secret"])
+            if not is_sealed(stored):
+                secret = stored
+            else:
+                try:
+                    open_key(new, provider, key_id, stored)
+                    continue
+                except SealedKeyError:
+                    pass
+                try:
+                    secret = open_key(old, provider, key_id, stored)
+                except SealedKeyError:
+                    raise MasterKeyMismatch(
+                        f"key {key_id} of provider {provider} opens under neither master key; "
+                        "nothing was changed"
+                    ) from None
+            await conn.execute(
+                queries.set_provider_key_secret,
+                provider,
+                key_id,
+                seal_key(new, provider, key_id, secret),
+            )
+            rewrapped += 1
+    return rewrapped

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from app.locks import PlayerLocks, lock_key, new_token
+from app.ratelimit import Window
 
 PENDING = b"pending:"
 PENDING_MS = 30_000
@@ -45,6 +46,7 @@ class Admission:
     stored: bytes | None  # the first delivery's outcome (or PENDING) when not fresh
     player_id: str
     lock_token: str | None  # set when we hold the player's lock
+    rate_count: int = 0  # requests counted in the rate window, this one included (0: not counted)
 
 
 class Gate:
@@ -56,22 +58,41 @@ class Gate:
         self.replay_ms = replay_ms
 
     async def admit(
-        self, provider: str, request_id: str, player_id: str, *, lock: bool
+        self,
+        provider: str,
+        request_id: str,
+        player_id: str,
+        *,
+        lock: bool,
+        rate: Window | None = None,
     ) -> Admission:
+        """Claim the request id and take the lock (when ``lock``), and count the request in the
+        ``rate`` window, all in one pipeline."""
         key = replay_key(provider, request_id)
         token = new_token()
         claim = PENDING + token.encode()
         async with self.redis.pipeline(transaction=False) as pipe:
+            if rate is not None:
+                rate.count(pipe)
             pipe.set(key, claim, nx=True, px=PENDING_MS)
             if lock:
                 pipe.set(lock_key(player_id), token, nx=True, px=self.locks.ttl_ms)
             pipe.get(key)
             replies = await pipe.execute()
+        rate_count = 0
+        if rate is not None:
+            rate_count, replies = int(replies[0]), replies[2:]
         stored = replies[-1]
         fresh = bool(replies[0]) or stored == claim
         locked = lock and bool(replies[1])
         admission = Admission(
-            key, claim, fresh, None if fresh else stored, player_id, token if locked else None
+            key,
+            claim,
+            fresh,
+            None if fresh else stored,
+            player_id,
+            token if locked else None,
+            rate_count,
         )
         if not fresh:
             if locked:

@@ -29,19 +29,29 @@ import asyncpg
 import orjson
 from redis.exceptions import RedisError
 
+from app import strict_json
 from app.db import Queries
 from app.metrics import Metrics
+from app.ratelimit import Window
 from app.seamless import envelope, events
 from app.seamless.calls import CallLog, CallRecord
-from app.seamless.keys import KeyRing
+from app.seamless.keys import KeyRing, KeyUnavailable
 from app.seamless.outcome import MESSAGES, Outcome, Refusal
 from app.seamless.replay import PENDING, Gate
 
 log = logging.getLogger(__name__)
 
 # Failures of the database or its connection: the posting either committed whole or not at all,
-# so the answer is a retryable R1.
-DATABASE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# so the answer is a retryable R1. asyncpg raises InternalClientError, not InterfaceError, for a
+# pooled connection that the server terminated (pg_terminate_backend, a restart) when it is used
+# or reset before the client has seen it close.
+DATABASE_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 # The values the metrics' ``event`` label may take: a label must not take any value a caller sends.
 EVENT_LABELS = events.MONEY_EVENTS | {"balance", "login", "logout"}
@@ -74,6 +84,7 @@ class SeamlessService:
         freshness_seconds: int,
         acquire_timeout: float = 2.0,
         metrics: Metrics | None = None,
+        provider_limit: int = 0,
     ) -> None:
         self.pool = pool
         self.q = queries
@@ -85,6 +96,8 @@ class SeamlessService:
         # up (R1, retryable) before a resend could be processed next to it.
         self.acquire_timeout = acquire_timeout
         self.metrics = metrics
+        # Authenticated events per second per provider, counted in the admission pipeline.
+        self.provider_limit = provider_limit
 
     async def handle(self, provider: str, key_id: str | None, body: bytes) -> Reply:
         started = time.perf_counter()
@@ -137,8 +150,10 @@ class SeamlessService:
         if not events.IDENTIFIER.fullmatch(provider):
             raise Refusal("R2", "unknown_provider")
         try:
-            wrapper = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            wrapper = strict_json.loads(body)
+        except strict_json.StrictJsonError as exc:
+            raise Refusal("R2", "bad_signature", f"body refused: {exc}") from None
+        except ValueError:
             raise Refusal("R2", "bad_signature", "body is not JSON") from None
         payload = wrapper.get("payload") if isinstance(wrapper, dict) else None
         if not isinstance(payload, str):
@@ -159,19 +174,35 @@ class SeamlessService:
         except DATABASE_ERRORS as exc:
             log.error("provider keys unavailable: %s", exc)
             raise Refusal("R1", "internal_error") from None
+        except KeyUnavailable as exc:
+            log.error("provider %s has no key this process can open: %s", provider, exc)
+            raise Refusal("R1", "internal_error") from None
         if not keys:
             raise Refusal("R2", "unknown_provider")
         raise Refusal("R2", "bad_signature")
 
     async def _admitted(self, provider: str, event: events.Event) -> tuple[Outcome, bool]:
         """Process a fresh delivery, or answer a repeated request_id; (outcome, replayed)."""
+        rate = Window.now(f"provider:{provider}") if self.provider_limit > 0 else None
         try:
             admission = await self.gate.admit(
                 provider,
                 event.request_id,
                 event.player_id,
                 lock=event.event in events.MONEY_EVENTS,
+                rate=rate,
             )
+            if rate is not None and admission.rate_count > self.provider_limit:
+                if admission.fresh:
+                    await self.gate.finish(admission, None)  # nothing processed: free the claim
+                if self.metrics is not None:
+                    self.metrics.rate_limited.labels("provider").inc()
+                raise Refusal(
+                    "R1",
+                    "internal_error",
+                    f"more than {self.provider_limit} events per second from this provider: "
+                    f"send it again in {rate.retry_after()} s",
+                )
         except RedisError as exc:
             log.error(
                 "redis unavailable, refusing %s: %s",
