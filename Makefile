@@ -33,5 +33,57 @@ lint: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/wallet migrate
 
+# Benchmark (docs/performance.md): the service in production mode against WALLET_DATABASE_URL /
+# WALLET_REDIS_URL (else the local servers of `make run`); one JSON line on stdout.
+#   make bench [BENCH_ARGS="--duration 60 --players 10000"]
+#   make bench-scale    1,000 players, then 1,000,000 players with 10,000,000 postings
+#   make soak           10 minutes at the same load, worker RSS sampled every 30 s
+.PHONY: bench bench-scale soak
+
+bench: $(STAMP)
+	$(BIN)/python -m loadtests.bench $(BENCH_ARGS)
+
+bench-scale: $(STAMP)
+	$(BIN)/python -m loadtests.bench --scale $(BENCH_ARGS)
+
+soak: $(STAMP)
+	$(BIN)/python -m loadtests.bench --duration 600 --memory-every 30 --pgbench-seconds 0 \
+		$(BENCH_ARGS)
+
+# Load tests (docs/loadtests.md): seed once, then one command per profile; reports land in
+# loadtests/reports/<profile>.html and <profile>_*.csv.
+#   make load-seed PLAYERS=1000 [BALANCE=10000000] [API=https://wallet.example API_KEY=<admin key>]
+#   make load PROFILE=bet-burst|hot-player|mixed|duplicate-storm USERS=64 SPAWN=16 DURATION=60s \
+#        HOST=http://127.0.0.1:8080 [SHAPE=burst] [SEED=loadtests/seed.json] [LOCUST_ARGS=...]
+PLAYERS ?= 1000
+PROFILE ?= bet-burst
+USERS ?= 64
+SPAWN ?= 16
+DURATION ?= 60s
+SEED ?= $(or $(WALLET_LOAD_SEED),loadtests/seed.json)
+# Some shells export HOST as the machine's name: only a URL counts.
+ifeq ($(findstring ://,$(HOST)),)
+HOST := $(or $(WALLET_LOAD_HOST),http://127.0.0.1:8080)
+endif
+LOAD_CLASS.bet-burst := BetBurst
+LOAD_CLASS.hot-player := HotPlayer
+LOAD_CLASS.mixed := Mixed
+LOAD_CLASS.duplicate-storm := DuplicateStorm
+
+.PHONY: load-seed load
+
+load-seed: $(STAMP)
+	$(BIN)/python -m loadtests.seed --players $(PLAYERS) --out $(SEED) \
+		$(if $(BALANCE),--balance $(BALANCE)) $(if $(API),--api $(API) --api-key $(API_KEY))
+
+load: $(STAMP)
+	@test -n "$(LOAD_CLASS.$(PROFILE))" || \
+		{ echo "PROFILE must be one of: bet-burst hot-player mixed duplicate-storm"; exit 2; }
+	@mkdir -p loadtests/reports
+	WALLET_LOAD_SEED=$(SEED) $(if $(SHAPE),WALLET_LOAD_SHAPE=$(SHAPE)) \
+		$(BIN)/locust -f loadtests/locustfile.py $(LOAD_CLASS.$(PROFILE)) \
+		--headless -u $(USERS) -r $(SPAWN) -t $(DURATION) --host $(HOST) \
+		--csv loadtests/reports/$(PROFILE) --html loadtests/reports/$(PROFILE).html $(LOCUST_ARGS)
+
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
