@@ -27,6 +27,25 @@ return 0
 """
 
 
+# Take a replay claim, or read what holds it: one command where SET NX and GET were two. The
+# reply is the key's value after the call, so it equals our claim exactly when the claim is ours.
+_CLAIM = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return ARGV[1]
+end
+return redis.call('get', KEYS[1])
+"""
+
+# Count one request in a rate window, giving the window its expiry on its first count.
+_COUNT = """
+local n = redis.call('incr', KEYS[1])
+if n == 1 then
+    redis.call('pexpire', KEYS[1], ARGV[1])
+end
+return n
+"""
+
+
 def lock_key(player_id: str) -> str:
     # The braces are a Redis Cluster hash tag: every key of one player lands on one shard.
     return f"wallet:{{p:{player_id}}}:lock"
@@ -55,17 +74,31 @@ class PlayerLocks:
         self.ttl_ms = ttl_ms
         self.wait_ms = wait_ms
         self.observe = observe
-        self._release_sha: str | None = None
+        self._shas: dict[str, str] = {}
 
     async def load_scripts(self) -> None:
-        """Load the release script once, so the hot path can call it by hash."""
-        self._release_sha = await self.redis.script_load(_RELEASE)
+        """Load the scripts of the hot path once, so that it can call them by hash (each touches
+        one key only, so they also run on Redis Cluster)."""
+        for name, script in (("release", _RELEASE), ("claim", _CLAIM), ("count", _COUNT)):
+            self._shas[name] = await self.redis.script_load(script)
+
+    def _sha(self, name: str) -> str:
+        try:
+            return self._shas[name]
+        except KeyError:
+            raise RuntimeError("PlayerLocks.load_scripts() was not awaited at start-up") from None
 
     @property
     def release_sha(self) -> str:
-        if self._release_sha is None:
-            raise RuntimeError("PlayerLocks.load_scripts() was not awaited at start-up")
-        return self._release_sha
+        return self._sha("release")
+
+    @property
+    def claim_sha(self) -> str:
+        return self._sha("claim")
+
+    @property
+    def count_sha(self) -> str:
+        return self._sha("count")
 
     async def wait(self, player_id: str, token: str) -> bool:
         """Retry the lock until it is ours or ``wait_ms`` passed; True when acquired.

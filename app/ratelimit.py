@@ -39,9 +39,14 @@ class Window:
         return cls(f"wallet:rate:{subject}:{window}", (window + 1) * WINDOW_MS)
 
     def count(self, pipe: Pipeline) -> None:
-        """Queue the increment; the reply of the INCR is the count including this call."""
+        """Queue the increment; its reply is the count including this call (two replies: the
+        count, then the expiry's)."""
         pipe.incr(self.key)
         pipe.pexpire(self.key, 2 * WINDOW_MS)
+
+    def count_by_script(self, pipe: Pipeline, sha: str) -> None:
+        """Queue the increment as one scripted command (see ``app.locks``); one reply, the count."""
+        pipe.evalsha(sha, 1, self.key, 2 * WINDOW_MS)
 
     def retry_after(self) -> int:
         """Whole seconds until this window ends (at least 1), for ``Retry-After``."""

@@ -10,10 +10,11 @@ from dataclasses import replace
 
 import asyncpg
 import httpx
+import redis.asyncio as redis_asyncio
 
 from app.client import ProviderClient, seal_event
 from app.config import Settings
-from tests.conftest import Table, TableFactory, start_app
+from tests.conftest import Services, Table, TableFactory, start_app
 
 
 async def postings(pool: asyncpg.Pool, provider: str, external_id: str) -> int:
@@ -200,3 +201,22 @@ async def test_different_players_same_transaction_id_at_once(
     assert codes == [("R0", "ok"), ("R3", "idempotency_conflict")]
     assert await postings(pool, a.provider, txn) == 1
     assert await a.balance() + await b.balance() == 19_900
+
+
+async def test_scripts_forgotten_by_redis_are_loaded_again(
+    table: Table, services: Services
+) -> None:
+    """A Redis restart forgets loaded scripts; admission and release load them again, and the
+    event is processed once, with no R1 and no lock left behind."""
+    direct = redis_asyncio.Redis.from_url(services.redis_url)
+    try:
+        await direct.script_flush()
+        first = await table.bet(100, txn="after-flush")
+        assert first["code"] == "R0" and first["balance"] == 9_900
+        await direct.script_flush()
+        again = await table.bet(100, txn="after-flush")
+        assert again["code"] == "R0" and again.get("duplicate") is True
+        assert await direct.exists(f"wallet:{{p:{table.player_id}}}:lock") == 0
+    finally:
+        await direct.aclose()
+    assert await table.balance() == 9_900

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
@@ -71,19 +72,20 @@ class Gate:
         key = replay_key(provider, request_id)
         token = new_token()
         claim = PENDING + token.encode()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if rate is not None:
-                rate.count(pipe)
-            pipe.set(key, claim, nx=True, px=PENDING_MS)
+        try:
+            replies = await self._admission_pipeline(key, claim, player_id, token, lock, rate)
+        except NoScriptError:
+            # Redis restarted and forgot the scripts: no claim was taken, but the lock may have
+            # been; give it back, load the scripts again and admit once more.
             if lock:
-                pipe.set(lock_key(player_id), token, nx=True, px=self.locks.ttl_ms)
-            pipe.get(key)
-            replies = await pipe.execute()
+                await self.locks.release(player_id, token)
+            await self.locks.load_scripts()
+            replies = await self._admission_pipeline(key, claim, player_id, token, lock, rate)
         rate_count = 0
         if rate is not None:
-            rate_count, replies = int(replies[0]), replies[2:]
-        stored = replies[-1]
-        fresh = bool(replies[0]) or stored == claim
+            rate_count, replies = int(cast(int, replies[0])), replies[1:]
+        stored = cast(bytes | None, replies[0])
+        fresh = stored == claim
         locked = lock and bool(replies[1])
         admission = Admission(
             key,
@@ -108,6 +110,25 @@ class Gate:
                 raise
         # Not acquired in time: go on without it; the posting's row lock keeps money right.
         return admission
+
+    async def _admission_pipeline(
+        self,
+        key: str,
+        claim: bytes,
+        player_id: str,
+        token: str,
+        lock: bool,
+        rate: Window | None,
+    ) -> list[object]:
+        """Replies: [rate count], the claim's value, [lock taken] (bracketed ones when asked)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if rate is not None:
+                rate.count_by_script(pipe, self.locks.count_sha)
+            pipe.evalsha(self.locks.claim_sha, 1, key, claim, PENDING_MS)
+            if lock:
+                pipe.set(lock_key(player_id), token, nx=True, px=self.locks.ttl_ms)
+            replies: list[object] = await pipe.execute()
+        return replies
 
     async def _drop_claim(self, admission: Admission) -> None:
         """Release our pending claim, best effort (Redis may be failing right now)."""
