@@ -56,6 +56,7 @@ from app.ledger import service as ledger
 from app.operator import service as operator
 
 BENCH_DATABASE = "wallet_bench"
+SCALE_DATABASE = "wallet_bench_scale"  # the million players of --scale, kept between runs
 PGBENCH_DATABASE = "wallet_pgbench"
 PGBENCH_CLIENTS = 32
 PLAYER_PREFIX = "bp"
@@ -94,12 +95,23 @@ async def fresh_database(server_dsn: str, name: str) -> str:
     return db.with_database(server_dsn, name)
 
 
-async def seed(dsn: str, players: int, history_rows: int, balance: int) -> Seeded:
-    """A provider and ``players`` funded players with sessions, and ``history_rows`` postings."""
+async def seed(
+    dsn: str, players: int, history_rows: int, balance: int, *, reuse: bool = False
+) -> Seeded:
+    """A provider, and ``players`` funded players with ``history_rows`` past postings; with
+    ``reuse``, players and history already there are kept (a large history takes minutes to
+    write) and only this run's provider and sessions are new."""
     conn = await db.connect(dsn)
     q = db.Queries.load(Path(__file__).parent / "sql")
     try:
         await db.migrate(conn)
+        started = time.monotonic()
+        counts = await conn.fetchrow(q.bench_counts)
+        kept = reuse and counts["players"] == players and counts["history"] >= history_rows
+        if kept:
+            progress(f"reusing {counts['players']:,} players and {counts['history']:,} postings")
+        elif counts["players"]:
+            raise SystemExit("the benchmark database holds other players: use a fresh one")
         code = "bench-" + secrets.token_hex(3)
         created = await operator.create_provider(
             conn, db.Queries.load(), code, "Benchmark provider", operator.Actor("loadtests.bench")
@@ -112,48 +124,44 @@ async def seed(dsn: str, players: int, history_rows: int, balance: int) -> Seede
             "bt-" + secrets.token_hex(8) + "-",
             players,
         )
-        started = time.monotonic()
-        for first in range(0, players, SEED_CHUNK):
-            last = min(first + SEED_CHUNK, players) - 1
+        for first, last in chunks(players, SEED_CHUNK):
+            async with conn.transaction():
+                if not kept:
+                    await conn.execute(
+                        q.bench_players, PLAYER_PREFIX, first, last, seeded.currency, balance
+                    )
+                await conn.execute(
+                    q.bench_sessions, PLAYER_PREFIX, first, last, seeded.token_prefix, code
+                )
+            progress(f"players {last + 1:,}/{players:,} ({time.monotonic() - started:.0f} s)")
+        rounds = history_rows // (2 * players) if history_rows and not kept else 0
+        for first, last in chunks(players, max(1, 500_000 // (2 * rounds or 1))) if rounds else ():
             async with conn.transaction():
                 await conn.execute(
-                    q.bench_players,
+                    q.bench_history,
                     PLAYER_PREFIX,
                     first,
                     last,
+                    rounds,
+                    code,
                     seeded.currency,
                     balance,
-                    seeded.token_prefix,
-                    code,
                 )
-            progress(f"players {last + 1}/{players} ({time.monotonic() - started:.0f} s)")
-        rounds = history_rows // (2 * players) if history_rows else 0
-        if rounds:
-            chunk = max(1, 500_000 // (2 * rounds))
-            for first in range(0, players, chunk):
-                last = min(first + chunk, players) - 1
-                async with conn.transaction():
-                    await conn.execute(
-                        q.bench_history,
-                        PLAYER_PREFIX,
-                        first,
-                        last,
-                        rounds,
-                        code,
-                        seeded.currency,
-                        balance,
-                    )
-                done = (last + 1) * rounds * 2
-                progress(
-                    f"history {done:,}/{players * rounds * 2:,} postings "
-                    f"({time.monotonic() - started:.0f} s)"
-                )
+            progress(
+                f"history {(last + 1) * rounds * 2:,}/{players * rounds * 2:,} postings "
+                f"({time.monotonic() - started:.0f} s)"
+            )
         await conn.execute("VACUUM ANALYZE")
-        counts = await conn.fetchrow(q.bench_counts)
-        progress(f"seeded {dict(counts)} in {time.monotonic() - started:.0f} s")
+        progress(f"seeded in {time.monotonic() - started:.0f} s")
         return seeded
     finally:
         await conn.close()
+
+
+def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
+    """(first, last) of consecutive ranges of at most ``size`` covering 0 ..< total."""
+    for first in range(0, total, size):
+        yield first, min(first + size, total) - 1
 
 
 # --- the wallet under test -----------------------------------------------------------------------
@@ -345,6 +353,7 @@ async def drive(
     warmup: float,
     duration: float,
     worker_pids: list[int],
+    database: str,
 ) -> tuple[Tally, float, dict[str, float]]:
     """Run the closed loop; the tally, the measured seconds, and the CPU seconds spent meanwhile
     by the load generator, the wallet's workers and the Postgres backends serving them."""
@@ -361,7 +370,7 @@ async def drive(
     groups = {
         "generator": [os.getpid()],
         "workers": worker_pids,
-        "postgres": backend_pids(BENCH_DATABASE),
+        "postgres": backend_pids(database),
     }
     cpu_before = {name: cpu_seconds(pids) for name, pids in groups.items()}
     tally.counting = True
@@ -510,6 +519,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="pgbench run length (default: --duration; 0 skips pgbench)",
     )
     parser.add_argument(
+        "--database", default=BENCH_DATABASE, help="the wallet's database on that server"
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the database and its players if they match (else: drop and create it)",
+    )
+    parser.add_argument(
         "--pgbench-scale",
         type=int,
         default=32,
@@ -537,9 +554,17 @@ async def bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     small = await run(
         argparse.Namespace(**{**vars(args), "players": 1000, "history_rows": 0}), settings
     )
+    # The large database takes many minutes to write: it is kept, and reused when it matches.
     large = await run(
         argparse.Namespace(
-            **{**vars(args), "players": 1_000_000, "history_rows": 10_000_000, "pgbench_seconds": 0}
+            **{
+                **vars(args),
+                "players": 1_000_000,
+                "history_rows": 10_000_000,
+                "pgbench_seconds": 0,
+                "database": SCALE_DATABASE,
+                "reuse": True,
+            }
         ),
         settings,
     )
@@ -558,8 +583,13 @@ async def bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     assert settings.database_url is not None and settings.redis_url is not None
     server_dsn = db.with_database(settings.database_url, "postgres")
-    dsn = await fresh_database(server_dsn, BENCH_DATABASE)
-    seeded = await seed(dsn, args.players, args.history_rows, balance=1_000_000_000)
+    if args.reuse:
+        dsn = await db.ensure_database(server_dsn, args.database)
+    else:
+        dsn = await fresh_database(server_dsn, args.database)
+    seeded = await seed(
+        dsn, args.players, args.history_rows, balance=1_000_000_000, reuse=args.reuse
+    )
     env = {"WALLET_DB_POOL_MAX": str(args.pool_max)} if args.pool_max else {}
     with wallet_server(dsn, settings.redis_url, args.workers, env) as (address, server_pid):
         pids = worker_pids(server_pid) or [server_pid]
@@ -574,7 +604,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
                 sample_memory(pids, args.memory_every, samples, args.warmup)
             )
         tally, measured, cpu = await drive(
-            address, seeded, args.concurrency, args.warmup, args.duration, pids
+            address, seeded, args.concurrency, args.warmup, args.duration, pids, args.database
         )
         if memory_task is not None:
             samples.append((args.duration, rss_mib(pids)))

@@ -10,8 +10,7 @@
 -- without a file of a million tokens.
 
 -- name: bench_players
--- Players $2 ..= $3 with accounts holding $5 each in currency $4, funded by one adjustment each,
--- and one session per player for provider $7, valid for a day.
+-- Players $2 ..= $3 with accounts holding $5 each in currency $4, funded by one adjustment each.
 WITH ids AS (
     SELECT i, $1 || i AS player_id FROM generate_series($2::bigint, $3::bigint) AS i
 ), acc AS (
@@ -22,10 +21,6 @@ WITH ids AS (
     INSERT INTO players (player_id, account_id, currency)
     SELECT owner, id, $4 FROM acc
     RETURNING player_id, account_id
-), ses AS (
-    INSERT INTO sessions (token_hash, player_id, provider, game_id, expires_at)
-    SELECT sha256(convert_to($6 || i, 'UTF8')), player_id, $7, 'bench-slot', now() + interval '1 day'
-      FROM ids
 ), house AS (
     SELECT wallet_clearing_account('house', 'adjustments', $4) AS account_id
 ), fund AS (
@@ -44,6 +39,12 @@ SELECT f.id, e.account_id, e.amount
  CROSS JOIN house h
  CROSS JOIN LATERAL (VALUES (p.account_id, $5::bigint), (h.account_id, -$5::bigint))
        AS e (account_id, amount);
+
+-- name: bench_sessions
+-- One session of provider $5 for each of players $2 ..= $3, valid for a day, token "$4<i>".
+INSERT INTO sessions (token_hash, player_id, provider, game_id, expires_at)
+SELECT sha256(convert_to($4 || i, 'UTF8')), $1 || i, $5, 'bench-slot', now() + interval '1 day'
+  FROM generate_series($2::bigint, $3::bigint) AS i;
 
 -- name: bench_history
 -- $4 past rounds for each of players $2 ..= $3 of provider $5: a bet of 100 and a result of 200
@@ -90,6 +91,8 @@ SELECT t.id, e.account_id, e.amount
  WHERE t.delta <> 0;
 
 -- name: bench_counts
-SELECT (SELECT count(*) FROM players) AS players,
+SELECT (SELECT count(*) FROM players WHERE player_id LIKE 'bp%') AS players,
+       (SELECT count(*) FROM ledger_transactions WHERE external_id LIKE 'bench-bet-%') * 2
+           AS history,
        (SELECT count(*) FROM ledger_transactions) AS ledger_transactions,
        (SELECT count(*) FROM entries) AS entries;
