@@ -76,6 +76,17 @@ async def connect(dsn: str) -> asyncpg.Connection:
     return conn
 
 
+# What a failing server or connection raises: the statement either committed whole or not at all.
+# asyncpg raises InternalClientError, not InterfaceError, when it uses a pooled connection that
+# the server has terminated (pg_terminate_backend, a restart) before it noticed the close.
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Released connections skip asyncpg's reset query (``RESET ALL``, ``UNLISTEN *``, advisory
     unlock), one more round trip per request: the wallet never changes session state. Its

@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import orjson
 
-from app.db import Queries
+from app.db import CONNECTION_ERRORS, Queries
 from app.operator.views import record
 from app.payments import signing
 
@@ -103,7 +103,7 @@ class Outbox:
         while True:
             try:
                 await self.deliver_due()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except CONNECTION_ERRORS as exc:
                 log.warning("operator event delivery failed this round: %s", exc)
             await asyncio.sleep(interval)
 

@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app.db import Queries
+from app.db import CONNECTION_ERRORS, Queries
 from app.errors import (
     IdempotencyConflict,
     InvalidRequest,
@@ -466,7 +466,7 @@ class Payments:
             await asyncio.sleep(interval)
             try:
                 counts = await self.poll_once(quiet_seconds=quiet_seconds)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except CONNECTION_ERRORS as exc:
                 log.warning("payments polling failed this round: %s", exc)
                 continue
             if counts["checked"]:

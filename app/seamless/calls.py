@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import asyncpg
 
+from app.db import CONNECTION_ERRORS
+
 log = logging.getLogger(__name__)
 
 
@@ -76,14 +78,8 @@ class CallLog:
         try:
             async with self._pool.acquire() as conn:
                 await conn.copy_records_to_table("seamless_calls", records=batch, columns=COLUMNS)
-        except (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            # A pooled connection the server terminated, used before the client saw it close.
-            # Uncaught, it would end the writer task and call history until a restart.
-            asyncpg.InternalClientError,
-        ) as exc:
+        except CONNECTION_ERRORS as exc:
+            # Kept for the next try: an escaped error would end this writer until a restart.
             log.warning("call history not written yet (%d rows kept): %s", len(batch), exc)
             batch.extend(self._buffer)
             self._buffer = batch

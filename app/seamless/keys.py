@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from app.config import ConfigError, parse_master_key
-from app.db import Queries
+from app.db import CONNECTION_ERRORS, Queries
 from app.seamless import envelope
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class KeyRing:
         try:
             async with self._pool.acquire() as conn:
                 rows = await conn.fetch(self._queries.active_provider_keys, provider)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except CONNECTION_ERRORS:
             if entry is not None:
                 # Postgres is away: keep authenticating with the keys we know.
                 return entry.usable(provider)

@@ -30,7 +30,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from app import strict_json
-from app.db import Queries
+from app.db import CONNECTION_ERRORS, Queries
 from app.metrics import Metrics
 from app.ratelimit import Window
 from app.seamless import envelope, events
@@ -41,17 +41,9 @@ from app.seamless.replay import PENDING, Gate
 
 log = logging.getLogger(__name__)
 
-# Failures of the database or its connection: the posting either committed whole or not at all,
-# so the answer is a retryable R1. asyncpg raises InternalClientError, not InterfaceError, for a
-# pooled connection that the server terminated (pg_terminate_backend, a restart) when it is used
-# or reset before the client has seen it close.
-DATABASE_ERRORS = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
+# Failures of the database or its connection (or no connection in time): the posting either
+# committed whole or not at all, so the answer is a retryable R1.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, asyncio.TimeoutError)
 
 # The values the metrics' ``event`` label may take: a label must not take any value a caller sends.
 EVENT_LABELS = events.MONEY_EVENTS | {"balance", "login", "logout"}
@@ -236,6 +228,7 @@ class SeamlessService:
 
     async def _apply(self, provider: str, event: events.Event) -> Outcome:
         query, args = self._call(provider, event)
+        row = None
         try:
             async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
                 try:
@@ -245,13 +238,17 @@ class SeamlessService:
                     # run again to answer duplicate or idempotency_conflict from the committed row.
                     row = await conn.fetchrow(query, *args)
         except DATABASE_ERRORS as exc:
-            log.error(
-                "posting %s failed: %r",
-                event.event,
-                exc,
-                extra={"provider_request_id": event.request_id},
-            )
-            return Outcome("R1", "internal_error", MESSAGES["internal_error"], event.request_id)
+            if row is None:
+                log.error(
+                    "posting %s failed: %r",
+                    event.event,
+                    exc,
+                    extra={"provider_request_id": event.request_id},
+                )
+                return Outcome("R1", "internal_error", MESSAGES["internal_error"], event.request_id)
+            # The function's answer came back (the posting committed): only giving the
+            # connection back to the pool failed, which must not turn it into an R1.
+            log.warning("connection lost after %s was answered: %r", event.event, exc)
         return Outcome(
             code=row["code"],
             reason=row["reason"],
