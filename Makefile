@@ -38,13 +38,18 @@ migrate: $(STAMP)
 #   make bench [BENCH_ARGS="--duration 60 --players 10000"]
 #   make bench-scale    1,000 players, then 1,000,000 players with 10,000,000 postings
 #   make soak           10 minutes at the same load, worker RSS sampled every 30 s
-.PHONY: bench bench-scale soak
+.PHONY: bench bench-scale soak chaos
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtests.bench $(BENCH_ARGS)
 
 bench-scale: $(STAMP)
 	$(BIN)/python -m loadtests.bench --scale $(BENCH_ARGS)
+
+# Chaos (docs/loadtests.md): mixed load while Postgres and Redis fail, on servers of its own.
+#   make chaos [CHAOS_ARGS="--duration 300 --players 200 --concurrency 32"]
+chaos: $(STAMP)
+	$(BIN)/python -m loadtests.chaos $(or $(CHAOS_ARGS),--duration 300)
 
 soak: $(STAMP)
 	$(BIN)/python -m loadtests.bench --duration 600 --memory-every 30 --pgbench-seconds 0 \

@@ -674,9 +674,9 @@ async def test_the_containers_commands_run_against_real_servers(
                 proc.kill()
                 proc.wait()
     printed = log.read_text()
-    # A graceful stop within the grace period (uvicorn then re-raises the signal it caught, so
-    # the status is SIGTERM's).
-    assert not killed and proc.returncode == -signal.SIGTERM, printed
+    # A graceful stop within the grace period, ending with status 0 (`wallet serve` turns SIGTERM
+    # into the same clean exit as Ctrl+C).
+    assert not killed and proc.returncode == 0, printed
     assert "Application shutdown complete" in printed
     # The migration service had done the work, and no local server was started for it.
     assert "applied migrations" not in printed and "started local" not in printed
