@@ -176,6 +176,9 @@ class Settings:
     redis_timeout_ms: int = 1000
     key_cache_seconds: int = 5
     # Requests per second per provider (seamless events) and per operator API key; 0: no limit.
+    # asyncpg's prepared statements per connection; 0 behind PgBouncer in transaction mode
+    # before 1.21 (docs/scaling.md).
+    db_statement_cache_size: int = 100
     rate_limit_provider: int = 5000
     rate_limit_api_key: int = 100
     # Raising or removing a responsible-gaming limit waits this long; lowering applies at once.
@@ -216,6 +219,7 @@ class Settings:
             db_acquire_timeout_ms=_int(env, "WALLET_DB_ACQUIRE_TIMEOUT_MS", 2000, minimum=1),
             redis_timeout_ms=_int(env, "WALLET_REDIS_TIMEOUT_MS", 1000, minimum=10),
             key_cache_seconds=_int(env, "WALLET_KEY_CACHE_SECONDS", 5, minimum=0),
+            db_statement_cache_size=_int(env, "WALLET_DB_STATEMENT_CACHE_SIZE", 100, minimum=0),
             rate_limit_provider=_int(env, "WALLET_RATE_LIMIT_PROVIDER", 5000, minimum=0),
             rate_limit_api_key=_int(env, "WALLET_RATE_LIMIT_API_KEY", 100, minimum=0),
             public_url=_optional(env, "WALLET_PUBLIC_URL"),

@@ -95,7 +95,12 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    dsn: str, *, min_size: int = 2, max_size: int = 10, statement_timeout_ms: int = 5000
+    dsn: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    statement_timeout_ms: int = 5000,
+    statement_cache_size: int = 100,
 ) -> asyncpg.Pool:
     """A pool whose connections decode JSON with orjson and cap each statement's run time."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
@@ -104,6 +109,7 @@ async def create_pool(
         max_size=max_size,
         init=_init_connection,
         reset=_keep_session,
+        statement_cache_size=statement_cache_size,
         server_settings={
             "application_name": "wallet",
             "statement_timeout": str(statement_timeout_ms),

@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
             statement_timeout_ms=settings.db_statement_timeout_ms,
+            statement_cache_size=settings.db_statement_cache_size,
         )
         redis = create_redis(redis_url, timeout_ms=settings.redis_timeout_ms)
         psp_http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))

@@ -46,7 +46,7 @@ class Window:
 
     def count_by_script(self, pipe: Pipeline, sha: str) -> None:
         """Queue the increment as one scripted command (see ``app.locks``); one reply, the count."""
-        pipe.evalsha(sha, 1, self.key, 2 * WINDOW_MS)
+        pipe.execute_command("EVALSHA", sha, 1, self.key, 2 * WINDOW_MS)
 
     def retry_after(self) -> int:
         """Whole seconds until this window ends (at least 1), for ``Retry-After``."""

@@ -41,6 +41,10 @@ class CallRecord(NamedTuple):
 
 COLUMNS = list(CallRecord._fields)
 
+# How long a flush waits for a pool connection, and shutdown for the writer's last flush.
+ACQUIRE_SECONDS = 5.0
+CLOSE_SECONDS = 10.0
+
 
 class CallLog:
     """Buffered writer of :class:`CallRecord` rows."""
@@ -50,6 +54,7 @@ class CallLog:
         self._interval = interval
         self._buffer: deque[CallRecord] = deque(maxlen=max_buffer)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.dropped = 0
 
     @property
@@ -66,8 +71,11 @@ class CallLog:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="call-log")
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+            except TimeoutError:
+                pass
             await self.flush()
 
     async def flush(self) -> None:
@@ -76,7 +84,7 @@ class CallLog:
             return
         batch, self._buffer = self._buffer, deque(maxlen=self._buffer.maxlen)
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=ACQUIRE_SECONDS) as conn:
                 await conn.copy_records_to_table("seamless_calls", records=batch, columns=COLUMNS)
         except CONNECTION_ERRORS as exc:
             # Kept for the next try: an escaped error would end this writer until a restart.
@@ -85,10 +93,12 @@ class CallLog:
             self._buffer = batch
 
     async def close(self) -> None:
+        """Write what is left. The writer is asked to stop between flushes, never cancelled in
+        the middle of one: a COPY cut off half-way would lose its whole batch."""
         if self._task is not None:
-            self._task.cancel()
+            self._stopping.set()
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+                await asyncio.wait_for(self._task, CLOSE_SECONDS)
+            except TimeoutError:
+                log.warning("call history writer did not stop in %s s", CLOSE_SECONDS)
         await self.flush()

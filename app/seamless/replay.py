@@ -121,10 +121,12 @@ class Gate:
         rate: Window | None,
     ) -> list[object]:
         """Replies: [rate count], the claim's value, [lock taken] (bracketed ones when asked)."""
+        # EVALSHA goes through execute_command: redis-py's cluster pipeline refuses its evalsha(),
+        # and every command here touches one key, so each is routed to its own node.
         async with self.redis.pipeline(transaction=False) as pipe:
             if rate is not None:
                 rate.count_by_script(pipe, self.locks.count_sha)
-            pipe.evalsha(self.locks.claim_sha, 1, key, claim, PENDING_MS)
+            pipe.execute_command("EVALSHA", self.locks.claim_sha, 1, key, claim, PENDING_MS)
             if lock:
                 pipe.set(lock_key(player_id), token, nx=True, px=self.locks.ttl_ms)
             replies: list[object] = await pipe.execute()
@@ -141,12 +143,18 @@ class Gate:
         """Store the outcome (or drop our claim when ``None``) and release the lock."""
         async with self.redis.pipeline(transaction=False) as pipe:
             if outcome is None:
-                pipe.evalsha(self.locks.release_sha, 1, admission.key, admission.claim)
+                pipe.execute_command(
+                    "EVALSHA", self.locks.release_sha, 1, admission.key, admission.claim
+                )
             else:
                 pipe.set(admission.key, outcome, px=self.replay_ms)
             if admission.lock_token is not None:
-                pipe.evalsha(
-                    self.locks.release_sha, 1, lock_key(admission.player_id), admission.lock_token
+                pipe.execute_command(
+                    "EVALSHA",
+                    self.locks.release_sha,
+                    1,
+                    lock_key(admission.player_id),
+                    admission.lock_token,
                 )
             try:
                 await pipe.execute()
