@@ -41,10 +41,10 @@ migrate: $(STAMP)
 .PHONY: bench bench-scale soak chaos
 
 bench: $(STAMP)
-	$(BIN)/python -m loadtests.bench $(BENCH_ARGS)
+	@$(BIN)/python -m loadtests.bench $(BENCH_ARGS)
 
 bench-scale: $(STAMP)
-	$(BIN)/python -m loadtests.bench --scale $(BENCH_ARGS)
+	@$(BIN)/python -m loadtests.bench --scale $(BENCH_ARGS)
 
 # Chaos (docs/loadtests.md): mixed load while Postgres and Redis fail, on servers of its own.
 #   make chaos [CHAOS_ARGS="--duration 300 --players 200 --concurrency 32"]
@@ -52,7 +52,7 @@ chaos: $(STAMP)
 	$(BIN)/python -m loadtests.chaos $(or $(CHAOS_ARGS),--duration 300)
 
 soak: $(STAMP)
-	$(BIN)/python -m loadtests.bench --duration 600 --memory-every 30 --pgbench-seconds 0 \
+	@$(BIN)/python -m loadtests.bench --duration 600 --memory-every 30 --pgbench-seconds 0 \
 		$(BENCH_ARGS)
 
 # Load tests (docs/loadtests.md): seed once, then one command per profile; reports land in
