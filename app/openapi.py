@@ -1264,6 +1264,11 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
         "or the player's KYC tier is below the method's minimum) or player_limit_exceeded (a "
         "deposit limit)",
     ),
+    429: (
+        "RateLimited",
+        "rate_limited: more requests in this second than WALLET_RATE_LIMIT_API_KEY allows this "
+        "API key; send again after the Retry-After header's seconds",
+    ),
     503: (
         "RouteDegraded",
         "route_degraded: every payment route failed with a retryable error; the payment is "
@@ -1284,6 +1289,13 @@ def _responses() -> dict[str, Schema]:
         for name, description in ERROR_RESPONSES.values()
     }
     responses["Unexpected"] = _json_response("internal_error: a bug (HTTP 500)", _ref("Error"))
+    responses["RateLimited"]["headers"] = {
+        **REQUEST_ID_HEADER,
+        "Retry-After": {
+            "description": "seconds to wait before the next request with this key",
+            "schema": {"type": "integer", "minimum": 1},
+        },
+    }
     return responses
 
 
@@ -1677,8 +1689,9 @@ def _operator_operation(op: Op, roles: frozenset[str] | None) -> Schema:
         str(status): _json_response(description, _ref(schema))
         for status, description, schema in op.answers
     }
-    # Every route authenticates; only routes closed to some role can answer 403.
-    statuses = {*op.errors, 401} | ({403} if roles != READ else set())
+    # Every route authenticates and counts against its key's rate limit; only routes closed to
+    # some role can answer 403.
+    statuses = {*op.errors, 401, 429} | ({403} if roles != READ else set())
     notes = dict(op.error_notes)
     assert notes.keys() <= statuses, (op.operation_id, notes.keys() - statuses)
     for status in statuses:

@@ -393,7 +393,9 @@ async def test_operator_answers_match_the_document(
     for (method, path), operation in _operations():
         if (method, path) in DRIVEN:
             documented = {int(status) for status in operation["responses"] if status != "default"}
-            assert record.seen.get((method, path)) == documented, (method, path)
+            # 429 needs an app with a small rate limit: tests/test_rate_limits.py drives it and
+            # checks its answers against this same document.
+            assert record.seen.get((method, path)) == documented - {429}, (method, path)
 
 
 async def _api_keys(record: Recorder) -> str:
