@@ -110,6 +110,7 @@ class _Entry:
     keys: tuple[ProviderKey, ...]
     loaded_at: float
     unusable: int = 0  # stored keys that did not open
+    refreshed: bool = False  # read because a payload opened with none of the cached keys
 
     def usable(self, provider: str) -> tuple[ProviderKey, ...]:
         if self.unusable and not self.keys:
@@ -152,8 +153,10 @@ class KeyRing:
         refresh = refresh or (entry is not None and entry.unusable > 0 and not entry.keys)
         if entry is not None and not refresh and now - entry.loaded_at < self._ttl:
             return entry.usable(provider)
-        if entry is not None and refresh and now - entry.loaded_at < 0.2:
+        if entry is not None and refresh and entry.refreshed and now - entry.loaded_at < 0.2:
             # Refreshed a moment ago: a burst of bad payloads must not become a burst of reads.
+            # Only a refresh holds the next one back, not an ordinary load: a key rotated just
+            # after this worker loaded the keys must work at once, not after a pause.
             return entry.usable(provider)
         try:
             async with self._pool.acquire() as conn:
@@ -164,6 +167,7 @@ class KeyRing:
                 return entry.usable(provider)
             raise
         entry = self._opened(provider, rows, now)
+        entry.refreshed = refresh
         self._cache.pop(provider, None)
         while len(self._cache) >= self._max_entries:
             del self._cache[next(iter(self._cache))]  # dicts keep insertion order: the oldest
