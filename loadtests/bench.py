@@ -52,6 +52,7 @@ import orjson
 from app import db, local
 from app.client import open_answer, seal_event
 from app.config import Settings
+from app.devstack import free_port
 from app.ledger import service as ledger
 from app.operator import service as operator
 
@@ -165,13 +166,6 @@ def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 # --- the wallet under test -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

@@ -46,12 +46,12 @@ import httpx
 import orjson
 
 from app.client import ProviderClient
+from app.devstack import free_port
 from loadtests.faults import (
     FAULTS,
     FaultStack,
     Simulator,
     failures_in_a_new_round,
-    free_port,
     seed_players,
     verify,
     wait_ready,

@@ -21,7 +21,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -35,7 +34,7 @@ from redis.asyncio import Redis
 
 from app import db
 from app.client import ProviderClient, seal_event
-from app.devstack import EmbeddedPostgres, EmbeddedRedis
+from app.devstack import EmbeddedPostgres, EmbeddedRedis, free_port
 from app.ledger import service as ledger
 from loadtests.seed import seed
 
@@ -43,13 +42,6 @@ from loadtests.seed import seed
 RETRYABLE = {"internal_error", "request_in_progress"}
 # The pool's application_name (app.db.create_pool): how the wallet's backends are found.
 WALLET_APPLICATION = "wallet"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class DelayProxy:

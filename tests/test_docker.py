@@ -35,9 +35,10 @@ from ruamel.yaml import YAML
 
 from app import db, logs
 from app.config import Settings
+from app.devstack import free_port
 from app.payments.sandbox.server import config_from_env
 from tests.conftest import Services
-from tests.test_serve import free_port, wait_for
+from tests.test_serve import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"

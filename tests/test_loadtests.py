@@ -24,10 +24,11 @@ import pytest
 from starlette.types import ASGIApp
 
 from app.client import ProviderClient
+from app.devstack import free_port
 from loadtests.config import DEFAULT_MIX, LoadConfig, parse_mix
 from loadtests.seed import create_api_key, seed, seed_over_api
 from tests.conftest import ADMIN_KEY, Operator, Services
-from tests.test_serve import free_port, wait_for
+from tests.test_serve import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,8 +31,8 @@ import pytest
 
 from app.client import ProviderClient, seal_event
 from app.config import Settings
+from app.devstack import free_port
 from tests.conftest import ADMIN_KEY, MASTER_KEY, Operator
-from tests.test_serve import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,6 @@ import asyncio
 import configparser
 import contextlib
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -44,9 +43,9 @@ import pytest
 from app import db
 from app.client import ProviderClient
 from app.config import Settings
+from app.devstack import free_port, unprivileged_user
 from app.ledger import service as ledger
 from tests.conftest import Operator, Services, start_app
-from tests.test_serve import free_port
 
 PGBOUNCER = shutil.which("pgbouncer")
 SCALING = Path(__file__).resolve().parent.parent / "docs" / "scaling.md"
@@ -101,16 +100,6 @@ async def test_the_documented_pgbouncer_config_covers_what_the_wallet_pool_sends
 # --- against a real PgBouncer, where it is installed ---------------------------------------------
 
 
-def bouncer_user() -> pwd.struct_passwd | None:
-    """PgBouncer refuses to run as root: who it runs as then (the ``-u`` switch)."""
-    if os.geteuid() != 0:
-        return None
-    for name in ("postgres", "nobody"):
-        with contextlib.suppress(KeyError):
-            return pwd.getpwnam(name)
-    raise AssertionError("running as root with neither a postgres nor a nobody user")
-
-
 @contextlib.contextmanager
 def pgbouncer(database_url: str, *, ignore: bool = True, pool_size: int = 2) -> Iterator[str]:
     """PgBouncer in transaction mode on a free port, with the documented ``wallet`` entry pointing
@@ -126,7 +115,7 @@ def pgbouncer(database_url: str, *, ignore: bool = True, pool_size: int = 2) -> 
     wallet_entry = re.sub(r"user=\S+", f"user={target.username}", wallet_entry)
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="wallet-pgbouncer-"))
-    user = bouncer_user()
+    user = unprivileged_user()  # PgBouncer, like postgres, refuses to run as root
     settings = {
         **documented["pgbouncer"],
         "listen_addr": "127.0.0.1",

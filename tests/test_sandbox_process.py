@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.test_serve import free_port
+from app.devstack import free_port
 
 pytestmark = pytest.mark.slow
 API_KEY = "cli-sandbox-key"
