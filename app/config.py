@@ -179,6 +179,10 @@ class Settings:
     # asyncpg's prepared statements per connection; 0 behind PgBouncer in transaction mode
     # before 1.21 (docs/scaling.md).
     db_statement_cache_size: int = 100
+    # Group commit of seamless postings (app/seamless/batch.py): events per batch at most, and
+    # batches in Postgres at once per process. A batch size of 1 posts every event alone.
+    db_batch_max: int = 32
+    db_batches_in_flight: int = 2
     rate_limit_provider: int = 5000
     rate_limit_api_key: int = 100
     # Raising or removing a responsible-gaming limit waits this long; lowering applies at once.
@@ -220,6 +224,8 @@ class Settings:
             redis_timeout_ms=_int(env, "WALLET_REDIS_TIMEOUT_MS", 1000, minimum=10),
             key_cache_seconds=_int(env, "WALLET_KEY_CACHE_SECONDS", 5, minimum=0),
             db_statement_cache_size=_int(env, "WALLET_DB_STATEMENT_CACHE_SIZE", 100, minimum=0),
+            db_batch_max=_int(env, "WALLET_DB_BATCH_MAX", 32, minimum=1),
+            db_batches_in_flight=_int(env, "WALLET_DB_BATCHES_IN_FLIGHT", 2, minimum=1),
             rate_limit_provider=_int(env, "WALLET_RATE_LIMIT_PROVIDER", 5000, minimum=0),
             rate_limit_api_key=_int(env, "WALLET_RATE_LIMIT_API_KEY", 100, minimum=0),
             public_url=_optional(env, "WALLET_PUBLIC_URL"),
@@ -250,4 +256,6 @@ class Settings:
             )
         if settings.db_pool_min > settings.db_pool_max:
             raise ConfigError("WALLET_DB_POOL_MIN must not exceed WALLET_DB_POOL_MAX")
+        if settings.db_batches_in_flight > settings.db_pool_max:
+            raise ConfigError("WALLET_DB_BATCHES_IN_FLIGHT must not exceed WALLET_DB_POOL_MAX")
         return settings

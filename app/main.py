@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         calls = CallLog(pool)
         poller: asyncio.Task[None] | None = None
         deliverer: asyncio.Task[None] | None = None
+        seamless: SeamlessService | None = None
         metrics = Metrics()
         metrics.watch_pool(pool)
         metrics.watch_call_log(calls)
@@ -110,6 +111,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 acquire_timeout=settings.db_acquire_timeout_ms / 1000,
                 metrics=metrics,
                 provider_limit=settings.rate_limit_provider,
+                batch_max=settings.db_batch_max,
+                batches_in_flight=settings.db_batches_in_flight,
             )
             public_url = settings.public_url or f"http://{settings.host}:{settings.port}"
             payments = Payments(
@@ -162,6 +165,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            if seamless is not None:
+                await seamless.postings.close()
             await calls.close()
             await psp_http.aclose()
             await redis.aclose()

@@ -98,6 +98,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.db_batch_size = Histogram(
+            "wallet_db_batch_size",
+            "Seamless events posted together in one transaction (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
         self.db_pool_size = Gauge(
             "wallet_db_pool_size", "Open connections of the Postgres pool", registry=r
         )
@@ -147,6 +153,10 @@ class Metrics:
         self.lock_wait_seconds.observe(seconds)
         if not acquired:
             self.lock_timeouts.inc()
+
+    def batch_posted(self, size: int) -> None:
+        """Record the size of one group-committed batch (see :mod:`app.seamless.batch`)."""
+        self.db_batch_size.observe(size)
 
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered HTTP request; ``route`` is a path template, never a raw path."""

@@ -6,7 +6,8 @@ The way of one delivery:
 2. decode and parse the event (R3 naming the field), check freshness (R2 stale_request);
 3. admit it in Redis: claim the request_id and take the player's lock in one pipeline; a repeated
    request_id gets the first delivery's outcome (or R1 request_in_progress);
-4. one Postgres round trip: a PL/pgSQL function applies the event's rules and posts;
+4. one Postgres round trip, shared with the events of concurrent requests (group commit,
+   :mod:`app.seamless.batch`): a PL/pgSQL function applies each event's rules and posts;
 5. store the outcome under the request_id and release the lock in one pipeline.
 
 Redis unreachable at step 3 fails closed with R1 internal_error before any money moves: without
@@ -34,6 +35,7 @@ from app.db import CONNECTION_ERRORS, Queries
 from app.metrics import Metrics
 from app.ratelimit import Window
 from app.seamless import envelope, events
+from app.seamless.batch import GroupCommit, Posting
 from app.seamless.calls import CallLog, CallRecord
 from app.seamless.keys import KeyRing, KeyUnavailable
 from app.seamless.outcome import MESSAGES, Outcome, Refusal
@@ -77,6 +79,8 @@ class SeamlessService:
         acquire_timeout: float = 2.0,
         metrics: Metrics | None = None,
         provider_limit: int = 0,
+        batch_max: int = 32,
+        batches_in_flight: int = 2,
     ) -> None:
         self.pool = pool
         self.q = queries
@@ -90,6 +94,14 @@ class SeamlessService:
         self.metrics = metrics
         # Authenticated events per second per provider, counted in the admission pipeline.
         self.provider_limit = provider_limit
+        self.postings = GroupCommit(
+            pool,
+            queries.seamless_batch,
+            max_batch=batch_max,
+            max_inflight=batches_in_flight,
+            acquire_timeout=acquire_timeout,
+            observe=metrics.batch_posted if metrics is not None else None,
+        )
 
     async def handle(self, provider: str, key_id: str | None, body: bytes) -> Reply:
         started = time.perf_counter()
@@ -227,28 +239,16 @@ class SeamlessService:
         return outcome, False
 
     async def _apply(self, provider: str, event: events.Event) -> Outcome:
-        query, args = self._call(provider, event)
-        row = None
         try:
-            async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
-                try:
-                    row = await conn.fetchrow(query, *args)
-                except asyncpg.UniqueViolationError:
-                    # Another player posted the same provider transaction_id at the same moment;
-                    # run again to answer duplicate or idempotency_conflict from the committed row.
-                    row = await conn.fetchrow(query, *args)
+            row = await self.postings.post(_posting(provider, event))
         except DATABASE_ERRORS as exc:
-            if row is None:
-                log.error(
-                    "posting %s failed: %r",
-                    event.event,
-                    exc,
-                    extra={"provider_request_id": event.request_id},
-                )
-                return Outcome("R1", "internal_error", MESSAGES["internal_error"], event.request_id)
-            # The function's answer came back (the posting committed): only giving the
-            # connection back to the pool failed, which must not turn it into an R1.
-            log.warning("connection lost after %s was answered: %r", event.event, exc)
+            log.error(
+                "posting %s failed: %r",
+                event.event,
+                exc,
+                extra={"provider_request_id": event.request_id},
+            )
+            return Outcome("R1", "internal_error", MESSAGES["internal_error"], event.request_id)
         return Outcome(
             code=row["code"],
             reason=row["reason"],
@@ -273,64 +273,6 @@ class SeamlessService:
             outcome.player_id = player_id
             outcome.balance = row["balance"]
             outcome.currency = row["currency"]
-
-    def _call(self, provider: str, e: events.Event) -> tuple[str, tuple[Any, ...]]:
-        """The posting function and its arguments for one event."""
-        q = self.q
-        match e:
-            case events.Bet():
-                return q.seamless_bet, (
-                    provider,
-                    e.player_id,
-                    e.transaction_id,
-                    e.round_id,
-                    e.game_id,
-                    e.amount,
-                    e.currency,
-                    token_hash(e.session_token),
-                    e.request_id,
-                )
-            case events.Cancel():
-                return q.seamless_cancel, (
-                    provider,
-                    e.player_id,
-                    e.transaction_id,
-                    e.ref_transaction_id,
-                    e.round_id,
-                    e.amount,
-                    e.currency,
-                    e.request_id,
-                )
-            case events.Result():
-                return q.seamless_result, (
-                    provider,
-                    e.player_id,
-                    e.transaction_id,
-                    e.round_id,
-                    e.game_id,
-                    e.amount,
-                    e.currency,
-                    e.round_closed,
-                    e.request_id,
-                )
-            case events.ResultChange():
-                return q.seamless_result_change, (
-                    provider,
-                    e.player_id,
-                    e.transaction_id,
-                    e.ref_transaction_id,
-                    e.round_id,
-                    e.amount,
-                    e.currency,
-                    e.request_id,
-                )
-            case events.Login():
-                return q.seamless_login, (provider, e.player_id, token_hash(e.session_token))
-            case events.Logout():
-                return q.seamless_logout, (provider, e.player_id, token_hash(e.session_token))
-            case events.Balance():
-                return q.seamless_balance, (e.player_id,)
-        raise AssertionError(f"no posting function for {e.event}")
 
     def _record(
         self,
@@ -357,6 +299,42 @@ class SeamlessService:
                 created_at=datetime.now(UTC),
             )
         )
+
+
+def _posting(provider: str, e: events.Event) -> Posting:
+    """The event as one row of a group-committed batch."""
+    match e:
+        case events.Bet():
+            return Posting(
+                "bet", provider, e.player_id, e.transaction_id, None, e.round_id, e.game_id,
+                e.amount, e.currency, token_hash(e.session_token), None, e.request_id,
+            )  # fmt: skip
+        case events.Cancel():
+            return Posting(
+                "cancel", provider, e.player_id, e.transaction_id, e.ref_transaction_id,
+                e.round_id, None, e.amount, e.currency, None, None, e.request_id,
+            )  # fmt: skip
+        case events.Result():
+            return Posting(
+                "result", provider, e.player_id, e.transaction_id, None, e.round_id, e.game_id,
+                e.amount, e.currency, None, e.round_closed, e.request_id,
+            )  # fmt: skip
+        case events.ResultChange():
+            return Posting(
+                "result_change", provider, e.player_id, e.transaction_id, e.ref_transaction_id,
+                e.round_id, None, e.amount, e.currency, None, None, e.request_id,
+            )  # fmt: skip
+        case events.Login() | events.Logout():
+            return Posting(
+                e.event, provider, e.player_id, None, None, None, None, None, None,
+                token_hash(e.session_token), None, None,
+            )  # fmt: skip
+        case events.Balance():
+            return Posting(
+                "balance", provider, e.player_id, None, None, None, None, None, None, None, None,
+                None,
+            )  # fmt: skip
+    raise AssertionError(f"no posting for {e.event}")
 
 
 def _replayed(obj: dict[str, Any]) -> Outcome:

@@ -25,3 +25,9 @@ SELECT * FROM seamless_logout($1, $2, $3);
 
 -- name: seamless_balance
 SELECT * FROM seamless_balance($1);
+
+-- name: seamless_batch
+-- Arrays, one element per event: event, provider, player, transaction_id, ref_transaction_id,
+-- round, game, amount, currency, token hash, round_closed, request_id (sql/007); then the lock
+-- timeout in ms (0: none).
+SELECT * FROM seamless_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
