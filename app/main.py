@@ -30,6 +30,7 @@ from app.payments.psp import build_psps
 from app.payments.service import Payments
 from app.ratelimit import Limiter
 from app.redis_client import create_redis
+from app.redis_mux import RedisMux
 from app.seamless import endpoints as seamless_endpoints
 from app.seamless.calls import CallLog
 from app.seamless.keys import KeyRing, master_key_bytes
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             statement_cache_size=settings.db_statement_cache_size,
         )
         redis = create_redis(redis_url, timeout_ms=settings.redis_timeout_ms)
+        mux = RedisMux(redis_url, timeout=settings.redis_timeout_ms / 1000)
         psp_http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
         calls = CallLog(pool)
         poller: asyncio.Task[None] | None = None
@@ -100,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 if settings.master_key is not None
                 else None,
             )
-            gate = Gate(redis, locks, replay_ms=settings.replay_seconds * 1000)
+            gate = Gate(mux, locks, replay_ms=settings.replay_seconds * 1000)
             seamless = SeamlessService(
                 pool,
                 queries,
@@ -169,6 +171,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await seamless.postings.close()
             await calls.close()
             await psp_http.aclose()
+            await mux.aclose()
             await redis.aclose()
             await pool.close()
 

@@ -44,9 +44,9 @@ class Window:
         pipe.incr(self.key)
         pipe.pexpire(self.key, 2 * WINDOW_MS)
 
-    def count_by_script(self, pipe: Pipeline, sha: str) -> None:
-        """Queue the increment as one scripted command (see ``app.locks``); one reply, the count."""
-        pipe.execute_command("EVALSHA", sha, 1, self.key, 2 * WINDOW_MS)
+    def count_command(self, sha: str) -> tuple[str | int, ...]:
+        """The increment as one scripted command (see ``app.locks``); one reply, the count."""
+        return ("EVALSHA", sha, 1, self.key, 2 * WINDOW_MS)
 
     def retry_after(self) -> int:
         """Whole seconds until this window ends (at least 1), for ``Retry-After``."""

@@ -1,5 +1,8 @@
 """Request-id replay protection and the player lock, in as few Redis round trips as possible.
 
+Both pipelines go through :class:`app.redis_mux.RedisMux`, which also writes the pipelines of
+concurrent requests together.
+
 A delivery is *admitted* with one pipeline: claim ``request_id`` with ``SET NX`` (value
 ``pending:<token>``), try the player's lock, and read the claim's current value. The outcome is
 then stored under the claim and the lock released with a second pipeline.
@@ -22,11 +25,11 @@ import hashlib
 from dataclasses import dataclass
 from typing import cast
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from app.locks import PlayerLocks, lock_key, new_token
 from app.ratelimit import Window
+from app.redis_mux import Command, RedisMux
 
 PENDING = b"pending:"
 PENDING_MS = 30_000
@@ -53,8 +56,8 @@ class Admission:
 class Gate:
     """Replay claims and player locks for the seamless endpoint."""
 
-    def __init__(self, redis: Redis, locks: PlayerLocks, *, replay_ms: int) -> None:
-        self.redis = redis
+    def __init__(self, mux: RedisMux, locks: PlayerLocks, *, replay_ms: int) -> None:
+        self.mux = mux
         self.locks = locks
         self.replay_ms = replay_ms
 
@@ -121,47 +124,40 @@ class Gate:
         rate: Window | None,
     ) -> list[object]:
         """Replies: [rate count], the claim's value, [lock taken] (bracketed ones when asked)."""
-        # EVALSHA goes through execute_command: redis-py's cluster pipeline refuses its evalsha(),
-        # and every command here touches one key, so each is routed to its own node.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if rate is not None:
-                rate.count_by_script(pipe, self.locks.count_sha)
-            pipe.execute_command("EVALSHA", self.locks.claim_sha, 1, key, claim, PENDING_MS)
-            if lock:
-                pipe.set(lock_key(player_id), token, nx=True, px=self.locks.ttl_ms)
-            replies: list[object] = await pipe.execute()
-        return replies
+        # Every command touches one key, so each can be routed to its own node on a cluster.
+        commands: list[Command] = []
+        if rate is not None:
+            commands.append(rate.count_command(self.locks.count_sha))
+        commands.append(("EVALSHA", self.locks.claim_sha, 1, key, claim, PENDING_MS))
+        if lock:
+            commands.append(("SET", lock_key(player_id), token, "NX", "PX", self.locks.ttl_ms))
+        return await self.mux.execute(*commands)
 
     async def _drop_claim(self, admission: Admission) -> None:
         """Release our pending claim, best effort (Redis may be failing right now)."""
         try:
-            await self.redis.evalsha(self.locks.release_sha, 1, admission.key, admission.claim)
+            await self.mux.execute(self._release(admission.key, admission.claim))
         except RedisError:
             pass  # it expires after PENDING_MS anyway
 
+    def _release(self, key: str, value: str | bytes) -> Command:
+        return ("EVALSHA", self.locks.release_sha, 1, key, value)
+
     async def finish(self, admission: Admission, outcome: bytes | None) -> None:
         """Store the outcome (or drop our claim when ``None``) and release the lock."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+        commands: list[Command] = [
+            self._release(admission.key, admission.claim)
+            if outcome is None
+            else ("SET", admission.key, outcome, "PX", self.replay_ms)
+        ]
+        if admission.lock_token is not None:
+            commands.append(self._release(lock_key(admission.player_id), admission.lock_token))
+        try:
+            await self.mux.execute(*commands)
+        except NoScriptError:
+            # Redis restarted and forgot the script: load it and finish the releases.
+            await self.locks.load_scripts()
             if outcome is None:
-                pipe.execute_command(
-                    "EVALSHA", self.locks.release_sha, 1, admission.key, admission.claim
-                )
-            else:
-                pipe.set(admission.key, outcome, px=self.replay_ms)
+                await self._drop_claim(admission)
             if admission.lock_token is not None:
-                pipe.execute_command(
-                    "EVALSHA",
-                    self.locks.release_sha,
-                    1,
-                    lock_key(admission.player_id),
-                    admission.lock_token,
-                )
-            try:
-                await pipe.execute()
-            except NoScriptError:
-                # Redis restarted and forgot the script: load it and finish the releases.
-                await self.locks.load_scripts()
-                if outcome is None:
-                    await self._drop_claim(admission)
-                if admission.lock_token is not None:
-                    await self.locks.release(admission.player_id, admission.lock_token)
+                await self.locks.release(admission.player_id, admission.lock_token)
