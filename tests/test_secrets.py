@@ -178,6 +178,19 @@ async def test_keys_are_opened_once_per_load_not_per_request(
     assert opened == []
 
 
+async def test_requests_finding_the_keys_expired_together_share_one_read(
+    table: Table, pool: asyncpg.Pool
+) -> None:
+    counting = CountingPool(pool)
+    ring = KeyRing(counting, Queries.load(), ttl=0)  # type: ignore[arg-type]
+    answers = await asyncio.gather(*(ring.keys(table.provider) for _ in range(30)))
+    assert all(len(a) == 1 for a in answers)
+    assert counting.acquired == 1
+    # Expired again (ttl 0): the next burst reads once more, and only once.
+    await asyncio.gather(*(ring.keys(table.provider) for _ in range(30)))
+    assert counting.acquired == 2
+
+
 # --- the master key setting and local mode -------------------------------------------------------
 
 

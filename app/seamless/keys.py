@@ -9,8 +9,9 @@ can seal. Rows of 32 bytes are raw keys from before migration 005; they are not 
 :func:`seal_raw_keys` has sealed them (``wallet serve`` does at start-up, or
 ``wallet keys encrypt``).
 
-The cache is refreshed after ``ttl`` seconds, and at once when a payload opens with none of the
-cached keys: a rotation done by another worker is picked up on the first request that uses it.
+The cache is refreshed after ``ttl`` seconds (by one read, which the requests finding the entry
+expired together all wait for), and at once when a payload opens with none of the cached keys: a
+rotation done by another worker is picked up on the first request that uses it.
 Keys are opened once per load, never per request. Unknown provider codes are remembered for the
 same ttl so that garbage traffic cannot turn every request into a database read, and the cache
 holds at most ``max_entries`` providers (the oldest entry goes first) so that random codes cannot
@@ -19,6 +20,7 @@ grow it without bound.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -140,6 +142,7 @@ class KeyRing:
         self._max_entries = max_entries
         self._master = master_key if master_key is not None else master_key_from_env()
         self._cache: dict[str, _Entry] = {}
+        self._loading: dict[str, asyncio.Future[_Entry]] = {}
 
     async def keys(self, provider: str, *, refresh: bool = False) -> tuple[ProviderKey, ...]:
         """The provider's active keys; empty when the provider is unknown.
@@ -158,13 +161,32 @@ class KeyRing:
             # Only a refresh holds the next one back, not an ordinary load: a key rotated just
             # after this worker loaded the keys must work at once, not after a pause.
             return entry.usable(provider)
+        if refresh:
+            return (await self._load(provider, entry, now, refresh=True)).usable(provider)
+        # An expired entry is read again once, however many requests find it expired together:
+        # they all wait for that one read instead of each making its own.
+        loading = self._loading.get(provider)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(provider, entry, now, refresh=False))
+            self._loading[provider] = loading
+            loading.add_done_callback(lambda done: self._loaded(provider, done))
+        return (await asyncio.shield(loading)).usable(provider)
+
+    def _loaded(self, provider: str, done: asyncio.Future[_Entry]) -> None:
+        self._loading.pop(provider, None)
+        if not done.cancelled():
+            done.exception()  # seen by the waiting requests; retrieved here should none be left
+
+    async def _load(
+        self, provider: str, entry: _Entry | None, now: float, *, refresh: bool
+    ) -> _Entry:
         try:
             async with self._pool.acquire() as conn:
                 rows = await conn.fetch(self._queries.active_provider_keys, provider)
         except CONNECTION_ERRORS:
             if entry is not None:
                 # Postgres is away: keep authenticating with the keys we know.
-                return entry.usable(provider)
+                return entry
             raise
         entry = self._opened(provider, rows, now)
         entry.refreshed = refresh
@@ -172,7 +194,7 @@ class KeyRing:
         while len(self._cache) >= self._max_entries:
             del self._cache[next(iter(self._cache))]  # dicts keep insertion order: the oldest
         self._cache[provider] = entry
-        return entry.usable(provider)
+        return entry
 
     def _opened(self, provider: str, rows: list[asyncpg.Record], now: float) -> _Entry:
         keys = []
