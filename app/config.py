@@ -182,7 +182,7 @@ class Settings:
     # Group commit of seamless postings (app/seamless/batch.py): events per batch at most, and
     # batches in Postgres at once per process. A batch size of 1 posts every event alone.
     db_batch_max: int = 32
-    db_batches_in_flight: int = 2
+    db_batches_in_flight: int = 1
     rate_limit_provider: int = 5000
     rate_limit_api_key: int = 100
     # Raising or removing a responsible-gaming limit waits this long; lowering applies at once.
@@ -225,7 +225,7 @@ class Settings:
             key_cache_seconds=_int(env, "WALLET_KEY_CACHE_SECONDS", 5, minimum=0),
             db_statement_cache_size=_int(env, "WALLET_DB_STATEMENT_CACHE_SIZE", 100, minimum=0),
             db_batch_max=_int(env, "WALLET_DB_BATCH_MAX", 32, minimum=1),
-            db_batches_in_flight=_int(env, "WALLET_DB_BATCHES_IN_FLIGHT", 2, minimum=1),
+            db_batches_in_flight=_int(env, "WALLET_DB_BATCHES_IN_FLIGHT", 1, minimum=1),
             rate_limit_provider=_int(env, "WALLET_RATE_LIMIT_PROVIDER", 5000, minimum=0),
             rate_limit_api_key=_int(env, "WALLET_RATE_LIMIT_API_KEY", 100, minimum=0),
             public_url=_optional(env, "WALLET_PUBLIC_URL"),

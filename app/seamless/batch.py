@@ -4,15 +4,17 @@ Each request hands its event to :meth:`GroupCommit.post` and waits. Up to ``max_
 batches are in Postgres at once; whatever arrives meanwhile waits for the next batch, which takes
 up to ``max_batch`` events. Nothing is held back on purpose: a lone event goes at once as a batch
 of one, and batches grow only when the database is the bottleneck, which is when sharing a commit
-pays.
+pays. A sender keeps one pool connection for as long as it has batches to send, instead of taking
+one from the pool and giving it back per batch.
 
 A batch is one call of ``seamless_batch`` (sql/007): one transaction, each event run by its own
 function in order, sorted by player id so that two batches lock player rows in the same order.
 When the batch raises for what its events hold (a unique violation because another player used
-the same transaction id at the same moment, a deadlock on transaction-id locks, a rule's own
-error), nothing of it committed: each event is then posted again alone, so that one event's
-failure never becomes another's. When the server or the connection fails, every event of the
-batch gets the error; none of them committed, or all did and a resend is answered as a duplicate.
+the same transaction id at the same moment, a row held elsewhere for longer than the batch's lock
+timeout, a rule's own error), nothing of it committed: each event is then posted again alone, so
+that one event's failure never becomes another's. When the server or the connection fails, every
+event of the batch gets the error; none of them committed, or all did and a resend is answered
+as a duplicate.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ log = logging.getLogger(__name__)
 # events one by one sorts them out.
 _EVENT_ERROR_CLASSES = frozenset({"22", "23", "40", "55", "P0"})
 
-# How long a batch of several events waits for any row lock before it is posted event by event
-# instead. Batches hold player rows for milliseconds; a row held longer belongs to something
-# else (an operator's transaction, a stuck client), and only its own player should wait for it.
+# How long a batch waits for any row lock before its events are posted one by one instead, each
+# on a connection of its own and without a timeout. Batches hold player rows for milliseconds; a
+# row held longer belongs to something else (an operator's transaction, a stuck client), and
+# only its own player should wait for it, not the batch nor the batches behind it. This applies
+# to a batch of one event as well: it is the sender's time that must not be held.
 BATCH_LOCK_TIMEOUT_MS = 100
 
 
@@ -74,7 +78,7 @@ class GroupCommit:
         query: str,
         *,
         max_batch: int = 32,
-        max_inflight: int = 2,
+        max_inflight: int = 1,
         acquire_timeout: float = 2.0,
         observe: BatchObserver | None = None,
     ) -> None:
@@ -112,6 +116,8 @@ class GroupCommit:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self) -> None:
+        """Send batches while events are waiting, on one pool connection held meanwhile."""
+        conn: asyncpg.Connection | None = None
         try:
             while self._waiting:
                 self._starting = False
@@ -120,40 +126,56 @@ class GroupCommit:
                 ]
                 # Cancelled requests (a client gone, a shutdown) are not posted.
                 batch = [item for item in batch if not item[1].done()]
-                if batch:
-                    await self._post_batch(batch)
+                if not batch:
+                    continue
+                batch.sort(key=lambda item: item[0].player_id)  # stable: arrival order kept
+                if self.observe is not None:
+                    self.observe(len(batch))
+                try:
+                    if conn is None:
+                        conn = await self.pool.acquire(timeout=self.acquire_timeout)
+                    postings = [posting for posting, _ in batch]
+                    rows = await _fetch(conn, self.query, postings, BATCH_LOCK_TIMEOUT_MS)
+                except Exception as exc:  # noqa: BLE001 - handed to the batch's requests
+                    if conn is not None:
+                        # Whatever failed, the next batch starts on a connection known to work.
+                        await self._release(conn)
+                        conn = None
+                    await self._failed(batch, exc)
+                    continue
+                for (_, future), row in zip(batch, rows, strict=True):
+                    if not future.done():
+                        future.set_result(row)
         finally:
             self._starting = False
             self._senders -= 1
+            if conn is not None:
+                await self._release(conn)
 
-    async def _post_batch(
-        self, batch: list[tuple[Posting, asyncio.Future[asyncpg.Record]]]
-    ) -> None:
-        batch.sort(key=lambda item: item[0].player_id)  # stable: arrival order within a player
-        if self.observe is not None:
-            self.observe(len(batch))
+    async def _release(self, conn: asyncpg.Connection) -> None:
         try:
-            rows = await self._fetch([posting for posting, _ in batch])
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-            if len(batch) > 1 and _caused_by_events(exc):
-                log.info("batch of %d refused (%s): posting its events one by one", len(batch), exc)
-                # Concurrently and off this sender: an event stuck on a row lock then holds up
-                # no one but itself, and the next batch goes meanwhile.
-                self._spawn(self._post_each(batch), "group-commit-each")
-                return
-            if isinstance(exc, asyncpg.UniqueViolationError):
-                # A batch of one: this is the one retry that _post_alone would have made.
-                await self._post_alone(*batch[0], retry_unique=False)
-                return
+            await self.pool.release(conn)
+        except Exception as exc:  # noqa: BLE001 - the pool drops a broken connection by itself
+            log.warning("connection not given back to the pool: %r", exc)
+
+    async def _failed(
+        self, batch: list[tuple[Posting, asyncio.Future[asyncpg.Record]]], exc: Exception
+    ) -> None:
+        if not _caused_by_events(exc):
             for _, future in batch:
                 _fail(future, exc)
             return
-        for (_, future), row in zip(batch, rows, strict=True):
-            if not future.done():
-                future.set_result(row)
+        log.info("batch of %d refused (%s): posting its events one by one", len(batch), exc)
+        # Concurrently and off this sender, without the lock timeout: an event stuck on a row
+        # lock then holds up no one but itself, and the next batch goes meanwhile.
+        self._spawn(self._post_each(batch, exc), "group-commit-each")
 
-    async def _post_each(self, batch: list[tuple[Posting, asyncio.Future[asyncpg.Record]]]) -> None:
-        await asyncio.gather(*(self._post_alone(posting, future) for posting, future in batch))
+    async def _post_each(
+        self, batch: list[tuple[Posting, asyncio.Future[asyncpg.Record]]], exc: Exception
+    ) -> None:
+        # A unique violation of a batch of one already was the first try of its event.
+        retry_unique = len(batch) > 1 or not isinstance(exc, asyncpg.UniqueViolationError)
+        await asyncio.gather(*(self._post_alone(p, f, retry_unique=retry_unique) for p, f in batch))
 
     async def _post_alone(
         self,
@@ -166,41 +188,48 @@ class GroupCommit:
             return
         try:
             try:
-                rows = await self._fetch([posting])
+                row = await self._fetch_alone(posting)
             except asyncpg.UniqueViolationError:
                 if not retry_unique:
                     raise
                 # Another player posted the same provider transaction_id at the same moment; run
                 # again to answer duplicate or idempotency_conflict from the committed row.
-                rows = await self._fetch([posting])
+                row = await self._fetch_alone(posting)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting request
             _fail(future, exc)
             return
         if not future.done():
-            future.set_result(rows[0])
+            future.set_result(row)
 
-    async def _fetch(self, postings: Sequence[Posting]) -> list[asyncpg.Record]:
-        columns = [list(column) for column in zip(*postings, strict=True)]
-        lock_timeout = BATCH_LOCK_TIMEOUT_MS if len(postings) > 1 else 0
+    async def _fetch_alone(self, posting: Posting) -> asyncpg.Record:
         rows: list[asyncpg.Record] | None = None
         try:
             async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
-                rows = await conn.fetch(self.query, *columns, lock_timeout)
+                rows = await _fetch(conn, self.query, [posting], lock_timeout_ms=0)
         except Exception as exc:
             if rows is None:
                 raise
-            # The rows came back (the batch committed): only giving the connection back to the
-            # pool failed, which must not turn committed postings into errors.
-            log.warning("connection lost after a batch was answered: %r", exc)
+            # The row came back (the posting committed): only giving the connection back to
+            # the pool failed, which must not turn a committed posting into an error.
+            log.warning("connection lost after a posting was answered: %r", exc)
         assert rows is not None
-        if len(rows) != len(postings):
-            raise RuntimeError(f"seamless_batch answered {len(rows)} rows for {len(postings)}")
-        return rows
+        return rows[0]
 
     async def close(self) -> None:
         """Wait for the batches in flight (their requests are still being answered)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def _fetch(
+    conn: asyncpg.Connection, query: str, postings: Sequence[Posting], lock_timeout_ms: int
+) -> list[asyncpg.Record]:
+    """One call of ``seamless_batch``: a row per posting, in order."""
+    columns = [list(column) for column in zip(*postings, strict=True)]
+    rows: list[asyncpg.Record] = await conn.fetch(query, *columns, lock_timeout_ms)
+    if len(rows) != len(postings):
+        raise RuntimeError(f"seamless_batch answered {len(rows)} rows for {len(postings)}")
+    return rows
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:

@@ -80,7 +80,7 @@ class SeamlessService:
         metrics: Metrics | None = None,
         provider_limit: int = 0,
         batch_max: int = 32,
-        batches_in_flight: int = 2,
+        batches_in_flight: int = 1,
     ) -> None:
         self.pool = pool
         self.q = queries
