@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import logs, strict_json
 from app.errors import InvalidRequest, WalletError
+from app.ids import unique_hex
 from app.metrics import UNMATCHED_ROUTE
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,17 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else UNMATCHED_ROUTE
 
 
+def correlation_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The caller's ``X-Request-Id`` when it is a sane identifier, else a new one."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if IDENTIFIER.fullmatch(candidate):
+                return candidate
+            break
+    return "req_" + unique_hex(8)
+
+
 class RequestIdMiddleware:
     """Gives each request a correlation id (the caller's ``X-Request-Id`` when sane), binds it for
     the log lines the request causes, and counts the request in the app's metrics."""
@@ -143,13 +155,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        rid = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                rid = candidate if IDENTIFIER.fullmatch(candidate) else None
-                break
-        rid = rid or "req_" + secrets.token_hex(8)
+        rid = correlation_id(scope["headers"])
         state = scope.setdefault("state", {})
         state["request_id"] = rid
         bound = logs.bind_request_id(rid)

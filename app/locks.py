@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 import time
 from collections.abc import Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
+
+from app.ids import unique_hex
 
 # Delete the key only if it still holds our token: a holder whose TTL ran out must not release
 # the lock that the next holder has since taken. Also releases replay claims the same way.
@@ -52,7 +53,7 @@ def lock_key(player_id: str) -> str:
 
 
 def new_token() -> str:
-    return secrets.token_hex(16)
+    return unique_hex(16)
 
 
 LockObserver = Callable[[float, bool], None]

@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app import db, http, logs, openapi
 from app.config import ConfigError, Settings
@@ -53,6 +54,18 @@ async def _schema_is_current(pool: Any) -> None:
             f"database schema is at migration {applied}, code expects {latest}; "
             "run `wallet migrate`"
         )
+
+
+class WalletApp(Starlette):
+    """The Starlette app, with one fast path: seamless deliveries skip routing and middleware,
+    doing only what those would do for that route (see :mod:`app.seamless.endpoints`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        provider = seamless_endpoints.provider_of(scope)
+        if provider is not None and "wallet" in scope.get("state", {}):
+            await seamless_endpoints.serve(scope, receive, send, provider)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -175,7 +188,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await redis.aclose()
             await pool.close()
 
-    return Starlette(
+    return WalletApp(
         routes=[
             *seamless_endpoints.routes,
             *operator_endpoints.routes,  # payments' authenticated routes register here too

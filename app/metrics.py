@@ -11,7 +11,7 @@ answered it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -31,11 +31,14 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 
 UNMATCHED_ROUTE = "unmatched"
 
+_Pair = tuple[Counter, Histogram]
+
 
 class Metrics:
     """The wallet's counters, histograms and gauges, and their exposition."""
 
     def __init__(self) -> None:
+        self._pairs: dict[tuple[object, ...], _Pair] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.seamless_requests = Counter(
@@ -139,8 +142,15 @@ class Metrics:
         A replayed answer counts as a request and a replay, not again as a duplicate or a
         conflict: it repeats what the first delivery was told.
         """
-        self.seamless_requests.labels(event, code, reason).inc()
-        self.seamless_seconds.labels(event).observe(seconds)
+        counter, histogram = self._children(
+            ("seamless", event, code, reason),
+            lambda: (
+                self.seamless_requests.labels(event, code, reason),
+                self.seamless_seconds.labels(event),
+            ),
+        )
+        counter.inc()
+        histogram.observe(seconds)
         if replayed:
             self.replays.inc()
         elif duplicate:
@@ -161,8 +171,24 @@ class Metrics:
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered HTTP request; ``route`` is a path template, never a raw path."""
         method = method if method in HTTP_METHODS else "other"
-        self.http_requests.labels(route, method, str(status)).inc()
-        self.http_seconds.labels(route).observe(seconds)
+        counter, histogram = self._children(
+            ("http", route, method, status),
+            lambda: (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_seconds.labels(route),
+            ),
+        )
+        counter.inc()
+        histogram.observe(seconds)
+
+    def _children(self, labels: tuple[object, ...], make: Callable[[], _Pair]) -> _Pair:
+        """The labelled counter and histogram for ``labels``, looked up once: ``labels()``
+        validates and locks on every call, a measurable share of a request on the hot path.
+        Label values are bounded sets (routes, events, codes), so the cache is too."""
+        pair = self._pairs.get(labels)
+        if pair is None:
+            pair = self._pairs[labels] = make()
+        return pair
 
     def render(self) -> bytes:
         """Every metric in the Prometheus text exposition format."""

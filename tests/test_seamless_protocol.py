@@ -406,3 +406,29 @@ async def test_request_id_echoed_when_readable(table: Table) -> None:
         "amount": "bad",
     }
     assert (await encrypted(table, event))["request_id"] == "echo-1"
+
+
+async def test_the_routed_webhook_answers_as_the_fast_path_does(
+    asgi: object, table: Table, http: httpx.AsyncClient
+) -> None:
+    """Deliveries skip the app's routing (app.main.WalletApp) except under a root path, where the
+    Starlette route serves them: both answer alike, with the same headers, and other methods are
+    still refused by the route table."""
+    mounted = httpx.ASGITransport(app=asgi, root_path="/wallet")  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=mounted, base_url="http://wallet.test") as routed:
+        for client, prefix in ((http, ""), (routed, "/wallet")):
+            event = table.client.event("balance", player_id=table.player_id)
+            response = await client.post(
+                f"{prefix}{table.client.path}",
+                content=seal_event(table.client.key, table.provider, event),
+                headers={"x-request-id": "corr-" + prefix.strip("/")},
+            )
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/json"
+            assert response.headers["x-request-id"] == "corr-" + prefix.strip("/")
+            answer = open_answer(table.client.key, table.provider, response.content)
+            assert (answer["code"], answer["balance"]) == ("R0", 10_000)
+            too_big = await client.post(f"{prefix}{table.client.path}", content=b"x" * 70_000)
+            assert plain(too_big)["reason"] == "bad_signature"
+            refused = await client.get(f"{prefix}{table.client.path}")
+            assert refused.status_code == 405
