@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 deliverer = asyncio.get_running_loop().create_task(
                     outbox.run_forever(5.0), name="operator-events"
                 )
+            _tune_garbage_collection()
             yield {
                 "wallet": Wallet(
                     settings=settings,
@@ -204,6 +206,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
+
+
+def _tune_garbage_collection() -> None:
+    """Fewer and shorter cyclic collections, once the app is up.
+
+    What start-up made (modules, settings, pools, scripts) lives as long as the process: frozen,
+    no collection walks it again. Requests free almost everything they make by reference count,
+    so collections can run far less often than the default (every 700 net new containers);
+    measured under ``make bench``, the oldest generation's collections took up to 25 ms, which
+    every request in flight waited for.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 async def metrics_endpoint(request: Request) -> Response:
