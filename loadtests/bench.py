@@ -53,6 +53,7 @@ from app import db, local
 from app.client import open_answer, seal_event
 from app.config import Settings
 from app.devstack import free_port
+from app.ids import unique_hex
 from app.ledger import service as ledger
 from app.operator import service as operator
 
@@ -301,12 +302,12 @@ async def play(
     try:
         while not stop.is_set():
             player_id, token = seeded.player(rng.choice(mine))
-            round_id = "r-" + secrets.token_hex(6)
+            round_id = "r-" + unique_hex(6)
             bet = {
                 "event": "bet",
                 "player_id": player_id,
                 "session_token": token,
-                "transaction_id": "b-" + secrets.token_hex(8),
+                "transaction_id": "b-" + unique_hex(8),
                 "round_id": round_id,
                 "game_id": "bench-slot",
                 "amount": BET,
@@ -315,7 +316,7 @@ async def play(
             result = {
                 "event": "result",
                 "player_id": player_id,
-                "transaction_id": "w-" + secrets.token_hex(8),
+                "transaction_id": "w-" + unique_hex(8),
                 "round_id": round_id,
                 "game_id": "bench-slot",
                 "amount": rng.choice((0, 0, 2 * BET)),
@@ -323,7 +324,7 @@ async def play(
                 "round_closed": True,
             }
             for event in (bet, result):
-                event["request_id"] = "q-" + secrets.token_hex(8)
+                event["request_id"] = "q-" + unique_hex(8)
                 event["timestamp"] = int(time.time())
                 body = seal_event(seeded.key, seeded.provider, event)
                 started = time.perf_counter()
