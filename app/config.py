@@ -256,6 +256,8 @@ class Settings:
             )
         if settings.db_pool_min > settings.db_pool_max:
             raise ConfigError("WALLET_DB_POOL_MIN must not exceed WALLET_DB_POOL_MAX")
-        if settings.db_batches_in_flight > settings.db_pool_max:
-            raise ConfigError("WALLET_DB_BATCHES_IN_FLIGHT must not exceed WALLET_DB_POOL_MAX")
+        if settings.db_batches_in_flight >= settings.db_pool_max:
+            # Senders hold their connections while busy: keep some for key reads, events
+            # posted alone and the call history.
+            raise ConfigError("WALLET_DB_BATCHES_IN_FLIGHT must be below WALLET_DB_POOL_MAX")
         return settings

@@ -129,6 +129,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 provider_limit=settings.rate_limit_provider,
                 batch_max=settings.db_batch_max,
                 batches_in_flight=settings.db_batches_in_flight,
+                # Past the server's own statement timeout: only a connection gone silent.
+                post_timeout=(settings.db_statement_timeout_ms or 25_000) / 1000 + 5,
             )
             public_url = settings.public_url or f"http://{settings.host}:{settings.port}"
             payments = Payments(
@@ -217,6 +219,7 @@ def _tune_garbage_collection() -> None:
     measured under ``make bench``, the oldest generation's collections took up to 25 ms, which
     every request in flight waited for.
     """
+    gc.collect()  # what start-up left as garbage goes first, rather than being kept for good
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
 

@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 
 from app import db
-from app.seamless.batch import GroupCommit, Posting
+from app.seamless.batch import GroupCommit, Posting, _caused_by_events
 from app.seamless.service import token_hash
-from tests.conftest import Operator, Table, TableFactory
+from tests.conftest import Operator, Services, Table, TableFactory
 
 QUERIES = db.Queries.load()
 
@@ -181,3 +181,82 @@ def test_settings_refuse_more_batches_than_connections() -> None:
         Settings.from_env(env)
     with pytest.raises(ValueError):
         GroupCommit(None, "", max_batch=0)  # type: ignore[arg-type]
+
+
+async def test_a_held_players_next_events_skip_batches_for_a_while(
+    pool: asyncpg.Pool, table_factory: TableFactory
+) -> None:
+    """Once a player's row was found held, their events go alone for HELD_SECONDS, so each one
+    does not cost a whole batch its lock timeout again."""
+    held, free = await table_factory(), await table_factory()
+    sizes: list[int] = []
+    group = GroupCommit(pool, QUERIES.seamless_batch, observe=sizes.append)
+    async with pool.acquire() as holder:
+        tx = await hold_rows(holder, held.player_id)
+        try:
+            first = asyncio.create_task(group.post(bet(held, 100)))
+            assert (await group.post(bet(free, 100)))["code"] == "R0"
+            await asyncio.sleep(0.3)  # the held bet is waiting alone by now, marked held
+            second = asyncio.create_task(group.post(bet(held, 100)))
+            assert (await asyncio.wait_for(group.post(bet(free, 100)), 5))["code"] == "R0"
+            assert not first.done() and not second.done()
+        finally:
+            await tx.rollback()
+    assert sorted(r["balance"] for r in await asyncio.gather(first, second)) == [9_800, 9_900]
+    # The first batch held both players; the second went out with the free player alone.
+    assert sizes == [2, 1]
+
+
+async def test_events_that_waited_too_long_for_a_batch_are_refused(
+    pool: asyncpg.Pool, table_factory: TableFactory
+) -> None:
+    held, late = await table_factory(), await table_factory()
+    group = GroupCommit(pool, QUERIES.seamless_batch, acquire_timeout=0.03)
+    async with pool.acquire() as holder:
+        tx = await hold_rows(holder, held.player_id)
+        try:
+            first = asyncio.create_task(group.post(bet(held, 100)))
+            await asyncio.sleep(0.01)  # the sender is in the batch, waiting on the held row
+            with pytest.raises(TimeoutError):
+                await group.post(bet(late, 100))
+        finally:
+            await tx.rollback()
+    assert (await first)["code"] == "R0"
+    assert await late.balance() == 10_000
+
+
+async def test_a_batch_over_the_statement_timeout_is_posted_event_by_event(
+    services: Services, table_factory: TableFactory, pool: asyncpg.Pool
+) -> None:
+    """The statement timeout is one event's allowance: a batch that reaches it is posted again
+    event by event, and only the event that really takes that long fails."""
+    held, free = await table_factory(), await table_factory()
+    strict = await db.create_pool(services.database_url, max_size=4, statement_timeout_ms=50)
+    group = GroupCommit(strict, QUERIES.seamless_batch)
+    try:
+        async with pool.acquire() as holder:
+            tx = await hold_rows(holder, held.player_id)
+            try:
+                results = await asyncio.gather(
+                    group.post(bet(held, 100)), group.post(bet(free, 100)), return_exceptions=True
+                )
+            finally:
+                await tx.rollback()
+    finally:
+        await strict.close()
+    assert isinstance(results[0], asyncpg.QueryCanceledError)
+    assert isinstance(results[1], asyncpg.Record) and results[1]["code"] == "R0"
+
+
+def test_which_failures_are_settled_event_by_event() -> None:
+    def error(sqlstate: str) -> asyncpg.PostgresError:
+        exc = asyncpg.PostgresError("x")
+        exc.sqlstate = sqlstate  # type: ignore[attr-defined]
+        return exc
+
+    for sqlstate in ("23505", "40P01", "55P03", "P0001", "22003"):
+        assert _caused_by_events(error(sqlstate), 1)
+    assert _caused_by_events(error("57014"), 2) and not _caused_by_events(error("57014"), 1)
+    for sqlstate in ("08006", "57P01", "53300", "XX000"):
+        assert not _caused_by_events(error(sqlstate), 2)
+    assert not _caused_by_events(OSError("connection refused"), 2)

@@ -20,9 +20,11 @@ as a duplicate.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
+from math import inf
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -42,6 +44,9 @@ _EVENT_ERROR_CLASSES = frozenset({"22", "23", "40", "55", "P0"})
 # to a batch of one event as well: it is the sender's time that must not be held.
 BATCH_LOCK_TIMEOUT_MS = 100
 
+# How long, after one of them waited long alone, the events of a player skip batches.
+HELD_SECONDS = 1.0
+
 
 class Posting(NamedTuple):
     """One event's arguments to ``seamless_batch``; a field the event does not have is None."""
@@ -60,13 +65,21 @@ class Posting(NamedTuple):
     request_id: str | None
 
 
+_Pending = tuple[Posting, "asyncio.Future[asyncpg.Record]"]
+_Waiting = tuple[Posting, "asyncio.Future[asyncpg.Record]", float]  # and when it was queued
+
 BatchObserver = Callable[[int], None]
 """Told the size of every batch sent."""
 
 
-def _caused_by_events(exc: BaseException) -> bool:
-    sqlstate = getattr(exc, "sqlstate", None)
-    return isinstance(exc, asyncpg.PostgresError) and str(sqlstate)[:2] in _EVENT_ERROR_CLASSES
+def _caused_by_events(exc: BaseException, size: int) -> bool:
+    """Whether posting the ``size`` events of a failed batch one by one may settle them."""
+    if not isinstance(exc, asyncpg.PostgresError):
+        return False
+    sqlstate = str(getattr(exc, "sqlstate", ""))
+    # The statement timeout bounds one event's work when it runs alone; a batch of several that
+    # reaches it (players with limits over long histories) gives each its own allowance again.
+    return sqlstate[:2] in _EVENT_ERROR_CLASSES or (size > 1 and sqlstate == "57014")
 
 
 class GroupCommit:
@@ -80,6 +93,7 @@ class GroupCommit:
         max_batch: int = 32,
         max_inflight: int = 1,
         acquire_timeout: float = 2.0,
+        fetch_timeout: float = 30.0,
         observe: BatchObserver | None = None,
     ) -> None:
         if max_batch < 1 or max_inflight < 1:
@@ -90,18 +104,24 @@ class GroupCommit:
         self.max_inflight = max_inflight
         self.acquire_timeout = acquire_timeout
         self.observe = observe
-        self._waiting: deque[tuple[Posting, asyncio.Future[asyncpg.Record]]] = deque()
+        # The database's own statement timeout ends a batch first; this bounds a connection
+        # that went silent (half-open) without closing.
+        self.fetch_timeout = fetch_timeout
+        self._waiting: deque[_Waiting] = deque()
         self._senders = 0  # sender tasks alive
         self._starting = False  # a sender was started and has not taken its first batch yet
         self._tasks: set[asyncio.Task[None]] = set()
+        # Players whose row was found held elsewhere, until when their events skip batches.
+        self._held: dict[str, float] = {}
 
     async def post(self, posting: Posting) -> asyncpg.Record:
         """The event's ``wallet_outcome`` row once its batch committed.
 
         Raises what the database raised: the caller answers a retryable R1.
         """
-        future: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
-        self._waiting.append((posting, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[asyncpg.Record] = loop.create_future()
+        self._waiting.append((posting, future, loop.time()))
         if not self._starting and self._senders < self.max_inflight:
             # The new sender runs on the loop's next turn, so it takes every event that the
             # requests being served on this turn add meanwhile.
@@ -111,46 +131,89 @@ class GroupCommit:
         return await future
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine, name=name)
+        # A context of its own: not the log context (correlation id) of the request that
+        # happened to start it, which its log lines are not about.
+        task = asyncio.get_running_loop().create_task(
+            coroutine, name=name, context=contextvars.Context()
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self) -> None:
         """Send batches while events are waiting, on one pool connection held meanwhile."""
         conn: asyncpg.Connection | None = None
+        batch: list[_Pending] = []
         try:
             while self._waiting:
                 self._starting = False
-                batch = [
-                    self._waiting.popleft() for _ in range(min(self.max_batch, len(self._waiting)))
-                ]
-                # Cancelled requests (a client gone, a shutdown) are not posted.
-                batch = [item for item in batch if not item[1].done()]
+                batch = self._take()
                 if not batch:
                     continue
-                batch.sort(key=lambda item: item[0].player_id)  # stable: arrival order kept
-                if self.observe is not None:
-                    self.observe(len(batch))
                 try:
+                    if self.observe is not None:
+                        self.observe(len(batch))
                     if conn is None:
                         conn = await self.pool.acquire(timeout=self.acquire_timeout)
-                    postings = [posting for posting, _ in batch]
-                    rows = await _fetch(conn, self.query, postings, BATCH_LOCK_TIMEOUT_MS)
+                    rows = await _fetch(
+                        conn,
+                        self.query,
+                        [posting for posting, _ in batch],
+                        BATCH_LOCK_TIMEOUT_MS,
+                        self.fetch_timeout,
+                    )
                 except Exception as exc:  # noqa: BLE001 - handed to the batch's requests
                     if conn is not None:
                         # Whatever failed, the next batch starts on a connection known to work.
                         await self._release(conn)
                         conn = None
                     await self._failed(batch, exc)
+                    batch = []
                     continue
                 for (_, future), row in zip(batch, rows, strict=True):
                     if not future.done():
                         future.set_result(row)
+                batch = []
         finally:
             self._starting = False
             self._senders -= 1
+            # Only when this task itself was cancelled (a shutdown cut short): the requests of
+            # the batch under way must not wait for ever. Nothing of it is known to be committed.
+            for _, future in batch:
+                _fail(future, ConnectionError("posting interrupted"))
             if conn is not None:
                 await self._release(conn)
+
+    def _take(self) -> list[_Pending]:
+        """The next batch off the queue, sorted by player. Events of requests gone (a client
+        disconnected, a shutdown) are dropped; events that waited longer than a request waits
+        for a connection get a timeout (R1); events of players whose row is held elsewhere
+        are posted alone at once."""
+        now = asyncio.get_running_loop().time()
+        batch: list[_Pending] = []
+        alone: list[_Pending] = []
+        while self._waiting and len(batch) < self.max_batch:
+            posting, future, queued_at = self._waiting.popleft()
+            if future.done():
+                continue
+            if now - queued_at > self.acquire_timeout:
+                _fail(future, TimeoutError("no batch had room for the event in time"))
+            elif self._held and self._is_held(posting.player_id, now):
+                alone.append((posting, future))
+            else:
+                batch.append((posting, future))
+        if alone:
+            self._spawn(self._post_each(alone, None), "group-commit-held")
+        batch.sort(key=lambda item: item[0].player_id)  # stable: arrival order within a player
+        return batch
+
+    def _is_held(self, player_id: str, now: float) -> bool:
+        until = self._held.get(player_id)
+        if until is None:
+            return False
+        if until > now:
+            return True
+        del self._held[player_id]
+        return False
 
     async def _release(self, conn: asyncpg.Connection) -> None:
         try:
@@ -158,10 +221,8 @@ class GroupCommit:
         except Exception as exc:  # noqa: BLE001 - the pool drops a broken connection by itself
             log.warning("connection not given back to the pool: %r", exc)
 
-    async def _failed(
-        self, batch: list[tuple[Posting, asyncio.Future[asyncpg.Record]]], exc: Exception
-    ) -> None:
-        if not _caused_by_events(exc):
+    async def _failed(self, batch: list[_Pending], exc: Exception) -> None:
+        if not _caused_by_events(exc, len(batch)):
             for _, future in batch:
                 _fail(future, exc)
             return
@@ -170,9 +231,7 @@ class GroupCommit:
         # lock then holds up no one but itself, and the next batch goes meanwhile.
         self._spawn(self._post_each(batch, exc), "group-commit-each")
 
-    async def _post_each(
-        self, batch: list[tuple[Posting, asyncio.Future[asyncpg.Record]]], exc: Exception
-    ) -> None:
+    async def _post_each(self, batch: list[_Pending], exc: Exception | None) -> None:
         # A unique violation of a batch of one already was the first try of its event.
         retry_unique = len(batch) > 1 or not isinstance(exc, asyncpg.UniqueViolationError)
         await asyncio.gather(*(self._post_alone(p, f, retry_unique=retry_unique) for p, f in batch))
@@ -186,6 +245,12 @@ class GroupCommit:
     ) -> None:
         if future.done():
             return
+        loop = asyncio.get_running_loop()
+        player = posting.player_id
+        # Still waiting after a batch's lock timeout: most likely the player's row is held
+        # elsewhere. Until shortly after this posting is done, their next events go alone, so
+        # that they do not cost a batch (and everyone behind it) the lock timeout each.
+        marker = loop.call_later(BATCH_LOCK_TIMEOUT_MS / 1000, self._held.__setitem__, player, inf)
         try:
             try:
                 row = await self._fetch_alone(posting)
@@ -198,6 +263,10 @@ class GroupCommit:
         except Exception as exc:  # noqa: BLE001 - handed to the waiting request
             _fail(future, exc)
             return
+        finally:
+            marker.cancel()
+            if self._held.get(player) == inf:
+                self._held[player] = loop.time() + HELD_SECONDS
         if not future.done():
             future.set_result(row)
 
@@ -205,7 +274,7 @@ class GroupCommit:
         rows: list[asyncpg.Record] | None = None
         try:
             async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
-                rows = await _fetch(conn, self.query, [posting], lock_timeout_ms=0)
+                rows = await _fetch(conn, self.query, [posting], 0, self.fetch_timeout)
         except Exception as exc:
             if rows is None:
                 raise
@@ -222,11 +291,15 @@ class GroupCommit:
 
 
 async def _fetch(
-    conn: asyncpg.Connection, query: str, postings: Sequence[Posting], lock_timeout_ms: int
+    conn: asyncpg.Connection,
+    query: str,
+    postings: Sequence[Posting],
+    lock_timeout_ms: int,
+    timeout: float,
 ) -> list[asyncpg.Record]:
     """One call of ``seamless_batch``: a row per posting, in order."""
     columns = [list(column) for column in zip(*postings, strict=True)]
-    rows: list[asyncpg.Record] = await conn.fetch(query, *columns, lock_timeout_ms)
+    rows: list[asyncpg.Record] = await conn.fetch(query, *columns, lock_timeout_ms, timeout=timeout)
     if len(rows) != len(postings):
         raise RuntimeError(f"seamless_batch answered {len(rows)} rows for {len(postings)}")
     return rows

@@ -81,6 +81,7 @@ class SeamlessService:
         provider_limit: int = 0,
         batch_max: int = 32,
         batches_in_flight: int = 1,
+        post_timeout: float = 30.0,
     ) -> None:
         self.pool = pool
         self.q = queries
@@ -100,6 +101,7 @@ class SeamlessService:
             max_batch=batch_max,
             max_inflight=batches_in_flight,
             acquire_timeout=acquire_timeout,
+            fetch_timeout=post_timeout,
             observe=metrics.batch_posted if metrics is not None else None,
         )
 
