@@ -23,6 +23,7 @@ Only the commands of the hot path go through here; everything else keeps redis-p
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ssl
 import time
 from collections import deque
@@ -70,10 +71,12 @@ class _Protocol(asyncio.Protocol):
     def send(self, commands: tuple[Command, ...]) -> asyncio.Future[list[Any]]:
         if self.closed:
             raise RedisConnectionError("connection to Redis closed")
+        # Packed before anything is queued: a command that does not pack must not leave the
+        # others written with no waiter, or every later reply would go to the wrong request.
+        packed = [hiredis.pack_command(command) for command in commands]
         future: asyncio.Future[list[Any]] = self.loop.create_future()
-        now = time.monotonic()
-        self.waiters.append(_Waiter(future, len(commands), now))
-        self.out.extend(hiredis.pack_command(command) for command in commands)
+        self.waiters.append(_Waiter(future, len(commands), time.monotonic()))
+        self.out.extend(packed)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -149,7 +152,7 @@ class RedisMux:
         self.timeout = timeout
         self._target = _Target(url)
         self._protocol: _Protocol | None = None
-        self._connecting: asyncio.Future[_Protocol] | None = None
+        self._connecting: asyncio.Task[_Protocol] | None = None
 
     async def execute(self, *commands: Command) -> list[Any]:
         """Send ``commands`` as one pipeline; their replies, in order."""
@@ -166,21 +169,25 @@ class RedisMux:
         return replies
 
     async def _connect(self) -> _Protocol:
-        """The live connection, made once however many requests ask for it at the same time."""
-        if self._connecting is None:
-            self._connecting = asyncio.get_running_loop().create_future()
-            try:
-                protocol = await self._open()
-            except BaseException as exc:
-                self._connecting.set_exception(exc)
-                self._connecting.exception()  # retrieved here, so an unawaited one is not logged
-                raise
-            finally:
-                connecting, self._connecting = self._connecting, None
-            self._protocol = protocol
-            connecting.set_result(protocol)
-            return protocol
-        return await asyncio.shield(self._connecting)
+        """The live connection, made once however many requests ask for it at the same time.
+
+        The connection is made by a task of its own, which every asking request waits for: one
+        of them cancelled (a client gone) must not cancel the others' connection too."""
+        connecting = self._connecting
+        if connecting is None:
+            connecting = asyncio.get_running_loop().create_task(
+                self._open(), name="redis-mux-connect", context=contextvars.Context()
+            )
+            self._connecting = connecting
+            connecting.add_done_callback(self._connected)
+        return await asyncio.shield(connecting)
+
+    def _connected(self, task: asyncio.Task[_Protocol]) -> None:
+        self._connecting = None
+        if task.cancelled():
+            return
+        if task.exception() is None:  # also marks a failure as seen, should no one be waiting
+            self._protocol = task.result()
 
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
@@ -233,6 +240,13 @@ class _Target:
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
         query = parse_qs(parts.query)
+        unsupported = set(query) - {"db"}
+        if unsupported:
+            # Refused rather than ignored: an ignored TLS or timeout option would connect
+            # differently from what the URL says.
+            raise ValueError(
+                f"Redis URL options not supported by the hot path's client: {sorted(unsupported)}"
+            )
         self.tls = parts.scheme == "rediss"
         self.path = unquote(parts.path) if parts.scheme == "unix" else None
         self.host = parts.hostname or "localhost"

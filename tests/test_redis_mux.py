@@ -160,3 +160,35 @@ def test_urls_are_read_as_redis_py_reads_them() -> None:
     assert (t.path, t.db) == ("/run/redis.sock", 3)
     with pytest.raises(ValueError, match="scheme"):
         _Target("http://cache.example")
+
+
+async def test_a_command_that_cannot_be_packed_leaves_the_connection_in_step(
+    mux: RedisMux,
+) -> None:
+    k = key()
+    with pytest.raises(TypeError):
+        await mux.execute(("SET", k, "written?"), ("SET", k, None))
+    # Nothing of that pipeline went out, and the next reply is this command's own.
+    assert await mux.execute(("GET", k), ("ECHO", "after")) == [None, b"after"]
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_connection_of_the_others(
+    settings: Settings,
+) -> None:
+    assert settings.redis_url is not None
+    mux = RedisMux(settings.redis_url, timeout=2.0)
+    try:
+        first = asyncio.create_task(mux.execute(("PING",)))
+        others = [asyncio.create_task(mux.execute(("ECHO", str(i)))) for i in range(3)]
+        await asyncio.sleep(0)  # all of them wait for the one connection being made
+        first.cancel()
+        assert await asyncio.gather(*others) == [[b"0"], [b"1"], [b"2"]]
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    finally:
+        await mux.aclose()
+
+
+def test_url_options_it_does_not_apply_are_refused() -> None:
+    with pytest.raises(ValueError, match="ssl_cert_reqs"):
+        RedisMux("rediss://cache.example:6380/0?ssl_cert_reqs=none", timeout=1.0)

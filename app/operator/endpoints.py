@@ -408,6 +408,7 @@ async def readyz(request: Request) -> Response:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     try:
         await w.redis.ping()
+        await w.seamless.gate.mux.execute(("PING",))  # the hot path's own connection too
         checks["redis"] = "ok"
     except (RedisError, OSError) as exc:
         checks["redis"] = f"unavailable: {type(exc).__name__}"

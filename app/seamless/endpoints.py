@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 PREFIX = "/v1/seamless/"
 ROUTE = PREFIX + "{provider}"
 JSON = (b"content-type", b"application/json")
+# The metrics' status of a request whose client disconnected before sending its body (nginx's
+# number for it): nobody was answered.
+CLIENT_GONE = 499
 
 
 async def answer(w: Wallet, provider: str, key_id: str | None, body: bytes | None) -> bytes:
@@ -80,9 +83,10 @@ async def serve(scope: Scope, receive: Receive, send: Send, provider: str) -> No
     bound = logs.bind_request_id(rid)
     key_id = declared = None
     for name, value in scope["headers"]:
-        if name == b"x-key-id":
+        # The first of repeated headers counts, as Starlette's Headers.get() reads them.
+        if name == b"x-key-id" and key_id is None:
             key_id = value.decode("latin-1")
-        elif name == b"content-length":
+        elif name == b"content-length" and declared is None:
             declared = value
     status = 500  # as the server answers when something below raises
     try:
@@ -93,10 +97,12 @@ async def serve(scope: Scope, receive: Receive, send: Send, provider: str) -> No
         status = 200
         await send({"type": "http.response.body", "body": content})
     except ClientGone:
-        return
+        status = CLIENT_GONE
     finally:
         w.metrics.http_request(ROUTE, "POST", status, time.perf_counter() - started)
-        logs.reset_request_id(bound)
+    # Not reached when something raised, on purpose, as in app.http.RequestIdMiddleware: the
+    # server logs the escaped exception next, in this same task, and that line needs the id too.
+    logs.reset_request_id(bound)
 
 
 async def _body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
