@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
+import logging
 import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,7 @@ ADMIN_KEY = "test-admin-key-" + secrets.token_hex(8)
 os.environ["WALLET_ADMIN_API_KEY"] = ADMIN_KEY
 os.environ["WALLET_MASTER_KEY"] = MASTER_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
-from app import db  # noqa: E402
+from app import db, logs  # noqa: E402
 from app.client import ProviderClient  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.devstack import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
@@ -363,3 +367,74 @@ async def sandbox_routes(asgi: ASGIApp) -> AsyncIterator[SandboxRoutes]:
             yield SandboxRoutes(sandbox.app, sandbox.http)
         finally:
             payments.psps, payments.webhook_base = saved
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def wallet_cli(
+    database_url: str, redis_url: str, *args: str, master: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``wallet <args>`` as a process of its own, with only these servers (and master key) from
+    the environment's WALLET_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
+    env.update(WALLET_DATABASE_URL=database_url, WALLET_REDIS_URL=redis_url)
+    if master is not None:
+        env["WALLET_MASTER_KEY"] = master
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+# --- log capture ---------------------------------------------------------------------------------
+
+
+class RawRecords(logging.Handler):
+    """Every record as logged, before any redaction (it runs first among the root's handlers)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        parts = [record.getMessage(), repr(record.args)]
+        if record.exc_info:
+            parts.append(logging.Formatter().formatException(record.exc_info))
+        parts += [str(v) for v in record.__dict__.values()]
+        self.texts.append("\n".join(parts))
+
+
+@contextmanager
+def every_log_line() -> Iterator[tuple[RawRecords, io.StringIO]]:
+    """Every logger at DEBUG into the wallet's JSON handler (its lines in the stream), and a raw
+    copy of each record; levels and handlers as they were afterwards."""
+    stream = io.StringIO()
+    handler = logs.make_handler(stream, json=True)
+    raw = RawRecords()
+    root = logging.getLogger()
+    levels = {
+        name: logger.level
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    root_level = root.level
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    root.setLevel(logging.DEBUG)
+    root.handlers.insert(0, raw)
+    root.addHandler(handler)
+    try:
+        yield raw, stream
+    finally:
+        root.removeHandler(handler)
+        root.removeHandler(raw)
+        root.setLevel(root_level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

@@ -24,7 +24,7 @@ from app.config import ConfigError, Settings
 from app.locks import PlayerLocks, new_token
 from app.metrics import Metrics
 from app.redis_client import create_redis
-from tests.conftest import ADMIN_KEY, Operator, Table
+from tests.conftest import ADMIN_KEY, Operator, RawRecords, Table, every_log_line
 
 # ---------------------------------------------------------------------------------------------
 # Metrics
@@ -173,23 +173,6 @@ async def test_lock_waits_and_timeouts_are_observed(settings: Settings) -> None:
 # Logs
 
 
-class RawRecords(logging.Handler):
-    """Every record as logged, before any redaction (it runs first among the root's handlers)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-        self.texts: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        parts = [record.getMessage(), repr(record.args)]
-        if record.exc_info:
-            parts.append(logging.Formatter().formatException(record.exc_info))
-        parts += [str(v) for v in record.__dict__.values()]
-        self.texts.append("\n".join(parts))
-
-
 @dataclass
 class Captured:
     stream: io.StringIO
@@ -210,29 +193,8 @@ class Captured:
 @pytest.fixture
 def captured() -> Iterator[Captured]:
     """Every logger at DEBUG into the wallet's JSON handler, and a raw copy of each record."""
-    stream = io.StringIO()
-    handler = logs.make_handler(stream, json=True)
-    raw = RawRecords()
-    root = logging.getLogger()
-    levels = {
-        name: logger.level
-        for name, logger in logging.root.manager.loggerDict.items()
-        if isinstance(logger, logging.Logger)
-    }
-    root_level = root.level
-    for name in levels:
-        logging.getLogger(name).setLevel(logging.NOTSET)
-    root.setLevel(logging.DEBUG)
-    root.handlers.insert(0, raw)
-    root.addHandler(handler)
-    try:
+    with every_log_line() as (raw, stream):
         yield Captured(stream, raw)
-    finally:
-        root.removeHandler(handler)
-        root.removeHandler(raw)
-        root.setLevel(root_level)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def server_lines(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:

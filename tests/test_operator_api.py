@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import secrets
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +16,7 @@ import pytest
 
 from app.operator.auth import ROLES
 from app.operator.endpoints import PERMISSIONS
-from tests.conftest import ADMIN_KEY, Operator, Table, TableFactory
+from tests.conftest import ADMIN_KEY, Operator, Table, TableFactory, wallet_cli
 
 
 async def api_key(operator: Operator, role: str) -> str:
@@ -413,17 +410,8 @@ async def test_statement_adds_up(table: Table) -> None:
 # --- the finance CLI ----------------------------------------------------------------------
 
 
-def wallet_cli(settings: Any, *args: str) -> Any:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
-    env.update(WALLET_DATABASE_URL=settings.database_url, WALLET_REDIS_URL=settings.redis_url)
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def wallet_json(settings: Any, *args: str) -> Any:
+    done = wallet_cli(settings.database_url, settings.redis_url, *args)
     assert done.returncode == 0, done.stderr
     return orjson.loads(done.stdout)
 
@@ -432,16 +420,18 @@ async def test_cli_apikey_and_reports(
     settings: Any, table: Table, http: httpx.AsyncClient, operator: Operator
 ) -> None:
     await table.bet(100, round_id="cli")
-    created = await asyncio.to_thread(wallet_cli, settings, "apikey", "create", "--role", "support")
+    created = await asyncio.to_thread(
+        wallet_json, settings, "apikey", "create", "--role", "support"
+    )
     support = as_role(http, created["key"])
     await support.call("GET", f"/v1/players/{table.player_id}", expect=200)
     audit = (await operator.call("GET", f"/v1/audit?target=apikey:{created['id']}", expect=200))[
         "data"
     ]
     assert audit[0]["actor"].startswith("cli:")
-    report = await asyncio.to_thread(wallet_cli, settings, "report", "daily")
+    report = await asyncio.to_thread(wallet_json, settings, "report", "daily")
     assert any(r["provider"] == table.provider and r["bet_sum"] == 100 for r in report["rows"])
     statement = await asyncio.to_thread(
-        wallet_cli, settings, "report", "statement", table.player_id
+        wallet_json, settings, "report", "statement", table.player_id
     )
     assert statement["closing_balance"] == 9_900

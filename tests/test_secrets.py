@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import logging
 import os
 import secrets
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,9 +32,12 @@ from tests.conftest import (
     SANDBOX_API_KEY,
     SANDBOX_SECRET,
     Operator,
+    RawRecords,
     SandboxRoutes,
     Services,
     Table,
+    every_log_line,
+    wallet_cli,
 )
 
 MASTER = base64.b64decode(MASTER_KEY)
@@ -222,21 +223,6 @@ def test_local_mode_keeps_its_master_key_in_the_data_folder(tmp_path: Path) -> N
 # --- the command line in a database of its own ---------------------------------------------------
 
 
-def wallet(database_url: str, redis_url: str, *args: str, master: str | None) -> Any:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
-    env.update(WALLET_DATABASE_URL=database_url, WALLET_REDIS_URL=redis_url)
-    if master is not None:
-        env["WALLET_MASTER_KEY"] = master
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.fixture
 async def own_database(services: Services) -> Any:
     """A migrated database of its own: changing every key's master key must not touch the
@@ -268,7 +254,7 @@ async def test_cli_seals_refuses_a_wrong_master_key_and_rewraps(
     b = base64.b64encode(os.urandom(32)).decode()
 
     def run(*args: str, master: str | None) -> subprocess.CompletedProcess[str]:
-        return wallet(dsn, services.redis_url, *args, master=master)
+        return wallet_cli(dsn, services.redis_url, *args, master=master)
 
     # Serving a database of its own without a master key: a clear refusal, before anything.
     refused = await asyncio.to_thread(run, "serve", master=None)
@@ -314,45 +300,12 @@ async def test_cli_seals_refuses_a_wrong_master_key_and_rewraps(
 # --- no secret in any log line -------------------------------------------------------------------
 
 
-class RawText(logging.Handler):
-    """The full text of each record as it was logged, before any redaction (it runs first)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.texts: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        parts = [record.getMessage(), repr(record.args)]
-        if record.exc_info:
-            parts.append(logging.Formatter().formatException(record.exc_info))
-        parts += [str(v) for v in record.__dict__.values()]
-        self.texts.append("\n".join(parts))
-
-
 @pytest.fixture
-def all_logs(caplog: pytest.LogCaptureFixture) -> Iterator[tuple[RawText, Any]]:
+def all_logs(caplog: pytest.LogCaptureFixture) -> Iterator[tuple[RawRecords, Any]]:
     """Every logger at DEBUG: caplog, the raw text of each record, and the wallet's JSON lines."""
     caplog.set_level(logging.DEBUG)
-    stream = io.StringIO()
-    handler = logs.make_handler(stream, json=True)
-    raw = RawText()
-    root = logging.getLogger()
-    levels = {
-        name: logger.level
-        for name, logger in logging.root.manager.loggerDict.items()
-        if isinstance(logger, logging.Logger)
-    }
-    for name in levels:
-        logging.getLogger(name).setLevel(logging.NOTSET)
-    root.handlers.insert(0, raw)
-    root.addHandler(handler)
-    try:
-        yield raw, stream
-    finally:
-        root.removeHandler(handler)
-        root.removeHandler(raw)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+    with every_log_line() as captured:
+        yield captured
 
 
 def _decoded(text: str) -> bytes | None:
@@ -384,7 +337,7 @@ def forms(secret: str | bytes) -> list[str]:
 
 
 async def test_no_secret_reaches_any_log_line(
-    all_logs: tuple[RawText, Any],
+    all_logs: tuple[RawRecords, Any],
     caplog: pytest.LogCaptureFixture,
     operator: Operator,
     http: httpx.AsyncClient,
