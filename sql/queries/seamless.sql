@@ -5,24 +5,6 @@ SELECT key_id, secret, state
  WHERE provider = $1 AND state IN ('current', 'previous')
  ORDER BY state = 'current' DESC;
 
--- name: seamless_bet
-SELECT * FROM seamless_bet($1, $2, $3, $4, $5, $6, $7, $8, $9);
-
--- name: seamless_cancel
-SELECT * FROM seamless_cancel($1, $2, $3, $4, $5, $6, $7, $8);
-
--- name: seamless_result
-SELECT * FROM seamless_result($1, $2, $3, $4, $5, $6, $7, $8, $9);
-
--- name: seamless_result_change
-SELECT * FROM seamless_result_change($1, $2, $3, $4, $5, $6, $7, $8);
-
--- name: seamless_login
-SELECT * FROM seamless_login($1, $2, $3);
-
--- name: seamless_logout
-SELECT * FROM seamless_logout($1, $2, $3);
-
 -- name: seamless_balance
 SELECT * FROM seamless_balance($1);
 
