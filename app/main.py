@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         calls = CallLog(pool)
         poller: asyncio.Task[None] | None = None
         deliverer: asyncio.Task[None] | None = None
+        pruner: asyncio.Task[None] | None = None
         seamless: SeamlessService | None = None
         metrics = Metrics()
         metrics.watch_pool(pool)
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 batches_in_flight=settings.db_batches_in_flight,
                 # Past the server's own statement timeout: only a connection gone silent.
                 post_timeout=(settings.db_statement_timeout_ms or 25_000) / 1000 + 5,
+                replay_seconds=settings.replay_seconds,
             )
             public_url = settings.public_url or f"http://{settings.host}:{settings.port}"
             payments = Payments(
@@ -142,6 +144,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 kyc_tiers=settings.kyc_method_tiers,
             )
             calls.start()
+            pruner = asyncio.get_running_loop().create_task(
+                seamless.prune_forever(60.0), name="replay-pruner"
+            )
             # Late or unverifiable webhooks are not waited for forever: ask the PSPs.
             poller = (
                 asyncio.get_running_loop().create_task(
@@ -179,7 +184,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 )
             }
         finally:
-            for task in (poller, deliverer):
+            for task in (poller, deliverer, pruner):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -100,7 +100,8 @@ class Wallet:
         self.cancel_of: dict[str, str] = {}  # referenced transaction_id -> the cancel's id
         self.rounds: dict[tuple[str, str], Round] = {}  # (player, round): rounds are per player
         self.totals: dict[str, int] = {}  # result transaction_id -> its corrected total
-        self.replies: dict[str, Answer] = {}  # request_id -> the first delivery's answer
+        # request_id -> the first delivery's answer, and what makes an event that event
+        self.replies: dict[str, tuple[Answer, dict[str, Any]]] = {}
         self.wallet_ids: set[int] = set()
 
     # --- set-up and operator actions ------------------------------------------------------
@@ -133,11 +134,18 @@ class Wallet:
             return Expectation(self._answer("R3", "invalid_field", rid, player), message_names=bad)
         if abs(time.time() - event["timestamp"]) > FRESHNESS_SECONDS:
             return Expectation(self._answer("R2", "stale_request", rid))
+        identity = _identity(event)
         if rid in self.replies:
-            return Expectation(self.replies[rid], exact=True)
+            first, first_identity = self.replies[rid]
+            if identity != first_identity:
+                # Contract 1 [1.1]: another event under a used request_id is refused, and
+                # nothing is processed or remembered.
+                player = self.players.get(event["player_id"])
+                return Expectation(self._answer("R3", "idempotency_conflict", rid, player))
+            return Expectation(first, exact=True)
         apply = getattr(self, "_" + event["event"])
         expected: Answer = apply(event, actual)
-        self.replies[rid] = actual
+        self.replies[rid] = (actual, identity)
         return Expectation(expected)
 
     def _invalid_field(self, e: dict[str, Any]) -> str | None:
@@ -407,6 +415,11 @@ class Wallet:
             if duplicate:
                 answer["duplicate"] = True
         return answer
+
+
+def _identity(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as the replay rule compares it: every field but the timestamp."""
+    return {k: v for k, v in event.items() if k != "timestamp"}
 
 
 def serial_order(

@@ -31,7 +31,7 @@ import httpx
 import pytest
 
 from app import db
-from app.client import ProviderClient
+from app.client import ProviderClient, new_id, seal_event
 from app.config import Settings
 from loadtests.faults import (
     FaultStack,
@@ -42,7 +42,7 @@ from loadtests.faults import (
     verify,
     wait_ready,
 )
-from tests.conftest import start_app
+from tests.conftest import Operator, start_app
 
 pytestmark = pytest.mark.slow
 
@@ -201,3 +201,57 @@ async def test_slow_redis_under_load(folder: Path, settings: Settings) -> None:
 
         await under_load(r, slow_then_slower)
         await assert_survived(r)
+
+
+async def test_replays_after_redis_restarted_empty_are_not_processed_again(
+    folder: Path, settings: Settings
+) -> None:
+    """Issue 12, defect 2: a bet refused R4, the player funded, Redis restarted empty (it keeps
+    nothing on disk), then the captured bytes replayed within the window: the replay was
+    processed again, answered R0, and moved money. Every replay must get the first outcome
+    (contract 1 [1.1]), the same event sealed again with a fresh timestamp too, and another
+    event under a used request_id is a conflict."""
+    async with rig(folder, settings) as r:
+        operator = Operator(r.http)
+        player = r.seeded.players[0]
+        client = r.sim.client
+
+        def bet(amount: int) -> dict[str, Any]:
+            return client.event(
+                "bet",
+                player_id=player.player_id,
+                session_token=player.token,
+                transaction_id=new_id("b"),
+                round_id=new_id("r"),
+                game_id="slot-1",
+                amount=amount,
+                currency=r.seeded.currency,
+            )
+
+        refused = bet(BALANCE + 1)
+        refused_body = seal_event(client.key, client.provider, refused)
+        first = await client.post(refused_body)
+        assert (first["code"], first["reason"]) == ("R4", "insufficient_funds")
+        taken = bet(100)
+        taken_body = seal_event(client.key, client.provider, taken)
+        posted = await client.post(taken_body)
+        assert posted["code"] == "R0"
+        await operator.fund(player.player_id, BALANCE)
+        funded = BALANCE - 100 + BALANCE
+
+        await r.stack.restart_redis(down=0.2)
+        await wait_ready(r.http, timeout=10)
+
+        again = await client.post(refused_body)
+        assert (again["code"], again["reason"]) == ("R4", "insufficient_funds"), again
+        assert again["balance"] == funded
+        resealed = await client.send_event({**refused, "timestamp": int(time.time())})
+        assert (resealed["code"], resealed["reason"]) == ("R4", "insufficient_funds")
+        replayed = await client.post(taken_body)
+        assert (replayed["code"], replayed["transaction_id"]) == ("R0", posted["transaction_id"])
+        conflict = await client.send_event({**bet(100), "request_id": refused["request_id"]})
+        assert (conflict["code"], conflict["reason"]) == ("R3", "idempotency_conflict")
+        assert await operator.balance(player.player_id) == funded
+        # Answered from the durable record, each replay is stored in Redis no more: Redis is
+        # left as the restart left it, and the next replay is answered the same way.
+        assert (await client.post(refused_body))["code"] == "R4"

@@ -31,12 +31,14 @@ def bet(table: Table, amount: int = 100, *, txn: str | None = None) -> Posting:
         token_hash(table.token),
         None,
         "q-" + secrets.token_hex(6),
+        secrets.token_bytes(16),
     )
 
 
 def balance(table: Table) -> Posting:
     return Posting(
-        "balance", table.provider, table.player_id, *([None] * 9)
+        "balance", table.provider, table.player_id, *([None] * 8), "q-" + secrets.token_hex(6),
+        secrets.token_bytes(16),
     )  # fmt: skip
 
 
@@ -128,9 +130,10 @@ async def test_a_unique_violation_in_a_batch_is_settled_event_by_event(
         tx = conn.transaction()
         await tx.start()
         first = await conn.fetchrow(
-            f"SELECT * FROM seamless_batch({', '.join(f'${i}' for i in range(1, 14))})",
+            f"SELECT * FROM seamless_batch({', '.join(f'${i}' for i in range(1, 16))})",
             *[[value] for value in bet(a, 500, txn=x)],
             0,
+            600,
         )
         assert first["code"] == "R0"
         contested = asyncio.create_task(group.post(bet(b, 500, txn=x)))

@@ -77,6 +77,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from redis.asyncio import Redis
 
 from app import db
 from app.client import ProviderClient, new_id, seal_event
@@ -311,6 +312,12 @@ class ReuseRequestId:
 
 
 @dataclass(frozen=True)
+class ForgetRedis:
+    """Redis loses everything it held, as a restart of a server that keeps nothing on disk
+    does: replays must still get their first answer (contract 1 [1.1])."""
+
+
+@dataclass(frozen=True)
 class Burst:
     """Deliveries at once: each item's event, plus (first flag) a copy under a new request_id
     and (second flag) a copy in identical bytes."""
@@ -349,6 +356,7 @@ Action = (
     | Replay
     | Retry
     | ReuseRequestId
+    | ForgetRedis
     | Burst
     | SetStatus
     | SetLimit
@@ -392,6 +400,7 @@ ACTIONS: dict[str, tuple[int, st.SearchStrategy[Any]]] = {
     "replay": (1, st.builds(Replay, BACK)),
     "retry": (1, st.builds(Retry, BACK)),
     "reuse": (1, st.builds(ReuseRequestId, BACK, any_specs())),
+    "forget": (1, st.just(ForgetRedis())),
     "burst": (
         2,
         st.builds(
@@ -433,6 +442,7 @@ class Services:
     operator: Operator
     pool: asyncpg.Pool
     elsewhere: str  # another provider, for sessions that are not this provider's
+    redis: Redis  # the wallet's Redis, to make it forget
 
 
 @asynccontextmanager
@@ -447,7 +457,10 @@ async def wallet_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(pool.close)
         operator = Operator(http)
         elsewhere = await operator.provider()
-        yield Services(http, operator, pool, elsewhere["code"])
+        assert settings.redis_url is not None
+        redis = Redis.from_url(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
+        yield Services(http, operator, pool, elsewhere["code"], redis)
 
 
 @dataclass(frozen=True)
@@ -577,11 +590,14 @@ class SeamlessMachine(RuleBasedStateMachine):
                     now = int(time.time())
                     self.send({**earlier.event, "request_id": new_id("req"), "timestamp": now})
             case ReuseRequestId(back, spec):
-                # A remembered request_id gets the first answer back, whatever the content.
+                # A remembered request_id with other content is a conflict (contract 1 [1.1]).
                 event = self.event_of(spec)
                 if self.sent:
                     event["request_id"] = self.sent[-1 - back % len(self.sent)].event["request_id"]
                 self.send(event)
+            case ForgetRedis():
+                # Keys only: the wallet's scripts stay loaded (a real restart is a fault test).
+                self.portal.call(self.services.redis.flushdb)
             case Burst(items):
                 self.burst(items)
             case SetStatus(player, status):

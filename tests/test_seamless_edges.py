@@ -208,9 +208,11 @@ async def test_freshness_boundary_is_inclusive(table: Table) -> None:
         assert (await table.client.send_event(event))["code"] == "R0"
 
 
-async def test_request_id_reused_with_another_body_gets_the_first_outcome(table: Table) -> None:
+async def test_request_id_reused_with_another_event_is_a_conflict(table: Table) -> None:
+    """Contract 1 [1.1]: a request_id sent again with a different event is R3
+    idempotency_conflict and nothing is processed; it used to get the first event's answer."""
     first = table.client.event("balance", player_id=table.player_id)
-    answer = await table.client.send_event(first)
+    await table.client.send_event(first)
     reuse = table.client.event(
         "bet",
         player_id=table.player_id,
@@ -222,7 +224,9 @@ async def test_request_id_reused_with_another_body_gets_the_first_outcome(table:
         currency="EUR",
     )
     reuse["request_id"] = first["request_id"]
-    assert await table.client.send_event(reuse) == answer
+    answer = await table.client.send_event(reuse)
+    assert (answer["code"], answer["reason"]) == ("R3", "idempotency_conflict")
+    assert answer["balance"] == 10_000 and "transaction_id" not in answer
     assert await table.balance() == 10_000
 
 

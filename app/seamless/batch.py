@@ -62,7 +62,8 @@ class Posting(NamedTuple):
     currency: str | None
     token_hash: bytes | None
     round_closed: bool | None
-    request_id: str | None
+    request_id: str
+    event_hash: bytes  # app.seamless.events.digest(): a reused request_id is told from a replay
 
 
 _Pending = tuple[Posting, "asyncio.Future[asyncpg.Record]"]
@@ -90,6 +91,7 @@ class GroupCommit:
         pool: asyncpg.Pool,
         query: str,
         *,
+        replay_seconds: int = 600,
         max_batch: int = 32,
         max_inflight: int = 1,
         acquire_timeout: float = 2.0,
@@ -100,6 +102,7 @@ class GroupCommit:
             raise ValueError("max_batch and max_inflight must be at least 1")
         self.pool = pool
         self.query = query
+        self.replay_seconds = replay_seconds
         self.max_batch = max_batch
         self.max_inflight = max_inflight
         self.acquire_timeout = acquire_timeout
@@ -159,6 +162,7 @@ class GroupCommit:
                         self.query,
                         [posting for posting, _ in batch],
                         BATCH_LOCK_TIMEOUT_MS,
+                        self.replay_seconds,
                         self.fetch_timeout,
                     )
                 except Exception as exc:  # noqa: BLE001 - handed to the batch's requests
@@ -274,7 +278,9 @@ class GroupCommit:
         rows: list[asyncpg.Record] | None = None
         try:
             async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
-                rows = await _fetch(conn, self.query, [posting], 0, self.fetch_timeout)
+                rows = await _fetch(
+                    conn, self.query, [posting], 0, self.replay_seconds, self.fetch_timeout
+                )
         except Exception as exc:
             if rows is None:
                 raise
@@ -295,11 +301,14 @@ async def _fetch(
     query: str,
     postings: Sequence[Posting],
     lock_timeout_ms: int,
+    replay_seconds: int,
     timeout: float,
 ) -> list[asyncpg.Record]:
     """One call of ``seamless_batch``: a row per posting, in order."""
     columns = [list(column) for column in zip(*postings, strict=True)]
-    rows: list[asyncpg.Record] = await conn.fetch(query, *columns, lock_timeout_ms, timeout=timeout)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        query, *columns, lock_timeout_ms, replay_seconds, timeout=timeout
+    )
     if len(rows) != len(postings):
         raise RuntimeError(f"seamless_batch answered {len(rows)} rows for {len(postings)}")
     return rows

@@ -7,9 +7,12 @@ identifier. Unknown extra fields are ignored, as the contract says. The JSON its
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
+
+import orjson
 
 from app import strict_json
 from app.seamless.outcome import Refusal
@@ -83,6 +86,21 @@ class ResultChange(Event):
 
 
 MONEY_EVENTS = frozenset({"bet", "cancel", "result", "result_change"})
+
+# Per event class, the fields that make an event the same event: all but the timestamp, which a
+# provider refreshes when it seals a retry again.
+_IDENTITY: dict[type[Event], tuple[str, ...]] = {}
+
+
+def digest(event: Event) -> bytes:
+    """16 bytes that differ for two events with one request_id unless every field but the
+    timestamp is the same (the contract's test for a replay versus a conflicting reuse)."""
+    cls = type(event)
+    names = _IDENTITY.get(cls)
+    if names is None:
+        names = _IDENTITY[cls] = tuple(f.name for f in fields(cls) if f.name != "timestamp")
+    values = [getattr(event, name) for name in names]
+    return hashlib.blake2b(orjson.dumps(values), digest_size=16).digest()
 
 
 class _Fields:

@@ -17,6 +17,14 @@ then stored under the claim and the lock released with a second pipeline.
   idempotent by transaction_id, gets the first posting back.
 - An R1 ``internal_error`` is not stored: it is retryable, and the provider's resend of the same
   bytes must be processed again rather than get the failure back for ten minutes.
+- Both the claim and the stored outcome carry the event's digest
+  (:func:`app.seamless.events.digest`), so that a request_id reused for another event is refused
+  as a conflict instead of being answered with the first event's outcome.
+
+Redis only saves work here. Every delivery that reaches the ledger also records its outcome in
+Postgres, in its posting transaction (``seamless_requests``, sql/008), and the posting function
+answers from that record when Redis has forgotten the request (a restart with nothing on disk):
+no delivery within the replay window is processed twice.
 """
 
 from __future__ import annotations
@@ -33,6 +41,10 @@ from app.redis_mux import Command, RedisMux
 
 PENDING = b"pending:"
 PENDING_MS = 30_000
+# Values: ``pending:<digest hex>:<token>`` while claimed, ``<digest hex>:<response JSON>`` once
+# answered.
+_DIGEST = 32  # hex characters of a 16-byte digest
+_SEP = b":"
 
 
 def replay_key(provider: str, request_id: str) -> str:
@@ -51,6 +63,30 @@ class Admission:
     player_id: str
     lock_token: str | None  # set when we hold the player's lock
     rate_count: int = 0  # requests counted in the rate window, this one included (0: not counted)
+    digest: bytes = b""  # hex digest of this delivery's event
+
+    def _stored_digest(self) -> bytes | None:
+        stored = self.stored
+        if stored is None:
+            return None
+        start = len(PENDING) if stored.startswith(PENDING) else 0
+        end = start + _DIGEST
+        # Values written before digests were stored have none; they expire within the window.
+        return stored[start:end] if stored[end : end + 1] == _SEP else None
+
+    def conflicts(self) -> bool:
+        """Whether the request_id is held, or was answered, for another event."""
+        digest = self._stored_digest()
+        return digest is not None and digest != self.digest
+
+    def first_outcome(self) -> bytes | None:
+        """The first delivery's stored response object (JSON); None while it is in progress."""
+        stored = self.stored
+        if stored is None or stored.startswith(PENDING):
+            return None
+        if self._stored_digest() is None:
+            return stored
+        return stored[_DIGEST + 1 :]
 
 
 class Gate:
@@ -66,15 +102,17 @@ class Gate:
         provider: str,
         request_id: str,
         player_id: str,
+        event_digest: bytes,
         *,
         lock: bool,
         rate: Window | None = None,
     ) -> Admission:
-        """Claim the request id and take the lock (when ``lock``), and count the request in the
-        ``rate`` window, all in one pipeline."""
+        """Claim the request id for the event with ``event_digest``, take the lock (when
+        ``lock``), and count the request in the ``rate`` window, all in one pipeline."""
         key = replay_key(provider, request_id)
         token = new_token()
-        claim = PENDING + token.encode()
+        digest = event_digest.hex().encode()
+        claim = PENDING + digest + _SEP + token.encode()
         try:
             replies = await self._admission_pipeline(key, claim, player_id, token, lock, rate)
         except NoScriptError:
@@ -98,6 +136,7 @@ class Gate:
             player_id,
             token if locked else None,
             rate_count,
+            digest,
         )
         if not fresh:
             if locked:
@@ -148,7 +187,7 @@ class Gate:
         commands: list[Command] = [
             self._release(admission.key, admission.claim)
             if outcome is None
-            else ("SET", admission.key, outcome, "PX", self.replay_ms)
+            else ("SET", admission.key, admission.digest + _SEP + outcome, "PX", self.replay_ms)
         ]
         if admission.lock_token is not None:
             commands.append(self._release(lock_key(admission.player_id), admission.lock_token))

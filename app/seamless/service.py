@@ -39,13 +39,15 @@ from app.seamless.batch import GroupCommit, Posting
 from app.seamless.calls import CallLog, CallRecord
 from app.seamless.keys import KeyRing, KeyUnavailable
 from app.seamless.outcome import MESSAGES, Outcome, Refusal
-from app.seamless.replay import PENDING, Gate
+from app.seamless.replay import Gate
 
 log = logging.getLogger(__name__)
 
 # Failures of the database or its connection (or no connection in time): the posting either
 # committed whole or not at all, so the answer is a retryable R1.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, asyncio.TimeoutError)
+
+REQUEST_ID_REUSED = "request_id was already used for another event"
 
 # The values the metrics' ``event`` label may take: a label must not take any value a caller sends.
 EVENT_LABELS = events.MONEY_EVENTS | {"balance", "login", "logout"}
@@ -82,6 +84,7 @@ class SeamlessService:
         batch_max: int = 32,
         batches_in_flight: int = 1,
         post_timeout: float = 30.0,
+        replay_seconds: int = 600,
     ) -> None:
         self.pool = pool
         self.q = queries
@@ -95,9 +98,11 @@ class SeamlessService:
         self.metrics = metrics
         # Authenticated events per second per provider, counted in the admission pipeline.
         self.provider_limit = provider_limit
+        self.replay_seconds = replay_seconds
         self.postings = GroupCommit(
             pool,
             queries.seamless_batch,
+            replay_seconds=replay_seconds,
             max_batch=batch_max,
             max_inflight=batches_in_flight,
             acquire_timeout=acquire_timeout,
@@ -189,12 +194,14 @@ class SeamlessService:
 
     async def _admitted(self, provider: str, event: events.Event) -> tuple[Outcome, bool]:
         """Process a fresh delivery, or answer a repeated request_id; (outcome, replayed)."""
+        event_hash = events.digest(event)
         rate = Window.now(f"provider:{provider}") if self.provider_limit > 0 else None
         try:
             admission = await self.gate.admit(
                 provider,
                 event.request_id,
                 event.player_id,
+                event_hash,
                 lock=event.event in events.MONEY_EVENTS,
                 rate=rate,
             )
@@ -218,16 +225,24 @@ class SeamlessService:
             )
             raise Refusal("R1", "internal_error") from None
         if not admission.fresh:
-            if admission.stored is None or admission.stored.startswith(PENDING):
+            if admission.conflicts():
+                raise Refusal("R3", "idempotency_conflict", REQUEST_ID_REUSED)
+            first = admission.first_outcome()
+            if first is None:
                 raise Refusal("R1", "request_in_progress")
-            return _replayed(orjson.loads(admission.stored)), True
+            return _replayed(orjson.loads(first)), True
         outcome = Outcome("R1", "internal_error", MESSAGES["internal_error"], event.request_id)
+        processed = replayed = False
         try:
-            outcome = await self._apply(provider, event)
+            outcome, processed, replayed = await self._apply(provider, event, event_hash)
         finally:
             # Also on an unexpected error or a cancelled request: never leave the lock held.
+            # Only what ran now is stored: an answer from the durable record (Redis had
+            # forgotten the first delivery) leaves Redis as it found it, with no claim.
             stored = (
-                None if outcome.reason == "internal_error" else orjson.dumps(outcome.to_object())
+                orjson.dumps(outcome.to_object())
+                if processed and outcome.reason != "internal_error"
+                else None
             )
             try:
                 await self.gate.finish(admission, stored)
@@ -238,11 +253,18 @@ class SeamlessService:
                     exc,
                     extra={"provider_request_id": event.request_id},
                 )
-        return outcome, False
+        if not (processed or replayed) and outcome.reason == "idempotency_conflict":
+            # The durable record holds this request_id for another event: a refusal like the
+            # one Redis gives, with the player's balance added the same way.
+            raise Refusal("R3", "idempotency_conflict", REQUEST_ID_REUSED)
+        return outcome, replayed
 
-    async def _apply(self, provider: str, event: events.Event) -> Outcome:
+    async def _apply(
+        self, provider: str, event: events.Event, event_hash: bytes
+    ) -> tuple[Outcome, bool, bool]:
+        """Post the event; (outcome, processed now, answered from an earlier delivery)."""
         try:
-            row = await self.postings.post(_posting(provider, event))
+            row = await self.postings.post(_posting(provider, event, event_hash))
         except DATABASE_ERRORS as exc:
             log.error(
                 "posting %s failed: %r",
@@ -250,8 +272,9 @@ class SeamlessService:
                 exc,
                 extra={"provider_request_id": event.request_id},
             )
-            return Outcome("R1", "internal_error", MESSAGES["internal_error"], event.request_id)
-        return Outcome(
+            failed = Outcome("R1", "internal_error", MESSAGES["internal_error"], event.request_id)
+            return failed, False, False
+        outcome = Outcome(
             code=row["code"],
             reason=row["reason"],
             message=row["detail"] or MESSAGES[row["reason"]],
@@ -262,6 +285,31 @@ class SeamlessService:
             transaction_id=row["wallet_transaction_id"],
             duplicate=row["duplicate"],
         )
+        return outcome, row["processed"], row["replayed"]
+
+    async def prune_requests(self, batch: int = 10_000) -> int:
+        """Delete the durable replay records past the replay window; how many went. In bounded
+        statements, so that no one delete holds many rows or runs long."""
+        total = 0
+        while True:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+                status = await conn.execute(
+                    self.q.prune_seamless_requests, float(self.replay_seconds), batch
+                )
+            deleted = int(status.rsplit(" ", 1)[-1])
+            total += deleted
+            if deleted < batch:
+                return total
+
+    async def prune_forever(self, interval: float) -> None:
+        """The pruning job, run by the app's lifespan until it is cancelled. Every worker runs
+        one: deleting rows another worker deleted already costs nothing."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.prune_requests()
+            except DATABASE_ERRORS as exc:
+                log.warning("pruning replay records failed this round: %s", exc)
 
     async def _add_balance(self, outcome: Outcome, player_id: str) -> None:
         """Fill in the player's balance on a refusal, as every answer about an existing player
@@ -303,38 +351,39 @@ class SeamlessService:
         )
 
 
-def _posting(provider: str, e: events.Event) -> Posting:
+def _posting(provider: str, e: events.Event, event_hash: bytes) -> Posting:
     """The event as one row of a group-committed batch."""
     match e:
         case events.Bet():
             return Posting(
                 "bet", provider, e.player_id, e.transaction_id, None, e.round_id, e.game_id,
                 e.amount, e.currency, token_hash(e.session_token), None, e.request_id,
+                event_hash,
             )  # fmt: skip
         case events.Cancel():
             return Posting(
                 "cancel", provider, e.player_id, e.transaction_id, e.ref_transaction_id,
-                e.round_id, None, e.amount, e.currency, None, None, e.request_id,
+                e.round_id, None, e.amount, e.currency, None, None, e.request_id, event_hash,
             )  # fmt: skip
         case events.Result():
             return Posting(
                 "result", provider, e.player_id, e.transaction_id, None, e.round_id, e.game_id,
-                e.amount, e.currency, None, e.round_closed, e.request_id,
+                e.amount, e.currency, None, e.round_closed, e.request_id, event_hash,
             )  # fmt: skip
         case events.ResultChange():
             return Posting(
                 "result_change", provider, e.player_id, e.transaction_id, e.ref_transaction_id,
-                e.round_id, None, e.amount, e.currency, None, None, e.request_id,
+                e.round_id, None, e.amount, e.currency, None, None, e.request_id, event_hash,
             )  # fmt: skip
         case events.Login() | events.Logout():
             return Posting(
                 e.event, provider, e.player_id, None, None, None, None, None, None,
-                token_hash(e.session_token), None, None,
+                token_hash(e.session_token), None, e.request_id, event_hash,
             )  # fmt: skip
         case events.Balance():
             return Posting(
                 "balance", provider, e.player_id, None, None, None, None, None, None, None, None,
-                None,
+                e.request_id, event_hash,
             )  # fmt: skip
     raise AssertionError(f"no posting for {e.event}")
 

@@ -10,6 +10,13 @@ SELECT * FROM seamless_balance($1);
 
 -- name: seamless_batch
 -- Arrays, one element per event: event, provider, player, transaction_id, ref_transaction_id,
--- round, game, amount, currency, token hash, round_closed, request_id (sql/007); then the lock
--- timeout in ms (0: none).
-SELECT * FROM seamless_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
+-- round, game, amount, currency, token hash, round_closed, request_id, event digest (sql/008);
+-- then the lock timeout in ms (0: none) and the replay window in seconds.
+SELECT * FROM seamless_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15);
+
+-- name: prune_seamless_requests
+-- Durable replay records past the replay window, a bounded number at a time.
+DELETE FROM seamless_requests
+ WHERE ctid = ANY (ARRAY(SELECT ctid FROM seamless_requests
+                          WHERE created_at < now() - make_interval(secs => $1)
+                          LIMIT $2));
