@@ -39,8 +39,9 @@ class BodyTimedOut(InvalidRequest):
     of a next request, and a client that stalls does not keep its connection.
     """
 
-    def __init__(self, timeout_ms: int, *, wording: str = "was not received") -> None:
-        super().__init__(f"the request body {wording} in time (within {timeout_ms} ms)")
+    def __init__(self, timeout_ms: int) -> None:
+        super().__init__(f"the request body was not received in time (within {timeout_ms} ms)")
+        self.timeout_ms = timeout_ms
 
     def headers(self) -> dict[str, str]:
         return {"Connection": "close"}

@@ -18,14 +18,18 @@ import asyncio
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 import pytest
+from starlette.types import Message
 
 from app.config import Settings
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, start_app
 from tests.test_multiprocess import WalletProcess, start_wallet, stop_wallet, wait_ready
 
 pytestmark = pytest.mark.slow
@@ -115,3 +119,60 @@ async def test_the_seamless_webhook_answers_plain_r2_and_closes(server: WalletPr
 def test_the_bound_is_a_setting() -> None:
     assert Settings.from_env({}).body_timeout_ms == 10_000
     assert Settings.from_env({"WALLET_BODY_TIMEOUT_MS": "2500"}).body_timeout_ms == 2500
+
+
+@pytest.mark.parametrize(
+    ("root_path", "path", "status"),
+    [("", "/v1/players", 400), ("/wallet", "/wallet/v1/seamless/acme", 200)],
+    ids=["operator", "webhook mounted under a root path"],
+)
+async def test_the_routed_handlers_are_bounded_too(
+    settings: Settings, root_path: str, path: str, status: int
+) -> None:
+    """In process: the Starlette routes (the webhook's too, taken when the app is mounted under
+    a root path and its fast path does not apply) read bodies with the same bound."""
+    async with AsyncExitStack() as exits:
+        app = await start_app(replace(settings, body_timeout_ms=BOUND_MS), exits)
+        sent: list[Message] = []
+        parts = [{"type": "http.request", "body": b"{", "more_body": True}]
+
+        async def receive() -> Message:
+            if parts:
+                return parts.pop()
+            await asyncio.Event().wait()  # the rest of the body never comes
+            raise AssertionError("unreachable")
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": root_path,
+            "query_string": b"",
+            "server": ("wallet.test", 80),
+            "client": ("127.0.0.1", 1),
+            "headers": [
+                (b"authorization", f"Bearer {ADMIN_KEY}".encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(DECLARED).encode()),
+            ],
+        }
+        started = time.monotonic()
+        await asyncio.wait_for(app(scope, receive, send), BOUND_MS / 1000 + SLACK_SECONDS)
+        assert time.monotonic() - started >= BOUND_MS / 1000
+    start, body = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
+    assert start["status"] == status
+    assert (b"connection", b"close") in start["headers"]
+    answer = orjson.loads(body)
+    if status == 400:
+        assert answer["error"]["code"] == "invalid_request"
+        assert "was not received in time" in answer["error"]["message"]
+    else:
+        assert (answer["code"], answer["reason"]) == ("R2", "bad_signature")
+        assert "did not arrive in time" in answer["message"]

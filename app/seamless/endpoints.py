@@ -45,7 +45,12 @@ async def answer(
     """The response body for one delivery; a body not read whole (over the size limit, or not
     arrived in time) is refused with a plain R2, as it cannot be authenticated."""
     if not isinstance(body, bytes):
-        reply = Reply({"code": "R2", "reason": "bad_signature", "message": str(body)}, None)
+        message = (
+            f"the body did not arrive in time (within {body.timeout_ms} ms)"
+            if isinstance(body, BodyTimedOut)
+            else str(body)
+        )
+        reply = Reply({"code": "R2", "reason": "bad_signature", "message": message}, None)
     else:
         try:
             reply = await w.seamless.handle(provider, key_id, body)
@@ -134,7 +139,7 @@ async def _body(receive: Receive, declared: bytes | None, limit: int, timeout_ms
                 if not message.get("more_body", False):
                     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     except TimeoutError:
-        raise BodyTimedOut(timeout_ms, wording="did not arrive") from None
+        raise BodyTimedOut(timeout_ms) from None
 
 
 async def webhook(request: Request) -> Response:
