@@ -13,6 +13,7 @@ request_id}}``::
     ├── MethodUnavailable       422 method_unavailable
     ├── RateLimited             429 rate_limited          (carries Retry-After)
     └── RouteDegraded           503 route_degraded
+        └── DatabaseUnavailable                       (Postgres unreachable; carries Retry-After)
 
 The seamless webhook never uses these: it always answers HTTP 200 with an R-code (see
 ``app.seamless.outcome``).
@@ -100,3 +101,15 @@ class RateLimited(WalletError):
 class RouteDegraded(WalletError):
     http_status = 503
     code = "route_degraded"
+
+
+class DatabaseUnavailable(RouteDegraded):
+    """Postgres cannot be reached, or gave no connection in time: nothing was done, retry."""
+
+    retry_after = 2
+
+    def __init__(self) -> None:
+        super().__init__("the database is unreachable; nothing was changed, retry in a few seconds")
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

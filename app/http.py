@@ -3,6 +3,7 @@ per-request log context and metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -15,6 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import logs, strict_json
+from app.config import Settings
 from app.errors import InvalidRequest, WalletError
 from app.ids import unique_hex
 from app.metrics import UNMATCHED_ROUTE
@@ -27,7 +29,22 @@ MAX_JSON_BYTES = 64 * 1024
 
 
 class BodyTooLarge(Exception):
-    pass
+    """The body passed its size limit; it was not read further."""
+
+
+class BodyTimedOut(InvalidRequest):
+    """The body did not arrive whole within ``WALLET_BODY_TIMEOUT_MS``.
+
+    The answer closes the connection: the bytes still missing must never be read as the start
+    of a next request, and a client that stalls does not keep its connection.
+    """
+
+    def __init__(self, timeout_ms: int) -> None:
+        super().__init__(f"the request body was not received in time (within {timeout_ms} ms)")
+        self.timeout_ms = timeout_ms
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -39,18 +56,32 @@ def request_id(request: Request) -> str | None:
     return rid
 
 
+def body_timeout_ms(request: Request) -> int:
+    """``WALLET_BODY_TIMEOUT_MS`` of the app serving ``request``."""
+    wallet = request.scope.get("state", {}).get("wallet")
+    settings = wallet.settings if wallet is not None else Settings()
+    timeout: int = settings.body_timeout_ms
+    return timeout
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it passes ``limit`` bytes (before reading it all)."""
+    """The request body, refused as soon as it passes ``limit`` bytes (before reading it all),
+    or when it has not arrived whole within the app's body timeout (:class:`BodyTimedOut`)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"body exceeds {limit} bytes")
-        chunks.append(chunk)
+    timeout_ms = body_timeout_ms(request)
+    try:
+        async with asyncio.timeout(timeout_ms / 1000):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"body exceeds {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimedOut(timeout_ms) from None
     return b"".join(chunks)
 
 

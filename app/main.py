@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from app import db, http, logs, openapi
 from app.config import ConfigError, Settings
-from app.errors import InvalidRequest, NotFound, WalletError
+from app.errors import DatabaseUnavailable, InvalidRequest, NotFound, WalletError
 from app.locks import PlayerLocks
 from app.metrics import CONTENT_TYPE, Metrics
 from app.operator import endpoints as operator_endpoints
@@ -41,6 +42,19 @@ from app.seamless.service import SeamlessService
 from app.state import Wallet, wallet
 
 log = logging.getLogger(__name__)
+
+# What the API's handlers raise when Postgres is unreachable or cannot serve them now: the
+# connection refused or lost (OSError, asyncpg's connection errors and the internal error it
+# raises on a connection the server terminated), no pool connection in time (TimeoutError, an
+# OSError), the server shutting down, starting up, cancelling the statement, or out of
+# connections. Answered 503 route_degraded; any other database error is a bug, and a 500.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.InternalClientError,
+)
 
 
 async def _schema_is_current(pool: Any) -> None:
@@ -209,6 +223,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={
             WalletError: _wallet_error,
             HTTPException: _http_error,
+            **dict.fromkeys(DATABASE_UNAVAILABLE, _database_unavailable),
             Exception: _unexpected_error,
         },
         lifespan=lifespan,
@@ -253,6 +268,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error.http_status = exc.status_code
     _log_error(request, error)
     return http.error_response(error, http.request_id(request))
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    # The class only: a connection error's text can name hosts and ports, not for callers.
+    log.warning(
+        "%s %s: database unavailable (%s)", request.method, request.url.path, type(exc).__name__
+    )
+    return http.error_response(DatabaseUnavailable(), http.request_id(request))
 
 
 def _log_error(request: Request, exc: WalletError) -> None:

@@ -1271,10 +1271,17 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     ),
     503: (
         "RouteDegraded",
-        "route_degraded: every payment route failed with a retryable error; the payment is "
-        "failed (a withdrawal's hold released), so retry with a new Idempotency-Key",
+        "route_degraded: the database is unreachable or gave no connection in time (nothing "
+        "changed; send again after the Retry-After header's seconds), or, creating a payment, "
+        "every payment route failed with a retryable error; the payment is failed (a "
+        "withdrawal's hold released), so retry with a new Idempotency-Key",
     ),
 }
+# Added to a route's own 503 note: any route may answer so (app.main.DATABASE_UNAVAILABLE).
+DATABASE_DOWN = (
+    "or the database is unreachable or gave no connection in time: nothing changed, send again "
+    "after the Retry-After header's seconds"
+)
 REQUEST_ID_HEADER = {"X-Request-Id": {"$ref": "#/components/headers/XRequestId"}}
 
 
@@ -1293,6 +1300,13 @@ def _responses() -> dict[str, Schema]:
         **REQUEST_ID_HEADER,
         "Retry-After": {
             "description": "seconds to wait before the next request with this key",
+            "schema": {"type": "integer", "minimum": 1},
+        },
+    }
+    responses["RouteDegraded"]["headers"] = {
+        **REQUEST_ID_HEADER,
+        "Retry-After": {
+            "description": "seconds to wait, when the database is unreachable",
             "schema": {"type": "integer", "minimum": 1},
         },
     }
@@ -1689,11 +1703,13 @@ def _operator_operation(op: Op, roles: frozenset[str] | None) -> Schema:
         str(status): _json_response(description, _ref(schema))
         for status, description, schema in op.answers
     }
-    # Every route authenticates and counts against its key's rate limit; only routes closed to
-    # some role can answer 403.
-    statuses = {*op.errors, 401, 429} | ({403} if roles != READ else set())
+    # Every route authenticates (against the database: 503 when it cannot be reached) and counts
+    # against its key's rate limit; only routes closed to some role can answer 403.
+    statuses = {*op.errors, 401, 429, 503} | ({403} if roles != READ else set())
     notes = dict(op.error_notes)
     assert notes.keys() <= statuses, (op.operation_id, notes.keys() - statuses)
+    if 503 in notes:
+        notes[503] = f"{notes[503]}; {DATABASE_DOWN}"
     for status in statuses:
         if status in notes:
             responses[str(status)] = _json_response(notes[status], _ref("Error"))
@@ -1871,6 +1887,7 @@ def _psp_webhook_operation() -> Schema:
                 "at this route; not recorded, so a retry may succeed",
                 _ref("Error"),
             ),
+            "503": {"$ref": "#/components/responses/RouteDegraded"},
             "default": {"$ref": "#/components/responses/Unexpected"},
         },
     }

@@ -54,7 +54,8 @@ def route(method: str, path: str, roles: frozenset[str], what: str) -> Callable[
         async def endpoint(request: Request) -> Response:
             w = wallet(request)
             admin = w.settings.admin_api_key
-            async with w.pool.acquire() as conn:
+            # Bounded like the webhook's: a full pool answers 503 in time (app.main), not never.
+            async with w.pool.acquire(timeout=w.settings.db_acquire_timeout_ms / 1000) as conn:
                 principal = await authenticate(
                     request, conn, w.queries, str(admin) if admin is not None else None
                 )

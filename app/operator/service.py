@@ -281,6 +281,8 @@ async def adjust(
             raise NotFound(f"player {player_id!r} not found")
         if row["reason"] == "idempotency_conflict":
             raise IdempotencyConflict("Idempotency-Key was already used with another body")
+        if row["reason"] == "invalid_field":  # a credit past the largest balance BIGINT holds
+            raise InvalidRequest(row["detail"], field="amount")
         if row["reason"] == "insufficient_funds":
             raise InvalidRequest(
                 f"a debit of {-amount} exceeds the balance of {row['balance']}", field="amount"

@@ -12,6 +12,7 @@ root path) and keeps the route in the app's table, so other methods are answered
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -22,7 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from app import logs
-from app.http import BodyTooLarge, correlation_id, read_body
+from app.http import BodyTimedOut, BodyTooLarge, correlation_id, read_body
 from app.seamless import envelope
 from app.seamless.outcome import MESSAGES
 from app.seamless.service import Reply
@@ -38,14 +39,18 @@ JSON = (b"content-type", b"application/json")
 CLIENT_GONE = 499
 
 
-async def answer(w: Wallet, provider: str, key_id: str | None, body: bytes | None) -> bytes:
-    """The response body for one delivery (``None``: the body was over the size limit)."""
-    if body is None:
-        limit = w.settings.max_body_bytes
-        reply = Reply(
-            {"code": "R2", "reason": "bad_signature", "message": f"body exceeds {limit} bytes"},
-            None,
+async def answer(
+    w: Wallet, provider: str, key_id: str | None, body: bytes | BodyTooLarge | BodyTimedOut
+) -> bytes:
+    """The response body for one delivery; a body not read whole (over the size limit, or not
+    arrived in time) is refused with a plain R2, as it cannot be authenticated."""
+    if not isinstance(body, bytes):
+        message = (
+            f"the body did not arrive in time (within {body.timeout_ms} ms)"
+            if isinstance(body, BodyTimedOut)
+            else str(body)
         )
+        reply = Reply({"code": "R2", "reason": "bad_signature", "message": message}, None)
     else:
         try:
             reply = await w.seamless.handle(provider, key_id, body)
@@ -90,9 +95,17 @@ async def serve(scope: Scope, receive: Receive, send: Send, provider: str) -> No
             declared = value
     status = 500  # as the server answers when something below raises
     try:
-        body = await _body(receive, declared, w.settings.max_body_bytes)
+        body: bytes | BodyTooLarge | BodyTimedOut
+        try:
+            body = await _body(
+                receive, declared, w.settings.max_body_bytes, w.settings.body_timeout_ms
+            )
+        except (BodyTooLarge, BodyTimedOut) as refused:
+            body = refused
         content = await answer(w, provider, key_id, body)
         headers = [JSON, (b"content-length", b"%d" % len(content)), (b"x-request-id", rid.encode())]
+        if isinstance(body, BodyTimedOut):
+            headers.append((b"connection", b"close"))  # the missing bytes are never read
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         status = 200
         await send({"type": "http.response.body", "body": content})
@@ -105,35 +118,42 @@ async def serve(scope: Scope, receive: Receive, send: Send, provider: str) -> No
     logs.reset_request_id(bound)
 
 
-async def _body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
-    """The body, or None when it passes ``limit`` bytes (refused before reading it all)."""
+async def _body(receive: Receive, declared: bytes | None, limit: int, timeout_ms: int) -> bytes:
+    """The body; :class:`BodyTooLarge` when it passes ``limit`` bytes (refused before reading it
+    all), :class:`BodyTimedOut` when it has not arrived whole within ``timeout_ms``."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
+        raise BodyTooLarge(f"body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientGone
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        async with asyncio.timeout(timeout_ms / 1000):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    raise ClientGone
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"body exceeds {limit} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except TimeoutError:
+        raise BodyTimedOut(timeout_ms) from None
 
 
 async def webhook(request: Request) -> Response:
     w = wallet(request)
+    body: bytes | BodyTooLarge | BodyTimedOut
     try:
-        body: bytes | None = await read_body(request, w.settings.max_body_bytes)
-    except BodyTooLarge:
-        body = None
+        body = await read_body(request, w.settings.max_body_bytes)
+    except (BodyTooLarge, BodyTimedOut) as refused:
+        body = refused
     content = await answer(
         w, request.path_params["provider"], request.headers.get("x-key-id"), body
     )
-    return Response(content, 200, media_type="application/json")
+    headers = body.headers() if isinstance(body, BodyTimedOut) else None
+    return Response(content, 200, headers, media_type="application/json")
 
 
 routes = [Route(ROUTE, webhook, methods=["POST"])]

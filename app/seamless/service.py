@@ -36,7 +36,7 @@ from app.metrics import Metrics
 from app.ratelimit import Window
 from app.seamless import envelope, events
 from app.seamless.batch import GroupCommit, Posting
-from app.seamless.calls import CallLog, CallRecord
+from app.seamless.calls import CallLog, CallRecord, safe_text
 from app.seamless.keys import KeyRing, KeyUnavailable
 from app.seamless.outcome import MESSAGES, Outcome, Refusal
 from app.seamless.replay import Gate
@@ -111,9 +111,11 @@ class SeamlessService:
         )
 
     async def handle(self, provider: str, key_id: str | None, body: bytes) -> Reply:
+        """The reply to one webhook body; every call is recorded in the call history."""
         started = time.perf_counter()
         key: bytes | None = None
         event: events.Event | None = None
+        data: dict[str, Any] | None = None
         request_id = player_id = None
         label = "unknown"
         replayed = False
@@ -135,7 +137,7 @@ class SeamlessService:
                 await self._add_balance(outcome, player_id)
         obj = outcome.to_object()
         seconds = time.perf_counter() - started
-        self._record(provider, event, request_id, outcome, replayed, seconds)
+        self._record(provider, event, data, request_id, player_id, outcome, replayed, seconds)
         if self.metrics is not None:
             self.metrics.seamless(
                 label,
@@ -328,18 +330,32 @@ class SeamlessService:
         self,
         provider: str,
         event: events.Event | None,
+        data: dict[str, Any] | None,
         request_id: str | None,
+        player_id: str | None,
         outcome: Outcome,
         replayed: bool,
         seconds: float,
     ) -> None:
+        """Append the call to the history, with what could be read of a refused one (contract
+        2: support finds a player's failed calls by event and player_id)."""
+        if event is not None:
+            name: str | None = event.event
+            transaction_id = getattr(event, "transaction_id", None)
+        elif data is not None:
+            # Refused before it parsed: its fields only where they are valid identifiers.
+            name = events.readable(data, "event")
+            transaction_id = events.readable(data, "transaction_id")
+        else:
+            name = transaction_id = None
         self.calls.record(
             CallRecord(
-                provider=provider[:64],
-                event=event.event if event is not None else None,
+                # The one value recorded unchecked: the path, as the caller sent it.
+                provider=safe_text(provider),
+                event=name,
                 request_id=request_id,
-                player_id=event.player_id if event is not None else None,
-                transaction_id=getattr(event, "transaction_id", None),
+                player_id=player_id,
+                transaction_id=transaction_id,
                 code=outcome.code,
                 reason=outcome.reason,
                 wallet_transaction_id=outcome.transaction_id,
