@@ -1454,7 +1454,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         (400, 404),
         ("PlayerId",),
         body="SessionIssue",
-        description="404 for an unknown player; 400 on `provider` for an unknown provider.",
+        description="404 for an unknown player; 400 on `provider` for an unknown provider. "
+        "From then on the player is in that provider's scope, for good: the provider may read "
+        "and move the player's money on the seamless webhook (docs/seamless.md, Provider scope).",
     ),
     ("POST", "/v1/players/{player_id}/adjustments"): Op(
         "adjustBalance",

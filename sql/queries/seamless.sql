@@ -6,7 +6,8 @@ SELECT key_id, secret, state
  ORDER BY state = 'current' DESC;
 
 -- name: seamless_balance
-SELECT * FROM seamless_balance($1);
+-- Provider, player: player_not_found for a player out of the provider's scope (sql/010).
+SELECT * FROM seamless_balance($1, $2);
 
 -- name: seamless_batch
 -- Arrays, one element per event: event, provider, player, transaction_id, ref_transaction_id,
