@@ -79,6 +79,9 @@ HOSTILE: list[tuple[str, Change, str]] = [
     ("type unknown", top("type", "payment.refunded"), "type"),
     ("type list", top("type", ["payment.succeeded"]), "type"),
     ("data not an object", top("data", [1, 2]), "data"),
+    ("kind unknown", data("kind", "refund"), "data.kind"),
+    ("created string", top("created", "2026-05-18T11:42:18Z"), "created"),
+    ("created float", top("created", 1779104538.5), "created"),
 ]
 
 

@@ -48,6 +48,7 @@ EVENT_STATUS = {
     "payment.processing": sandbox.PENDING,
 }
 MAX_URL = 2048
+UNIX_SECONDS_MAX = 2**63 - 1
 
 
 class PspError(Exception):
@@ -127,7 +128,7 @@ class _Fields:
         # type() rather than isinstance(): a JSON true is a Python int, and not an amount.
         if type(value) is not int or not minimum <= value <= maximum:
             raise MalformedPspData(
-                self.name(key), f"must be a JSON integer (minor units) from {minimum} to {maximum}"
+                self.name(key), f"must be a JSON integer from {minimum} to {maximum}"
             )
         return value
 
@@ -286,7 +287,10 @@ class SandboxPsp:
         event = _Fields.of(parsed)
         event_id = event.identifier("id")
         event_type = event.choice("type", EVENT_STATUS)
+        # Read by nobody here, but documented and sent with every event: typed like the rest.
+        event.integer("created", 0, UNIX_SECONDS_MAX)
         data = event.nested("data")
+        data.choice("kind", sandbox.KINDS)
         status = data.choice("status", PSP_STATUSES)
         if status != EVENT_STATUS[event_type]:
             raise MalformedPspData(
