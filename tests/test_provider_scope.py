@@ -129,8 +129,19 @@ async def test_a_session_at_the_provider_brings_the_player_into_its_scope(
     assert (answer["code"], answer["balance"], answer["currency"]) == ("R0", 10_000, "EUR")
     login = await b.send("login", player_id=table.player_id, session_token=token)
     assert login["code"] == "R0"
-    bet = await b.send("bet", **events(b, token)["bet"](table.player_id))
+    bet_event = events(b, token)["bet"](table.player_id)
+    bet = await b.send("bet", **bet_event)
     assert (bet["code"], bet["balance"]) == ("R0", 9_900)
+    won = await b.send(
+        "result",
+        player_id=table.player_id,
+        transaction_id="res-" + secrets.token_hex(6),
+        round_id=bet_event["round_id"],
+        game_id="slot-1",
+        amount=250,
+        currency="EUR",
+    )
+    assert (won["code"], won["balance"]) == ("R0", 10_150)
     # A's own token is still not B's: a session is per provider.
     refused = await b.send("login", player_id=table.player_id, session_token=table.token)
     assert (refused["code"], refused["reason"]) == ("R2", "invalid_session")
