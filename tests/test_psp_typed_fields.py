@@ -228,6 +228,7 @@ LINE = {
         {"amount": 5000.9},
         {"amount": True},
         {"amount": None},
+        {"amount": 2**63},
         {"fee": 75.5},
         {"net": "4925"},
         {"reference": "dep\u0000"},
@@ -252,9 +253,12 @@ async def test_settlement_without_lines_is_a_psp_error() -> None:
 
 
 async def test_well_typed_settlement_is_read() -> None:
-    psp = psp_answering(json_answer({"lines": [LINE]}))
-    (line,) = await psp.settlement(date(2026, 5, 18))
+    """Any integer amount is read: an odd one is a discrepancy for reconciliation to show."""
+    odd = {**LINE, "reference": "other/merchant-ref", "amount": -5, "fee": 0, "net": -5}
+    psp = psp_answering(json_answer({"lines": [LINE, odd]}))
+    line, other = await psp.settlement(date(2026, 5, 18))
     assert (line.amount, line.fee, line.net, line.reference) == (5_000, 75, 4_925, "dep_1")
+    assert (other.amount, other.reference) == (-5, "other/merchant-ref")
 
 
 @pytest.mark.parametrize(
