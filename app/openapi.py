@@ -41,6 +41,7 @@ from app.operator import endpoints, service
 from app.operator.auth import READ, ROLES
 from app.payments import endpoints as payment_endpoints  # registers its routes in PERMISSIONS
 from app.payments import outbox, signing
+from app.payments.psp import EVENT_STATUS, PSP_STATUSES
 from app.payments.sandbox import model as sandbox
 from app.seamless import envelope
 from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, PARSERS
@@ -107,14 +108,7 @@ EXAMPLE_TIME = 1779104538
 # sql/004_payments.sql allows them (the test compares), and what the PSP webhook answers.
 DEPOSIT_STATUSES = ("awaiting_method", "processing", "succeeded", "failed", "expired")
 WITHDRAWAL_STATUSES = ("requested", "held", "approved", "processing", "paid", "failed", "rejected")
-PSP_EVENT_TYPES = ("payment.succeeded", "payment.failed", "payment.held", "payment.processing")
-PSP_STATUSES = (
-    sandbox.REQUIRES_ACTION,
-    sandbox.PENDING,
-    sandbox.SUCCEEDED,
-    sandbox.FAILED,
-    sandbox.HELD,
-)
+PSP_EVENT_TYPES = tuple(EVENT_STATUS)
 MISMATCHES = ("psp_payment_id_mismatch", "amount_mismatch", "currency_mismatch")
 # Reconciliation findings (app/payments/reconciliation.py, docs/payments.md section 5c).
 DISCREPANCIES = (
@@ -583,13 +577,22 @@ def _payment_schemas() -> dict[str, Schema]:
     )
     data = _object(
         {
-            "psp_payment_id": _text("the PSP's id of the payment"),
-            "reference": _text("the wallet's payment id: events are matched by it"),
+            "psp_payment_id": {**IDENTIFIER, "description": "the PSP's id of the payment"},
+            "reference": {
+                **IDENTIFIER,
+                "description": "the wallet's payment id: events are matched by it",
+            },
             "kind": {"type": "string", "enum": list(sandbox.KINDS)},
-            "amount": _int64("must equal the payment's", minimum=1),
+            "amount": _int64("must equal the payment's", minimum=1, maximum=MAX_AMOUNT),
             "currency": {**CURRENCY, "description": "must equal the payment's"},
-            "status": {"type": "string", "enum": list(PSP_STATUSES)},
-            "failure_code": _text("on failed payments, like declined or kyc_rejected"),
+            "status": {
+                "type": "string",
+                "enum": list(PSP_STATUSES),
+                "description": "the one its event type carries (payment.processing: pending)",
+            },
+            "failure_code": _nullable(
+                {**IDENTIFIER, "description": "on failed payments, like declined or kyc_rejected"}
+            ),
         },
         optional=("failure_code",),
         closed=False,
@@ -597,7 +600,11 @@ def _payment_schemas() -> dict[str, Schema]:
     )
     event = _object(
         {
-            "id": _text("the event's id: an event is applied once, a repeat answers duplicate"),
+            "id": {
+                **IDENTIFIER,
+                "description": "the event's id: an event is applied once, a repeat answers "
+                "duplicate",
+            },
             "type": {"type": "string", "enum": list(PSP_EVENT_TYPES)},
             "created": _int64("unix seconds when the event happened (not when it was sent)"),
             "data": data,
@@ -1461,7 +1468,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         (400, 404),
         ("PlayerId",),
         body="SessionIssue",
-        description="404 for an unknown player; 400 on `provider` for an unknown provider.",
+        description="404 for an unknown player; 400 on `provider` for an unknown provider. "
+        "From then on the player is in that provider's scope, for good: the provider may read "
+        "and move the player's money on the seamless webhook (docs/seamless.md, Provider scope).",
     ),
     ("POST", "/v1/players/{player_id}/adjustments"): Op(
         "adjustBalance",
@@ -1831,7 +1840,10 @@ Events are matched by `data.reference`, the wallet's payment id. Each event `id`
 a repeat answers `duplicate`. An event that does not match the payment's amount, currency or PSP \
 payment id answers `refused_<reason>` and flags the payment. An event out of order (like \
 `processing` after `succeeded`) answers `ignored`. 404 for an unknown route or payment is not \
-recorded, so the PSP's retry may succeed later. Full rules: docs/payments.md, section 5.
+recorded, so the PSP's retry may succeed later. Fields are strictly typed: an amount that is not a \
+JSON integer (a string, a float, a boolean), a field of the wrong type or format, an unknown event \
+type or status is 400 naming the field, and changes nothing. Full rules: docs/payments.md, \
+section 5.
 
 **Example.** The example's signature is real: it signs the compact JSON of the example (no \
 spaces, in the order shown) at t={EXAMPLE_TIME} with the secret \

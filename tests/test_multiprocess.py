@@ -325,6 +325,7 @@ async def test_a_key_rotated_through_one_server_is_used_by_all_and_the_retired_o
     provider = await operator.provider()
     code, first = provider["code"], provider["keys"][0]["key"]
     player = await operator.player(500)
+    await operator.session(player, code)  # in the provider's scope, so it may read the balance
     fields = {"player_id": player}
 
     async def answers(base: str, key: str, n: int = 4) -> set[tuple[str, str]]:

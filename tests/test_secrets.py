@@ -119,6 +119,9 @@ async def test_raw_keys_are_not_used_until_sealed(
         # A key as migrations 001 to 004 stored it.
         await conn.execute(q.insert_provider, code, "Legacy provider")
         await conn.execute(q.insert_current_key, code, key_id, raw)
+    # The player must be in the provider's scope for its balance to be answered (contract 1).
+    await operator.session(player, code)
+    async with pool.acquire() as conn:
         refused = await balance_answer(http, code, raw, player)
         assert (refused["code"], refused["reason"]) == ("R1", "internal_error")
         assert await keys.seal_raw_keys(conn, q, MASTER) >= 1

@@ -253,7 +253,8 @@ async def issue_session(
     game_id: str,
     ttl_seconds: int,
 ) -> dict[str, Any]:
-    """A new session token for one player at one provider; only its hash is stored."""
+    """A new session token for one player at one provider; only its hash is stored. The same
+    statement brings the player into the provider's scope (sql/010), for good."""
     if await conn.fetchrow(q.get_player, player_id) is None:
         raise NotFound(f"player {player_id!r} not found")
     if await conn.fetchval(q.provider_exists, provider) is None:

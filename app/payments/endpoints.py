@@ -18,7 +18,7 @@ from app.operator.auth import MONEY, PAYMENTS, PLAYER_ADMIN, READ
 from app.operator.endpoints import IDEMPOTENCY_KEY_MAX, Call, route
 from app.operator.service import audit
 from app.payments import outbox, signing
-from app.payments.psp import PspError
+from app.payments.psp import MalformedPspData, PspError
 from app.payments.reconciliation import reconcile, route_named
 from app.payments.service import PaymentRequest, apply_webhook_once
 from app.seamless.events import MAX_AMOUNT
@@ -106,8 +106,8 @@ async def reject_withdrawal(request: Request, c: Call) -> Response:
 
 async def psp_webhook(request: Request) -> Response:
     """A PSP's event: 200 once applied (or already applied, or ignored as out of order); 401 and
-    no change when the signature does not verify; 404 for a payment we do not know, so the PSP
-    retries."""
+    no change when the signature does not verify; 400 and no change when a field is not of the
+    documented type (naming it); 404 for a payment we do not know, so the PSP retries."""
     w = wallet(request)
     psp = http.identifier(dict(request.path_params), "psp")
     try:
@@ -121,8 +121,12 @@ async def psp_webhook(request: Request) -> Response:
     except signing.SignatureError as exc:
         log.warning("psp %s webhook refused: signature %s", psp, exc.reason)
         raise AuthenticationFailed(f"X-Signature does not verify ({exc.reason})") from None
-    except (KeyError, TypeError, ValueError):
-        raise InvalidRequest("the event is not one this PSP sends") from None
+    except MalformedPspData as exc:
+        # Parsed before anything is read or written: a refused event leaves no trace but the log.
+        log.warning("psp %s webhook refused: %s", psp, exc)
+        raise InvalidRequest(
+            f"the event is not one this PSP sends: {exc}", field=exc.field
+        ) from None
     return http.json_response({"outcome": outcome})
 
 

@@ -7,7 +7,7 @@ of one, and batches grow only when the database is the bottleneck, which is when
 pays. A sender keeps one pool connection for as long as it has batches to send, instead of taking
 one from the pool and giving it back per batch.
 
-A batch is one call of ``seamless_batch`` (sql/007): one transaction, each event run by its own
+A batch is one call of ``seamless_batch`` (sql/012): one transaction, each event run by its own
 function in order, sorted by player id so that two batches lock player rows in the same order.
 When the batch raises for what its events hold (a unique violation because another player used
 the same transaction id at the same moment, a row held elsewhere for longer than the batch's lock

@@ -22,7 +22,7 @@ then stored under the claim and the lock released with a second pipeline.
   as a conflict instead of being answered with the first event's outcome.
 
 Redis only saves work here. Every delivery that reaches the ledger also records its outcome in
-Postgres, in its posting transaction (``seamless_requests``, sql/008), and the posting function
+Postgres, in its posting transaction (``seamless_requests``, sql/012), and the posting function
 answers from that record when Redis has forgotten the request (a restart with nothing on disk):
 no delivery within the replay window is processed twice.
 """

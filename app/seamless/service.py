@@ -134,7 +134,7 @@ class SeamlessService:
         except Refusal as refusal:
             outcome = Outcome.refused(refusal, request_id)
             if outcome.code != "R2" and key is not None and player_id is not None:
-                await self._add_balance(outcome, player_id)
+                await self._add_balance(outcome, provider, player_id)
         obj = outcome.to_object()
         seconds = time.perf_counter() - started
         self._record(provider, event, data, request_id, player_id, outcome, replayed, seconds)
@@ -313,12 +313,13 @@ class SeamlessService:
             except DATABASE_ERRORS as exc:
                 log.warning("pruning replay records failed this round: %s", exc)
 
-    async def _add_balance(self, outcome: Outcome, player_id: str) -> None:
+    async def _add_balance(self, outcome: Outcome, provider: str, player_id: str) -> None:
         """Fill in the player's balance on a refusal, as every answer about an existing player
-        carries it; best effort, since the refusal may be there because Postgres is away."""
+        carries it (only a player in the provider's scope: any other is unknown to it); best
+        effort, since the refusal may be there because Postgres is away."""
         try:
             async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
-                row = await conn.fetchrow(self.q.seamless_balance, player_id)
+                row = await conn.fetchrow(self.q.seamless_balance, provider, player_id)
         except DATABASE_ERRORS:
             return
         if row["reason"] == "ok":

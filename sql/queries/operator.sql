@@ -50,6 +50,7 @@ DELETE FROM player_limits WHERE player_id = $1 AND kind = $2 AND period = $3;
 SELECT 1 FROM providers WHERE code = $1;
 
 -- name: insert_session
+-- The same statement brings the player into the provider's scope (trigger, sql/010).
 INSERT INTO sessions (token_hash, player_id, provider, game_id, expires_at)
 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
 RETURNING expires_at;

@@ -6,11 +6,12 @@ SELECT key_id, secret, state
  ORDER BY state = 'current' DESC;
 
 -- name: seamless_balance
-SELECT * FROM seamless_balance($1);
+-- Provider, player: player_not_found for a player out of the provider's scope (sql/010).
+SELECT * FROM seamless_balance($1, $2);
 
 -- name: seamless_batch
 -- Arrays, one element per event: event, provider, player, transaction_id, ref_transaction_id,
--- round, game, amount, currency, token hash, round_closed, request_id, event digest (sql/008);
+-- round, game, amount, currency, token hash, round_closed, request_id, event digest (sql/012);
 -- then the lock timeout in ms (0: none) and the replay window in seconds.
 SELECT * FROM seamless_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15);
 
