@@ -91,7 +91,7 @@ BEGIN
                     p_currency[i], p_request_id[i])
                 WHEN 'login' THEN seamless_login(p_provider[i], p_player[i], p_token_hash[i])
                 WHEN 'logout' THEN seamless_logout(p_provider[i], p_player[i], p_token_hash[i])
-                WHEN 'balance' THEN seamless_balance(p_player[i])
+                WHEN 'balance' THEN seamless_balance(p_provider[i], p_player[i])
             END;
             -- An expired row of a reused request_id not yet pruned is taken over; a live one can
             -- only be a delivery of the same request_id that committed while this one ran.

@@ -212,8 +212,10 @@ async def test_crash_between_psp_call_and_database_write_recovers(
     payments: Payments, operator: Operator, psp_a: ScriptedPsp, pool: asyncpg.Pool
 ) -> None:
     """A creation died after inserting its payment and before storing the PSP's answer. A retry
-    with the same key waits while it may still be running, then takes it over: same payment, and
-    the PSP is asked again under the same payment id (its idempotency key), so nothing doubles."""
+    with the same key is told it is in progress while a start holds the payment's lease, and
+    takes it over once none does (the dead worker's session took its lease with it): same
+    payment, and the PSP is asked again under the same payment id (its idempotency key), so
+    nothing doubles. No timer decides that a start is over."""
     player = await operator.player()
     req = deposit(player, 3_000)
     await pool.execute(
@@ -225,11 +227,10 @@ async def test_crash_between_psp_call_and_database_write_recovers(
         req.digest(),
         K + "crash-1",
     )
-    with pytest.raises(IdempotencyConflict, match="in progress"):
-        await payments.create_deposit(req, K + "crash-1")
-    await pool.execute(
-        "UPDATE payments SET updated_at = now() - interval '1 hour' WHERE id = 'dep_crashed'"
-    )
+    async with pool.acquire() as holder:
+        assert await holder.fetchval(Queries.load().try_start_lease, "dep_crashed")
+        with pytest.raises(IdempotencyConflict, match="in progress"):
+            await payments.create_deposit(req, K + "crash-1")
     resumed = await payments.create_deposit(req, K + "crash-1")
     assert resumed["id"] == "dep_crashed" and resumed["redirect_url"]
     assert psp_a.calls[-1]["payment"] == "dep_crashed"
@@ -314,7 +315,10 @@ async def test_failed_withdrawal_releases_the_hold(
     assert await apply_webhook_once(payments, "psp-a", body, sig) == "moved_to_failed"
     assert await operator.balance(player) == 10_000
     paid_body, paid_sig = webhook(created, "succeeded", psp_payment_id="psp-a-y")
-    assert await apply_webhook_once(payments, "psp-a", paid_body, paid_sig) == "ignored"
+    # A final failure is final: a later "succeeded" moves no money, and since the PSP would
+    # then have paid out funds already given back, it is flagged for an operator.
+    outcome = await apply_webhook_once(payments, "psp-a", paid_body, paid_sig)
+    assert outcome == "refused_paid_after_release"
     assert await operator.balance(player) == 10_000
 
 

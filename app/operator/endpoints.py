@@ -22,11 +22,13 @@ from app.errors import InvalidRequest, RateLimited
 from app.ledger import service as ledger
 from app.operator import history, service
 from app.operator.auth import ADMIN, MONEY, PLAYER_ADMIN, READ, Principal, authenticate, authorize
+from app.operator.idempotency import KEY_MAX, once
+from app.operator.idempotency import key_of as idempotency_key
 from app.operator.service import Actor
 from app.seamless.events import MAX_AMOUNT, PARSERS
 from app.state import Wallet, wallet
 
-IDEMPOTENCY_KEY_MAX = 255
+IDEMPOTENCY_KEY_MAX = KEY_MAX
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 EVENT_NAMES = tuple(PARSERS)
@@ -45,10 +47,23 @@ class Call:
 Handler = Callable[[Request, Call], Awaitable[Response]]
 routes: list[Route] = []
 PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {}
+# Routes that take an Idempotency-Key through app.operator.idempotency: "optional" or "required".
+IDEMPOTENT: dict[tuple[str, str], str] = {}
 
 
-def route(method: str, path: str, roles: frozenset[str], what: str) -> Callable[[Handler], Handler]:
-    """Register ``handler`` for ``method path``, callable by ``roles`` only."""
+def route(
+    method: str,
+    path: str,
+    roles: frozenset[str],
+    what: str,
+    *,
+    idempotency: str | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register ``handler`` for ``method path``, callable by ``roles`` only.
+
+    ``idempotency`` ``"optional"`` or ``"required"``: the route takes an ``Idempotency-Key``
+    (:mod:`app.operator.idempotency`); routes with their own record of it leave this None.
+    """
 
     def register(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
@@ -62,10 +77,20 @@ def route(method: str, path: str, roles: frozenset[str], what: str) -> Callable[
                 authorize(principal, roles, what)
                 await _within_rate_limit(w, principal)
                 actor = Actor(principal.actor, http.request_id(request))
-                return await handler(request, Call(w, conn, principal, actor))
+                call = Call(w, conn, principal, actor)
+                key = (
+                    idempotency_key(request, required=idempotency == "required")
+                    if idempotency is not None
+                    else None
+                )
+                if key is None:
+                    return await handler(request, call)
+                return await once(request, conn, w.queries, key, lambda: handler(request, call))
 
         routes.append(Route(path, endpoint, methods=[method]))
         PERMISSIONS[(method, path)] = roles
+        if idempotency is not None:
+            IDEMPOTENT[(method, path)] = idempotency
         return handler
 
     return register
@@ -166,7 +191,7 @@ async def rotate_key(request: Request, c: Call) -> Response:
 # --- players ------------------------------------------------------------------------------------
 
 
-@route("POST", "/v1/players", PLAYER_ADMIN, "create players")
+@route("POST", "/v1/players", PLAYER_ADMIN, "create players", idempotency="optional")
 async def create_player(request: Request, c: Call) -> Response:
     data = await http.read_json(request)
     player_id = http.identifier(data, "player_id")
@@ -258,12 +283,8 @@ async def issue_session(request: Request, c: Call) -> Response:
 @route("POST", "/v1/players/{player_id}/adjustments", MONEY, "adjust balances")
 async def adjust(request: Request, c: Call) -> Response:
     player_id = _path(request, "player_id")
-    key = request.headers.get("idempotency-key", "")
-    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not key.isprintable():
-        raise InvalidRequest(
-            f"send an Idempotency-Key header of 1 to {IDEMPOTENCY_KEY_MAX} printable characters",
-            field="Idempotency-Key",
-        )
+    key = idempotency_key(request, required=True)
+    assert key is not None
     data = await http.read_json(request)
     amount = http.integer(data, "amount", minimum=-MAX_AMOUNT, maximum=MAX_AMOUNT)
     if amount == 0:

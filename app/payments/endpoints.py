@@ -15,7 +15,8 @@ from starlette.routing import Route
 from app import http, pagination
 from app.errors import AuthenticationFailed, InvalidRequest, NotFound, RouteDegraded
 from app.operator.auth import MONEY, PAYMENTS, PLAYER_ADMIN, READ
-from app.operator.endpoints import IDEMPOTENCY_KEY_MAX, Call, route
+from app.operator.endpoints import Call, route
+from app.operator.idempotency import key_of as idempotency_key
 from app.operator.service import audit
 from app.payments import outbox, signing
 from app.payments.psp import MalformedPspData, PspError
@@ -30,12 +31,8 @@ COUNTRY = re.compile(r"[A-Z]{2}")
 
 
 def _idempotency_key(request: Request) -> str:
-    key = request.headers.get("idempotency-key", "")
-    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not key.isprintable():
-        raise InvalidRequest(
-            f"send an Idempotency-Key header of 1 to {IDEMPOTENCY_KEY_MAX} printable characters",
-            field="Idempotency-Key",
-        )
+    key = idempotency_key(request, required=True)
+    assert key is not None
     return key
 
 
@@ -94,14 +91,58 @@ async def get_withdrawal(request: Request, c: Call) -> Response:
     return http.json_response(await c.w.payments.get("withdrawal", _payment_id(request)))
 
 
-@route("POST", "/v1/withdrawals/{payment_id}/approve", MONEY, "decide held withdrawals")
+@route("GET", "/v1/withdrawals", READ, "read withdrawals")
+async def list_withdrawals(request: Request, c: Call) -> Response:
+    """``?attention=true``: withdrawals flagged for an operator (a payout whose outcome the PSP
+    has not told, an event that did not match), newest first."""
+    if request.query_params.get("attention") != "true":
+        raise InvalidRequest(
+            "attention=true is required: the withdrawals needing an operator", field="attention"
+        )
+    size, after = pagination.limit(request), pagination.cursor(request, 2)
+    return http.json_response(await c.w.payments.needing_attention(size, after))
+
+
+@route(
+    "POST",
+    "/v1/withdrawals/{payment_id}/approve",
+    MONEY,
+    "decide held withdrawals",
+    idempotency="optional",
+)
 async def approve_withdrawal(request: Request, c: Call) -> Response:
     return http.json_response(await c.w.payments.decide(_payment_id(request), True, c.actor.name))
 
 
-@route("POST", "/v1/withdrawals/{payment_id}/reject", MONEY, "decide held withdrawals")
+@route(
+    "POST",
+    "/v1/withdrawals/{payment_id}/reject",
+    MONEY,
+    "decide held withdrawals",
+    idempotency="optional",
+)
 async def reject_withdrawal(request: Request, c: Call) -> Response:
     return http.json_response(await c.w.payments.decide(_payment_id(request), False, c.actor.name))
+
+
+@route(
+    "POST",
+    "/v1/withdrawals/{payment_id}/resolve",
+    MONEY,
+    "decide held withdrawals",
+    idempotency="required",
+)
+async def resolve_withdrawal(request: Request, c: Call) -> Response:
+    """``{"outcome": "paid" | "failed", "reason"}``: settle a sent withdrawal whose PSP has not
+    reported, after checking with that PSP; audited (contract 3 [1.1])."""
+    data = await http.read_json(request)
+    outcome = data.get("outcome")
+    if outcome not in ("paid", "failed"):
+        raise InvalidRequest("outcome must be paid or failed", field="outcome")
+    reason = http.text(data, "reason", max_length=500)
+    return http.json_response(
+        await c.w.payments.resolve(_payment_id(request), outcome, reason, c.actor)
+    )
 
 
 async def psp_webhook(request: Request) -> Response:
@@ -155,7 +196,13 @@ async def list_events(request: Request, c: Call) -> Response:
     )
 
 
-@route("POST", "/v1/events/{event_id}/replay", PLAYER_ADMIN, "replay operator events")
+@route(
+    "POST",
+    "/v1/events/{event_id}/replay",
+    PLAYER_ADMIN,
+    "replay operator events",
+    idempotency="optional",
+)
 async def replay_event(request: Request, c: Call) -> Response:
     """Send an event again now, whatever its state; it carries ``X-Wallet-Replay: true``.
     A replayed dead letter gets one attempt, and is a dead letter again if that fails."""

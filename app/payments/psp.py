@@ -19,6 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -61,6 +62,7 @@ class PspError(Exception):
         retryable: bool,
         retry_after: float | None = None,
         ambiguous: bool = False,
+        not_sent: bool = False,
     ) -> None:
         super().__init__(code)
         self.code = code
@@ -69,6 +71,9 @@ class PspError(Exception):
         # A timeout: the PSP may have acted on the request. Ask it again under the same
         # idempotency key before going elsewhere.
         self.ambiguous = ambiguous
+        # The PSP provably did not take the request: no connection was made, or it answered
+        # 429. Only then may a payout go to another route (contract 3 [1.1]).
+        self.not_sent = not_sent
 
 
 class MalformedPspData(ValueError):
@@ -208,6 +213,12 @@ class Psp(Protocol):
 
     async def status(self, psp_payment_id: str) -> str: ...
 
+    async def find(self, reference: str) -> tuple[str, str] | None:
+        """(psp_payment_id, status) of the PSP's payment with our ``reference`` (our payment
+        id), or None when the PSP has none: how the wallet learns the outcome of a payout whose
+        answer was lost."""
+        ...
+
     def parse_webhook(self, body: bytes, signature: str | None, now: float) -> PspEvent: ...
 
     async def settlement(self, day: date) -> list[SettlementLine]: ...
@@ -261,6 +272,18 @@ class SandboxPsp:
             return data.choice("status", PSP_STATUSES)
         except MalformedPspData as exc:
             raise _invalid_answer(self.name, "status", exc) from None
+
+    async def find(self, reference: str) -> tuple[str, str] | None:
+        try:
+            data = await self._call("GET", f"/v1/payments?reference={quote(reference, safe='')}")
+        except PspError as exc:
+            if exc.code == "not_found":
+                return None
+            raise
+        try:
+            return data.identifier("psp_payment_id"), data.choice("status", PSP_STATUSES)
+        except MalformedPspData as exc:
+            raise _invalid_answer(self.name, "find", exc) from None
 
     async def settlement(self, day: date) -> list[SettlementLine]:
         data = await self._call("GET", f"/v1/settlements?date={day.isoformat()}")
@@ -322,15 +345,20 @@ class SandboxPsp:
                 headers=headers,
                 timeout=self.timeout,
             )
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            # Before anything was sent: the PSP never saw the request.
+            raise PspError("unreachable", retryable=True, not_sent=True) from None
         except httpx.TimeoutException:
             raise PspError("timeout", retryable=True, ambiguous=True) from None
         except httpx.TransportError:
-            raise PspError("unreachable", retryable=True) from None
+            # The connection broke after the request may have gone out.
+            raise PspError("connection_lost", retryable=True, ambiguous=True) from None
         if response.status_code == 429:
             retry_after = response.headers.get("retry-after", "1")
             raise PspError(
                 "rate_limited",
                 retryable=True,
+                not_sent=True,
                 # isdigit() alone also takes digits such as "²", which float() refuses.
                 retry_after=float(retry_after)
                 if retry_after.isascii() and retry_after.isdigit()

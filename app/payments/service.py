@@ -9,23 +9,32 @@ Where each guarantee lives:
   ``succeeded``, which exists once per payment;
 - legal transitions only: payment_transition() refuses edges not in payment_state_edges;
 - a crash between the PSP call and the database write: our payment id is the PSP's idempotency
-  key, so the retry that takes the payment over initiates again and gets the same PSP payment.
+  key, so the retry that takes the payment over initiates again and gets the same PSP payment;
+- one start at a time: a start holds a Postgres advisory lock (a lease) while it talks to its
+  PSP, released when it ends or when its session dies; a retry meanwhile gets 409;
+- a payout stays with its PSP (contract 3 [1.1]): the route is written to the payment row before
+  the request leaves, and only an answer that proves the PSP did not take it (no connection,
+  429) lets another route have it. An unknown outcome waits, funds held, for that PSP's webhook,
+  the polling job's question by reference, or an operator's audited resolve.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import orjson
 
+from app import pagination
 from app.db import CONNECTION_ERRORS, Queries
 from app.errors import (
     IdempotencyConflict,
@@ -35,6 +44,7 @@ from app.errors import (
     PlayerLimitExceeded,
     RouteDegraded,
 )
+from app.operator.service import Actor, audit
 from app.operator.views import rfc3339
 from app.payments import signing
 from app.payments.psp import Initiated, Psp, PspError, PspEvent, now
@@ -42,11 +52,13 @@ from app.payments.routing import Breaker, retry_delay, serves
 
 log = logging.getLogger(__name__)
 
-# A creation whose PSP call has not finished within this long is taken over by a retry.
-IN_PROGRESS_SECONDS = 30
 # Stored as the answer of a creation that found every route degraded.
 DEGRADED = {"error": "route_degraded"}
 DEGRADED_MESSAGE = "every payment route is unavailable; retry later with a new Idempotency-Key"
+IN_PROGRESS = "a request with this Idempotency-Key is still in progress"
+# Why a withdrawal waits for that PSP or an operator (payments.flagged).
+OUTCOME_UNKNOWN = "payout_outcome_unknown"
+RESOLVABLE = ("approved", "processing")  # sent, or about to be, and not final
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +75,7 @@ class PaymentRequest:
         return hashlib.sha256(orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS)).digest()
 
 
-def view(row: asyncpg.Record) -> dict[str, Any]:
+def view(row: Mapping[str, Any]) -> dict[str, Any]:
     """A payment as the API shows it."""
     return {
         "id": row["id"],
@@ -77,6 +89,8 @@ def view(row: asyncpg.Record) -> dict[str, Any]:
         "redirect_url": row["redirect_url"],
         "deep_link": row["deep_link"],
         "failure_code": row["failure_code"],
+        "needs_attention": row["flagged"] is not None,
+        "attention": row["flagged"],
         "created_at": rfc3339(row["created_at"]),
         "expires_at": rfc3339(row["expires_at"]),
     }
@@ -139,10 +153,8 @@ class Payments:
                 answer = self._repeat(existing, req)
                 if answer is not None:
                     return answer
-                payment_id = existing["id"]  # a stale, unfinished creation: take it over
-                await conn.execute(self.q.touch_payment, payment_id)
-            row = await conn.fetchrow(self.q.payment_by_id, payment_id)
-        return await self._start(dict(row), routes)
+                payment_id = existing["id"]  # an unfinished creation: take it over
+        return await self._start(payment_id, routes)
 
     def _new_row(self, payment_id: str, req: PaymentRequest, key: str) -> tuple[Any, ...]:
         """The columns of a new payment, in the order both creating statements take them."""
@@ -193,18 +205,11 @@ class Payments:
         return None if existing is None else self._repeat(existing, req)
 
     def _repeat(self, existing: asyncpg.Record, req: PaymentRequest) -> dict[str, Any] | None:
-        """The stored answer for a repeated key; None when a stale creation should be resumed."""
+        """The stored answer for a repeated key; None when the creation has none yet, and the
+        caller takes it over (the start lease tells whether it still runs elsewhere)."""
         if bytes(existing["request_hash"]) != req.digest():
             raise IdempotencyConflict("Idempotency-Key was already used with another body")
-        if existing["response"] == DEGRADED:
-            raise RouteDegraded(DEGRADED_MESSAGE)
-        if existing["response"] is not None:
-            stored: dict[str, Any] = existing["response"]
-            return stored
-        age = (datetime.now(UTC) - existing["updated_at"]).total_seconds()
-        if age < IN_PROGRESS_SECONDS:
-            raise IdempotencyConflict("a request with this Idempotency-Key is still in progress")
-        return None
+        return _stored(existing["response"])
 
     # --- withdrawals ---------------------------------------------------------------------------
 
@@ -244,7 +249,7 @@ class Payments:
                 return await self._finish(conn, payment_id)
             else:
                 await conn.fetchval(self.q.transition, payment_id, "approved", "api", None, None)
-        return await self._start(dict(existing), routes)
+        return await self._start(existing["id"], routes)
 
     def _needs_review(self, req: PaymentRequest) -> bool:
         threshold = self.review_threshold
@@ -269,8 +274,53 @@ class Payments:
                 )
             if not approve:
                 return view(await conn.fetchrow(self.q.payment_by_id, payment_id))
+        return await self._start(payment_id, routes)
+
+    async def resolve(
+        self, payment_id: str, outcome: str, reason: str, actor: Actor
+    ) -> dict[str, Any]:
+        """An operator's audited decision on a sent withdrawal whose PSP has not reported (after
+        checking with that PSP): ``paid`` settles its hold, ``failed`` gives it back."""
+        target = {"paid": "paid", "failed": "failed"}.get(outcome)
+        if target is None:
+            raise InvalidRequest("outcome must be paid or failed", field="outcome")
+        async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(self.q.payment_by_id, payment_id)
-        return await self._start(dict(row), routes)
+            if row is None or row["kind"] != "withdrawal":
+                raise NotFound(f"withdrawal {payment_id!r} not found")
+            moved = None
+            if row["status"] in RESOLVABLE:
+                moved = await conn.fetchval(
+                    self.q.transition,
+                    payment_id,
+                    target,
+                    "operator",
+                    {"actor": actor.name, "resolve": reason},
+                    "resolved_failed" if target == "failed" else None,
+                )
+            if moved is None:
+                raise InvalidRequest(
+                    f"a {row['status']} withdrawal cannot be resolved (only one sent to a PSP "
+                    "and not final; approve or reject a held one)",
+                    field="outcome",
+                )
+            await audit(
+                conn,
+                self.q,
+                actor,
+                "withdrawal.resolve",
+                f"withdrawal:{payment_id}",
+                {"status": row["status"], "attention": row["flagged"]},
+                {"status": moved, "reason": reason},
+            )
+            return await self._finish(conn, payment_id)
+
+    async def needing_attention(self, size: int, after: list[Any] | None) -> dict[str, Any]:
+        """Withdrawals flagged for an operator, newest first, cursor-paged."""
+        at, last_id = (pagination.cursor_time(after[0]), str(after[1])) if after else (None, None)
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(self.q.withdrawals_needing_attention, at, last_id, size + 1)
+        return pagination.page(rows, size, lambda r: [r["created_at"].isoformat(), r["id"]], view)
 
     # --- the PSP leg ---------------------------------------------------------------------------
 
@@ -283,42 +333,71 @@ class Payments:
             )
         return routes
 
-    async def _start(self, payment: dict[str, Any], routes: list[Psp]) -> dict[str, Any]:
-        """Initiate at the first route that answers; fail over on retryable errors only.
-
-        A timeout is asked again at the same route under the same idempotency key, which gets the
-        PSP's first answer if it acted. A withdrawal whose outcome stays unknown does not fail
-        over (a second route could pay it out twice): it stays approved with its funds held,
-        flagged, and a late webhook (matched by our reference) still settles it.
-        """
-        answer: Initiated | None = None
-        final: PspError | None = None
-        used: Psp | None = None
-        unknown: PspError | None = None
-        for psp in routes:
-            breaker = self.breakers.setdefault(psp.name, Breaker())
-            if not breaker.allow():
-                log.info("psp %s skipped for %s: its breaker is open", psp.name, payment["id"])
-                continue
-            try:
-                answer = await self._initiate(psp, payment)
-                breaker.record(ok=True)
-                used = psp
-                break
-            except PspError as exc:
-                log.warning("psp %s refused %s: %s", psp.name, payment["id"], exc.code)
-                breaker.record(ok=not exc.retryable)
-                if not exc.retryable:
-                    final, used = exc, psp
-                    break
-                if exc.ambiguous and payment["kind"] == "withdrawal":
-                    unknown, used = exc, psp
-                    break
+    @asynccontextmanager
+    async def _lease(self, payment_id: str) -> AsyncIterator[asyncpg.Connection]:
+        """A connection holding the payment's start lease; 409 while another start holds it."""
         async with self.pool.acquire() as conn:
+            if not await conn.fetchval(self.q.try_start_lease, payment_id):
+                raise IdempotencyConflict(IN_PROGRESS)
+            try:
+                yield conn
+            finally:
+                # A broken connection takes the lock with it; the pool drops it.
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    await conn.fetchval(self.q.end_start_lease, payment_id)
+
+    async def _start(self, payment_id: str, routes: list[Psp]) -> dict[str, Any]:
+        """Initiate at the first route that answers, under the payment's start lease.
+
+        Deposits fail over on any retryable error. A payout fails over only when the PSP
+        provably did not take it (:attr:`PspError.not_sent`); after a timeout or a 5xx it is
+        asked again at the same route under the same idempotency key, which gets the PSP's first
+        answer if it acted, and if the outcome stays unknown the withdrawal stays approved with
+        its funds held, flagged, and its 503 is the answer to its Idempotency-Key.
+        """
+        async with self._lease(payment_id) as conn:
+            payment = dict(await conn.fetchrow(self.q.payment_by_id, payment_id))
+            if not _startable(payment):
+                # Another start got there first (this request waited for nothing).
+                return _stored(payment["response"]) or view(payment)
+            payout = payment["kind"] == "withdrawal"
+            if payout and payment["psp"] is not None:
+                # Sent before and not answered (the worker died): only that PSP, ever.
+                routes = [p for p in self.psps if p.name == payment["psp"]]
+                if not routes:
+                    await self._outcome_unknown(conn, payment, "its route is gone")
+            answer: Initiated | None = None
+            final: PspError | None = None
+            used: Psp | None = None
+            for psp in routes:
+                breaker = self.breakers.setdefault(psp.name, Breaker())
+                if not breaker.allow():
+                    log.info("psp %s skipped for %s: its breaker is open", psp.name, payment_id)
+                    continue
+                if (
+                    payout
+                    and await conn.fetchval(self.q.route_payout, payment_id, psp.name) is None
+                ):
+                    continue  # cannot happen under the lease: another route holds the payout
+                try:
+                    answer = await self._initiate(psp, payment)
+                    breaker.record(ok=True)
+                    used = psp
+                    break
+                except PspError as exc:
+                    log.warning("psp %s refused %s: %s", psp.name, payment_id, exc.code)
+                    breaker.record(ok=not exc.retryable)
+                    if not exc.retryable:
+                        final, used = exc, psp
+                        break
+                    if payout and not exc.not_sent:
+                        await self._outcome_unknown(conn, payment, f"{psp.name}: {exc.code}")
+                    if payout:
+                        await conn.execute(self.q.unroute_payout, payment_id, psp.name)
             if answer is not None and used is not None:
                 await conn.execute(
                     self.q.record_initiation,
-                    payment["id"],
+                    payment_id,
                     used.name,
                     answer.psp_payment_id,
                     answer.redirect_url,
@@ -330,36 +409,42 @@ class Payments:
             elif final is not None:
                 await conn.fetchval(
                     self.q.transition,
-                    payment["id"],
+                    payment_id,
                     "failed",
                     "psp_response",
                     {"psp": used.name if used else None},
                     final.code,
                 )
-            elif unknown is not None and used is not None:
-                await conn.execute(
-                    self.q.record_initiation, payment["id"], used.name, None, None, None
-                )
-                await conn.execute(self.q.flag_payment, payment["id"], "payout_outcome_unknown")
-                raise RouteDegraded(
-                    f"the PSP did not answer whether it accepted payout {payment['id']}; it stays "
-                    "approved with its funds held until the PSP reports or an operator decides"
-                )
             else:
-                # Every route is degraded: no PSP holds this payment, so it ends here, releasing
+                # Every route is degraded and none took the payment, so it ends here, releasing
                 # a withdrawal's hold; the caller may try again later with a new key.
                 await conn.fetchval(
                     self.q.transition,
-                    payment["id"],
+                    payment_id,
                     "failed",
                     "psp_response",
                     {"routes": [p.name for p in routes]},
                     "route_degraded",
                 )
                 # The first answer was this error: a repeat of the key gets it again.
-                await conn.execute(self.q.store_response, payment["id"], DEGRADED)
+                await conn.execute(self.q.store_response, payment_id, DEGRADED)
                 raise RouteDegraded(DEGRADED_MESSAGE)
-            return await self._finish(conn, payment["id"])
+            return await self._finish(conn, payment_id)
+
+    async def _outcome_unknown(
+        self, conn: asyncpg.Connection, payment: dict[str, Any], why: str
+    ) -> NoReturn:
+        """Leave a payout whose PSP may have acted with that PSP: held, flagged, and answered
+        (now and for every repeat of its key) with a 503 that says so."""
+        message = (
+            f"the PSP did not answer whether it accepted payout {payment['id']} ({why}); it "
+            "stays approved with its funds held until the PSP reports or an operator resolves it"
+        )
+        await conn.execute(self.q.flag_payment, payment["id"], OUTCOME_UNKNOWN)
+        await conn.execute(
+            self.q.store_response, payment["id"], {"error": "route_degraded", "message": message}
+        )
+        raise RouteDegraded(message)
 
     async def _initiate(self, psp: Psp, payment: dict[str, Any]) -> Initiated:
         """One route's answer, asking again after a timeout (same idempotency key) with
@@ -428,14 +513,21 @@ class Payments:
             counts["checked"] += 1
             psp = next((p for p in self.psps if p.name == row["psp"]), None)
             psp_status = None
-            if psp is not None and row["psp_payment_id"] is not None:
-                try:
+            found: tuple[str, str] | None = None
+            try:
+                if psp is not None and row["psp_payment_id"] is not None:
                     psp_status = await psp.status(row["psp_payment_id"])
-                except PspError as exc:
-                    log.warning("polling %s at %s failed: %s", row["id"], psp.name, exc.code)
-                    counts["unreachable"] += 1
+                elif psp is not None and row["sent_at"] is not None:
+                    # A payout whose answer was lost: ask that PSP by our reference.
+                    found = await psp.find(row["id"])
+                    psp_status = found[1] if found is not None else None
+            except PspError as exc:
+                log.warning("polling %s at %s failed: %s", row["id"], row["psp"], exc.code)
+                counts["unreachable"] += 1
             async with self.pool.acquire() as conn:
                 moved = None
+                if found is not None:
+                    await conn.execute(self.q.found_at_psp, row["id"], found[0])
                 if psp_status is not None:
                     moved = await self._follow(conn, dict(row), psp_status, "psp_poll", None)
                 expired = row["expires_at"] < datetime.now(UTC)
@@ -521,6 +613,11 @@ class Payments:
                 # and have not credited. Flag it for an operator (and reconciliation).
                 await conn.execute(self.q.flag_payment, payment["id"], "succeeded_after_expiry")
                 return "refused_succeeded_after_expiry"
+            if payment["status"] in ("failed", "rejected") and event.status == "succeeded":
+                # Paid out by the PSP after the hold went back to the player (an operator
+                # resolved it as failed): money paid twice, for an operator to recover.
+                await conn.execute(self.q.flag_payment, payment["id"], "paid_after_release")
+                return "refused_paid_after_release"
             return "ignored"  # out of order, or already final: the state machine decides
         await self._finish(conn, payment["id"])
         return f"moved_to_{moved}"
@@ -539,6 +636,22 @@ def _mismatch(payment: asyncpg.Record, event: PspEvent) -> str | None:
     if event.currency != payment["currency"]:
         return "currency_mismatch"
     return None
+
+
+def _stored(response: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A creation's stored first answer: the payment's view, or its error raised again."""
+    if response is not None and "error" in response:
+        raise RouteDegraded(str(response.get("message", DEGRADED_MESSAGE)))
+    return response
+
+
+def _startable(payment: Mapping[str, Any]) -> bool:
+    """Whether a start has anything left to do: not initiated at a PSP, and not decided."""
+    if payment["psp_payment_id"] is not None or payment["flagged"] == OUTCOME_UNKNOWN:
+        return False
+    return bool(
+        payment["status"] == ("awaiting_method" if payment["kind"] == "deposit" else "approved")
+    )
 
 
 def _target(kind: str, psp_status: str) -> str | None:

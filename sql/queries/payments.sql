@@ -129,3 +129,46 @@ SELECT p.id, p.kind, p.amount, p.currency, p.psp_payment_id, t.created_at AS set
 
 -- name: player_kyc_tier
 SELECT kyc_tier FROM players WHERE player_id = $1;
+
+-- name: route_payout
+-- Fix the payout's route before its request leaves; refused (no row) once another route has it.
+UPDATE payments SET psp = $2, sent_at = coalesce(sent_at, now()), updated_at = now()
+ WHERE id = $1 AND (psp IS NULL OR psp = $2)
+RETURNING id;
+
+-- name: unroute_payout
+-- The route provably did not take the payout (no connection, 429): another may.
+UPDATE payments SET psp = NULL, sent_at = NULL WHERE id = $1 AND psp = $2 AND psp_payment_id IS NULL;
+
+-- name: found_at_psp
+-- The PSP's payment id, learnt by asking the PSP for our reference.
+UPDATE payments SET psp_payment_id = $2, updated_at = now()
+ WHERE id = $1 AND psp_payment_id IS NULL;
+
+-- name: try_start_lease
+-- Held by the one start of a payment talking to its PSP; released at the end, or by the server
+-- when that session ends (a crashed worker), so no timer decides when a start is over.
+SELECT pg_try_advisory_lock(hashtextextended('payment-start|' || $1, 0));
+
+-- name: end_start_lease
+SELECT pg_advisory_unlock(hashtextextended('payment-start|' || $1, 0));
+
+-- name: withdrawals_needing_attention
+SELECT * FROM payments
+ WHERE kind = 'withdrawal' AND flagged IS NOT NULL
+   AND ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2::text))
+ ORDER BY created_at DESC, id DESC
+ LIMIT $3;
+
+-- name: operator_request
+SELECT request_hash, status, response FROM operator_requests WHERE idempotency_key = $1;
+
+-- name: claim_operator_request
+-- Waits for a racing request with the key to end; no row when that one committed its answer.
+INSERT INTO operator_requests (idempotency_key, request_hash, status, response)
+VALUES ($1, $2, 0, 'null')
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING idempotency_key;
+
+-- name: answer_operator_request
+UPDATE operator_requests SET status = $2, response = $3 WHERE idempotency_key = $1;

@@ -186,6 +186,15 @@ class _Api:
         headers = {"Idempotent-Replayed": "true"} if created.replayed else None
         return _json(created.body, 201, headers)
 
+    async def find_payment(self, request: Request) -> Response:
+        """``GET /v1/payments?reference=...``: the payment of a merchant reference, for a
+        merchant whose answer to the create call was lost."""
+        self._authenticate(request)
+        reference = request.query_params.get("reference", "")
+        if not IDEMPOTENCY_KEY.fullmatch(reference):
+            raise invalid("reference", "send ?reference= (1 to 255 characters)")
+        return _json(self.state.by_reference(reference).view())
+
     async def get_payment(self, request: Request) -> Response:
         self._authenticate(request)
         return _json(self.state.get(request.path_params["psp_payment_id"]).view())
@@ -302,6 +311,7 @@ def create_sandbox_app(config: SandboxConfig) -> Starlette:
 
     routes = [
         Route("/v1/payments", api.create_payment, methods=["POST"]),
+        Route("/v1/payments", api.find_payment, methods=["GET"]),
         Route("/v1/payments/{psp_payment_id}", api.get_payment, methods=["GET"]),
         Route("/v1/settlements", api.settlements, methods=["GET"]),
         Route("/v1/sandbox/payments/{psp_payment_id}/complete", api.complete, methods=["POST"]),

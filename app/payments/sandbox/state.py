@@ -92,6 +92,13 @@ class SandboxState:
             raise not_found("payment")
         return payment
 
+    def by_reference(self, reference: str) -> Payment:
+        """The payment made for the merchant's ``reference`` (the wallet's payment id)."""
+        for payment in self.payments.values():
+            if payment.reference == reference:
+                return payment
+        raise not_found("payment")
+
     def create(self, idempotency_key: str, fingerprint: bytes, request: CreateRequest) -> Created:
         """Create a payment, or answer as the first call under ``idempotency_key`` did.
 

@@ -1,0 +1,76 @@
+"""``Idempotency-Key`` for operator actions (approve, reject, resolve, replay, ...).
+
+The key is claimed by inserting its row in a transaction that also holds the action itself, on
+the call's connection: a request racing with the same key waits at that insert until the first
+one commits, then reads its answer instead of acting (one effect, never a 500). The first answer
+is stored whatever it was, refusals included, so the same key and request always get it again;
+the same key with another method, path or body is 409 ``idempotency_conflict``. An action that
+fails with an unexpected error stores nothing: its transaction rolls back with the key.
+
+Routes that keep their own idempotency record (payments, adjustments) do not use this: their
+record is the payment row or the ledger posting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app import http
+from app.db import Queries
+from app.errors import IdempotencyConflict, InvalidRequest, WalletError
+
+KEY_MAX = 255
+
+
+def key_of(request: Request, *, required: bool) -> str | None:
+    """The request's ``Idempotency-Key``, validated; None when absent and not ``required``."""
+    key = request.headers.get("idempotency-key")
+    if key is None and not required:
+        return None
+    if key is None or not 1 <= len(key) <= KEY_MAX or not key.isprintable():
+        raise InvalidRequest(
+            f"send an Idempotency-Key header of 1 to {KEY_MAX} printable characters",
+            field="Idempotency-Key",
+        )
+    return key
+
+
+async def once(
+    request: Request,
+    conn: asyncpg.Connection,
+    q: Queries,
+    key: str,
+    act: Callable[[], Awaitable[Response]],
+) -> Response:
+    """Run ``act`` once for ``key``; see the module's docstring."""
+    try:
+        body = await http.read_body(request, http.MAX_JSON_BYTES)
+    except http.BodyTooLarge as exc:
+        raise InvalidRequest(str(exc)) from None
+    # The handler reads the body again: Starlette's stream serves a body already read.
+    request._body = body
+    digest = hashlib.sha256(
+        b"\0".join((request.method.encode(), request.url.path.encode(), body))
+    ).digest()
+    async with conn.transaction():
+        if await conn.fetchval(q.claim_operator_request, key, digest) is None:
+            first = await conn.fetchrow(q.operator_request, key)
+            if bytes(first["request_hash"]) != digest:
+                raise IdempotencyConflict("Idempotency-Key was already used for another request")
+            return http.json_response(first["response"], first["status"])
+        try:
+            response = await act()
+        except WalletError as exc:
+            answer = exc.body(http.request_id(request))
+            await conn.execute(q.answer_operator_request, key, exc.http_status, answer)
+            return http.json_response(answer, exc.http_status, exc.headers())
+        await conn.execute(
+            q.answer_operator_request, key, response.status_code, orjson.loads(response.body)
+        )
+        return response

@@ -1,0 +1,179 @@
+"""Payouts that went out to a PSP stay with that PSP (contract 3 [1.1]), starts of one payment
+never overlap, and a payout whose outcome is unknown is resolved by that PSP or by an operator.
+
+Issue 12, defect 1: route A accepted a payout and answered after the wallet's timeout, then 503;
+a retry with the same Idempotency-Key half a minute later was sent to route B and paid there, and
+route A's own webhook was then refused: two payouts for one debit, and funds that no action could
+release."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+import asyncpg
+import pytest
+
+from app.db import Queries
+from app.errors import IdempotencyConflict, InvalidRequest, RouteDegraded
+from app.operator.service import Actor
+from app.payments.psp import Initiated, PspError
+from app.payments.service import PaymentRequest, Payments, apply_webhook_once
+from tests.conftest import Operator
+from tests.test_payments import K, ScriptedPsp, timeout, webhook
+
+
+ACTOR = Actor("apikey:test")
+
+
+def payout(player_id: str, amount: int = 2_000) -> PaymentRequest:
+    return PaymentRequest(player_id, amount, "EUR", "card")
+
+
+def two_routes(pool: asyncpg.Pool, a: ScriptedPsp, b: ScriptedPsp) -> Payments:
+    return Payments(pool, Queries.load(), [a, b], webhook_base="https://w/v1/psp")
+
+
+async def test_a_retry_after_an_unknown_outcome_never_goes_to_another_route(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    a = ScriptedPsp("psp-a", [timeout(), PspError("http_503", retryable=True)])
+    b = ScriptedPsp("psp-b")
+    payments = two_routes(pool, a, b)
+    player = await operator.player(5_000)
+    key = K + secrets.token_hex(4)
+    with pytest.raises(RouteDegraded):
+        await payments.create_withdrawal(payout(player), key)
+    assert b.calls == []
+    # However long after: the same key gets the same answer, and no PSP is asked again.
+    await pool.execute(
+        "UPDATE payments SET updated_at = now() - interval '1 hour' WHERE player_id = $1", player
+    )
+    with pytest.raises(RouteDegraded):
+        await payments.create_withdrawal(payout(player), key)
+    assert len(a.calls) == 2 and b.calls == []
+    row = await pool.fetchrow("SELECT * FROM payments WHERE player_id = $1", player)
+    assert (row["status"], row["psp"], row["flagged"]) == (
+        "approved",
+        "psp-a",
+        "payout_outcome_unknown",
+    )
+    shown = await payments.get("withdrawal", row["id"])
+    assert (shown["needs_attention"], shown["attention"]) == (True, "payout_outcome_unknown")
+    # Route A's own signed event settles it.
+    body, sig = webhook(
+        {"id": row["id"], "amount": 2_000, "currency": "EUR"}, "succeeded", psp_payment_id="a-1"
+    )
+    assert await apply_webhook_once(payments, "psp-a", body, sig) == "moved_to_paid"
+    assert await operator.balance(player) == 3_000
+    assert (await payments.get("withdrawal", row["id"]))["needs_attention"] is False
+
+
+async def test_a_payout_fails_over_only_when_the_psp_provably_did_not_act(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    """Connection refused and 429 say the PSP did not take the payout: the next route may. A 5xx
+    does not say so."""
+    for refusal in (
+        PspError("unreachable", retryable=True, not_sent=True),
+        PspError("rate_limited", retryable=True, not_sent=True),
+    ):
+        a, b = ScriptedPsp("psp-a", [refusal]), ScriptedPsp("psp-b")
+        player = await operator.player(5_000)
+        done = await two_routes(pool, a, b).create_withdrawal(
+            payout(player), K + secrets.token_hex(4)
+        )
+        assert len(b.calls) == 1 and done["status"] != "failed"
+        assert await pool.fetchval("SELECT psp FROM payments WHERE id = $1", done["id"]) == "psp-b"
+    a = ScriptedPsp("psp-a", [PspError("http_500", retryable=True)] * 2)
+    b = ScriptedPsp("psp-b")
+    player = await operator.player(5_000)
+    with pytest.raises(RouteDegraded):
+        await two_routes(pool, a, b).create_withdrawal(payout(player), K + secrets.token_hex(4))
+    assert b.calls == [] and await operator.balance(player) == 3_000
+
+
+async def test_an_unknown_payout_is_resolved_by_an_operator_once(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    for outcome, balance in (("failed", 5_000), ("paid", 3_000)):
+        a = ScriptedPsp("psp-a", [timeout(), timeout()])
+        payments = two_routes(pool, a, ScriptedPsp("psp-b"))
+        player = await operator.player(5_000)
+        with pytest.raises(RouteDegraded):
+            await payments.create_withdrawal(payout(player), K + secrets.token_hex(4))
+        payment_id = await pool.fetchval("SELECT id FROM payments WHERE player_id = $1", player)
+        attention = await payments.needing_attention(100, None)
+        assert payment_id in [p["id"] for p in attention["data"]]
+        done = await payments.resolve(payment_id, outcome, "checked at psp-a", ACTOR)
+        assert (done["status"], done["needs_attention"]) == (outcome, False)
+        assert await operator.balance(player) == balance
+        with pytest.raises(InvalidRequest, match="cannot be resolved"):
+            await payments.resolve(payment_id, "paid", "again", ACTOR)
+        assert await operator.balance(player) == balance
+        audit = await pool.fetchval(
+            "SELECT after FROM audit_log WHERE target = $1 AND action = 'withdrawal.resolve'",
+            f"withdrawal:{payment_id}",
+        )
+        assert audit["status"] == outcome and audit["reason"] == "checked at psp-a"
+        assert payment_id not in [
+            p["id"] for p in (await payments.needing_attention(100, None))["data"]
+        ]
+
+
+class SlowPsp(ScriptedPsp):
+    """Holds every initiate until released, to make two starts meet."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.release = asyncio.Event()
+
+    async def initiate(self, payment: dict[str, Any], webhook_url: str) -> Initiated:
+        self.calls.append({"payment": payment["id"], "webhook_url": webhook_url})
+        await self.release.wait()
+        return Initiated(f"{self.name}-{payment['id']}", "pending")
+
+
+async def test_two_starts_of_one_payment_never_run_at_once(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    """However long the first start talks to its PSP, a retry with the key is told it is in
+    progress (no timer decides that a start must be over)."""
+    a = SlowPsp("psp-a")
+    payments = two_routes(pool, a, ScriptedPsp("psp-b"))
+    player = await operator.player(5_000)
+    key = K + secrets.token_hex(4)
+    first = asyncio.create_task(payments.create_withdrawal(payout(player), key))
+    while not a.calls:
+        await asyncio.sleep(0.01)
+    await pool.execute(
+        "UPDATE payments SET updated_at = now() - interval '1 hour' WHERE player_id = $1", player
+    )
+    with pytest.raises(IdempotencyConflict, match="in progress"):
+        await payments.create_withdrawal(payout(player), key)
+    a.release.set()
+    answer = await first
+    assert answer["status"] == "processing" and len(a.calls) == 1
+    assert await payments.create_withdrawal(payout(player), key) == answer
+
+
+async def test_one_key_for_two_players_at_once_is_one_withdrawal(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    """Issue 12, defect 5: the same Idempotency-Key at once for two players' withdrawals gave a
+    500 (a unique violation) in 3 of 5 tries. One effect, and a 409 for the other."""
+    payments = two_routes(pool, ScriptedPsp("psp-a"), ScriptedPsp("psp-b"))
+    for _ in range(5):
+        players = [await operator.player(5_000) for _ in range(4)]
+        key = K + secrets.token_hex(4)
+        results = await asyncio.gather(
+            *(payments.create_withdrawal(payout(p), key) for p in players),
+            return_exceptions=True,
+        )
+        made = [r for r in results if isinstance(r, dict)]
+        others = [r for r in results if not isinstance(r, dict)]
+        assert len(made) == 1, results
+        assert all(isinstance(r, IdempotencyConflict) for r in others), results
+        balances = sorted([await operator.balance(p) for p in players])
+        assert balances == [3_000, 5_000, 5_000, 5_000]
