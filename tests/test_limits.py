@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,13 @@ import asyncpg
 import pytest
 
 from app import db
+from app.operator.service import LIMIT_PERIODS
 from app.seamless.service import token_hash
 from tests.conftest import Table, TableFactory
 
 LARGEST = 2**63 - 1
-SIX = {kind: dict.fromkeys(("daily", "weekly", "monthly"), 10**9) for kind in ("wager", "loss")}
+PLAY_KINDS = ("wager", "loss")
+SIX = {kind: dict.fromkeys(LIMIT_PERIODS, 10**9) for kind in PLAY_KINDS}
 SEED = db.Queries.load(Path(__file__).resolve().parent.parent / "loadtests" / "sql")
 
 # What each limit has used, by a scan of the ledger: the definition the running totals must meet.
@@ -67,7 +70,9 @@ SELECT tx.id, e.account_id, e.amount
 """
 
 
-async def put_limits(table: Table, limits: dict[str, dict[str, int | None]]) -> dict[str, Any]:
+async def put_limits(
+    table: Table, limits: Mapping[str, Mapping[str, int | None]]
+) -> dict[str, Any]:
     return await table.operator.call(  # type: ignore[no-any-return]
         "PUT", f"/v1/players/{table.player_id}/limits", limits, expect=200
     )
@@ -204,8 +209,8 @@ async def test_a_bet_reads_no_more_rows_after_a_long_history(
 # --- the totals count what the scan counts -------------------------------------------------
 
 
-@pytest.mark.parametrize("period", ["daily", "weekly", "monthly"])
-@pytest.mark.parametrize("kind", ["wager", "loss"])
+@pytest.mark.parametrize("period", LIMIT_PERIODS)
+@pytest.mark.parametrize("kind", PLAY_KINDS)
 async def test_a_limit_set_mid_window_counts_the_history(
     table_factory: TableFactory, pool: asyncpg.Pool, kind: str, period: str
 ) -> None:
