@@ -288,6 +288,41 @@ async def test_totals_are_kept_only_while_the_player_has_play_limits(
     await assert_room_is(table, pool, 400)
 
 
+TOTALS_BY_LIMIT = """
+SELECT l.kind, l.period, coalesce(sum(t.wagered), 0) AS wagered, coalesce(sum(t.won), 0) AS won
+  FROM player_limits l
+  LEFT JOIN player_limit_totals t
+         ON t.player_id = l.player_id AND t.day >= wallet_utc_day(wallet_window_start(l.period))
+ WHERE l.player_id = $1 AND l.kind IN ('wager', 'loss')
+ GROUP BY l.kind, l.period
+"""
+
+
+async def assert_totals_match_the_scan(pool: asyncpg.Pool, player_id: str) -> None:
+    kept = {
+        (r["kind"], r["period"]): (r["wagered"], r["won"])
+        for r in await pool.fetch(TOTALS_BY_LIMIT, player_id)
+    }
+    scanned = {
+        (r["kind"], r["period"]): (r["wagered"], r["won"])
+        for r in await pool.fetch(USED_BY_SCAN, player_id)
+    }
+    assert kept == scanned and kept
+
+
+async def test_bets_racing_the_first_limit_are_all_counted(
+    table_factory: TableFactory, pool: asyncpg.Pool
+) -> None:
+    for _round in range(3):
+        table = await table_factory(balance=100_000)
+        await a_history_across_windows(pool, table)
+        bets = [table.bet(10 + i, round_id=f"race-{i}") for i in range(12)]
+        results = [table.result(5 * i, round_id=f"won-{i}") for i in range(4)]
+        answers = await asyncio.gather(put_limits(table, SIX), *bets, *results)
+        assert all(a["code"] == "R0" for a in answers[1:]), answers
+        await assert_totals_match_the_scan(pool, table.player_id)
+
+
 # --- defect 5b: first limits sent at once ------------------------------------------------------
 
 
