@@ -323,6 +323,27 @@ async def test_bets_racing_the_first_limit_are_all_counted(
         await assert_totals_match_the_scan(pool, table.player_id)
 
 
+async def test_the_first_posting_of_a_day_drops_days_no_window_reaches(
+    table: Table, pool: asyncpg.Pool
+) -> None:
+    await put_limits(table, {"wager": {"monthly": 5_000}})
+    assert await totals_rows(pool, table.player_id) == 0  # nothing played this month yet
+    # Left from a window long past (the last posting of a day two months ago, say).
+    await pool.execute(
+        "INSERT INTO player_limit_totals (player_id, day, wagered, won)"
+        " VALUES ($1, wallet_utc_day(now()) - 70, 4000, 0)",
+        table.player_id,
+    )
+    await table.bet(100, round_id="first-today")
+    days = await pool.fetch(
+        "SELECT day = wallet_utc_day(now()) AS today, wagered FROM player_limit_totals"
+        " WHERE player_id = $1",
+        table.player_id,
+    )
+    assert [(d["today"], d["wagered"]) for d in days] == [(True, 100)]
+    await assert_room_is(table, pool, 4_900)
+
+
 # --- defect 5b: first limits sent at once ------------------------------------------------------
 
 
