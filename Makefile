@@ -46,6 +46,14 @@ bench: $(STAMP)
 bench-scale: $(STAMP)
 	@$(BIN)/python -m loadtests.bench --scale $(BENCH_ARGS)
 
+# Limits (docs/performance.md, "Limits"): bets of a player with 1,000,000 past rounds this month
+# and six limits against a fresh player's, on a database of its own on WALLET_DATABASE_URL.
+#   make bench-limits [LIMITS_BENCH_ARGS="--history 1000000 --bets 2000"]
+.PHONY: bench-limits
+
+bench-limits: $(STAMP)
+	@$(BIN)/python -m loadtests.limits_bench $(LIMITS_BENCH_ARGS)
+
 # Chaos (docs/loadtests.md): mixed load while Postgres and Redis fail, on servers of its own.
 #   make chaos [CHAOS_ARGS="--duration 300 --players 200 --concurrency 32"]
 chaos: $(STAMP)

@@ -226,6 +226,11 @@ async def set_limits(
     ``cooling_off_seconds``, so that a moment's impulse cannot undo a player's protection.
     """
     async with conn.transaction():
+        # First, the player's account row lock: concurrent changes of one player's limits then
+        # run one after the other, each reading the state it changes and auditing it, instead of
+        # two first settings of one limit both inserting it. wallet_set_limit takes the same
+        # lock, so postings cannot fall between it counting the totals and keeping them.
+        await conn.execute(q.lock_player_account, player_id)
         before = await get_player(conn, q, player_id)
         for kind, periods in limits.items():
             for period, amount in periods.items():

@@ -74,6 +74,11 @@ SELECT id, role, name, created_by, created_at, revoked_at FROM api_keys
  ORDER BY id
  LIMIT $2;
 
+-- name: lock_player_account
+-- The player's account row lock (sql/002 wallet_lock_player), the one every money event of the
+-- player takes first; the account id, NULL for an unknown player.
+SELECT account_id FROM wallet_lock_player($1);
+
 -- name: set_limit
 SELECT * FROM wallet_set_limit($1, $2, $3, $4, make_interval(secs => $5));
 
