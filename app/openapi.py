@@ -41,6 +41,7 @@ from app.operator import endpoints, service
 from app.operator.auth import READ, ROLES
 from app.payments import endpoints as payment_endpoints  # registers its routes in PERMISSIONS
 from app.payments import outbox, signing
+from app.payments import service as payment_service
 from app.payments.psp import EVENT_STATUS, PSP_STATUSES
 from app.payments.sandbox import model as sandbox
 from app.seamless import envelope
@@ -126,8 +127,10 @@ WEBHOOK_OUTCOMES = (
     *(f"moved_to_{status}" for status in WEBHOOK_MOVES),
     "duplicate",
     "ignored",
-    *(f"refused_{reason}" for reason in MISMATCHES),
+    *(f"refused_{reason}" for reason in (*MISMATCHES, *payment_service.LATE_SUCCESSES)),
 )
+# Why a payment needs an operator (payments.flagged, the view's `attention`).
+ATTENTION = (payment_service.OUTCOME_UNKNOWN, *MISMATCHES, *payment_service.LATE_SUCCESSES)
 # The PSP webhook's example is signed for real, with an example secret everyone may know.
 EXAMPLE_WEBHOOK_SECRET = b"whsec_example"
 
@@ -540,7 +543,25 @@ def _payment_schemas() -> dict[str, Schema]:
             ),
             "deep_link": _nullable(_text("an app link, like upi://pay?... (UPI deposits)")),
             "failure_code": _nullable(
-                _text("why it failed: the PSP's code (like declined), or route_degraded")
+                _text(
+                    "why it failed: the PSP's code (like declined), route_degraded, or "
+                    "resolved_failed (an operator's resolve)"
+                )
+            ),
+            "needs_attention": {
+                "type": "boolean",
+                "description": "an operator should look: see `attention`, and "
+                "`GET /v1/withdrawals?attention=true`",
+            },
+            "attention": (
+                {
+                    "type": ["string", "null"],
+                    "enum": [*ATTENTION, None],
+                    "description": "payout_outcome_unknown: sent to its PSP, which has not "
+                    "said whether it paid; the funds stay held until that PSP reports or "
+                    "`POST /v1/withdrawals/{payment_id}/resolve`. The others: a PSP event "
+                    "refused as not matching, or a success after the wallet gave up",
+                }
             ),
             "created_at": TIME,
             "expires_at": TIME,
@@ -628,7 +649,15 @@ def _payment_schemas() -> dict[str, Schema]:
     )
     return {
         "Payment": payment,
+        "PaymentPage": _page("Payment"),
         "PaymentRequest": request,
+        "WithdrawalResolve": _object(
+            {
+                "outcome": {"type": "string", "enum": ["paid", "failed"]},
+                "reason": _text("what the PSP said when checked (1 to 500 characters)"),
+            },
+            description="An operator's resolution of a withdrawal whose PSP has not reported.",
+        ),
         "PspEvent": event,
         "WebhookOutcome": outcome,
         **_reconciliation_schemas(),
@@ -1170,11 +1199,11 @@ def _path_param(name: str, description: str) -> Schema:
     }
 
 
-def _idempotency_key(description: str) -> Schema:
+def _idempotency_key(description: str, *, required: bool = True) -> Schema:
     return {
         "name": "Idempotency-Key",
         "in": "header",
-        "required": True,
+        "required": required,
         "schema": {"type": "string", "minLength": 1, "maxLength": endpoints.IDEMPOTENCY_KEY_MAX},
         "description": description,
     }
@@ -1245,9 +1274,23 @@ def _parameters() -> dict[str, Schema]:
         "PaymentIdempotencyKey": _idempotency_key(
             "printable (400 on `Idempotency-Key` when missing); the same key and body again "
             "gets the first answer again without side effects (201 and the same body, or the "
-            "same 503 when every route was degraded); "
-            "another body, or the same while the first request is still at the PSP (up to 30 s), "
-            "is 409"
+            "same 503 when every route was degraded or a payout's outcome is unknown); another "
+            "body, or the same while the first request is still at the PSP, is 409"
+        ),
+        "ActionIdempotencyKey": _idempotency_key(
+            "optional, printable: the same key and request (method, path, body) again get the "
+            "first answer again, whatever it was, without acting again; another request with "
+            "the key is 409; requests racing with one key act once",
+            required=False,
+        ),
+        "ResolveIdempotencyKey": _idempotency_key(
+            "printable (400 on `Idempotency-Key` when missing): the same key and body again get "
+            "the first answer again; another request with the key is 409"
+        ),
+        "Attention": _query(
+            "attention",
+            {"type": "string", "enum": ["true"]},
+            "required: `true` lists the withdrawals needing an operator (400 otherwise)",
         ),
         "RequestId": {
             "name": "X-Request-Id",
@@ -1364,6 +1407,11 @@ event of the same payment.
 
 **Replay.** `POST /v1/events/{{event_id}}/replay` sends an event again; every delivery of an \
 event that was replayed carries `X-Wallet-Replay: true`."""
+IDEMPOTENT_ACTION = (
+    "\n\nWith an `Idempotency-Key`, the same key and request again get the first answer "
+    "again, refusals included, and racing requests with one key act once; another request "
+    "with the key: 409 `idempotency_conflict`."
+)
 CALL_FILTERS = ("CallProvider", "CallEvent", "CallCode", "CallPlayer", *RANGE, *PAGE)
 
 OPERATIONS: dict[tuple[str, str], Op] = {
@@ -1403,9 +1451,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             (200, "The player already existed with this currency", "Player"),
         ),
         (400, 409),
+        ("ActionIdempotencyKey",),
         body="PlayerCreate",
         description="Creating it again with the same currency is harmless (200); with another "
-        "currency it is 409 `idempotency_conflict` on `currency`.",
+        "currency it is 409 `idempotency_conflict` on `currency`." + IDEMPOTENT_ACTION,
     ),
     ("GET", "/v1/players"): Op(
         "listPlayers",
@@ -1632,21 +1681,53 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "payments",
         "Approve a held withdrawal and pay it out",
         ((200, "The withdrawal, sent to a PSP (usually `processing`)", "Payment"),),
-        (400, 404, 422, 503),
-        ("PaymentId",),
+        (400, 404, 409, 422, 503),
+        ("PaymentId", "ActionIdempotencyKey"),
         description="400 on `status` unless the withdrawal is `held` (or `requested`). The "
         "approval is recorded before the payout starts: 422 `method_unavailable` when no route "
         "serves the withdrawal's method and currency any more (it stays `approved`); 503 "
-        "`route_degraded` when every route failed (it is `failed`, its hold released).",
+        "`route_degraded` when every route failed (it is `failed`, its hold released) or when "
+        "the payout's outcome is unknown (it stays `approved`, funds held, needing attention)."
+        + IDEMPOTENT_ACTION,
     ),
     ("POST", "/v1/withdrawals/{payment_id}/reject"): Op(
         "rejectWithdrawal",
         "payments",
         "Reject a held withdrawal, giving the held amount back",
         ((200, "The withdrawal, `rejected`", "Payment"),),
-        (400, 404),
-        ("PaymentId",),
-        description="400 on `status` unless the withdrawal is `held` (or `requested`).",
+        (400, 404, 409),
+        ("PaymentId", "ActionIdempotencyKey"),
+        description="400 on `status` unless the withdrawal is `held` (or `requested`)."
+        + IDEMPOTENT_ACTION,
+    ),
+    ("POST", "/v1/withdrawals/{payment_id}/resolve"): Op(
+        "resolveWithdrawal",
+        "payments",
+        "Resolve a sent withdrawal whose PSP has not reported, after checking with that PSP",
+        ((200, "The withdrawal, `paid` or `failed`", "Payment"),),
+        (400, 404, 409),
+        ("PaymentId", "ResolveIdempotencyKey"),
+        body="WithdrawalResolve",
+        description="For a withdrawal sent to its PSP (`approved` or `processing`) whose outcome "
+        "that PSP has not told, such as one with `attention: payout_outcome_unknown`: `paid` "
+        "settles its held funds, `failed` gives them back to the player. A payout that went "
+        "out to a PSP is never sent to another, so this is the way out when that PSP cannot "
+        "say. Audited (`withdrawal.resolve`, with the reason). 400 on `outcome` unless it is "
+        "`paid` or `failed`, or when the withdrawal is not `approved` or `processing` (a final "
+        "one, or a `held` one: approve or reject that); 409 for a key used with another "
+        "request. A PSP event that arrives after a `failed` resolve and says the payout "
+        "succeeded is refused and flagged `paid_after_release`.",
+    ),
+    ("GET", "/v1/withdrawals"): Op(
+        "listWithdrawalsNeedingAttention",
+        "payments",
+        "Withdrawals needing an operator, newest first",
+        ((200, "A page of withdrawals", "PaymentPage"),),
+        (400,),
+        ("Attention", *PAGE),
+        description="Every withdrawal with an `attention` reason: payouts whose outcome is "
+        "unknown (funds held until their PSP reports or an operator resolves them), PSP events "
+        "refused as not matching, a success after the hold was given back.",
     ),
     ("GET", "/v1/reconciliation"): Op(
         "reconcilePsp",
@@ -1693,8 +1774,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "events",
         "Send an event to the operator's platform again",
         ((200, "The event, `pending` again, `replays` counted", "OperatorEvent"),),
-        (400, 404),
-        ("EventId",),
+        (400, 404, 409),
+        ("EventId", "ActionIdempotencyKey"),
         description="Queues the event for delivery at once, whatever its state (usually `dead` "
         "or `delivered`; a `pending` one is just due now): it is `pending`, `replays` goes up by "
         "one, and this and every later delivery of it carries `X-Wallet-Replay: true`. "
@@ -1702,7 +1783,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "if that fails), and a replayed delivered event the rest of its "
         f"{outbox.MAX_ATTEMPTS} attempts.\n\n"
         f"{OPERATOR_DELIVERY}\n\n"
-        "404 for an unknown event; 400 on `event_id` when malformed.",
+        "404 for an unknown event; 400 on `event_id` when malformed." + IDEMPOTENT_ACTION,
     ),
 }
 

@@ -120,7 +120,7 @@ async def time_bets(
                 ref = f"lb-timed-{name}-{i}"
                 posting = Posting(
                     "bet", provider, player_id, ref, None, ref, "lb-slot", BET, CURRENCY,
-                    token_hash(token), None, ref,
+                    token_hash(token), None, ref, ref.encode(),
                 )  # fmt: skip
                 started = time.perf_counter()
                 row = await poster.post(posting)

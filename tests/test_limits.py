@@ -454,7 +454,8 @@ async def test_a_credit_past_the_largest_balance_does_not_fail_its_batch(
     old = await near_the_largest_balance(pool, rich, 10)
     try:
         rows = await pool.fetch(
-            "SELECT * FROM seamless_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0)",
+            "SELECT * FROM seamless_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+            " 0, 600)",
             ["result", "bet"],
             [rich.provider, other.provider],
             [rich.player_id, other.player_id],
@@ -467,6 +468,7 @@ async def test_a_credit_past_the_largest_balance_does_not_fail_its_batch(
             [None, token_hash(other.token)],
             [True, None],
             ["rq-1", "rq-2"],
+            [b"digest-1", b"digest-2"],
         )
     finally:
         await set_balance(pool, rich, old)

@@ -598,6 +598,7 @@ class SeamlessMachine(RuleBasedStateMachine):
             case ForgetRedis():
                 # Keys only: the wallet's scripts stay loaded (a real restart is a fault test).
                 self.portal.call(self.services.redis.flushdb)
+                self.wallet.forget_replies()
             case Burst(items):
                 self.burst(items)
             case SetStatus(player, status):

@@ -58,6 +58,7 @@ from app.payments.service import Payments, _target
 from app.seamless import envelope, events
 from app.seamless.outcome import MESSAGES
 from tests.conftest import SANDBOX_API_KEY, SANDBOX_SECRET, Operator, SandboxRoutes, Table, now
+from tests.test_payments import ScriptedPsp, timeout
 
 DOC = document()
 ROOT = "urn:wallet:openapi"
@@ -592,6 +593,7 @@ async def _payments(
     player = await operator.player(balance=50_000)
     deposit_id = await _deposits(record, operator, sandbox, pool, player)
     await _withdrawals(record, payments, player)
+    await _attention(record, payments, player)
     await _degraded(record, pool, payments, player)
     await _kyc_refusals(record, operator, payments)
     await _psp_webhook(record, operator, sandbox, pool)
@@ -836,6 +838,40 @@ async def _withdrawals(record: Recorder, payments: Payments, player: str) -> Non
         await record("POST", template, 400, path=BAD_ID)
 
 
+RESOLVE = "/v1/withdrawals/{payment_id}/resolve"
+
+
+async def _attention(record: Recorder, payments: Payments, player: str) -> None:
+    """A payout whose PSP timed out twice: listed as needing attention, resolved once; and
+    operator actions with an Idempotency-Key give their first answer again."""
+    body = {"player_id": player, "amount": 200, "currency": "EUR", "method": "card"}
+    with _only_routes(payments, [ScriptedPsp("psp-a", [timeout(), timeout()])]):
+        await _code(record, WITHDRAWALS, 503, "route_degraded", json=body, headers=record.keyed())
+    listed = await record("GET", WITHDRAWALS, 200, query="attention=true&limit=100")
+    unknown = next(w for w in listed["data"] if w["attention"] == "payout_outcome_unknown")
+    missing = await record("GET", WITHDRAWALS, 400)
+    assert missing["error"]["field"] == "attention"
+    decision = {"outcome": "paid", "reason": "psp-a confirmed it"}
+    await _field(
+        record, RESOLVE, "Idempotency-Key", path=_id(unknown), json=decision, headers=record.admin
+    )
+    await _field(record, RESOLVE, "outcome", path=_id(unknown), json={**decision, "outcome": "x"})
+    key = record.keyed()
+    done = await record("POST", RESOLVE, 200, path=_id(unknown), json=decision, headers=key)
+    assert done["status"] == "paid" and done["needs_attention"] is False
+    assert await record("POST", RESOLVE, 200, path=_id(unknown), json=decision, headers=key) == done
+    await record(
+        "POST", RESOLVE, 409, path=_id(unknown), json={**decision, "reason": "x"}, headers=key
+    )
+    await record("POST", RESOLVE, 404, path=NO_WITHDRAWAL, json=decision, headers=record.keyed())
+    await record("POST", RESOLVE, 400, path=BAD_ID, json=decision, headers=record.keyed())
+    for template in (APPROVE, REJECT):
+        action_key = record.keyed()
+        first = await record("POST", template, 400, path=_id(unknown), headers=action_key)
+        assert await record("POST", template, 400, path=_id(unknown), headers=action_key) == first
+        await record("POST", template, 409, path=NO_WITHDRAWAL, headers=action_key)
+
+
 async def _degraded(record: Recorder, pool: asyncpg.Pool, payments: Payments, player: str) -> None:
     """503 when every route fails with retryable errors (a single route and a 5xx burst), and
     approvals that find no route any more."""
@@ -1054,6 +1090,11 @@ async def _operator_events(record: Recorder, pool: asyncpg.Pool, deposit_id: str
         ("delivered", 1, 0),
     ]
     await record("POST", REPLAY, 404, path=NO_EVENT)
+    # With a key: the first answer again, and another request with the key is 409.
+    key = record.keyed()
+    first = await record("POST", REPLAY, 404, path=NO_EVENT, headers=key)
+    assert await record("POST", REPLAY, 404, path=NO_EVENT, headers=key) == first
+    await record("POST", REPLAY, 409, path={"event_id": "evt_other"}, headers=key)
     answer = await record("POST", REPLAY, 400, path={"event_id": "bad id"})
     assert answer["error"]["field"] == "event_id"
 

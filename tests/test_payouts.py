@@ -23,7 +23,6 @@ from app.payments.service import PaymentRequest, Payments, apply_webhook_once
 from tests.conftest import Operator
 from tests.test_payments import K, ScriptedPsp, timeout, webhook
 
-
 ACTOR = Actor("apikey:test")
 
 

@@ -59,6 +59,10 @@ IN_PROGRESS = "a request with this Idempotency-Key is still in progress"
 # Why a withdrawal waits for that PSP or an operator (payments.flagged).
 OUTCOME_UNKNOWN = "payout_outcome_unknown"
 RESOLVABLE = ("approved", "processing")  # sent, or about to be, and not final
+# A PSP's "succeeded" after the wallet had given up on the payment: refused and flagged.
+SUCCEEDED_AFTER_EXPIRY = "succeeded_after_expiry"  # a deposit, money held and not credited
+PAID_AFTER_RELEASE = "paid_after_release"  # a payout, its hold already given back
+LATE_SUCCESSES = (SUCCEEDED_AFTER_EXPIRY, PAID_AFTER_RELEASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -611,13 +615,13 @@ class Payments:
             if payment["status"] == "expired" and event.status == "succeeded":
                 # The player paid at the PSP after we gave up on the deposit: money we hold
                 # and have not credited. Flag it for an operator (and reconciliation).
-                await conn.execute(self.q.flag_payment, payment["id"], "succeeded_after_expiry")
-                return "refused_succeeded_after_expiry"
+                await conn.execute(self.q.flag_payment, payment["id"], SUCCEEDED_AFTER_EXPIRY)
+                return f"refused_{SUCCEEDED_AFTER_EXPIRY}"
             if payment["status"] in ("failed", "rejected") and event.status == "succeeded":
                 # Paid out by the PSP after the hold went back to the player (an operator
                 # resolved it as failed): money paid twice, for an operator to recover.
-                await conn.execute(self.q.flag_payment, payment["id"], "paid_after_release")
-                return "refused_paid_after_release"
+                await conn.execute(self.q.flag_payment, payment["id"], PAID_AFTER_RELEASE)
+                return f"refused_{PAID_AFTER_RELEASE}"
             return "ignored"  # out of order, or already final: the state machine decides
         await self._finish(conn, payment["id"])
         return f"moved_to_{moved}"
