@@ -177,6 +177,19 @@ class FakePsp:
         self.events.append(final)
         return final
 
+    def progress(self, reference: str) -> Event:
+        """A depositor starts paying: the payment is ``pending`` at the PSP (not final)."""
+        record = self.payments[reference]
+        assert record.status == "requires_action", record
+        record.previous, record.status = record.status, "pending"
+        event = self._event(record, "pending")
+        self.events.append(event)
+        return event
+
+    def claim(self, reference: str, status: str) -> Event:
+        """An event about the payment that the PSP never sent (for forged deliveries)."""
+        return self._event(self.payments[reference], status)
+
     def signed(self, event: Event, *, at: float | None = None) -> tuple[bytes, str]:
         body = event.bytes()
         return body, signing.sign(self.secret, body, int(at if at is not None else time.time()))
@@ -231,11 +244,11 @@ class FakePsp:
         body = orjson.loads(request.content)
         key = request.headers["idempotency-key"]
         reference = str(body["reference"])
+        if self.reask_answers and any(c.key == key and c.psp == self.name for c in self.calls):
+            fault = "ok"
         if fault == "refused":
             self.calls.append(Call(self.name, reference, key, fault, acted=False))
             raise httpx.ConnectError("connection refused", request=request)
-        if self.reask_answers and any(c.key == key and c.psp == self.name for c in self.calls):
-            fault = "ok"
         existing = next((r for r in self.payments.values() if r.key == key), None)
         if existing is not None and existing.body != body:
             self.problems.append(f"{self.name}: key {key} reused with another body")

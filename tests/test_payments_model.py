@@ -86,7 +86,7 @@ REVIEW = 2_000  # withdrawals above this wait for an operator
 PLAYERS = ("p0", "p1")
 
 MACHINE_SETTINGS = hypothesis.settings(
-    max_examples=int(os.environ.get("WALLET_PAYMENTS_MODEL_EXAMPLES", "15")),
+    max_examples=int(os.environ.get("WALLET_PAYMENTS_MODEL_EXAMPLES", "25")),
     stateful_step_count=20,
     deadline=None,
     database=DirectoryBasedExampleDatabase(ROOT / ".hypothesis" / "examples"),
@@ -449,9 +449,12 @@ class PaymentsMachine(RuleBasedStateMachine):
             case Decide(back, succeed):
                 self.psp_decides(back, succeed)
             case Deliver(back, variant, copies):
-                events = [e for psp in self.psps for e in psp.events]
-                if events:
-                    self.deliver_event(events[-1 - back % len(events)], variant, copies)
+                if variant == "valid":
+                    events = [e for psp in self.psps for e in psp.events]
+                    if events:
+                        self.deliver_event(events[-1 - back % len(events)], variant, copies)
+                else:
+                    self.deliver_forged(back, variant, copies)
             case Poll(modes):
                 self.poll(modes)
             case Decision(back, approve, faults, copies, keyed):
@@ -620,7 +623,26 @@ class PaymentsMachine(RuleBasedStateMachine):
         pay = self.pays.get(record.reference)
         # A depositor can only pay at the route whose page the wallet showed.
         shown = pay is not None and (pay.kind == "withdrawal" or self.route(pay.id) == psp.name)
+        if succeed and shown and record.kind == "deposit" and record.status == "requires_action":
+            psp.progress(record.reference)  # the depositor is paying: a step of its own
+            return
         psp.decide(record.reference, "succeeded" if succeed and shown else "failed")
+
+    def deliver_forged(self, back: int, variant: str, copies: int) -> None:
+        """A delivery the wallet must not act on, about a payment still open: it claims success
+        (with a bad signature, a stale one, from the other PSP, for another amount), or is the
+        PSP's true status with its amount as a float or a string."""
+        records = [
+            (psp, r)
+            for psp in self.psps
+            for r in psp.payments.values()
+            if r.reference in self.pays and self.pays[r.reference].status == OPEN
+        ]
+        if not records:
+            return
+        psp, record = records[back % len(records)]
+        claimed = record.status if variant in ("float", "string") else "succeeded"
+        self.deliver_event(psp.claim(record.reference, claimed), variant, copies)
 
     def deliver_event(self, event: Any, variant: str, copies: int) -> None:
         psp = self.psp(event.psp)
@@ -629,9 +651,7 @@ class PaymentsMachine(RuleBasedStateMachine):
         data = dict(body["data"])
         sender, at = psp, time.time()
         if variant == "wrong_amount":
-            # The PSP's own (signed) event, claiming another amount: a new event of its own.
             data["amount"] += 1
-            body["id"] = "evt_" + secrets.token_hex(8)
         elif variant == "float":
             data["amount"] = float(data["amount"])
         elif variant == "string":
