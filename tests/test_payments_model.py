@@ -846,9 +846,13 @@ class PaymentsMachine(RuleBasedStateMachine):
                 )
                 expected_postings.append((f"{pay.id}:settle", "withdrawal_settle"))
                 clearing[f"psp:{route}"] += pay.amount
-        assert sorted(map(tuple, row["postings"])) == sorted(expected_postings)
-        assert row["balances"] == balances
-        assert {o: row["clearing"].get(o, 0) for o in owners} == clearing
+        postings = sorted(map(tuple, row["postings"]))
+        assert postings == sorted(expected_postings), (
+            f"postings {postings}, model's {expected_postings}"
+        )
+        assert row["balances"] == balances, f"balances {row['balances']}, model's {balances}"
+        held = {o: row["clearing"].get(o, 0) for o in owners}
+        assert held == clearing, f"PSP clearing accounts {held}, model's {clearing}"
         await self.check_attention(wallet)
         check = await self.services.operator.call("GET", "/v1/ledger/check", expect=200)
         assert check == {"ok": True}, check
