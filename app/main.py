@@ -54,6 +54,10 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,
     asyncpg.InternalClientError,
+    # What asyncpg raises on a connection the server terminated mid-transaction ("connection has
+    # been released back to the pool"); app.db.CONNECTION_ERRORS counts it as a connection
+    # failure too. Nothing of the transaction committed.
+    asyncpg.InterfaceError,
 )
 
 

@@ -158,7 +158,7 @@ class Payments:
                 if answer is not None:
                     return answer
                 payment_id = existing["id"]  # an unfinished creation: take it over
-        return await self._start(payment_id, routes)
+        return await self._start(payment_id, routes, creation=True)
 
     def _new_row(self, payment_id: str, req: PaymentRequest, key: str) -> tuple[Any, ...]:
         """The columns of a new payment, in the order both creating statements take them."""
@@ -226,6 +226,8 @@ class Payments:
         payment_id = "wdr_" + secrets.token_hex(10)
         async with self.pool.acquire() as conn:
             await self._check_kyc(conn, "withdrawal", req)
+            # One transaction from the hold to held-or-approved (and a held one's stored
+            # answer): a retry racing this request never finds it half made.
             async with conn.transaction():
                 row = await conn.fetchrow(
                     self.q.create_withdrawal, *self._new_row(payment_id, req, key)
@@ -233,6 +235,14 @@ class Payments:
                 outcome = row["outcome"]
                 if outcome == "ok":
                     await conn.execute(self.q.operator_event, payment_id)
+                    if self._needs_review(req):
+                        await conn.fetchval(
+                            self.q.transition, payment_id, "held", "api", {"reason": "review"}, None
+                        )
+                        return await self._finish(conn, payment_id)
+                    await conn.fetchval(
+                        self.q.transition, payment_id, "approved", "api", None, None
+                    )
             if outcome == "player_not_found":
                 raise NotFound(f"player {req.player_id!r} not found")
             if outcome == "currency_mismatch":
@@ -241,19 +251,12 @@ class Payments:
                 )
             if outcome == "insufficient_funds":
                 raise InvalidRequest("the amount exceeds the player's balance", field="amount")
-            existing = await conn.fetchrow(self.q.payment_by_id, row["payment_id"])
             if outcome in ("duplicate", "idempotency_conflict"):
+                existing = await conn.fetchrow(self.q.payment_by_id, row["payment_id"])
                 answer = self._repeat(existing, req)
                 if answer is not None:
                     return answer
-            elif self._needs_review(req):
-                await conn.fetchval(
-                    self.q.transition, payment_id, "held", "api", {"reason": "review"}, None
-                )
-                return await self._finish(conn, payment_id)
-            else:
-                await conn.fetchval(self.q.transition, payment_id, "approved", "api", None, None)
-        return await self._start(existing["id"], routes)
+        return await self._start(row["payment_id"], routes, creation=True)
 
     def _needs_review(self, req: PaymentRequest) -> bool:
         threshold = self.review_threshold
@@ -278,7 +281,7 @@ class Payments:
                 )
             if not approve:
                 return view(await conn.fetchrow(self.q.payment_by_id, payment_id))
-        return await self._start(payment_id, routes)
+        return await self._start(payment_id, routes, creation=False)
 
     async def resolve(
         self, payment_id: str, outcome: str, reason: str, actor: Actor
@@ -350,7 +353,7 @@ class Payments:
                 with contextlib.suppress(*CONNECTION_ERRORS):
                     await conn.fetchval(self.q.end_start_lease, payment_id)
 
-    async def _start(self, payment_id: str, routes: list[Psp]) -> dict[str, Any]:
+    async def _start(self, payment_id: str, routes: list[Psp], *, creation: bool) -> dict[str, Any]:
         """Initiate at the first route that answers, under the payment's start lease.
 
         Deposits fail over on any retryable error. A payout fails over only when the PSP
@@ -362,8 +365,14 @@ class Payments:
         async with self._lease(payment_id) as conn:
             payment = dict(await conn.fetchrow(self.q.payment_by_id, payment_id))
             if not _startable(payment):
-                # Another start got there first (this request waited for nothing).
-                return _stored(payment["response"]) or view(payment)
+                # Another start got there first. A creation answers what that one answered,
+                # or, while it has not, that it is in progress; an approval, where it stands.
+                if not creation:
+                    return view(payment)
+                stored = _stored(payment["response"])
+                if stored is None:
+                    raise IdempotencyConflict(IN_PROGRESS)
+                return stored
             payout = payment["kind"] == "withdrawal"
             if payout and payment["psp"] is not None:
                 # Sent before and not answered (the worker died): only that PSP, ever.
