@@ -603,7 +603,9 @@ async def _payments(
     for response in deliveries:
         assert_valid(orjson.loads(response.request.content), schema_of("PspEvent"))
         record.check(response, "POST", PSP_WEBHOOK)
-        outcomes.add(response.json()["outcome"])
+        answer = response.json()
+        assert "outcome" in answer, (response.request.content, response.text)
+        outcomes.add(answer["outcome"])
     assert outcomes >= {"moved_to_succeeded", "duplicate", "moved_to_paid"}, outcomes
     await _operator_events(record, pool, deposit_id)
     await _reconciliation(record, sandbox, pool, payments, deposit_id)
