@@ -51,6 +51,12 @@ BEGIN
         -- For this transaction only: a batch must not sit behind one player's long-held row.
         PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
     END IF;
+    -- Every statement of the posting functions is a key lookup. PL/pgSQL caches a generic plan
+    -- per statement and connection, made when the table may still have been nearly empty (a
+    -- new install, seamless_requests filling up in its first minute): a sequential scan chosen
+    -- then stays, and cost 10 ms per event in `make bench` before autovacuum's ANALYZE
+    -- replaced it. Plans made inside a batch never take one where an index serves.
+    PERFORM set_config('enable_seqscan', 'off', true);
     FOR i IN 1 .. coalesce(array_length(p_event, 1), 0) LOOP
         IF p_event[i] NOT IN ('bet', 'result', 'cancel', 'result_change', 'login', 'logout',
                               'balance') THEN
