@@ -176,3 +176,34 @@ async def test_one_key_for_two_players_at_once_is_one_withdrawal(
         assert all(isinstance(r, IdempotencyConflict) for r in others), results
         balances = sorted([await operator.balance(p) for p in players])
         assert balances == [3_000, 5_000, 5_000, 5_000]
+
+
+async def test_a_payout_sent_before_a_crash_is_never_released_on_a_guess(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    """A start dies while its request is at the PSP (psp and sent_at recorded, no answer). The
+    retry that takes it over finds that PSP refusing connections: its earlier request may still
+    have been paid, so the funds stay held and flagged, and no other route is asked."""
+    slow = SlowPsp("psp-a")
+    payments = two_routes(pool, slow, ScriptedPsp("psp-b"))
+    player = await operator.player(5_000)
+    key = K + secrets.token_hex(4)
+    dying = asyncio.create_task(payments.create_withdrawal(payout(player), key))
+    while not slow.calls:
+        await asyncio.sleep(0.01)
+    dying.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dying
+    refused = ScriptedPsp("psp-a", [PspError("unreachable", retryable=True, not_sent=True)])
+    b = ScriptedPsp("psp-b")
+    payments.psps = [refused, b]
+    with pytest.raises(RouteDegraded):
+        await payments.create_withdrawal(payout(player), key)
+    row = await pool.fetchrow("SELECT * FROM payments WHERE player_id = $1", player)
+    assert (row["status"], row["psp"], row["flagged"]) == (
+        "approved",
+        "psp-a",
+        "payout_outcome_unknown",
+    )
+    assert len(refused.calls) == 1 and b.calls == []
+    assert await operator.balance(player) == 3_000

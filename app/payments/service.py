@@ -374,7 +374,8 @@ class Payments:
                     raise IdempotencyConflict(IN_PROGRESS)
                 return stored
             payout = payment["kind"] == "withdrawal"
-            if payout and payment["psp"] is not None:
+            sent_before = payout and payment["psp"] is not None
+            if sent_before:
                 # Sent before and not answered (the worker died): only that PSP, ever.
                 routes = [p for p in self.psps if p.name == payment["psp"]]
                 if not routes:
@@ -405,7 +406,9 @@ class Payments:
                         break
                     if payout and not exc.not_sent:
                         await self._outcome_unknown(conn, payment, f"{psp.name}: {exc.code}")
-                    if payout:
+                    if payout and not sent_before:
+                        # This request provably never reached the PSP, and no earlier one went
+                        # out: the payout is no one's yet.
                         await conn.execute(self.q.unroute_payout, payment_id, psp.name)
             if answer is not None and used is not None:
                 await conn.execute(
@@ -429,6 +432,10 @@ class Payments:
                     final.code,
                 )
             else:
+                if sent_before:
+                    # Its PSP may have acted on the earlier request: never release the hold on
+                    # a guess (its breaker was open, or it refused the connection this time).
+                    await self._outcome_unknown(conn, payment, "its PSP could not be asked again")
                 # Every route is degraded and none took the payment, so it ends here, releasing
                 # a withdrawal's hold; the caller may try again later with a new key.
                 await conn.fetchval(
