@@ -73,7 +73,7 @@ def failover_after_timeout(mp: pytest.MonkeyPatch) -> None:
             return await real(self, *args, **kwargs)
         except PspError as exc:
             if exc.ambiguous:
-                raise PspError("unreachable", retryable=True) from None
+                raise PspError("unreachable", retryable=True, not_sent=True) from None
             raise
 
     mp.setattr(SandboxPsp, "_call", call)

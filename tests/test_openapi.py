@@ -847,7 +847,8 @@ async def _attention(record: Recorder, payments: Payments, player: str) -> None:
     """A payout whose PSP timed out twice: listed as needing attention, resolved once; and
     operator actions with an Idempotency-Key give their first answer again."""
     body = {"player_id": player, "amount": 200, "currency": "EUR", "method": "card"}
-    with _only_routes(payments, [ScriptedPsp("psp-a", [timeout(), timeout()])]):
+    # In front of the sandbox routes, which stay known: their webhooks may still be arriving.
+    with _only_routes(payments, [ScriptedPsp("psp-a", [timeout(), timeout()]), *payments.psps]):
         await _code(record, WITHDRAWALS, 503, "route_degraded", json=body, headers=record.keyed())
     listed = await record("GET", WITHDRAWALS, 200, query="attention=true&limit=100")
     unknown = next(w for w in listed["data"] if w["attention"] == "payout_outcome_unknown")

@@ -134,3 +134,41 @@ async def test_an_unknown_payout_is_listed_and_resolved_over_http(
     assert "cannot be resolved" in final["error"]["message"]
     audit = await operator.call("GET", f"/v1/audit?target=withdrawal:{payment_id}", expect=200)
     assert [e["action"] for e in audit["data"]] == ["withdrawal.resolve"]
+
+
+async def test_answers_that_show_a_secret_are_given_again_and_stored_sealed(
+    operator: Operator, pool: asyncpg.Pool
+) -> None:
+    """Contract 2 [1.1]: every POST that changes something takes an Idempotency-Key, those that
+    show a secret once too. Their first answer comes back whole for the same key and request,
+    and the database holds it sealed: the secret is not in it."""
+    code = "prov-" + secrets.token_hex(4)
+    player = await operator.player()
+    calls = (
+        ("/v1/providers", {"code": code, "name": "Sealed"}, 201, "keys"),
+        (f"/v1/providers/{code}/keys", None, 201, "keys"),
+        ("/v1/api-keys", {"role": "support", "name": "sealed"}, 201, "key"),
+        (
+            f"/v1/players/{player}/sessions",
+            {"provider": code, "game_id": "g"},
+            201,
+            "session_token",
+        ),
+    )
+    for path, payload, status, secret_field in calls:
+        headers = key()
+        first = await operator.call("POST", path, payload, headers=headers, expect=status)
+        assert await operator.call("POST", path, payload, headers=headers, expect=status) == first
+        stored = await pool.fetchval(
+            "SELECT response::text FROM operator_requests WHERE idempotency_key = $1",
+            headers["idempotency-key"],
+        )
+        secret = first[secret_field]
+        shown = secret[0]["key"] if isinstance(secret, list) else secret
+        assert shown not in stored and '"sealed"' in stored, path
+        other = await operator.call(
+            "POST", f"/v1/providers/{code}-x/keys", headers=headers, expect=409
+        )
+        assert other["error"]["code"] == "idempotency_conflict"
+    # Without a key nothing changes: a second registration is refused as before.
+    await operator.call("POST", "/v1/providers", {"code": code, "name": "Sealed"}, expect=409)

@@ -207,3 +207,21 @@ async def test_a_payout_sent_before_a_crash_is_never_released_on_a_guess(
     )
     assert len(refused.calls) == 1 and b.calls == []
     assert await operator.balance(player) == 3_000
+
+
+async def test_a_refusal_on_the_second_ask_does_not_prove_the_first_was_not_taken(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    """Found by tests/test_payments_model.py: a timeout, then a 429 (or a refused connection)
+    when asked again. The 429 says the second request was not taken, not the first: the payout
+    stays with route a."""
+    for refusal in (
+        PspError("rate_limited", retryable=True, not_sent=True),
+        PspError("unreachable", retryable=True, not_sent=True),
+    ):
+        a, b = ScriptedPsp("psp-a", [timeout(), refusal]), ScriptedPsp("psp-b")
+        player = await operator.player(5_000)
+        with pytest.raises(RouteDegraded):
+            await two_routes(pool, a, b).create_withdrawal(payout(player), K + secrets.token_hex(4))
+        assert len(a.calls) == 2 and b.calls == []
+        assert await operator.balance(player) == 3_000

@@ -58,11 +58,13 @@ def route(
     what: str,
     *,
     idempotency: str | None = None,
+    secret: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` for ``method path``, callable by ``roles`` only.
 
     ``idempotency`` ``"optional"`` or ``"required"``: the route takes an ``Idempotency-Key``
     (:mod:`app.operator.idempotency`); routes with their own record of it leave this None.
+    ``secret``: its answer shows a secret, stored sealed under the master key.
     """
 
     def register(handler: Handler) -> Handler:
@@ -85,7 +87,14 @@ def route(
                 )
                 if key is None:
                     return await handler(request, call)
-                return await once(request, conn, w.queries, key, lambda: handler(request, call))
+                return await once(
+                    request,
+                    conn,
+                    w.queries,
+                    key,
+                    lambda: handler(request, call),
+                    seal=w.keys.master_key if secret else None,
+                )
 
         routes.append(Route(path, endpoint, methods=[method]))
         PERMISSIONS[(method, path)] = roles
@@ -159,7 +168,7 @@ def _time_range(request: Request) -> tuple[datetime | None, datetime | None]:
 # --- providers ----------------------------------------------------------------------------------
 
 
-@route("POST", "/v1/providers", ADMIN, "register providers")
+@route("POST", "/v1/providers", ADMIN, "register providers", idempotency="optional", secret=True)
 async def create_provider(request: Request, c: Call) -> Response:
     data = await http.read_json(request)
     code = http.identifier(data, "code")
@@ -178,7 +187,14 @@ async def list_providers(request: Request, c: Call) -> Response:
     return http.json_response(await history.providers(c.conn, c.w.queries, size, after))
 
 
-@route("POST", "/v1/providers/{code}/keys", ADMIN, "rotate provider keys")
+@route(
+    "POST",
+    "/v1/providers/{code}/keys",
+    ADMIN,
+    "rotate provider keys",
+    idempotency="optional",
+    secret=True,
+)
 async def rotate_key(request: Request, c: Call) -> Response:
     code = _path(request, "code")
     rotated = await service.rotate_key(
@@ -268,7 +284,14 @@ async def set_limits(request: Request, c: Call) -> Response:
     )
 
 
-@route("POST", "/v1/players/{player_id}/sessions", PLAYER_ADMIN, "issue sessions")
+@route(
+    "POST",
+    "/v1/players/{player_id}/sessions",
+    PLAYER_ADMIN,
+    "issue sessions",
+    idempotency="optional",
+    secret=True,
+)
 async def issue_session(request: Request, c: Call) -> Response:
     player_id = _path(request, "player_id")
     data = await http.read_json(request)
@@ -387,7 +410,7 @@ async def list_audit(request: Request, c: Call) -> Response:
 # --- API keys -----------------------------------------------------------------------------------
 
 
-@route("POST", "/v1/api-keys", ADMIN, "manage API keys")
+@route("POST", "/v1/api-keys", ADMIN, "manage API keys", idempotency="optional", secret=True)
 async def create_api_key(request: Request, c: Call) -> Response:
     data = await http.read_json(request)
     role = data.get("role")

@@ -8,13 +8,18 @@ the same key with another method, path or body is 409 ``idempotency_conflict``. 
 fails with an unexpected error stores nothing: its transaction rolls back with the key.
 
 Routes that keep their own idempotency record (payments, adjustments) do not use this: their
-record is the payment row or the ledger posting.
+record is the payment row or the ledger posting. The answers of routes that show a secret once
+(a provider's first key, a rotated key, an API key, a session token) are stored sealed under
+the master key (AES-256-GCM, bound to the Idempotency-Key), like provider keys at rest: a
+database dump does not show them, and the same request with the key shows them again.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import orjson
@@ -24,6 +29,7 @@ from starlette.responses import Response
 from app import http
 from app.db import Queries
 from app.errors import IdempotencyConflict, InvalidRequest, WalletError
+from app.seamless.envelope import open_raw, seal_raw
 
 KEY_MAX = 255
 
@@ -47,8 +53,11 @@ async def once(
     q: Queries,
     key: str,
     act: Callable[[], Awaitable[Response]],
+    *,
+    seal: bytes | None = None,
 ) -> Response:
-    """Run ``act`` once for ``key``; see the module's docstring."""
+    """Run ``act`` once for ``key``; see the module's docstring. ``seal``: the master key, for
+    a route whose answer shows a secret."""
     try:
         body = await http.read_body(request, http.MAX_JSON_BYTES)
     except http.BodyTooLarge as exc:
@@ -63,14 +72,34 @@ async def once(
             first = await conn.fetchrow(q.operator_request, key)
             if bytes(first["request_hash"]) != digest:
                 raise IdempotencyConflict("Idempotency-Key was already used for another request")
-            return http.json_response(first["response"], first["status"])
+            return http.json_response(_opened(first["response"], seal, key), first["status"])
         try:
             response = await act()
         except WalletError as exc:
             answer = exc.body(http.request_id(request))
             await conn.execute(q.answer_operator_request, key, exc.http_status, answer)
             return http.json_response(answer, exc.http_status, exc.headers())
-        await conn.execute(
-            q.answer_operator_request, key, response.status_code, orjson.loads(response.body)
-        )
+        body = bytes(response.body)
+        answer = orjson.loads(body)
+        if seal is not None:
+            sealed = seal_raw(seal, _bound(key), body)
+            answer = {"sealed": base64.b64encode(sealed).decode()}
+        await conn.execute(q.answer_operator_request, key, response.status_code, answer)
         return response
+
+
+def _bound(key: str) -> bytes:
+    """What a sealed answer is bound to: it opens for its own Idempotency-Key only."""
+    return b"operator-request:" + key.encode()
+
+
+def _opened(stored: Any, seal: bytes | None, key: str) -> Any:
+    """A stored answer as it was given; a sealed one opened with the master key."""
+    if not (isinstance(stored, dict) and set(stored) == {"sealed"}):
+        return stored
+    if seal is None:
+        raise RuntimeError("a sealed answer is stored for a route that does not seal")
+    plain = open_raw(seal, _bound(key), base64.b64decode(stored["sealed"]))
+    if plain is None:
+        raise RuntimeError("the stored answer does not open under the master key")
+    return orjson.loads(plain)

@@ -476,6 +476,10 @@ class Payments:
             try:
                 return await psp.initiate(payment, webhook_url)
             except PspError as exc:
+                if attempt > 1 and exc.not_sent:
+                    # This ask never reached the PSP, but the one before it may have: what the
+                    # PSP did stays unknown, and nothing may go elsewhere on the strength of it.
+                    raise PspError(exc.code, retryable=True, ambiguous=True) from None
                 if not exc.ambiguous or attempt > self.same_route_retries:
                     raise
                 log.info("psp %s timed out on %s; asking again", psp.name, payment["id"])
