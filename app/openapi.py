@@ -1412,6 +1412,10 @@ IDEMPOTENT_ACTION = (
     "again, refusals included, and racing requests with one key act once; another request "
     "with the key: 409 `idempotency_conflict`."
 )
+SEALED_ANSWER = (
+    " The first answer, secret included, is stored sealed under the master key, so the same "
+    "key and request show it again."
+)
 CALL_FILTERS = ("CallProvider", "CallEvent", "CallCode", "CallPlayer", *RANGE, *PAGE)
 
 OPERATIONS: dict[tuple[str, str], Op] = {
@@ -1421,8 +1425,11 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "Register a provider with its first key",
         ((201, "The provider and its first key, shown only here", "ProviderCreated"),),
         (400, 409),
+        ("ActionIdempotencyKey",),
         body="ProviderCreate",
-        description="409 `idempotency_conflict` (field `code`) when the code exists.",
+        description="409 `idempotency_conflict` (field `code`) when the code exists."
+        + IDEMPOTENT_ACTION
+        + SEALED_ANSWER,
     ),
     ("GET", "/v1/providers"): Op(
         "listProviders",
@@ -1437,10 +1444,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "providers",
         "Rotate a provider's key",
         ((201, "The new current key (shown only here) and the active keys", "KeyRotation"),),
-        (400, 404),
-        ("ProviderCode",),
+        (400, 404, 409),
+        ("ProviderCode", "ActionIdempotencyKey"),
         description="The new key becomes current; the old current stays active as previous; "
-        "the old previous retires.",
+        "the old previous retires." + IDEMPOTENT_ACTION + SEALED_ANSWER,
     ),
     ("POST", "/v1/players"): Op(
         "createPlayer",
@@ -1514,12 +1521,14 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "players",
         "Issue a session token for one provider",
         ((201, "The token (shown only here; stored as its SHA-256)", "Session"),),
-        (400, 404),
-        ("PlayerId",),
+        (400, 404, 409),
+        ("PlayerId", "ActionIdempotencyKey"),
         body="SessionIssue",
         description="404 for an unknown player; 400 on `provider` for an unknown provider. "
         "From then on the player is in that provider's scope, for good: the provider may read "
-        "and move the player's money on the seamless webhook (docs/seamless.md, Provider scope).",
+        "and move the player's money on the seamless webhook (docs/seamless.md, Provider scope)."
+        + IDEMPOTENT_ACTION
+        + SEALED_ANSWER,
     ),
     ("POST", "/v1/players/{player_id}/adjustments"): Op(
         "adjustBalance",
@@ -1596,8 +1605,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "api-keys",
         "Create an API key",
         ((201, "The key, with its secret shown only here", "ApiKeyCreated"),),
-        (400,),
+        (400, 409),
+        ("ActionIdempotencyKey",),
         body="ApiKeyCreate",
+        description=IDEMPOTENT_ACTION.strip() + SEALED_ANSWER,
     ),
     ("GET", "/v1/api-keys"): Op(
         "listApiKeys",

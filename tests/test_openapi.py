@@ -385,6 +385,7 @@ async def test_operator_answers_match_the_document(
     await _seamless_traffic(table)
     await asgi.state["wallet"].calls.flush()
     spare = await _providers(record)
+    await _sealed_answers(record, table, spare)
     await _players(record, table, spare)
     await _adjustments(record, table)
     await _history(record, table)
@@ -423,6 +424,21 @@ async def _seamless_traffic(table: Table) -> None:
     assert (await table.bet(300, round_id="doc"))["code"] == "R0"
     assert (await table.result(120, round_id="doc"))["code"] == "R0"
     assert (await table.bet(10, round_id="doc2", currency="USD"))["code"] == "R3"
+
+
+async def _sealed_answers(record: Recorder, table: Table, provider: str) -> None:
+    """The POSTs that show a secret take an Idempotency-Key: the same request with it gets the
+    first answer again, secret included; another request with it is 409."""
+    sessions = "/v1/players/{player_id}/sessions"
+    for template, path, body in (
+        ("/v1/providers/{code}/keys", {"code": provider}, None),
+        (sessions, {"player_id": table.player_id}, {"provider": provider, "game_id": "g"}),
+        ("/v1/api-keys", None, {"role": "support", "name": "sealed"}),
+    ):
+        key = record.keyed()
+        first = await record("POST", template, 201, path=path, json=body, headers=key)
+        assert await record("POST", template, 201, path=path, json=body, headers=key) == first
+        await record("POST", template, 409, path=path, json={"other": 1}, headers=key)
 
 
 async def _providers(record: Recorder) -> str:
