@@ -21,7 +21,6 @@ Where each guarantee lives:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import secrets
@@ -349,9 +348,15 @@ class Payments:
             try:
                 yield conn
             finally:
-                # A broken connection takes the lock with it; the pool drops it.
-                with contextlib.suppress(*CONNECTION_ERRORS):
+                try:
                     await conn.fetchval(self.q.end_start_lease, payment_id)
+                except BaseException as exc:  # noqa: BLE001 - re-raised below unless an error
+                    # Pooled connections are not reset on release (app.db): a lock that could
+                    # not be given back (the connection broke, or this task was cancelled
+                    # again) must not stay with the connection. Closing it releases the lock.
+                    conn.terminate()
+                    if not isinstance(exc, Exception):
+                        raise
 
     async def _start(self, payment_id: str, routes: list[Psp], *, creation: bool) -> dict[str, Any]:
         """Initiate at the first route that answers, under the payment's start lease.
