@@ -225,3 +225,66 @@ async def test_a_refusal_on_the_second_ask_does_not_prove_the_first_was_not_take
             await two_routes(pool, a, b).create_withdrawal(payout(player), K + secrets.token_hex(4))
         assert len(a.calls) == 2 and b.calls == []
         assert await operator.balance(player) == 3_000
+
+
+async def test_a_refusal_after_an_ask_that_may_have_been_taken_keeps_the_funds_held(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    """Found in review: a timeout, then a 4xx when asked again (a PSP's "key in use" while the
+    first request still runs) failed the payout and released its hold, which the PSP may pay."""
+    a = ScriptedPsp("psp-a", [timeout(), PspError("idempotency_key_in_use", retryable=False)])
+    b = ScriptedPsp("psp-b")
+    player = await operator.player(5_000)
+    with pytest.raises(RouteDegraded):
+        await two_routes(pool, a, b).create_withdrawal(payout(player), K + secrets.token_hex(4))
+    row = await pool.fetchrow("SELECT * FROM payments WHERE player_id = $1", player)
+    assert (row["status"], row["flagged"]) == ("approved", "payout_outcome_unknown")
+    assert b.calls == [] and await operator.balance(player) == 3_000
+
+
+async def approved_never_sent(pool: asyncpg.Pool, payments: Payments, player: str) -> str:
+    """A withdrawal approved by a request that died before its start."""
+    payments.review_threshold = 100
+    try:
+        held = await payments.create_withdrawal(payout(player), K + secrets.token_hex(4))
+    finally:
+        payments.review_threshold = None
+    await pool.execute("SELECT payment_transition($1, 'approved', 'operator')", held["id"])
+    payment_id: str = held["id"]
+    return payment_id
+
+
+async def test_an_approved_withdrawal_never_sent_is_sent_by_a_new_approval_or_the_poller(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    """Found in review: approved, then nothing: a second approval was refused (approved cannot
+    be approved), the poller asked no PSP, and the funds stayed held unseen."""
+    a = ScriptedPsp("psp-a", [Initiated("psp-a-1", "pending"), Initiated("psp-a-2", "pending")])
+    payments = two_routes(pool, a, ScriptedPsp("psp-b"))
+    player = await operator.player(5_000)
+    first = await approved_never_sent(pool, payments, player)
+    assert (await payments.decide(first, True, "apikey:test"))["status"] == "processing"
+    second = await approved_never_sent(pool, payments, player)
+    await pool.execute(
+        "UPDATE payments SET updated_at = now() - interval '1 hour' WHERE id = $1", second
+    )
+    await payments.poll_once(quiet_seconds=60, batch=100_000)
+    assert (await payments.get("withdrawal", second))["status"] == "processing"
+    assert [c["payment"] for c in a.calls] == [first, second]
+
+
+async def test_resolve_waits_for_a_start_that_is_talking_to_the_psp(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    slow = SlowPsp("psp-a")
+    payments = two_routes(pool, slow, ScriptedPsp("psp-b"))
+    player = await operator.player(5_000)
+    start = asyncio.create_task(payments.create_withdrawal(payout(player), K + "r" + K))
+    while not slow.calls:
+        await asyncio.sleep(0.01)
+    payment_id = slow.calls[0]["payment"]
+    with pytest.raises(IdempotencyConflict, match="right now"):
+        await payments.resolve(payment_id, "failed", "too early", ACTOR)
+    slow.release.set()
+    assert (await start)["status"] == "processing"
+    assert await operator.balance(player) == 3_000

@@ -21,6 +21,7 @@ Where each guarantee lives:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -42,6 +43,7 @@ from app.errors import (
     NotFound,
     PlayerLimitExceeded,
     RouteDegraded,
+    WalletError,
 )
 from app.operator.service import Actor, audit
 from app.operator.views import rfc3339
@@ -274,6 +276,10 @@ class Payments:
             moved = await conn.fetchval(
                 self.q.transition, payment_id, target, "operator", {"actor": actor}, None
             )
+            if moved is None and approve and _startable(row) and row["psp"] is None:
+                # Approved before and never sent (the approving request died before its
+                # start): approving again sends it.
+                moved = "approved"
             if moved is None:
                 raise InvalidRequest(
                     f"a {row['status']} withdrawal cannot be {target}", field="status"
@@ -294,6 +300,11 @@ class Payments:
             row = await conn.fetchrow(self.q.payment_by_id, payment_id)
             if row is None or row["kind"] != "withdrawal":
                 raise NotFound(f"withdrawal {payment_id!r} not found")
+            if not await conn.fetchval(self.q.lock_start_lease, payment_id):
+                # A start is talking to the PSP right now: its answer comes first.
+                raise IdempotencyConflict(
+                    "the withdrawal is being sent to its PSP right now; resolve it afterwards"
+                )
             moved = None
             if row["status"] in RESOLVABLE:
                 moved = await conn.fetchval(
@@ -343,20 +354,26 @@ class Payments:
     async def _lease(self, payment_id: str) -> AsyncIterator[asyncpg.Connection]:
         """A connection holding the payment's start lease; 409 while another start holds it."""
         async with self.pool.acquire() as conn:
-            if not await conn.fetchval(self.q.try_start_lease, payment_id):
-                raise IdempotencyConflict(IN_PROGRESS)
+            # Pooled connections are not reset on release (app.db): a lock this start may hold
+            # must not stay with the connection. Whenever that is not known to be settled (the
+            # answer to the lock was cut off, the unlock failed, this task was cancelled again
+            # meanwhile), the connection is closed, which releases the lock with its session.
+            held: bool | None = None  # None: asked, answer not had
             try:
+                held = bool(await conn.fetchval(self.q.try_start_lease, payment_id))
+                if not held:
+                    raise IdempotencyConflict(IN_PROGRESS)
                 yield conn
             finally:
-                try:
-                    await conn.fetchval(self.q.end_start_lease, payment_id)
-                except BaseException as exc:  # noqa: BLE001 - re-raised below unless an error
-                    # Pooled connections are not reset on release (app.db): a lock that could
-                    # not be given back (the connection broke, or this task was cancelled
-                    # again) must not stay with the connection. Closing it releases the lock.
-                    conn.terminate()
-                    if not isinstance(exc, Exception):
-                        raise
+                if held is not False:
+                    try:
+                        if held is None:
+                            raise ConnectionError("the start lease's answer was cut off")
+                        await conn.fetchval(self.q.end_start_lease, payment_id)
+                    except BaseException as exc:  # noqa: BLE001 - re-raised unless an error
+                        conn.terminate()
+                        if not isinstance(exc, Exception):
+                            raise
 
     async def _start(self, payment_id: str, routes: list[Psp], *, creation: bool) -> dict[str, Any]:
         """Initiate at the first route that answers, under the payment's start lease.
@@ -406,12 +423,16 @@ class Payments:
                 except PspError as exc:
                     log.warning("psp %s refused %s: %s", psp.name, payment_id, exc.code)
                     breaker.record(ok=not exc.retryable)
+                    if sent_before:
+                        # An earlier request for this payout went out: no refusal of this one
+                        # says what the PSP did with that (only an answer would).
+                        await self._outcome_unknown(conn, payment, f"{psp.name}: {exc.code}")
                     if not exc.retryable:
                         final, used = exc, psp
                         break
                     if payout and not exc.not_sent:
                         await self._outcome_unknown(conn, payment, f"{psp.name}: {exc.code}")
-                    if payout and not sent_before:
+                    if payout:
                         # This request provably never reached the PSP, and no earlier one went
                         # out: the payout is no one's yet.
                         await conn.execute(self.q.unroute_payout, payment_id, psp.name)
@@ -481,9 +502,11 @@ class Payments:
             try:
                 return await psp.initiate(payment, webhook_url)
             except PspError as exc:
-                if attempt > 1 and exc.not_sent:
-                    # This ask never reached the PSP, but the one before it may have: what the
-                    # PSP did stays unknown, and nothing may go elsewhere on the strength of it.
+                if attempt > 1:
+                    # The ask before this one may have been taken. This one's refusal (never
+                    # sent, 429, even a 4xx such as "key in use") does not say what the PSP did
+                    # with that: the outcome stays unknown, and nothing may go elsewhere or be
+                    # failed on the strength of it.
                     raise PspError(exc.code, retryable=True, ambiguous=True) from None
                 if not exc.ambiguous or attempt > self.same_route_retries:
                     raise
@@ -540,6 +563,12 @@ class Payments:
             due = await conn.fetch(self.q.payments_to_poll, float(quiet_seconds), batch)
         for row in due:
             counts["checked"] += 1
+            if row["kind"] == "withdrawal" and row["psp"] is None and _startable(row):
+                # Approved and never sent: the request that approved it died before its start.
+                with contextlib.suppress(WalletError):
+                    await self._start(row["id"], self._routes(_request_of(row)), creation=False)
+                    counts["moved"] += 1
+                continue
             psp = next((p for p in self.psps if p.name == row["psp"]), None)
             psp_status = None
             found: tuple[str, str] | None = None

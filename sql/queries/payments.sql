@@ -150,6 +150,11 @@ UPDATE payments SET psp_payment_id = $2, updated_at = now()
 -- when that session ends (a crashed worker), so no timer decides when a start is over.
 SELECT pg_try_advisory_lock(hashtextextended('payment-start|' || $1, 0));
 
+-- name: lock_start_lease
+-- The same lock for the rest of a transaction (an operator's resolve): refused while a start
+-- holds it, and holding off a new start until the transaction ends.
+SELECT pg_try_advisory_xact_lock(hashtextextended('payment-start|' || $1, 0));
+
 -- name: end_start_lease
 SELECT pg_advisory_unlock(hashtextextended('payment-start|' || $1, 0));
 
