@@ -1696,8 +1696,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         ("PaymentId", "ActionIdempotencyKey"),
         description="400 on `status` unless the withdrawal is `held` (or `requested`), or "
         "`approved` and never sent (its approving request died before the payout started: "
-        "this approval sends it). The approval is recorded before the payout starts: 422 `method_unavailable` when no route "
-        "serves the withdrawal's method and currency any more (it stays `approved`); 503 "
+        "this approval sends it). The approval is recorded before the payout starts: 422 "
+        "`method_unavailable` when no route serves the withdrawal's method and currency any "
+        "more (it stays `approved`); 503 "
         "`route_degraded` when every route failed (it is `failed`, its hold released) or when "
         "the payout's outcome is unknown (it stays `approved`, funds held, needing attention)."
         + IDEMPOTENT_ACTION,
