@@ -33,18 +33,8 @@ SELECT p.player_id, p.currency, p.status, p.kyc_tier, a.balance, p.created_at, p
   FROM players p JOIN accounts a ON a.id = p.account_id
  WHERE p.player_id = $1;
 
--- name: player_limits
-SELECT kind, period, amount FROM player_limits WHERE player_id = $1 ORDER BY kind, period;
-
 -- name: set_player_status
 UPDATE players SET status = $2, updated_at = now() WHERE player_id = $1 RETURNING player_id;
-
--- name: upsert_player_limit
-INSERT INTO player_limits (player_id, kind, period, amount) VALUES ($1, $2, $3, $4)
-ON CONFLICT (player_id, kind, period) DO UPDATE SET amount = $4, updated_at = now();
-
--- name: delete_player_limit
-DELETE FROM player_limits WHERE player_id = $1 AND kind = $2 AND period = $3;
 
 -- name: provider_exists
 SELECT 1 FROM providers WHERE code = $1;

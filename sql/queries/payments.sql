@@ -12,9 +12,6 @@ SELECT * FROM payments WHERE kind = $1 AND idempotency_key = $2;
 -- name: payment_by_id
 SELECT * FROM payments WHERE id = $1;
 
--- name: payment_by_psp_id
-SELECT * FROM payments WHERE psp = $1 AND psp_payment_id = $2;
-
 -- name: record_initiation
 UPDATE payments SET psp = $2, psp_payment_id = $3, redirect_url = $4, deep_link = $5,
        updated_at = now()
@@ -22,9 +19,6 @@ UPDATE payments SET psp = $2, psp_payment_id = $3, redirect_url = $4, deep_link 
 
 -- name: store_response
 UPDATE payments SET response = $2 WHERE id = $1 AND response IS NULL;
-
--- name: touch_payment
-UPDATE payments SET updated_at = now() WHERE id = $1;
 
 -- name: transition
 SELECT payment_transition($1, $2, $3, $4, $5);
@@ -39,10 +33,6 @@ RETURNING event_id;
 
 -- name: flag_payment
 UPDATE payments SET flagged = $2, updated_at = now() WHERE id = $1;
-
--- name: payment_transitions
-SELECT from_status, to_status, trigger, detail, created_at FROM payment_transitions
- WHERE payment_id = $1 ORDER BY id;
 
 -- name: deposits_in_window
 -- Deposits that count towards a deposit limit: succeeded, or still under way.
