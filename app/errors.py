@@ -9,6 +9,7 @@ request_id}}``::
     ├── Forbidden               403 forbidden_for_tenant
     ├── NotFound                404 resource_not_found
     ├── IdempotencyConflict     409 idempotency_conflict
+    │   └── InProgress          409 idempotency_conflict  (under way: retry the same request)
     ├── PlayerLimitExceeded     422 player_limit_exceeded
     ├── MethodUnavailable       422 method_unavailable
     ├── RateLimited             429 rate_limited          (carries Retry-After)
@@ -74,6 +75,12 @@ class NotFound(WalletError):
 class IdempotencyConflict(WalletError):
     http_status = 409
     code = "idempotency_conflict"
+
+
+class InProgress(IdempotencyConflict):
+    """The request's effect is under way elsewhere (a start talking to its PSP): the same
+    request sent again later gets a real answer, so this one is never stored as the answer to
+    an Idempotency-Key."""
 
 
 class PlayerLimitExceeded(WalletError):

@@ -127,10 +127,15 @@ WEBHOOK_OUTCOMES = (
     *(f"moved_to_{status}" for status in WEBHOOK_MOVES),
     "duplicate",
     "ignored",
-    *(f"refused_{reason}" for reason in (*MISMATCHES, *payment_service.LATE_SUCCESSES)),
+    *(f"refused_{reason}" for reason in (*MISMATCHES, *payment_service.CONTRADICTED)),
 )
 # Why a payment needs an operator (payments.flagged, the view's `attention`).
-ATTENTION = (payment_service.OUTCOME_UNKNOWN, *MISMATCHES, *payment_service.LATE_SUCCESSES)
+ATTENTION = (
+    payment_service.OUTCOME_UNKNOWN,
+    payment_service.HELD_FOR_REVIEW,
+    *MISMATCHES,
+    *payment_service.CONTRADICTED,
+)
 # The PSP webhook's example is signed for real, with an example secret everyone may know.
 EXAMPLE_WEBHOOK_SECRET = b"whsec_example"
 

@@ -3,7 +3,8 @@
 
 -- When the payout request left for payments.psp: from then on no other route may be asked.
 ALTER TABLE payments ADD COLUMN sent_at timestamptz;
-CREATE INDEX payments_attention ON payments (created_at, id) WHERE flagged IS NOT NULL;
+CREATE INDEX payments_attention ON payments (created_at, id)
+    WHERE flagged IS NOT NULL OR status = 'held';
 
 -- Operator actions (approve, reject, resolve, replay) taken with an Idempotency-Key: the first
 -- answer, given again for the same key and body. The row is inserted in the transaction of the

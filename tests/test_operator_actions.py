@@ -18,6 +18,7 @@ import asyncpg
 from tests.conftest import Operator, SandboxRoutes
 from tests.test_payments import ScriptedPsp, timeout
 from tests.test_payments_api import body, key
+from tests.test_payouts import SlowPsp
 
 
 @contextmanager
@@ -172,3 +173,33 @@ async def test_answers_that_show_a_secret_are_given_again_and_stored_sealed(
         assert other["error"]["code"] == "idempotency_conflict"
     # Without a key nothing changes: a second registration is refused as before.
     await operator.call("POST", "/v1/providers", {"code": code, "name": "Sealed"}, expect=409)
+
+
+async def test_a_resolve_refused_while_a_start_runs_is_not_the_keys_answer(
+    operator: Operator, asgi: Any
+) -> None:
+    """Found trying the API from outside: a resolve sent while the payout was at the PSP got
+    409, and that 409 stayed the answer of its Idempotency-Key after the payout had moved on."""
+    payments = asgi.state["wallet"].payments
+    saved = payments.psps
+    slow = SlowPsp("psp-a")
+    payments.psps = [slow]
+    try:
+        player = await operator.player(50_000)
+        create = asyncio.create_task(
+            operator.call("POST", "/v1/withdrawals", body(player, 10_000), headers=key())
+        )
+        while not slow.calls:
+            await asyncio.sleep(0.01)
+        payment_id = slow.calls[0]["payment"]
+        path = f"/v1/withdrawals/{payment_id}/resolve"
+        decision = {"outcome": "failed", "reason": "psp-a has no such payout"}
+        headers = key()
+        busy = await operator.call("POST", path, decision, headers=headers, expect=409)
+        assert "right now" in busy["error"]["message"]
+        slow.release.set()
+        assert (await create)["status"] == "processing"
+        done = await operator.call("POST", path, decision, headers=headers, expect=200)
+        assert done["status"] == "failed" and await operator.balance(player) == 50_000
+    finally:
+        payments.psps = saved

@@ -288,3 +288,42 @@ async def test_resolve_waits_for_a_start_that_is_talking_to_the_psp(
     slow.release.set()
     assert (await start)["status"] == "processing"
     assert await operator.balance(player) == 3_000
+
+
+async def test_a_failure_reported_after_a_payout_was_settled_is_flagged(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    """Found trying the API from outside: resolved paid, then the PSP's signed payment.failed
+    was ignored without a word, while the player stays charged."""
+    a = ScriptedPsp("psp-a", [timeout(), timeout()])
+    payments = two_routes(pool, a, ScriptedPsp("psp-b"))
+    player = await operator.player(5_000)
+    with pytest.raises(RouteDegraded):
+        await payments.create_withdrawal(payout(player), K + secrets.token_hex(4))
+    payment_id = await pool.fetchval("SELECT id FROM payments WHERE player_id = $1", player)
+    await payments.resolve(payment_id, "paid", "psp-a said paid", ACTOR)
+    body, sig = webhook(
+        {"id": payment_id, "amount": 2_000, "currency": "EUR"}, "failed", psp_payment_id="a-9"
+    )
+    assert await apply_webhook_once(payments, "psp-a", body, sig) == "refused_failed_after_paid"
+    shown = await payments.get("withdrawal", payment_id)
+    assert (shown["status"], shown["attention"]) == ("paid", "failed_after_paid")
+    assert await operator.balance(player) == 3_000
+    listed = await payments.needing_attention(100, None)
+    assert payment_id in [p["id"] for p in listed["data"]]
+
+
+async def test_held_withdrawals_are_listed_as_needing_an_operator(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    payments = two_routes(pool, ScriptedPsp("psp-a"), ScriptedPsp("psp-b"))
+    payments.review_threshold = 100
+    player = await operator.player(5_000)
+    held = await payments.create_withdrawal(payout(player), K + secrets.token_hex(4))
+    assert (held["needs_attention"], held["attention"]) == (True, "held_for_review")
+    assert held["id"] in [p["id"] for p in (await payments.needing_attention(100, None))["data"]]
+    with pytest.raises(InvalidRequest) as refused:
+        await payments.resolve(held["id"], "paid", "not sent yet", ACTOR)
+    assert refused.value.field == "status"
+    rejected = await payments.decide(held["id"], False, "apikey:test")
+    assert (rejected["needs_attention"], rejected["attention"]) == (False, None)

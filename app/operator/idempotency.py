@@ -28,7 +28,7 @@ from starlette.responses import Response
 
 from app import http
 from app.db import Queries
-from app.errors import IdempotencyConflict, InvalidRequest, WalletError
+from app.errors import IdempotencyConflict, InProgress, InvalidRequest, WalletError
 from app.seamless.envelope import open_raw, seal_raw
 
 KEY_MAX = 255
@@ -75,6 +75,8 @@ async def once(
             return http.json_response(_opened(first["response"], seal, key), first["status"])
         try:
             response = await act()
+        except InProgress:
+            raise  # not an answer: the same request later gets one (the key rolls back)
         except WalletError as exc:
             answer = exc.body(http.request_id(request))
             await conn.execute(q.answer_operator_request, key, exc.http_status, answer)

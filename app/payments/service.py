@@ -38,6 +38,7 @@ from app import pagination
 from app.db import CONNECTION_ERRORS, Queries
 from app.errors import (
     IdempotencyConflict,
+    InProgress,
     InvalidRequest,
     MethodUnavailable,
     NotFound,
@@ -63,7 +64,11 @@ RESOLVABLE = ("approved", "processing")  # sent, or about to be, and not final
 # A PSP's "succeeded" after the wallet had given up on the payment: refused and flagged.
 SUCCEEDED_AFTER_EXPIRY = "succeeded_after_expiry"  # a deposit, money held and not credited
 PAID_AFTER_RELEASE = "paid_after_release"  # a payout, its hold already given back
-LATE_SUCCESSES = (SUCCEEDED_AFTER_EXPIRY, PAID_AFTER_RELEASE)
+# The opposite: a payout settled, then reported failed by its PSP.
+FAILED_AFTER_PAID = "failed_after_paid"
+CONTRADICTED = (SUCCEEDED_AFTER_EXPIRY, PAID_AFTER_RELEASE, FAILED_AFTER_PAID)
+# A withdrawal waiting for an operator's approval (no flag: its status says it).
+HELD_FOR_REVIEW = "held_for_review"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +99,8 @@ def view(row: Mapping[str, Any]) -> dict[str, Any]:
         "redirect_url": row["redirect_url"],
         "deep_link": row["deep_link"],
         "failure_code": row["failure_code"],
-        "needs_attention": row["flagged"] is not None,
-        "attention": row["flagged"],
+        "needs_attention": _attention(row) is not None,
+        "attention": _attention(row),
         "created_at": rfc3339(row["created_at"]),
         "expires_at": rfc3339(row["expires_at"]),
     }
@@ -302,7 +307,7 @@ class Payments:
                 raise NotFound(f"withdrawal {payment_id!r} not found")
             if not await conn.fetchval(self.q.lock_start_lease, payment_id):
                 # A start is talking to the PSP right now: its answer comes first.
-                raise IdempotencyConflict(
+                raise InProgress(
                     "the withdrawal is being sent to its PSP right now; resolve it afterwards"
                 )
             moved = None
@@ -319,7 +324,7 @@ class Payments:
                 raise InvalidRequest(
                     f"a {row['status']} withdrawal cannot be resolved (only one sent to a PSP "
                     "and not final; approve or reject a held one)",
-                    field="outcome",
+                    field="status",
                 )
             await audit(
                 conn,
@@ -362,7 +367,7 @@ class Payments:
             try:
                 held = bool(await conn.fetchval(self.q.try_start_lease, payment_id))
                 if not held:
-                    raise IdempotencyConflict(IN_PROGRESS)
+                    raise InProgress(IN_PROGRESS)
                 yield conn
             finally:
                 if held is not False:
@@ -393,7 +398,7 @@ class Payments:
                     return view(payment)
                 stored = _stored(payment["response"])
                 if stored is None:
-                    raise IdempotencyConflict(IN_PROGRESS)
+                    raise InProgress(IN_PROGRESS)
                 return stored
             payout = payment["kind"] == "withdrawal"
             sent_before = payout and payment["psp"] is not None
@@ -671,6 +676,11 @@ class Payments:
                 # and have not credited. Flag it for an operator (and reconciliation).
                 await conn.execute(self.q.flag_payment, payment["id"], SUCCEEDED_AFTER_EXPIRY)
                 return f"refused_{SUCCEEDED_AFTER_EXPIRY}"
+            if payment["status"] == "paid" and event.status == "failed":
+                # Settled (by an earlier event, or an operator's resolve) and now reported
+                # failed: the player was charged for a payout the PSP says it did not make.
+                await conn.execute(self.q.flag_payment, payment["id"], FAILED_AFTER_PAID)
+                return f"refused_{FAILED_AFTER_PAID}"
             if payment["status"] in ("failed", "rejected") and event.status == "succeeded":
                 # Paid out by the PSP after the hold went back to the player (an operator
                 # resolved it as failed): money paid twice, for an operator to recover.
@@ -694,6 +704,14 @@ def _mismatch(payment: asyncpg.Record, event: PspEvent) -> str | None:
     if event.currency != payment["currency"]:
         return "currency_mismatch"
     return None
+
+
+def _attention(row: Mapping[str, Any]) -> str | None:
+    """Why the payment waits for an operator, if it does."""
+    flagged: str | None = row["flagged"]
+    if flagged is None and row["kind"] == "withdrawal" and row["status"] == "held":
+        return HELD_FOR_REVIEW
+    return flagged
 
 
 def _stored(response: dict[str, Any] | None) -> dict[str, Any] | None:

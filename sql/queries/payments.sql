@@ -150,7 +150,7 @@ SELECT pg_advisory_unlock(hashtextextended('payment-start|' || $1, 0));
 
 -- name: withdrawals_needing_attention
 SELECT * FROM payments
- WHERE kind = 'withdrawal' AND flagged IS NOT NULL
+ WHERE kind = 'withdrawal' AND (flagged IS NOT NULL OR status = 'held')
    AND ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2::text))
  ORDER BY created_at DESC, id DESC
  LIMIT $3;
