@@ -22,8 +22,7 @@ from app.errors import InvalidRequest, RateLimited
 from app.ledger import service as ledger
 from app.operator import history, service
 from app.operator.auth import ADMIN, MONEY, PLAYER_ADMIN, READ, Principal, authenticate, authorize
-from app.operator.idempotency import KEY_MAX, once
-from app.operator.idempotency import key_of as idempotency_key
+from app.operator.idempotency import KEY_MAX, key_of, once, required_key
 from app.operator.service import Actor
 from app.seamless.events import MAX_AMOUNT, PARSERS
 from app.state import Wallet, wallet
@@ -47,8 +46,6 @@ class Call:
 Handler = Callable[[Request, Call], Awaitable[Response]]
 routes: list[Route] = []
 PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {}
-# Routes that take an Idempotency-Key through app.operator.idempotency: "optional" or "required".
-IDEMPOTENT: dict[tuple[str, str], str] = {}
 
 
 def route(
@@ -81,9 +78,11 @@ def route(
                 actor = Actor(principal.actor, http.request_id(request))
                 call = Call(w, conn, principal, actor)
                 key = (
-                    idempotency_key(request, required=idempotency == "required")
-                    if idempotency is not None
-                    else None
+                    None
+                    if idempotency is None
+                    else required_key(request)
+                    if idempotency == "required"
+                    else key_of(request)
                 )
                 if key is None:
                     return await handler(request, call)
@@ -98,8 +97,6 @@ def route(
 
         routes.append(Route(path, endpoint, methods=[method]))
         PERMISSIONS[(method, path)] = roles
-        if idempotency is not None:
-            IDEMPOTENT[(method, path)] = idempotency
         return handler
 
     return register
@@ -306,8 +303,7 @@ async def issue_session(request: Request, c: Call) -> Response:
 @route("POST", "/v1/players/{player_id}/adjustments", MONEY, "adjust balances")
 async def adjust(request: Request, c: Call) -> Response:
     player_id = _path(request, "player_id")
-    key = idempotency_key(request, required=True)
-    assert key is not None
+    key = required_key(request)
     data = await http.read_json(request)
     amount = http.integer(data, "amount", minimum=-MAX_AMOUNT, maximum=MAX_AMOUNT)
     if amount == 0:

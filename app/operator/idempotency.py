@@ -34,11 +34,16 @@ from app.seamless.envelope import open_raw, seal_raw
 KEY_MAX = 255
 
 
-def key_of(request: Request, *, required: bool) -> str | None:
-    """The request's ``Idempotency-Key``, validated; None when absent and not ``required``."""
-    key = request.headers.get("idempotency-key")
-    if key is None and not required:
+def key_of(request: Request) -> str | None:
+    """The request's ``Idempotency-Key``, validated; None when it has none."""
+    if request.headers.get("idempotency-key") is None:
         return None
+    return required_key(request)
+
+
+def required_key(request: Request) -> str:
+    """The request's ``Idempotency-Key``, validated; 400 naming it when absent or malformed."""
+    key = request.headers.get("idempotency-key")
     if key is None or not 1 <= len(key) <= KEY_MAX or not key.isprintable():
         raise InvalidRequest(
             f"send an Idempotency-Key header of 1 to {KEY_MAX} printable characters",

@@ -16,7 +16,7 @@ from app import http, pagination
 from app.errors import AuthenticationFailed, InvalidRequest, NotFound, RouteDegraded
 from app.operator.auth import MONEY, PAYMENTS, PLAYER_ADMIN, READ
 from app.operator.endpoints import Call, route
-from app.operator.idempotency import key_of as idempotency_key
+from app.operator.idempotency import required_key
 from app.operator.service import audit
 from app.payments import outbox, signing
 from app.payments.psp import MalformedPspData, PspError
@@ -28,12 +28,6 @@ from app.state import wallet
 log = logging.getLogger(__name__)
 MAX_REFERENCE = 128
 COUNTRY = re.compile(r"[A-Z]{2}")
-
-
-def _idempotency_key(request: Request) -> str:
-    key = idempotency_key(request, required=True)
-    assert key is not None
-    return key
 
 
 async def _payment_request(request: Request) -> PaymentRequest:
@@ -69,7 +63,7 @@ def _payment_id(request: Request) -> str:
 
 @route("POST", "/v1/deposits", PAYMENTS, "create deposits")
 async def create_deposit(request: Request, c: Call) -> Response:
-    key = _idempotency_key(request)
+    key = required_key(request)
     req = await _payment_request(request)
     return http.json_response(await c.w.payments.create_deposit(req, key), 201)
 
@@ -81,7 +75,7 @@ async def get_deposit(request: Request, c: Call) -> Response:
 
 @route("POST", "/v1/withdrawals", PAYMENTS, "create withdrawals")
 async def create_withdrawal(request: Request, c: Call) -> Response:
-    key = _idempotency_key(request)
+    key = required_key(request)
     req = await _payment_request(request)
     return http.json_response(await c.w.payments.create_withdrawal(req, key), 201)
 
