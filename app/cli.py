@@ -25,12 +25,12 @@ import orjson
 
 from app import db, local, logs
 from app.config import Settings
-from app.errors import WalletError
 from app.ledger import service as ledger
 from app.operator import history
 from app.operator import service as operator
-from app.operator.auth import ROLES
 from app.seamless import keys
+from app.web.auth import ROLES
+from app.web.errors import WalletError
 
 T = TypeVar("T")
 # Changes made from the command line are audited as the machine user who made them.

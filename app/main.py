@@ -21,9 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from app import db, http, logs, openapi
+from app import db, logs, openapi
 from app.config import ConfigError, Settings
-from app.errors import DatabaseUnavailable, InvalidRequest, NotFound, WalletError
 from app.locks import PlayerLocks
 from app.metrics import CONTENT_TYPE, Metrics
 from app.operator import endpoints as operator_endpoints
@@ -40,6 +39,8 @@ from app.seamless.keys import KeyRing, master_key_bytes
 from app.seamless.replay import Gate
 from app.seamless.service import SeamlessService
 from app.state import Wallet, wallet
+from app.web import http
+from app.web.errors import DatabaseUnavailable, InvalidRequest, NotFound, WalletError
 
 log = logging.getLogger(__name__)
 

@@ -33,12 +33,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from app import http, pagination
-from app.errors import WalletError
 from app.ledger.service import CHECKS, SAMPLE
 from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.operator import endpoints, service
-from app.operator.auth import READ, ROLES
 from app.payments import endpoints as payment_endpoints  # registers its routes in PERMISSIONS
 from app.payments import outbox, signing
 from app.payments import service as payment_service
@@ -47,6 +44,9 @@ from app.payments.sandbox import model as sandbox
 from app.seamless import envelope
 from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, PARSERS
 from app.seamless.outcome import MESSAGES
+from app.web import http, pagination
+from app.web.auth import READ, ROLES
+from app.web.errors import WalletError
 
 Schema = dict[str, Any]
 

@@ -33,11 +33,11 @@ import pytest
 from hypothesis import HealthCheck, Phase
 
 import tests.conftest  # noqa: F401  (sets the environment before the app is imported)
-from app import http as app_http
 from app.config import Settings
 from app.devstack import EmbeddedPostgres, EmbeddedRedis
 from app.payments import service, signing
 from app.payments.psp import PspError, SandboxPsp
+from app.web import http as app_http
 from tests.test_payments_model import (
     FULL,
     MAIN_SAFE,

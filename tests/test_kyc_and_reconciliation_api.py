@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from app.db import Queries
-from app.errors import MethodUnavailable
 from app.payments.service import PaymentRequest, Payments
+from app.web.errors import MethodUnavailable
 from tests.conftest import SANDBOX_API_KEY, Operator, SandboxRoutes
 from tests.test_payments import ScriptedPsp
 

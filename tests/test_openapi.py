@@ -50,13 +50,13 @@ from app.openapi import (
     document,
     event_schema_name,
 )
-from app.operator.auth import READ
 from app.operator.endpoints import PERMISSIONS
 from app.payments import outbox, signing
 from app.payments.psp import Psp, SandboxPsp
 from app.payments.service import Payments, _target
 from app.seamless import envelope, events
 from app.seamless.outcome import MESSAGES
+from app.web.auth import READ
 from tests.conftest import SANDBOX_API_KEY, SANDBOX_SECRET, Operator, SandboxRoutes, Table, now
 from tests.test_payments import ScriptedPsp, timeout
 

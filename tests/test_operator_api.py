@@ -14,8 +14,8 @@ import httpx
 import orjson
 import pytest
 
-from app.operator.auth import ROLES
 from app.operator.endpoints import PERMISSIONS
+from app.web.auth import ROLES
 from tests.conftest import ADMIN_KEY, Operator, Table, TableFactory, wallet_cli
 
 

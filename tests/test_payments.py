@@ -15,16 +15,16 @@ import orjson
 import pytest
 
 from app.db import Queries
-from app.errors import (
+from app.payments import signing
+from app.payments.psp import Initiated, PspError, PspEvent
+from app.payments.service import PaymentRequest, Payments, apply_webhook_once
+from app.web.errors import (
     IdempotencyConflict,
     InvalidRequest,
     MethodUnavailable,
     PlayerLimitExceeded,
     RouteDegraded,
 )
-from app.payments import signing
-from app.payments.psp import Initiated, PspError, PspEvent
-from app.payments.service import PaymentRequest, Payments, apply_webhook_once
 from tests.conftest import Operator
 
 SECRET = b"test-webhook-secret"

@@ -18,9 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.db import Queries
-from app.errors import NotFound
 from app.payments import signing
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
+from app.web.errors import NotFound
 from tests.conftest import SANDBOX_API_KEY, Operator, in_process_sandbox
 
 API_KEY = SANDBOX_API_KEY

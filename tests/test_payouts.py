@@ -16,10 +16,10 @@ import asyncpg
 import pytest
 
 from app.db import Queries
-from app.errors import IdempotencyConflict, InvalidRequest, RouteDegraded
 from app.operator.service import Actor
 from app.payments.psp import Initiated, PspError
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
+from app.web.errors import IdempotencyConflict, InvalidRequest, RouteDegraded
 from tests.conftest import Operator
 from tests.test_payments import K, ScriptedPsp, timeout, webhook
 

@@ -83,7 +83,7 @@ async def test_an_open_route_is_skipped_until_its_probe(
 async def test_routes_follow_currency_method_country_and_amount_rules(
     pool: asyncpg.Pool, operator: Operator
 ) -> None:
-    from app.errors import MethodUnavailable
+    from app.web.errors import MethodUnavailable
 
     india = ScriptedPsp("psp-in", countries=frozenset({"IN"}), max_amount=10_000)
     large = ScriptedPsp("psp-large", min_amount=10_001)

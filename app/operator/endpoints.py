@@ -17,15 +17,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import http, pagination
-from app.errors import InvalidRequest, RateLimited
 from app.ledger import service as ledger
 from app.operator import history, service
-from app.operator.auth import ADMIN, MONEY, PLAYER_ADMIN, READ, Principal, authenticate, authorize
-from app.operator.idempotency import KEY_MAX, key_of, once, required_key
 from app.operator.service import Actor
 from app.seamless.events import MAX_AMOUNT, PARSERS
 from app.state import Wallet, wallet
+from app.web import http, pagination
+from app.web.auth import ADMIN, MONEY, PLAYER_ADMIN, READ, Principal, authenticate, authorize
+from app.web.errors import InvalidRequest, RateLimited
+from app.web.idempotency import KEY_MAX, key_of, once, required_key
 
 IDEMPOTENCY_KEY_MAX = KEY_MAX
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -60,7 +60,7 @@ def route(
     """Register ``handler`` for ``method path``, callable by ``roles`` only.
 
     ``idempotency`` ``"optional"`` or ``"required"``: the route takes an ``Idempotency-Key``
-    (:mod:`app.operator.idempotency`); routes with their own record of it leave this None.
+    (:mod:`app.web.idempotency`); routes with their own record of it leave this None.
     ``secret``: its answer shows a secret, stored sealed under the master key.
     """
 

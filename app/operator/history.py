@@ -8,10 +8,10 @@ from typing import Any
 
 import asyncpg
 
-from app import pagination
 from app.db import Queries
-from app.errors import InvalidRequest, NotFound
 from app.operator import views
+from app.web import pagination
+from app.web.errors import InvalidRequest, NotFound
 
 
 @dataclass(frozen=True, slots=True)

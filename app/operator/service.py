@@ -1,7 +1,7 @@
 """Operator rules: providers and keys, players, sessions, status, limits, adjustments, API keys.
 
 Functions take a connection (the caller owns the connection; each write opens its transaction) and
-raise :mod:`app.errors`. Every administrative write records an audit entry in the same
+raise :mod:`app.web.errors`. Every administrative write records an audit entry in the same
 transaction as the change itself, so the log can neither miss a change nor invent one.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 import asyncpg
 
 from app.db import Queries
-from app.errors import IdempotencyConflict, InvalidRequest, NotFound
-from app.operator.auth import ROLES, key_hash, new_key
 from app.operator.views import record, rfc3339
 from app.seamless.keys import master_key_from_env, seal_key
 from app.seamless.service import token_hash
+from app.web.auth import ROLES, key_hash, new_key
+from app.web.errors import IdempotencyConflict, InvalidRequest, NotFound
 
 STATUSES = ("active", "blocked", "self_excluded")
 LIMIT_KINDS = ("deposit", "wager", "loss")

@@ -12,11 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import http, pagination
-from app.errors import AuthenticationFailed, InvalidRequest, NotFound, RouteDegraded
-from app.operator.auth import MONEY, PAYMENTS, PLAYER_ADMIN, READ
 from app.operator.endpoints import Call, route
-from app.operator.idempotency import required_key
 from app.operator.service import audit
 from app.payments import outbox, signing
 from app.payments.psp import MalformedPspData, PspError
@@ -24,6 +20,10 @@ from app.payments.reconciliation import reconcile, route_named
 from app.payments.service import PaymentRequest, apply_webhook_once
 from app.seamless.events import MAX_AMOUNT
 from app.state import wallet
+from app.web import http, pagination
+from app.web.auth import MONEY, PAYMENTS, PLAYER_ADMIN, READ
+from app.web.errors import AuthenticationFailed, InvalidRequest, NotFound, RouteDegraded
+from app.web.idempotency import required_key
 
 log = logging.getLogger(__name__)
 MAX_REFERENCE = 128

@@ -25,11 +25,11 @@ import httpx
 
 from app import strict_json
 from app.config import PspSettings
-from app.http import CURRENCY, IDENTIFIER
 from app.payments import signing
 from app.payments.sandbox import model as sandbox
 from app.payments.sandbox.app import REFERENCE
 from app.seamless.events import MAX_AMOUNT
+from app.web.http import CURRENCY, IDENTIFIER
 
 log = logging.getLogger(__name__)
 

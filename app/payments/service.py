@@ -34,9 +34,14 @@ from typing import Any, NoReturn
 import asyncpg
 import orjson
 
-from app import pagination
 from app.db import CONNECTION_ERRORS, Queries
-from app.errors import (
+from app.operator.service import Actor, audit
+from app.operator.views import rfc3339
+from app.payments import signing
+from app.payments.psp import Initiated, Psp, PspError, PspEvent, now
+from app.payments.routing import Breaker, retry_delay, serves
+from app.web import pagination
+from app.web.errors import (
     IdempotencyConflict,
     InProgress,
     InvalidRequest,
@@ -46,11 +51,6 @@ from app.errors import (
     RouteDegraded,
     WalletError,
 )
-from app.operator.service import Actor, audit
-from app.operator.views import rfc3339
-from app.payments import signing
-from app.payments.psp import Initiated, Psp, PspError, PspEvent, now
-from app.payments.routing import Breaker, retry_delay, serves
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from app import logs
-from app.http import BodyTimedOut, BodyTooLarge, correlation_id, read_body
 from app.seamless import envelope
 from app.seamless.outcome import MESSAGES
 from app.seamless.service import Reply
 from app.state import Wallet, wallet
+from app.web.http import BodyTimedOut, BodyTooLarge, correlation_id, read_body
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ async def serve(scope: Scope, receive: Receive, send: Send, provider: str) -> No
         status = CLIENT_GONE
     finally:
         w.metrics.http_request(ROUTE, "POST", status, time.perf_counter() - started)
-    # Not reached when something raised, on purpose, as in app.http.RequestIdMiddleware: the
+    # Not reached when something raised, on purpose, as in app.web.http.RequestIdMiddleware: the
     # server logs the escaped exception next, in this same task, and that line needs the id too.
     logs.reset_request_id(bound)
 

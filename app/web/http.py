@@ -17,9 +17,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import logs, strict_json
 from app.config import Settings
-from app.errors import InvalidRequest, WalletError
 from app.ids import unique_hex
 from app.metrics import UNMATCHED_ROUTE
+from app.web.errors import InvalidRequest, WalletError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from app.errors import InvalidRequest
+from app.web.errors import InvalidRequest
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200

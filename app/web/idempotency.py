@@ -26,10 +26,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app import http
 from app.db import Queries
-from app.errors import IdempotencyConflict, InProgress, InvalidRequest, WalletError
 from app.seamless.envelope import open_raw, seal_raw
+from app.web import http
+from app.web.errors import IdempotencyConflict, InProgress, InvalidRequest, WalletError
 
 KEY_MAX = 255
 

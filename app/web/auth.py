@@ -21,7 +21,7 @@ import asyncpg
 from starlette.requests import Request
 
 from app.db import Queries
-from app.errors import AuthenticationFailed, Forbidden
+from app.web.errors import AuthenticationFailed, Forbidden
 
 ROLES = ("admin", "operator", "support", "finance")
 READ = frozenset(ROLES)
