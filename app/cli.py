@@ -174,6 +174,7 @@ def _print_demo(demo: dict[str, Any], url: str, admin_key: str, configured: obje
         "",
         "Wallet demo",
         f"  operator API   {url}  (Authorization: Bearer <admin key>)",
+        f"  API docs       {url}/docs  (Authorize, then Try it out)",
         "  admin key      " + ("from WALLET_ADMIN_API_KEY" if configured else admin_key),
         f"  provider       {DEMO_PROVIDER}  key_id {key['key_id']}",
         f"  provider key   {key['key']}   (base64, AES-256-GCM)",

@@ -39,7 +39,7 @@ from app.seamless.keys import KeyRing, master_key_bytes
 from app.seamless.replay import Gate
 from app.seamless.service import SeamlessService
 from app.state import Wallet, wallet
-from app.web import http
+from app.web import docs, http
 from app.web.errors import DatabaseUnavailable, InvalidRequest, NotFound, WalletError
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *payments_endpoints.routes,
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *openapi.routes,
+            *docs.routes,
         ],
         middleware=[Middleware(http.RequestIdMiddleware)],
         exception_handlers={

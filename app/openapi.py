@@ -19,7 +19,6 @@ operation names in ``x-decrypted-request`` and ``x-decrypted-response``.
 from __future__ import annotations
 
 import base64
-import hashlib
 import importlib.metadata
 import inspect
 import re
@@ -30,7 +29,7 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from app.ledger.service import CHECKS, SAMPLE
@@ -44,7 +43,7 @@ from app.payments.sandbox import model as sandbox
 from app.seamless import envelope
 from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, PARSERS
 from app.seamless.outcome import MESSAGES
-from app.web import http, pagination
+from app.web import docs, http, pagination
 from app.web.auth import READ, ROLES
 from app.web.errors import WalletError
 
@@ -2051,15 +2050,41 @@ def _public_operations() -> dict[tuple[str, str], Schema]:
         ("GET", "/docs"): plain(
             "docs",
             "docs",
-            "This document, rendered for people",
+            "This document, rendered for people (Swagger UI)",
             {
                 "200": {
-                    "description": "An HTML page that renders /openapi.json",
+                    "description": "An HTML page that renders openapi.json, beside it",
                     "headers": REQUEST_ID_HEADER,
                     "content": {"text/html": {"schema": text}},
                 }
             },
         ),
+        ("GET", docs.ASSETS_PATH + "/{name}"): {
+            **plain(
+                "docsAsset",
+                "docs",
+                "A file of the /docs page (Swagger UI's, vendored, and its start-up script)",
+                {
+                    "200": {
+                        "description": "The file",
+                        "headers": REQUEST_ID_HEADER,
+                        "content": dict.fromkeys(
+                            sorted({media.split(";")[0] for media in docs.ASSETS.values()}),
+                            {"schema": {"type": "string"}},
+                        ),
+                    },
+                    "404": {"$ref": "#/components/responses/NotFound"},
+                },
+            ),
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": list(docs.ASSETS)},
+                }
+            ],
+        },
         ("POST", "/v1/seamless/{provider}"): _seamless_operation(),
         ("POST", "/v1/psp/{psp}/webhook"): _psp_webhook_operation(),
     }
@@ -2252,268 +2277,21 @@ def document() -> Schema:
     }
 
 
-@lru_cache(maxsize=1)
-def document_json() -> bytes:
-    return orjson.dumps(document())
+@lru_cache(maxsize=4)
+def document_json(root_path: str = "") -> bytes:
+    """The document as served; behind a path prefix (ASGI ``root_path``) the API is there too, so
+    "Try it out" in /docs and clients generated from the document call under the prefix."""
+    served = {**document(), "servers": [{"url": root_path}]} if root_path else document()
+    return orjson.dumps(served)
 
 
 # --- the routes -------------------------------------------------------------------------------
 
-_STYLE = """
-body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:76rem;padding:1rem 1.5rem;
-color:#1b1f24}
-h1{margin:.2rem 0}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
-h4{margin:.8rem 0 .3rem}
-details{border:1px solid #d0d7de;border-radius:6px;margin:.4rem 0;background:#fff}
-summary{cursor:pointer;padding:.45rem .6rem}
-summary>span{margin-right:.6rem}
-.body{padding:.2rem .9rem .8rem}
-.method{display:inline-block;font:600 12px ui-monospace,monospace;padding:.1rem .45rem;
-border-radius:4px;color:#fff;min-width:3.6rem;text-align:center}
-.get{background:#0969da}.post{background:#1a7f37}.put{background:#9a6700}
-.delete{background:#cf222e}
-.path{font-family:ui-monospace,monospace;font-weight:600}
-.roles{float:right;font-size:12px;color:#57606a}
-.desc{white-space:pre-line}
-pre{background:#f6f8fa;padding:.6rem;border-radius:6px;overflow:auto;font-size:13px}
-table{border-collapse:collapse;width:100%;font-size:14px}
-td,th{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-align:top}
-code{font-family:ui-monospace,monospace}
-.status{font-weight:600}
-"""
-
-# Builds the page with DOM calls and text nodes only (never innerHTML), from /openapi.json.
-_SCRIPT = """
-"use strict";
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, value);
-  for (const child of children) if (child !== null && child !== undefined) node.append(child);
-  return node;
-}
-
-function resolve(doc, value) {
-  if (!value || typeof value.$ref !== "string") return value;
-  const keys = value.$ref.slice(2).split("/");
-  return keys.reduce((node, key) => node[key.replace(/~1/g, "/").replace(/~0/g, "~")], doc);
-}
-
-function json(value) {
-  const pre = el("pre", {});
-  write(pre, value, "");
-  return pre;
-}
-
-function write(out, value, indent) {
-  if (Array.isArray(value)) {
-    items(out, value, indent, "[", "]", (item, inner) => write(out, item, inner));
-  } else if (value !== null && typeof value === "object") {
-    items(out, Object.entries(value), indent, "{", "}", ([key, item], inner) => {
-      out.append(JSON.stringify(key) + ": ");
-      const prefix = "#/components/schemas/";
-      if (key === "$ref" && typeof item === "string" && item.startsWith(prefix)) {
-        const name = item.slice(prefix.length);
-        out.append(el("a", {href: "#schema-" + name}, JSON.stringify(item)));
-      } else {
-        write(out, item, inner);
-      }
-    });
-  } else {
-    out.append(JSON.stringify(value));
-  }
-}
-
-function items(out, list, indent, open, close, each) {
-  if (list.length === 0) {
-    out.append(open + close);
-    return;
-  }
-  const inner = indent + "  ";
-  out.append(open + "\\n");
-  list.forEach((item, i) => {
-    out.append(inner);
-    each(item, inner);
-    out.append(i < list.length - 1 ? ",\\n" : "\\n");
-  });
-  out.append(indent + close);
-}
-
-function parameters(doc, body, list) {
-  if (list.length === 0) return;
-  const head = ["name", "in", "required", "schema", "description"].map((h) => el("th", {}, h));
-  const table = el("table", {}, el("tr", {}, ...head));
-  for (const p of list.map((item) => resolve(doc, item))) {
-    table.append(el("tr", {},
-      el("td", {}, el("code", {}, p.name)),
-      el("td", {}, p.in),
-      el("td", {}, p.required ? "yes" : "no"),
-      el("td", {}, el("code", {}, JSON.stringify(p.schema || {}))),
-      el("td", {}, p.description || "")));
-  }
-  body.append(el("h4", {}, "Parameters"), table);
-}
-
-function content(body, media) {
-  for (const [type, entry] of Object.entries(media || {})) {
-    body.append(el("p", {}, el("code", {}, type)));
-    if (entry.schema) body.append(json(entry.schema));
-    for (const [name, example] of Object.entries(entry.examples || {})) {
-      const inner = el("div", {class: "body"}, json(example.value));
-      const plain = example["x-decrypted"];
-      if (plain) inner.append(el("p", {}, "decrypted:"), json(plain));
-      const title = "example " + (example.summary || name);
-      body.append(el("details", {}, el("summary", {}, title), inner));
-    }
-  }
-}
-
-function operation(doc, method, path, op, outgoing) {
-  let roles = "";
-  if (outgoing) roles = "sent by the wallet";
-  else if (op["x-roles"]) roles = "roles: " + op["x-roles"].join(", ");
-  else if (op.security && op.security.length === 0) roles = "no authentication";
-  const body = el("div", {class: "body"});
-  if (op.description) body.append(el("p", {class: "desc"}, op.description));
-  parameters(doc, body, op.parameters || []);
-  if (op.requestBody) {
-    body.append(el("h4", {}, "Request body"));
-    content(body, resolve(doc, op.requestBody).content);
-  }
-  for (const key of ["x-decrypted-request", "x-decrypted-response"]) {
-    if (op[key]) body.append(el("h4", {}, key), json(op[key]));
-  }
-  body.append(el("h4", {}, "Responses"));
-  for (const [status, item] of Object.entries(op.responses || {})) {
-    const response = resolve(doc, item);
-    const line = " " + (response.description || "");
-    body.append(el("p", {}, el("span", {class: "status"}, status), line));
-    if (response.content) content(body, response.content);
-  }
-  const summary = el("summary", {},
-    el("span", {class: "method " + method}, method.toUpperCase()),
-    el("span", {class: "path"}, path),
-    el("span", {}, op.summary || ""),
-    el("span", {class: "roles"}, roles));
-  return el("details", {id: op.operationId || method + path}, summary, body);
-}
-
-function schemas(doc) {
-  const section = document.getElementById("schemas");
-  section.replaceChildren(el("h2", {}, "Schemas"));
-  for (const [name, schema] of Object.entries((doc.components || {}).schemas || {})) {
-    const line = schema.description ? schema.description.split("\\n")[0] : "";
-    section.append(el("details", {id: "schema-" + name},
-      el("summary", {}, el("span", {class: "path"}, name), el("span", {}, line)),
-      el("div", {class: "body"}, json(schema))));
-  }
-}
-
-function render(doc) {
-  const title = doc.info.title + " " + doc.info.version;
-  document.title = title;
-  document.getElementById("title").textContent = title;
-  const info = el("p", {class: "desc"}, doc.info.description || "");
-  document.getElementById("info").replaceChildren(info);
-  const byTag = new Map();
-  const add = (method, path, op, outgoing) => {
-    const tag = (op.tags || ["other"])[0];
-    if (!byTag.has(tag)) byTag.set(tag, []);
-    byTag.get(tag).push([method, path, op, outgoing]);
-  };
-  for (const [path, item] of Object.entries(doc.paths)) {
-    for (const [method, op] of Object.entries(item)) add(method, path, op, false);
-  }
-  // Requests the wallet sends (OpenAPI webhooks), shown under their tag by name.
-  for (const [name, item] of Object.entries(doc.webhooks || {})) {
-    for (const [method, op] of Object.entries(item)) add(method, "webhook " + name, op, true);
-  }
-  const notes = new Map((doc.tags || []).map((t) => [t.name, t.description || ""]));
-  const main = document.getElementById("operations");
-  const toc = el("ul", {});
-  main.replaceChildren();
-  for (const [tag, ops] of byTag) {
-    toc.append(el("li", {}, el("a", {href: "#tag-" + tag}, tag)));
-    main.append(el("h2", {id: "tag-" + tag}, tag), el("p", {}, notes.get(tag) || ""));
-    for (const [method, path, op, outgoing] of ops) {
-      main.append(operation(doc, method, path, op, outgoing));
-    }
-  }
-  toc.append(el("li", {}, el("a", {href: "#schemas"}, "schemas")));
-  document.getElementById("toc").replaceChildren(toc);
-  schemas(doc);
-}
-
-function openTarget() {
-  const target = document.getElementById(decodeURIComponent(location.hash.slice(1)));
-  if (target && target.tagName === "DETAILS") target.open = true;
-}
-
-async function main() {
-  let doc;
-  try {
-    const response = await fetch("/openapi.json");
-    if (!response.ok) throw new Error("HTTP " + response.status);
-    doc = await response.json();
-  } catch (error) {
-    const message = "Could not load /openapi.json: " + error.message;
-    document.getElementById("operations").replaceChildren(el("p", {}, message));
-    return;
-  }
-  render(doc);
-  window.addEventListener("hashchange", openTarget);
-  openTarget();
-}
-
-main();
-"""
-
-_PAGE = f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{TITLE}</title>
-<style>{_STYLE}</style>
-</head>
-<body>
-<header>
-<h1 id="title">{TITLE}</h1>
-<p>Rendered from the OpenAPI document <a href="/openapi.json">/openapi.json</a>.</p>
-<div id="info"></div>
-</header>
-<nav id="toc"></nav>
-<main id="operations"><p>Loading /openapi.json...</p></main>
-<section id="schemas"></section>
-<noscript><p>This page needs JavaScript; the document is <a href="/openapi.json">/openapi.json</a>.
-</p></noscript>
-<script>{_SCRIPT}</script>
-</body>
-</html>
-"""
-
-
-def _csp_hash(source: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
-
-
-# Only this page's own script and style may run, and it may fetch from this origin only: the page
-# can never load anything from elsewhere, even if someone edits it carelessly.
-DOCS_CSP = (
-    f"default-src 'none'; script-src {_csp_hash(_SCRIPT)}; style-src {_csp_hash(_STYLE)}; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
-
 
 async def openapi_json(request: Request) -> Response:
-    return Response(document_json(), media_type=JSON)
-
-
-async def docs_page(request: Request) -> Response:
-    return HTMLResponse(_PAGE, headers={"Content-Security-Policy": DOCS_CSP})
+    return Response(document_json(request.scope.get("root_path", "")), media_type=JSON)
 
 
 routes = [
     Route("/openapi.json", openapi_json, methods=["GET"]),
-    Route("/docs", docs_page, methods=["GET"]),
 ]

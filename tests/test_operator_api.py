@@ -48,6 +48,7 @@ PUBLIC_ROUTES = {
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
+    ("GET", "/docs/assets/{name}"),
     ("POST", "/v1/seamless/{provider}"),
     ("POST", "/v1/psp/{psp}/webhook"),
 }
