@@ -9,7 +9,6 @@ under CI, where they fail.
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import hashlib
 import os
@@ -17,17 +16,16 @@ import re
 import shutil
 import tomllib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import playwright.async_api as playwright
 import pytest
-import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.openapi import document
 from app.web import docs
+from tests.served import served
 
 CHROMIUM = os.environ.get("WALLET_TEST_CHROMIUM") or shutil.which("chromium")
 PREFIX = "/wallet"
@@ -53,24 +51,6 @@ class Prefixed:
                 return
             scope = {**scope, "root_path": self.prefix}
         await self.app(scope, receive, send)
-
-
-@asynccontextmanager
-async def served(app: ASGIApp) -> AsyncIterator[str]:
-    """``app`` on a free port of 127.0.0.1 until the block ends; its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,127 @@
+"""An outside check of /openapi.json: Schemathesis generates requests for every operation from
+the document alone and checks each answer against it.
+
+It runs as its own process (the ``st`` command, as an integrator would run it) against an app
+served over real HTTP, with the bootstrap admin key, so it reaches every operator route. That
+app has a database of its own on the session's Postgres: the run creates, blocks and revokes
+whatever it finds, and no other test's players or keys are among them. Afterwards the ledger of
+that database must still balance.
+
+The checks: no 5xx, and every answer is one the operation documents (its status, content type,
+headers and body schema). Bounded and repeatable: a fixed number of examples per operation,
+deterministic generation (so no seed and no example database are needed), one worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from starlette.types import ASGIApp
+
+from app import db
+from app.config import Settings
+from tests.conftest import ADMIN_KEY, start_app
+from tests.served import served
+
+pytestmark = pytest.mark.slow
+
+# Not among them: negative_data_rejection (the wallet is lenient by design where the contract says
+# so: a malformed X-Request-Id is replaced, an empty query parameter is an absent one) and
+# positive_data_acceptance (an opaque cursor, a balance or a route that does not exist are 400 and
+# 422 on schema-valid input). Run by hand, both found real drift once; see the commits.
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+)
+
+# Paths Schemathesis is not run on, each with why. Everything else in the document is.
+EXCLUDED = {
+    # The body is an AES-256-GCM envelope sealed under the provider's key: a generator can only
+    # make bodies that fail to open. tests/test_seamless_protocol.py and test_openapi.py drive
+    # it with real sealed events.
+    "/v1/seamless/{provider}": "sealed body",
+}
+
+MAX_EXAMPLES = 20
+TIME_LIMIT = 300  # seconds; the run takes far less, this only stops a hung one
+
+
+def st_command(schema_url: str, report: Path) -> list[str]:
+    st = Path(sys.executable).with_name("st")
+    command = [
+        str(st),
+        "run",
+        schema_url,
+        "--checks",
+        ",".join(CHECKS),
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        # Deterministic: the same cases on every run, so no seed and no example database.
+        "--generation-deterministic",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "10",
+        "--header",
+        f"Authorization: Bearer {ADMIN_KEY}",
+        "--report",
+        "ndjson",
+        "--report-ndjson-path",
+        str(report),
+        "--no-color",
+        "--output-sanitize",
+        "true",
+    ]
+    for path in EXCLUDED:
+        command += ["--exclude-path", path]
+    return command
+
+
+@pytest.fixture
+async def own_app(settings: Settings) -> AsyncIterator[ASGIApp]:
+    """The wallet on a fresh database of the session's Postgres server."""
+    name = "wallet_test_schemathesis_" + secrets.token_hex(4)
+    dsn = await db.ensure_database(settings.database_url or "", name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await db.migrate(conn)
+    finally:
+        await conn.close()
+    async with AsyncExitStack() as stack:
+        yield await start_app(replace(settings, database_url=dsn), stack)
+
+
+async def test_schemathesis_finds_nothing(own_app: ASGIApp, tmp_path: Path) -> None:
+    async with served(own_app) as origin:
+        proc = await asyncio.create_subprocess_exec(
+            *st_command(origin + "/openapi.json", tmp_path / "report.ndjson"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        try:
+            output, _ = await asyncio.wait_for(proc.communicate(), TIME_LIMIT)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 0, output.decode(errors="replace")
+        async with httpx.AsyncClient(base_url=origin) as client:
+            check = await client.get(
+                "/v1/ledger/check", headers={"authorization": f"Bearer {ADMIN_KEY}"}
+            )
+    assert check.json() == {"ok": True}
