@@ -43,7 +43,7 @@ from app.payments.sandbox import model as sandbox
 from app.seamless import envelope
 from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, PARSERS
 from app.seamless.outcome import MESSAGES
-from app.web import docs, http, pagination
+from app.web import docs, http, idempotency, pagination
 from app.web.auth import READ, ROLES
 from app.web.errors import WalletError
 
@@ -658,7 +658,7 @@ def _payment_schemas() -> dict[str, Schema]:
         "WithdrawalResolve": _object(
             {
                 "outcome": {"type": "string", "enum": ["paid", "failed"]},
-                "reason": _text("what the PSP said when checked (1 to 500 characters)"),
+                "reason": _text("what the PSP said when checked", minLength=1, maxLength=500),
             },
             description="An operator's resolution of a withdrawal whose PSP has not reported.",
         ),
@@ -1208,13 +1208,21 @@ def _idempotency_key(description: str, *, required: bool = True) -> Schema:
         "name": "Idempotency-Key",
         "in": "header",
         "required": required,
-        "schema": {"type": "string", "minLength": 1, "maxLength": endpoints.IDEMPOTENCY_KEY_MAX},
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": endpoints.IDEMPOTENCY_KEY_MAX,
+            "pattern": f"^{idempotency.KEY.pattern}$",
+        },
         "description": description,
     }
 
 
 def _parameters() -> dict[str, Schema]:
-    time_note = "RFC 3339 time with a zone, like 2026-05-18T11:42:18Z"
+    time_note = (
+        "RFC 3339 time with a zone, like 2026-05-18T11:42:18Z, from "
+        f"{endpoints.EARLIEST:%Y-%m-%d} to {endpoints.LATEST:%Y-%m-%d} (400 outside)"
+    )
     filter_id = {**IDENTIFIER, "description": "exact match"}
     return {
         "Limit": _query(
@@ -1291,11 +1299,14 @@ def _parameters() -> dict[str, Schema]:
             "printable (400 on `Idempotency-Key` when missing): the same key and body again get "
             "the first answer again; another request with the key is 409"
         ),
-        "Attention": _query(
-            "attention",
-            {"type": "string", "enum": ["true"]},
-            "required: `true` lists the withdrawals needing an operator (400 otherwise)",
-        ),
+        "Attention": {
+            **_query(
+                "attention",
+                {"type": "string", "enum": ["true"]},
+                "`true` lists the withdrawals needing an operator (400 otherwise)",
+            ),
+            "required": True,
+        },
         "RequestId": {
             "name": "X-Request-Id",
             "in": "header",

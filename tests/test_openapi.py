@@ -26,6 +26,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+from starlette.requests import Request
 from starlette.routing import Route
 
 from app.client import open_answer, seal_event
@@ -54,7 +55,9 @@ from app.payments.psp import Psp, SandboxPsp
 from app.payments.service import Payments, _target
 from app.seamless import envelope, events
 from app.seamless.outcome import MESSAGES
+from app.web import idempotency
 from app.web.auth import READ
+from app.web.errors import InvalidRequest
 from tests.conftest import SANDBOX_API_KEY, SANDBOX_SECRET, Operator, SandboxRoutes, Table, now
 from tests.test_payments import ScriptedPsp, timeout
 
@@ -195,6 +198,40 @@ def test_document_is_valid_openapi_3_1() -> None:
     assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")
     assert DOC["security"] == [{"bearerAuth": []}]
     assert document() is DOC  # built once per process, not per request
+
+
+def _fits(instance: Any, schema: dict[str, Any]) -> bool:
+    validator = Draft202012Validator(schema, registry=REGISTRY, format_checker=FORMATS)
+    return validator.is_valid(instance)
+
+
+def test_document_says_what_the_code_checks() -> None:
+    """Rules that were in the descriptions' prose only, where a client generated from the
+    document (or Schemathesis) could not see them; each is now in the schema too."""
+    # Idempotency-Key: the document's pattern is the one the wallet checks, for every character
+    # a header value can hold (they are read as Latin-1), and both bound the length alike.
+    (key_schema,) = {
+        orjson.dumps(p["schema"]): p["schema"]
+        for name, p in DOC["components"]["parameters"].items()
+        if p["name"] == "Idempotency-Key"
+    }.values()
+    # (No line feed: no header value can hold one, and Python's `$` matches before a final one,
+    # where ECMA-262's, the document's dialect, does not.)
+    latin1 = (f"k{chr(c)}" for c in range(256) if chr(c) != "\n")
+    for candidate in [*latin1, "k" * 255, "k" * 256, ""]:
+        scope = {"type": "http", "headers": [(b"idempotency-key", candidate.encode("latin-1"))]}
+        try:
+            idempotency.required_key(Request(scope))
+            accepted = True
+        except InvalidRequest:
+            accepted = False
+        assert _fits(candidate, key_schema) is accepted, repr(candidate)
+    # Listing withdrawals needing attention refuses a request without ?attention=true.
+    assert DOC["components"]["parameters"]["Attention"]["required"] is True
+    # A resolve's reason is 1 to 500 characters, like an adjustment's.
+    resolve = {"$ref": schema_of("WithdrawalResolve")}
+    for reason, valid in (("", False), ("r" * 500, True), ("r" * 501, False)):
+        assert _fits({"outcome": "paid", "reason": reason}, resolve) is valid, len(reason)
 
 
 def test_documented_operations_are_the_real_routes(settings: Settings) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,6 +33,9 @@ from app.web import http
 from app.web.errors import IdempotencyConflict, InProgress, InvalidRequest, WalletError
 
 KEY_MAX = 255
+# 1 to KEY_MAX printable characters: what ``str.isprintable`` accepts of Latin-1, the charset
+# header values are read in, as a regular expression that the OpenAPI document carries too.
+KEY = re.compile(r"[\x20-\x7e\xa1-\xac\xae-\xff]{1,255}")
 
 
 def key_of(request: Request) -> str | None:
@@ -44,7 +48,7 @@ def key_of(request: Request) -> str | None:
 def required_key(request: Request) -> str:
     """The request's ``Idempotency-Key``, validated; 400 naming it when absent or malformed."""
     key = request.headers.get("idempotency-key")
-    if key is None or not 1 <= len(key) <= KEY_MAX or not key.isprintable():
+    if key is None or KEY.fullmatch(key) is None:
         raise InvalidRequest(
             f"send an Idempotency-Key header of 1 to {KEY_MAX} printable characters",
             field="Idempotency-Key",
