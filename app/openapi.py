@@ -2,9 +2,8 @@
 seamless webhook, the PSP webhook and the events the wallet sends to the operator's platform (an
 OpenAPI ``webhooks`` entry), and the routes serving it.
 
-``GET /openapi.json`` answers the document and ``GET /docs`` renders it for people with a small
-self-contained page: no CDN and no request anywhere but ``/openapi.json`` (its
-Content-Security-Policy forbids any other).
+``GET /openapi.json`` answers the document; ``GET /docs`` (:mod:`app.web.docs`) renders it for
+people with Swagger UI, served from this origin.
 
 The document is written by hand next to the code it describes, but it cannot drift quietly: the
 roles of each operation come from :data:`app.operator.endpoints.PERMISSIONS`, enums and patterns
