@@ -74,25 +74,40 @@ def summaries() -> list[str]:
     return [document()["paths"][path][method]["summary"] for path, method in wanted]
 
 
+class Watched:
+    """What a page did: its requests, and any console error, page error, failed request or
+    request that left ``base`` (which is refused)."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.requested: list[str] = []
+
+    @classmethod
+    async def page(cls, browser: Any, base: str) -> tuple[Any, Watched]:
+        watched = cls()
+        context = await browser.new_context()
+        page = await context.new_page()
+        page.on("console", lambda m: m.type == "error" and watched.note(f"console: {m.text}"))
+        page.on("pageerror", lambda exc: watched.note(f"page error: {exc}"))
+        page.on("requestfailed", lambda r: watched.note(f"failed: {r.url} {r.failure}"))
+        page.on("request", lambda r: watched.requested.append(r.url))
+
+        async def outside(route: Any) -> None:
+            watched.note(f"left the origin: {route.request.url}")
+            await route.abort()
+
+        await context.route(lambda url: not url.startswith(base + "/"), outside)
+        return page, watched
+
+    def note(self, problem: str) -> None:
+        self.problems.append(problem)
+
+
 @pytest.mark.parametrize("prefix", ["", PREFIX], ids=["root", "prefixed"])
 async def test_docs_render_in_a_browser(browser: Any, asgi: ASGIApp, prefix: str) -> None:
     async with served(Prefixed(asgi, prefix)) as origin:
         base = origin + prefix
-        context = await browser.new_context()
-        page = await context.new_page()
-        problems: list[str] = []
-        requested: list[str] = []
-        page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
-        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-        page.on("requestfailed", lambda r: problems.append(f"failed: {r.url} {r.failure}"))
-        page.on("request", lambda r: requested.append(r.url))
-
-        async def outside(route: Any) -> None:
-            problems.append(f"left the origin: {route.request.url}")
-            await route.abort()
-
-        # Anything not under the page's own origin and prefix is refused, and counted.
-        await context.route(lambda url: not url.startswith(base + "/"), outside)
+        page, watched = await Watched.page(browser, base)
         try:
             response = await page.goto(base + "/docs")
             assert response is not None and response.status == 200
@@ -105,18 +120,18 @@ async def test_docs_render_in_a_browser(browser: Any, asgi: ASGIApp, prefix: str
             assert "`" not in await info.inner_text()
             assert await page.get_by_role("button", name="Authorize").count() == 1
         finally:
-            await context.close()
-        assert not problems, problems
-        assert f"{base}/openapi.json" in requested
-        assert all(url.startswith(base + "/") for url in requested), requested
+            await page.context.close()
+    assert not watched.problems, watched.problems
+    assert f"{base}/openapi.json" in watched.requested
+    assert all(url.startswith(base + "/") for url in watched.requested), watched.requested
 
 
 async def test_try_it_out_calls_the_api_under_the_prefix(browser: Any, asgi: ASGIApp) -> None:
-    """Authorize with an admin key, then "Try it out" on a GET: the call reaches the app."""
+    """Authorize with an admin key, then "Try it out" on a GET: the call reaches the app under
+    the prefix (the document's server), and its answer is shown."""
     async with served(Prefixed(asgi, PREFIX)) as origin:
         base = origin + PREFIX
-        context = await browser.new_context()
-        page = await context.new_page()
+        page, watched = await Watched.page(browser, base)
         try:
             await page.goto(base + "/docs#/reports/checkLedger")  # opens that operation
             await page.get_by_role("button", name="Authorize").click()
@@ -131,8 +146,11 @@ async def test_try_it_out_calls_the_api_under_the_prefix(browser: Any, asgi: ASG
             assert called.url == f"{base}/v1/ledger/check"
             assert called.status == 200, await called.text()
             assert (await called.request.all_headers())["authorization"] == f"Bearer {ADMIN_KEY}"
+            shown = operation.locator(".live-responses-table .response-col_description")
+            await shown.get_by_text('"ok": true').wait_for(timeout=10_000)
         finally:
-            await context.close()
+            await page.context.close()
+    assert not watched.problems, watched.problems
 
 
 def test_served_files_are_package_data() -> None:
