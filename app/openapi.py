@@ -52,7 +52,19 @@ OPENAPI_VERSION = "3.1.0"
 TITLE = "Wallet API"
 JSON = "application/json"
 EVENTS = tuple(PARSERS)
-KINDS = ("bet", "cancel", "result", "result_change", "adjustment")
+# Ledger transaction kinds, as sql/004_payments.sql's ledger_transactions_kind_check allows them
+# (tests/test_openapi.py compares the two).
+KINDS = (
+    "bet",
+    "cancel",
+    "result",
+    "result_change",
+    "adjustment",
+    "deposit",
+    "withdrawal_hold",
+    "withdrawal_release",
+    "withdrawal_settle",
+)
 CODES = ("R0", "R1", "R2", "R3", "R4")
 # Which reasons go with which code (docs/seamless.md); the test checks they cover MESSAGES.
 REASONS: dict[str, tuple[str, ...]] = {
@@ -820,7 +832,7 @@ def _event_schemas() -> dict[str, Schema]:
             "if": {"properties": {"kind": {"const": kind}}},
             "then": {
                 "properties": {
-                    "id": {"pattern": f"^{kind[:3]}_"},
+                    "id": {"pattern": f"^{payment_service.ID_PREFIXES[kind]}"},
                     "status": {"enum": list(kind_statuses)},
                 }
             },

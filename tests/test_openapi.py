@@ -40,6 +40,7 @@ from app.openapi import (
     EXAMPLE_PROVIDER,
     EXAMPLE_TIME,
     EXAMPLE_WEBHOOK_SECRET,
+    KINDS,
     OPERATOR_EVENT_EXAMPLE,
     OPERATOR_WEBHOOK,
     PSP_STATUSES,
@@ -52,7 +53,7 @@ from app.openapi import (
 from app.operator.endpoints import PERMISSIONS
 from app.payments import outbox, signing
 from app.payments.psp import Psp, SandboxPsp
-from app.payments.service import Payments, _target
+from app.payments.service import ID_PREFIXES, Payments, _target
 from app.seamless import envelope, events
 from app.seamless.outcome import MESSAGES
 from app.web import idempotency
@@ -342,6 +343,35 @@ async def test_payment_statuses_and_outcomes_match_the_code(pool: asyncpg.Pool) 
     moves = {_target(kind, status) for kind in ("deposit", "withdrawal") for status in PSP_STATUSES}
     documented_moves = {o for o in WEBHOOK_OUTCOMES if o.startswith("moved_to_")}
     assert {f"moved_to_{status}" for status in moves if status} == documented_moves
+
+
+async def test_ledger_kinds_and_payment_ids_match_the_code(pool: asyncpg.Pool) -> None:
+    """Found by Schemathesis on real payments: the document knew only the seamless kinds of a
+    ledger transaction, and required withdrawal events to carry a `wit_` id."""
+    check = await pool.fetchval(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conname = 'ledger_transactions_kind_check'"
+    )
+    allowed = set(re.findall(r"'(\w+)'", check))
+    assert set(KINDS) == allowed
+    schemas = DOC["components"]["schemas"]
+    assert set(schemas["Transaction"]["properties"]["kind"]["enum"]) == allowed
+    assert set(schemas["Statement"]["properties"]["totals"]["propertyNames"]["enum"]) == allowed
+    for kind, statuses in (("deposit", DEPOSIT_STATUSES), ("withdrawal", WITHDRAWAL_STATUSES)):
+        data = {
+            "id": ID_PREFIXES[kind] + secrets.token_hex(10),
+            "kind": kind,
+            "status": statuses[-1],
+            "player_id": "p-1",
+            "amount": 500,
+            "currency": "EUR",
+            "method": "card",
+            "reference": None,
+            "failure_code": None,
+        }
+        assert_valid(data, schema_of("OperatorEventData"))
+        other = next(prefix for k, prefix in ID_PREFIXES.items() if k != kind)
+        assert not _fits({**data, "id": other + "0" * 20}, {"$ref": schema_of("OperatorEventData")})
 
 
 def _check_operator_example() -> None:

@@ -55,6 +55,8 @@ from app.web.errors import (
 log = logging.getLogger(__name__)
 
 # Stored as the answer of a creation that found every route degraded.
+# A payment's id: this prefix and 20 hex digits (the OpenAPI document's patterns derive from it).
+ID_PREFIXES = {"deposit": "dep_", "withdrawal": "wdr_"}
 DEGRADED = {"error": "route_degraded"}
 DEGRADED_MESSAGE = "every payment route is unavailable; retry later with a new Idempotency-Key"
 IN_PROGRESS = "a request with this Idempotency-Key is still in progress"
@@ -137,7 +139,7 @@ class Payments:
         answer = await self._first_answer("deposit", key, req)
         if answer is not None:
             return answer
-        payment_id = "dep_" + secrets.token_hex(10)
+        payment_id = ID_PREFIXES["deposit"] + secrets.token_hex(10)
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 player = await conn.fetchrow("SELECT * FROM wallet_lock_player($1)", req.player_id)
@@ -229,7 +231,7 @@ class Payments:
         if answer is not None:
             return answer
         routes = self._routes(req)
-        payment_id = "wdr_" + secrets.token_hex(10)
+        payment_id = ID_PREFIXES["withdrawal"] + secrets.token_hex(10)
         async with self.pool.acquire() as conn:
             await self._check_kyc(conn, "withdrawal", req)
             # One transaction from the hold to held-or-approved (and a held one's stored
