@@ -3,9 +3,11 @@ the document alone and checks each answer against it.
 
 It runs as its own process (the ``st`` command, as an integrator would run it) against an app
 served over real HTTP, with the bootstrap admin key, so it reaches every operator route. That
-app has a database of its own on the session's Postgres: the run creates, blocks and revokes
-whatever it finds, and no other test's players or keys are among them. Afterwards the ledger of
-that database must still balance.
+app has a database of its own on the session's Postgres (the run creates, blocks and revokes
+whatever it finds, and no other test's players or keys are among them) and payments through an
+in-process sandbox PSP. A player, a deposit and a withdrawal are made first, and their ids given
+to the routes that take one (schemathesis.toml), so those routes answer with real data rather
+than 404. Afterwards the ledger of that database must still balance.
 
 The checks: no 5xx, and every answer is one the operation documents (its status, content type,
 headers and body schema). Bounded and repeatable: a fixed number of examples per operation,
@@ -22,6 +24,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -30,7 +33,7 @@ from starlette.types import ASGIApp
 
 from app import db
 from app.config import Settings
-from tests.conftest import ADMIN_KEY, start_app
+from tests.conftest import ADMIN_KEY, in_process_sandbox, start_app
 from tests.served import served
 
 pytestmark = pytest.mark.slow
@@ -92,7 +95,8 @@ def st_command(schema_url: str, report: Path) -> list[str]:
 
 @pytest.fixture
 async def own_app(settings: Settings) -> AsyncIterator[ASGIApp]:
-    """The wallet on a fresh database of the session's Postgres server."""
+    """The wallet on a fresh database of the session's Postgres server, its payments routed to
+    an in-process sandbox PSP."""
     name = "wallet_test_schemathesis_" + secrets.token_hex(4)
     dsn = await db.ensure_database(settings.database_url or "", name)
     conn = await asyncpg.connect(dsn)
@@ -101,27 +105,66 @@ async def own_app(settings: Settings) -> AsyncIterator[ASGIApp]:
     finally:
         await conn.close()
     async with AsyncExitStack() as stack:
-        yield await start_app(replace(settings, database_url=dsn), stack)
+        app = await start_app(replace(settings, database_url=dsn), stack)
+        sandbox = await stack.enter_async_context(in_process_sandbox(app, ("sandbox-a",)))
+        payments = app.state["wallet"].payments  # type: ignore[attr-defined]
+        payments.psps = sandbox.routes
+        payments.webhook_base = "http://wallet.test/v1/psp"
+        yield app
+
+
+async def seed(api: httpx.AsyncClient) -> dict[str, str]:
+    """A funded player with a deposit and a withdrawal: real ids for the routes that take one,
+    which generated ids would only ever find missing (404)."""
+
+    async def call(method: str, path: str, body: dict[str, object], expect: int) -> Any:
+        headers = {"idempotency-key": "seed-" + secrets.token_hex(6)}
+        response = await api.request(method, path, json=body, headers=headers)
+        assert response.status_code == expect, (path, response.text)
+        return response.json()
+
+    player = "st-player"
+    await call("POST", "/v1/players", {"player_id": player, "currency": "EUR"}, 201)
+    credit = {"amount": 100_000, "reason": "schemathesis seed"}
+    await call("POST", f"/v1/players/{player}/adjustments", credit, 201)
+    payment = {"player_id": player, "amount": 500, "currency": "EUR", "method": "card"}
+    deposit = await call("POST", "/v1/deposits", payment, 201)
+    withdrawal = await call("POST", "/v1/withdrawals", payment, 201)
+    return {"player": player, "deposit": deposit["id"], "withdrawal": withdrawal["id"]}
+
+
+def config(ids: dict[str, str]) -> str:
+    """schemathesis.toml: the seeded ids in the path parameters that name them."""
+    blocks = [
+        ("^/v1/players/[{]player_id[}]", "path.player_id", ids["player"]),
+        ("^/v1/deposits/", "path.payment_id", ids["deposit"]),
+        ("^/v1/withdrawals/", "path.payment_id", ids["withdrawal"]),
+    ]
+    return "".join(
+        f"[[operations]]\ninclude-path-regex = '{regex}'\n"
+        f'parameters = {{ "{key}" = "{value}" }}\n\n'
+        for regex, key, value in blocks
+    )
 
 
 async def test_schemathesis_finds_nothing(own_app: ASGIApp, tmp_path: Path) -> None:
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
     async with served(own_app) as origin:
-        proc = await asyncio.create_subprocess_exec(
-            *st_command(origin + "/openapi.json", tmp_path / "report.ndjson"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=tmp_path,
-            env={**os.environ, "NO_COLOR": "1"},
-        )
-        try:
-            output, _ = await asyncio.wait_for(proc.communicate(), TIME_LIMIT)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        assert proc.returncode == 0, output.decode(errors="replace")
-        async with httpx.AsyncClient(base_url=origin) as client:
-            check = await client.get(
-                "/v1/ledger/check", headers={"authorization": f"Bearer {ADMIN_KEY}"}
+        async with httpx.AsyncClient(base_url=origin, headers=admin) as api:
+            (tmp_path / "schemathesis.toml").write_text(config(await seed(api)))
+            proc = await asyncio.create_subprocess_exec(
+                *st_command(origin + "/openapi.json", tmp_path / "report.ndjson"),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=tmp_path,  # where it finds schemathesis.toml
+                env={**os.environ, "NO_COLOR": "1"},
             )
+            try:
+                output, _ = await asyncio.wait_for(proc.communicate(), TIME_LIMIT)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            assert proc.returncode == 0, output.decode(errors="replace")
+            check = await api.get("/v1/ledger/check")
     assert check.json() == {"ok": True}
