@@ -59,6 +59,7 @@ EXCLUDED = {
 }
 
 MAX_EXAMPLES = 20
+PSP = "sandbox-a"
 TIME_LIMIT = 300  # seconds; the run takes far less, this only stops a hung one
 
 
@@ -106,7 +107,7 @@ async def own_app(settings: Settings) -> AsyncIterator[ASGIApp]:
         await conn.close()
     async with AsyncExitStack() as stack:
         app = await start_app(replace(settings, database_url=dsn), stack)
-        sandbox = await stack.enter_async_context(in_process_sandbox(app, ("sandbox-a",)))
+        sandbox = await stack.enter_async_context(in_process_sandbox(app, (PSP,)))
         payments = app.state["wallet"].payments  # type: ignore[attr-defined]
         payments.psps = sandbox.routes
         payments.webhook_base = "http://wallet.test/v1/psp"
@@ -139,6 +140,8 @@ def config(ids: dict[str, str]) -> str:
         ("^/v1/players/[{]player_id[}]", "path.player_id", ids["player"]),
         ("^/v1/deposits/", "path.payment_id", ids["deposit"]),
         ("^/v1/withdrawals/", "path.payment_id", ids["withdrawal"]),
+        ("^/v1/reconciliation$", "query.psp", PSP),
+        ("^/v1/psp/", "path.psp", PSP),  # a known PSP: the signature is what gets checked
     ]
     return "".join(
         f"[[operations]]\ninclude-path-regex = '{regex}'\n"
