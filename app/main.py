@@ -27,6 +27,7 @@ from app.locks import PlayerLocks
 from app.metrics import CONTENT_TYPE, Metrics
 from app.operator import endpoints as operator_endpoints
 from app.operator import providers
+from app.payments import deposits, withdrawals
 from app.payments import endpoints as payments_endpoints
 from app.payments.outbox import Outbox
 from app.payments.psp import build_psps
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 API_ROUTES: list[BaseRoute] = [
     *providers.routes,
     *operator_endpoints.routes,
+    *deposits.routes,
+    *withdrawals.routes,
     *payments_endpoints.routes,
 ]
 # Who may call each (method, path) of API_ROUTES.

@@ -38,7 +38,12 @@ from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.operator import endpoints, service
 from app.payments import endpoints as payment_endpoints  # registers its routes in PERMISSIONS
 from app.payments import outbox, signing
-from app.payments import service as payment_service
+from app.payments.models import (
+    CONTRADICTED,
+    DEPOSIT_STATUSES,
+    MISMATCHES,
+    WITHDRAWAL_STATUSES,
+)
 from app.payments.psp import EVENT_STATUS, PSP_STATUSES
 from app.payments.sandbox import model as sandbox
 from app.seamless import envelope
@@ -105,12 +110,9 @@ EXAMPLE_PROVIDER = "acme"
 EXAMPLE_KEY = bytes(range(32))
 EXAMPLE_TIME = 1779104538
 
-# Payments (docs/payments.md): the statuses of each state machine, as payment_state_edges in
-# sql/004_payments.sql allows them (the test compares), and what the PSP webhook answers.
-DEPOSIT_STATUSES = ("awaiting_method", "processing", "succeeded", "failed", "expired")
-WITHDRAWAL_STATUSES = ("requested", "held", "approved", "processing", "paid", "failed", "rejected")
+# Payments (docs/payments.md): the statuses and flags are the payments code's; and what the PSP
+# webhook answers.
 PSP_EVENT_TYPES = tuple(EVENT_STATUS)
-MISMATCHES = ("psp_payment_id_mismatch", "amount_mismatch", "currency_mismatch")
 # Reconciliation findings (app/payments/reconciliation.py, docs/payments.md section 5c).
 DISCREPANCIES = (
     "missing_in_wallet",
@@ -127,14 +129,7 @@ WEBHOOK_OUTCOMES = (
     *(f"moved_to_{status}" for status in WEBHOOK_MOVES),
     "duplicate",
     "ignored",
-    *(f"refused_{reason}" for reason in (*MISMATCHES, *payment_service.CONTRADICTED)),
-)
-# Why a payment needs an operator (payments.flagged, the view's `attention`).
-ATTENTION = (
-    payment_service.OUTCOME_UNKNOWN,
-    payment_service.HELD_FOR_REVIEW,
-    *MISMATCHES,
-    *payment_service.CONTRADICTED,
+    *(f"refused_{reason}" for reason in (*MISMATCHES, *CONTRADICTED)),
 )
 # The PSP webhook's example is signed for real, with an example secret everyone may know.
 EXAMPLE_WEBHOOK_SECRET = b"whsec_example"
@@ -502,77 +497,6 @@ def _request_schemas() -> dict[str, Schema]:
 
 
 def _payment_schemas() -> dict[str, Schema]:
-    amount = _int64("minor units", minimum=1, maximum=MAX_AMOUNT)
-    reference = _text("yours, shown back", minLength=1, maxLength=payment_endpoints.MAX_REFERENCE)
-    statuses = [*DEPOSIT_STATUSES, *(s for s in WITHDRAWAL_STATUSES if s not in DEPOSIT_STATUSES)]
-    payment = _object(
-        {
-            "id": _text("dep_... for a deposit, wdr_... for a withdrawal", pattern="^(dep|wdr)_"),
-            "status": {"type": "string", "enum": statuses},
-            "player_id": IDENTIFIER,
-            "amount": amount,
-            "currency": CURRENCY,
-            "method": {**IDENTIFIER, "description": "as requested, like card or upi"},
-            "reference": _nullable(reference),
-            "metadata": {"type": "object", "description": "yours, as sent ({} when none)"},
-            "redirect_url": _nullable(
-                _text("the PSP's hosted page to send the player to (deposits)", format="uri")
-            ),
-            "deep_link": _nullable(_text("an app link, like upi://pay?... (UPI deposits)")),
-            "failure_code": _nullable(
-                _text(
-                    "why it failed: the PSP's code (like declined), route_degraded, or "
-                    "resolved_failed (an operator's resolve)"
-                )
-            ),
-            "needs_attention": {
-                "type": "boolean",
-                "description": "an operator should look: see `attention`, and "
-                "`GET /v1/withdrawals?attention=true`",
-            },
-            "attention": (
-                {
-                    "type": ["string", "null"],
-                    "enum": [*ATTENTION, None],
-                    "description": "payout_outcome_unknown: sent to its PSP, which has not "
-                    "said whether it paid; the funds stay held until that PSP reports or "
-                    "`POST /v1/withdrawals/{payment_id}/resolve`. The others: a PSP event "
-                    "refused as not matching, or a success after the wallet gave up",
-                }
-            ),
-            "created_at": TIME,
-            "expires_at": TIME,
-        },
-        description="A deposit or a withdrawal. Deposit statuses: "
-        f"{', '.join(DEPOSIT_STATUSES)}. Withdrawal statuses: {', '.join(WITHDRAWAL_STATUSES)}. "
-        "State machines: docs/payments.md.",
-    )
-    payment["allOf"] = [
-        {
-            "if": {"properties": {"id": {"pattern": f"^{prefix}_"}}},
-            "then": {"properties": {"status": {"enum": list(kind_statuses)}}},
-        }
-        for prefix, kind_statuses in (("dep", DEPOSIT_STATUSES), ("wdr", WITHDRAWAL_STATUSES))
-    ]
-    request = _object(
-        {
-            "player_id": IDENTIFIER,
-            "amount": amount,
-            "currency": {**CURRENCY, "description": "the player's wallet currency"},
-            "method": {**IDENTIFIER, "description": "one a payment route serves, like card or upi"},
-            "reference": _nullable(reference),
-            "metadata": {
-                "type": "object",
-                "default": {},
-                "description": "yours, shown back; with the sandbox PSP, `scenario` picks one of "
-                "its scenarios (docs/sandbox-psp.md)",
-            },
-        },
-        optional=("reference", "metadata"),
-        closed=False,
-        description="A deposit or a withdrawal to create. It is, with the Idempotency-Key, what "
-        "a repeated request must match.",
-    )
     data = _object(
         {
             "psp_payment_id": {**IDENTIFIER, "description": "the PSP's id of the payment"},
@@ -625,16 +549,6 @@ def _payment_schemas() -> dict[str, Schema]:
         description="What the wallet did with a PSP event.",
     )
     return {
-        "Payment": payment,
-        "PaymentPage": _page("Payment"),
-        "PaymentRequest": request,
-        "WithdrawalResolve": _object(
-            {
-                "outcome": {"type": "string", "enum": ["paid", "failed"]},
-                "reason": _text("what the PSP said when checked (1 to 500 characters)"),
-            },
-            description="An operator's resolution of a withdrawal whose PSP has not reported.",
-        ),
         "PspEvent": event,
         "WebhookOutcome": outcome,
         **_reconciliation_schemas(),
@@ -1217,7 +1131,6 @@ def _parameters() -> dict[str, Schema]:
         "PlayerId": _path_param("player_id", "the player"),
         "ProviderCode": _path_param("code", "the provider"),
         "KeyId": _path_param("key_id", "the API key's id"),
-        "PaymentId": _path_param("payment_id", "the payment's id"),
         "EventId": _path_param("event_id", "the event's id (evt_...)"),
         "EventStatus": _query(
             "status",
@@ -1263,11 +1176,6 @@ def _parameters() -> dict[str, Schema]:
         "ResolveIdempotencyKey": _idempotency_key(
             "printable (400 on `Idempotency-Key` when missing): the same key and body again get "
             "the first answer again; another request with the key is 409"
-        ),
-        "Attention": _query(
-            "attention",
-            {"type": "string", "enum": ["true"]},
-            "required: `true` lists the withdrawals needing an operator (400 otherwise)",
         ),
         "RequestId": {
             "name": "X-Request-Id",
@@ -1573,121 +1481,6 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         (400, 404),
         ("KeyId",),
         description="404 when there is no active key with this id (also when already revoked).",
-    ),
-    ("POST", "/v1/deposits"): Op(
-        "createDeposit",
-        "payments",
-        "Start a deposit at a PSP",
-        ((201, "The deposit (the same key and body again: this answer again)", "Payment"),),
-        (400, 404, 409, 422, 503),
-        ("PaymentIdempotencyKey",),
-        body="PaymentRequest",
-        description="Starts the deposit at the first payment route (PSP) that serves its method "
-        "and currency, failing over to the next on retryable errors (timeouts, 5xx, 429) only. "
-        "It usually answers `awaiting_method` with a `redirect_url` to send the player to (and, "
-        "for UPI, a `deep_link`); a PSP's refusal answers `failed` with its `failure_code`. The "
-        "player is credited only when a verified PSP webhook says the deposit `succeeded`.\n\n"
-        "400 on a field, also on `currency` when it is not the player's; 404 for an unknown "
-        "player; 422 `method_unavailable` (field `method`) when no route serves the method and "
-        "currency or when the player's KYC tier (`PUT /v1/players/{player_id}/kyc`) is below "
-        "the minimum WALLET_KYC_METHOD_TIERS sets for deposits by this method, or "
-        "`player_limit_exceeded` (the player's deposit limit, or a player who is not active); "
-        "503 `route_degraded`: the deposit is `failed` and the same key and body again answer "
-        "it with 201.",
-    ),
-    ("GET", "/v1/deposits/{payment_id}"): Op(
-        "getDeposit",
-        "payments",
-        "Read a deposit",
-        ((200, "The deposit as it is now", "Payment"),),
-        (400, 404),
-        ("PaymentId",),
-        description="404 also for the id of a withdrawal.",
-    ),
-    ("POST", "/v1/withdrawals"): Op(
-        "createWithdrawal",
-        "payments",
-        "Withdraw from a player's balance through a PSP",
-        ((201, "The withdrawal (the same key and body again: this answer again)", "Payment"),),
-        (400, 404, 409, 422, 503),
-        ("PaymentIdempotencyKey",),
-        body="PaymentRequest",
-        description="Holds the amount on the player's balance at once. Above the review threshold "
-        "(WALLET_WITHDRAWAL_REVIEW_THRESHOLD) it answers `held`, for an operator to approve or "
-        "reject; otherwise it is approved and sent to the first payment route that serves its "
-        "method and currency (with failover on retryable errors), and usually answers "
-        "`processing`. `paid` settles the hold; `failed` and `rejected` give it back.\n\n"
-        "400 on a field, also on `currency` when it is not the player's and on `amount` when it "
-        "is more than the balance; 404 for an unknown player; 422 `method_unavailable` (field "
-        "`method`, checked first, nothing held) when no route serves the method and currency "
-        "or when the player's KYC tier (`PUT /v1/players/{player_id}/kyc`) is below the minimum "
-        "WALLET_KYC_METHOD_TIERS sets for withdrawals by this method; 503 `route_degraded`: the "
-        "withdrawal is `failed`, its hold released, and the same key and body again answer it "
-        "with 201.",
-    ),
-    ("GET", "/v1/withdrawals/{payment_id}"): Op(
-        "getWithdrawal",
-        "payments",
-        "Read a withdrawal",
-        ((200, "The withdrawal as it is now", "Payment"),),
-        (400, 404),
-        ("PaymentId",),
-        description="404 also for the id of a deposit.",
-    ),
-    ("POST", "/v1/withdrawals/{payment_id}/approve"): Op(
-        "approveWithdrawal",
-        "payments",
-        "Approve a held withdrawal and pay it out",
-        ((200, "The withdrawal, sent to a PSP (usually `processing`)", "Payment"),),
-        (400, 404, 409, 422, 503),
-        ("PaymentId", "ActionIdempotencyKey"),
-        description="400 on `status` unless the withdrawal is `held` (or `requested`), or "
-        "`approved` and never sent (its approving request died before the payout started: "
-        "this approval sends it). The approval is recorded before the payout starts: 422 "
-        "`method_unavailable` when no route serves the withdrawal's method and currency any "
-        "more (it stays `approved`); 503 "
-        "`route_degraded` when every route failed (it is `failed`, its hold released) or when "
-        "the payout's outcome is unknown (it stays `approved`, funds held, needing attention)."
-        + IDEMPOTENT_ACTION,
-    ),
-    ("POST", "/v1/withdrawals/{payment_id}/reject"): Op(
-        "rejectWithdrawal",
-        "payments",
-        "Reject a held withdrawal, giving the held amount back",
-        ((200, "The withdrawal, `rejected`", "Payment"),),
-        (400, 404, 409),
-        ("PaymentId", "ActionIdempotencyKey"),
-        description="400 on `status` unless the withdrawal is `held` (or `requested`)."
-        + IDEMPOTENT_ACTION,
-    ),
-    ("POST", "/v1/withdrawals/{payment_id}/resolve"): Op(
-        "resolveWithdrawal",
-        "payments",
-        "Resolve a sent withdrawal whose PSP has not reported, after checking with that PSP",
-        ((200, "The withdrawal, `paid` or `failed`", "Payment"),),
-        (400, 404, 409),
-        ("PaymentId", "ResolveIdempotencyKey"),
-        body="WithdrawalResolve",
-        description="For a withdrawal sent to its PSP (`approved` or `processing`) whose outcome "
-        "that PSP has not told, such as one with `attention: payout_outcome_unknown`: `paid` "
-        "settles its held funds, `failed` gives them back to the player. A payout that went "
-        "out to a PSP is never sent to another, so this is the way out when that PSP cannot "
-        "say. Audited (`withdrawal.resolve`, with the reason). 400 on `outcome` unless it is "
-        "`paid` or `failed`, or when the withdrawal is not `approved` or `processing` (a final "
-        "one, or a `held` one: approve or reject that); 409 for a key used with another "
-        "request. A PSP event that arrives after a `failed` resolve and says the payout "
-        "succeeded is refused and flagged `paid_after_release`.",
-    ),
-    ("GET", "/v1/withdrawals"): Op(
-        "listWithdrawalsNeedingAttention",
-        "payments",
-        "Withdrawals needing an operator, newest first",
-        ((200, "A page of withdrawals", "PaymentPage"),),
-        (400,),
-        ("Attention", *PAGE),
-        description="Every withdrawal with an `attention` reason: payouts whose outcome is "
-        "unknown (funds held until their PSP reports or an operator resolves them), PSP events "
-        "refused as not matching, a success after the hold was given back.",
     ),
     ("GET", "/v1/reconciliation"): Op(
         "reconcilePsp",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,126 +16,15 @@ from app.operator.endpoints import Call, route
 from app.payments import outbox, signing
 from app.payments.psp import MalformedPspData, PspError
 from app.payments.reconciliation import reconcile, route_named
-from app.payments.service import PaymentRequest, apply_webhook_once
-from app.seamless.events import MAX_AMOUNT
+from app.payments.service import apply_webhook_once
 from app.state import wallet
 from app.web import http, pagination
-from app.web.auth import MONEY, PAYMENTS, PLAYER_ADMIN, READ
+from app.web.auth import PLAYER_ADMIN, READ
 from app.web.errors import AuthenticationFailed, InvalidRequest, NotFound, RouteDegraded
-from app.web.idempotency import required_key
 
 log = logging.getLogger(__name__)
 MAX_REFERENCE = 128
 COUNTRY = re.compile(r"[A-Z]{2}")
-
-
-async def _payment_request(request: Request) -> PaymentRequest:
-    data = await http.read_json(request)
-    reference = data.get("reference")
-    if reference is not None and (
-        not isinstance(reference, str) or not 1 <= len(reference) <= MAX_REFERENCE
-    ):
-        raise InvalidRequest(
-            f"reference must be 1 to {MAX_REFERENCE} characters", field="reference"
-        )
-    metadata: Any = data.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise InvalidRequest("metadata must be an object", field="metadata")
-    country = metadata.get("country")
-    if country is not None and (not isinstance(country, str) or not COUNTRY.fullmatch(country)):
-        raise InvalidRequest(
-            "metadata.country must be an ISO 3166 alpha-2 code like IN", field="metadata.country"
-        )
-    return PaymentRequest(
-        player_id=http.identifier(data, "player_id"),
-        amount=http.integer(data, "amount", minimum=1, maximum=MAX_AMOUNT),
-        currency=http.currency(data),
-        method=http.identifier(data, "method"),
-        reference=reference,
-        metadata=metadata,
-    )
-
-
-def _payment_id(request: Request) -> str:
-    return http.identifier(dict(request.path_params), "payment_id")
-
-
-@route("POST", "/v1/deposits", PAYMENTS, "create deposits")
-async def create_deposit(request: Request, c: Call) -> Response:
-    key = required_key(request)
-    req = await _payment_request(request)
-    return http.json_response(await c.w.payments.create_deposit(req, key), 201)
-
-
-@route("GET", "/v1/deposits/{payment_id}", READ, "read deposits")
-async def get_deposit(request: Request, c: Call) -> Response:
-    return http.json_response(await c.w.payments.get("deposit", _payment_id(request)))
-
-
-@route("POST", "/v1/withdrawals", PAYMENTS, "create withdrawals")
-async def create_withdrawal(request: Request, c: Call) -> Response:
-    key = required_key(request)
-    req = await _payment_request(request)
-    return http.json_response(await c.w.payments.create_withdrawal(req, key), 201)
-
-
-@route("GET", "/v1/withdrawals/{payment_id}", READ, "read withdrawals")
-async def get_withdrawal(request: Request, c: Call) -> Response:
-    return http.json_response(await c.w.payments.get("withdrawal", _payment_id(request)))
-
-
-@route("GET", "/v1/withdrawals", READ, "read withdrawals")
-async def list_withdrawals(request: Request, c: Call) -> Response:
-    """``?attention=true``: withdrawals flagged for an operator (a payout whose outcome the PSP
-    has not told, an event that did not match), newest first."""
-    if request.query_params.get("attention") != "true":
-        raise InvalidRequest(
-            "attention=true is required: the withdrawals needing an operator", field="attention"
-        )
-    size, after = pagination.limit(request), pagination.cursor(request, 2)
-    return http.json_response(await c.w.payments.needing_attention(size, after))
-
-
-@route(
-    "POST",
-    "/v1/withdrawals/{payment_id}/approve",
-    MONEY,
-    "decide held withdrawals",
-    idempotency="optional",
-)
-async def approve_withdrawal(request: Request, c: Call) -> Response:
-    return http.json_response(await c.w.payments.decide(_payment_id(request), True, c.actor.name))
-
-
-@route(
-    "POST",
-    "/v1/withdrawals/{payment_id}/reject",
-    MONEY,
-    "decide held withdrawals",
-    idempotency="optional",
-)
-async def reject_withdrawal(request: Request, c: Call) -> Response:
-    return http.json_response(await c.w.payments.decide(_payment_id(request), False, c.actor.name))
-
-
-@route(
-    "POST",
-    "/v1/withdrawals/{payment_id}/resolve",
-    MONEY,
-    "decide held withdrawals",
-    idempotency="required",
-)
-async def resolve_withdrawal(request: Request, c: Call) -> Response:
-    """``{"outcome": "paid" | "failed", "reason"}``: settle a sent withdrawal whose PSP has not
-    reported, after checking with that PSP; audited (contract 3 [1.1])."""
-    data = await http.read_json(request)
-    outcome = data.get("outcome")
-    if outcome not in ("paid", "failed"):
-        raise InvalidRequest("outcome must be paid or failed", field="outcome")
-    reason = http.text(data, "reason", max_length=500)
-    return http.json_response(
-        await c.w.payments.resolve(_payment_id(request), outcome, reason, c.actor)
-    )
 
 
 async def psp_webhook(request: Request) -> Response:
