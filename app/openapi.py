@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.metadata
-import inspect
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,14 +35,11 @@ from starlette.routing import Route
 from app.ledger.service import CHECKS, SAMPLE
 from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.operator import endpoints, service
-from app.payments import endpoints as payment_endpoints  # registers its routes in PERMISSIONS
 from app.payments import outbox, signing
-from app.payments.models import (
-    CONTRADICTED,
-    DEPOSIT_STATUSES,
-    MISMATCHES,
-    WITHDRAWAL_STATUSES,
-)
+from app.payments.events import DELIVERY, DELIVERY_TIMEOUT, OPERATOR_WEBHOOK
+from app.payments.models import CONTRADICTED, MISMATCHES
+from app.payments.models import DEPOSIT_STATUSES as DEPOSIT_STATUSES  # re-exported for tests
+from app.payments.models import WITHDRAWAL_STATUSES as WITHDRAWAL_STATUSES
 from app.payments.psp import EVENT_STATUS, PSP_STATUSES
 from app.payments.sandbox import model as sandbox
 from app.seamless import envelope
@@ -133,21 +129,6 @@ WEBHOOK_OUTCOMES = (
 )
 # The PSP webhook's example is signed for real, with an example secret everyone may know.
 EXAMPLE_WEBHOOK_SECRET = b"whsec_example"
-
-# Events to the operator's platform (app/payments/outbox.py): one when a payment is created and one
-# per status change, typed <kind>.<status>, so every status of each state machine is a type.
-EVENT_STATUSES = payment_endpoints.EVENT_STATUSES
-OPERATOR_EVENT_TYPES = (
-    *(f"deposit.{status}" for status in DEPOSIT_STATUSES),
-    *(f"withdrawal.{status}" for status in WITHDRAWAL_STATUSES),
-)
-OPERATOR_WEBHOOK = "operatorEvent"  # its name under the document's `webhooks`
-DELIVERY_TIMEOUT = inspect.signature(outbox.Outbox).parameters["timeout"].default
-# The delay after each failed attempt but the last, without jitter: the whole retry window.
-RETRY_WINDOW = sum(
-    min(outbox.BASE_DELAY * 2 ** (n - 1), outbox.MAX_DELAY) for n in range(1, outbox.MAX_ATTEMPTS)
-)
-
 
 # --- schema building blocks ---------------------------------------------------------------------
 
@@ -682,107 +663,6 @@ def psp_example_signature() -> str:
     return signing.sign(EXAMPLE_WEBHOOK_SECRET, orjson.dumps(PSP_EVENT_EXAMPLE), EXAMPLE_TIME)
 
 
-# --- component schemas: events to the operator's platform ---------------------------------------
-
-
-def _event_schemas() -> dict[str, Schema]:
-    event_id = _text("evt_ and 32 hex digits", pattern="^evt_[0-9a-f]{32}$")
-    kinds = {"deposit": DEPOSIT_STATUSES, "withdrawal": WITHDRAWAL_STATUSES}
-    statuses = [*DEPOSIT_STATUSES, *(s for s in WITHDRAWAL_STATUSES if s not in DEPOSIT_STATUSES)]
-    data = _object(
-        {
-            "id": _text("the payment: dep_... or wdr_...", pattern="^(dep|wdr)_"),
-            "kind": {"type": "string", "enum": list(kinds)},
-            "status": {"type": "string", "enum": statuses, "description": "the status it moved to"},
-            "player_id": IDENTIFIER,
-            "amount": _int64("minor units", minimum=1, maximum=MAX_AMOUNT),
-            "currency": CURRENCY,
-            "method": IDENTIFIER,
-            "reference": _nullable(_text("yours, as sent when the payment was created")),
-            "failure_code": _nullable(_text("why it failed, once known")),
-        },
-        description="The payment as it was when the event was recorded (like Payment).",
-    )
-    data["allOf"] = [
-        {
-            "if": {"properties": {"kind": {"const": kind}}},
-            "then": {
-                "properties": {
-                    "id": {"pattern": f"^{kind[:3]}_"},
-                    "status": {"enum": list(kind_statuses)},
-                }
-            },
-        }
-        for kind, kind_statuses in kinds.items()
-    ]
-    payload = _object(
-        {
-            "id": {
-                **event_id,
-                "description": "evt_ and 32 hex digits; the same on every delivery and replay "
-                "of the event: deduplicate by it",
-            },
-            "type": {
-                "type": "string",
-                "enum": list(OPERATOR_EVENT_TYPES),
-                "description": "`<data.kind>.<data.status>`",
-            },
-            "created": _int64("unix seconds when the event was recorded (not when it was sent)"),
-            "data": _ref("OperatorEventData"),
-        },
-        description="The body of every delivery to the operator's platform: a deposit or a "
-        "withdrawal was created or changed status. Keys come in the order the wallet stores "
-        "them; check the signature over the raw body.",
-    )
-    payload["examples"] = [OPERATOR_EVENT_EXAMPLE]
-    nullable_time = _nullable(TIME)
-    event = _object(
-        {
-            "id": event_id,
-            "type": {"type": "string", "enum": list(OPERATOR_EVENT_TYPES)},
-            "payment_id": _text("the deposit or withdrawal", pattern="^(dep|wdr)_"),
-            "payload": _ref("OperatorEventPayload"),
-            "created_at": TIME,
-            "attempts": {
-                "type": "integer",
-                "minimum": 0,
-                "description": "delivery attempts so far, replays included (never reset)",
-            },
-            "next_attempt_at": {
-                **TIME,
-                "description": "while pending, when the next attempt is due (RFC 3339, UTC); "
-                "meaningless once delivered or dead",
-            },
-            "delivered_at": {**nullable_time, "description": "when a 2xx acknowledged it"},
-            "dead_at": {**nullable_time, "description": "when its last attempt failed"},
-            "last_error": _nullable(
-                _text("the last failed attempt's error, like `HTTP 503` or `ConnectTimeout: ...`")
-            ),
-            "replays": {"type": "integer", "minimum": 0, "description": "times replayed"},
-            "status": {
-                "type": "string",
-                "enum": list(EVENT_STATUSES),
-                "description": "pending: waiting for its first attempt, a retry or a replayed "
-                "delivery; delivered: acknowledged; dead: a dead letter",
-            },
-        },
-        description="An event to the operator's platform, with its delivery state.",
-    )
-    null, when = {"type": "null"}, {"type": "string"}
-    event["allOf"] = [
-        {
-            "if": {"properties": {"status": {"const": status}}},
-            "then": {"properties": {"delivered_at": delivered, "dead_at": dead}},
-        }
-        for status, delivered, dead in (
-            ("pending", null, null),
-            ("delivered", when, null),
-            ("dead", null, when),
-        )
-    ]
-    return {"OperatorEvent": event, "OperatorEventPayload": payload, "OperatorEventData": data}
-
-
 # In the order a delivery's body has them (Postgres jsonb's: shorter keys first).
 OPERATOR_EVENT_EXAMPLE: Schema = {
     "id": "evt_5b2e8f0c1d3a4e6f9b7c8d0e1f2a3b4c",
@@ -1131,18 +1011,6 @@ def _parameters() -> dict[str, Schema]:
         "PlayerId": _path_param("player_id", "the player"),
         "ProviderCode": _path_param("code", "the provider"),
         "KeyId": _path_param("key_id", "the API key's id"),
-        "EventId": _path_param("event_id", "the event's id (evt_...)"),
-        "EventStatus": _query(
-            "status",
-            {"type": "string", "enum": list(EVENT_STATUSES)},
-            "only the events in this delivery state (400 on `status` otherwise)",
-        ),
-        "EventPayment": _query(
-            "payment_id",
-            filter_id,
-            "only the events of this deposit or withdrawal (400 on `payment_id` when malformed; "
-            "an unknown payment gives an empty page)",
-        ),
         "PspName": _path_param("psp", "the PSP route's name, as configured in WALLET_PSPS"),
         "ReconciliationPsp": {
             **_query(
@@ -1274,24 +1142,7 @@ class Op:
 PAGE = ("Limit", "Cursor")
 RANGE = ("From", "To")
 
-_HOURS = round(RETRY_WINDOW / 3600)
-OPERATOR_DELIVERY = f"""\
-**Delivery.** With WALLET_OPERATOR_WEBHOOK_URL set (it needs WALLET_OPERATOR_WEBHOOK_SECRET), \
-each event's `payload` is POSTed there as JSON (the `{OPERATOR_WEBHOOK}` webhook of this \
-document), signed like PSP webhooks under WALLET_OPERATOR_WEBHOOK_SECRET: \
-`X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of the bytes "{{t}}." followed by the raw \
-body>`, `t` being the time of each attempt. Without a URL, events stay `pending`.
-
-**At least once.** A 2xx answer within {DELIVERY_TIMEOUT:g} s delivers the event; the same event \
-may still come more than once, so deduplicate by its `id`. Anything else (another status, a \
-timeout, a connection error: see `last_error`) is retried with exponential backoff and ±10 % \
-jitter: {outbox.BASE_DELAY:g} s after the first attempt, doubling, capped at \
-{outbox.MAX_DELAY / 3600:g} h, {outbox.MAX_ATTEMPTS} attempts in all, about {_HOURS} h. Then the \
-event is `dead`, a dead letter, until replayed. An event being retried may arrive after a later \
-event of the same payment.
-
-**Replay.** `POST /v1/events/{{event_id}}/replay` sends an event again; every delivery of an \
-event that was replayed carries `X-Wallet-Replay: true`."""
+_HOURS = round(outbox.RETRY_WINDOW / 3600)
 IDEMPOTENT_ACTION = (
     "\n\nWith an `Idempotency-Key`, the same key and request again get the first answer "
     "again, refusals included, and racing requests with one key act once; another request "
@@ -1506,37 +1357,6 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                 "timed out, or an error answer); nothing was reconciled, ask again later",
             ),
         ),
-    ),
-    ("GET", "/v1/events"): Op(
-        "listOperatorEvents",
-        "events",
-        "Events to the operator's platform, with their delivery state, newest first",
-        ((200, "A page of events", "OperatorEventPage"),),
-        (400,),
-        ("EventStatus", "EventPayment", *PAGE),
-        description="A deposit or a withdrawal records one event when it is created and one at "
-        "each status change, of type `<kind>.<status>` (like `deposit.awaiting_method`, "
-        "`deposit.succeeded`, `withdrawal.requested`, `withdrawal.paid`), in the same "
-        "transaction as the change: none is lost, none is invented. `payload` is the body as "
-        "delivered. Newest first, by `created_at` then `id`.\n\n"
-        f"{OPERATOR_DELIVERY}\n\n"
-        "400 on `status`, `payment_id`, `limit` or `cursor`.",
-    ),
-    ("POST", "/v1/events/{event_id}/replay"): Op(
-        "replayOperatorEvent",
-        "events",
-        "Send an event to the operator's platform again",
-        ((200, "The event, `pending` again, `replays` counted", "OperatorEvent"),),
-        (400, 404, 409),
-        ("EventId", "ActionIdempotencyKey"),
-        description="Queues the event for delivery at once, whatever its state (usually `dead` "
-        "or `delivered`; a `pending` one is just due now): it is `pending`, `replays` goes up by "
-        "one, and this and every later delivery of it carries `X-Wallet-Replay: true`. "
-        "`attempts` is not reset, so a replayed dead letter gets one attempt (it is `dead` again "
-        "if that fails), and a replayed delivered event the rest of its "
-        f"{outbox.MAX_ATTEMPTS} attempts.\n\n"
-        f"{OPERATOR_DELIVERY}\n\n"
-        "404 for an unknown event; 400 on `event_id` when malformed." + IDEMPOTENT_ACTION,
     ),
 }
 
@@ -1866,14 +1686,14 @@ def _components() -> Schema:
         _admin_schemas,
         _request_schemas,
         _payment_schemas,
-        _event_schemas,
         _seamless_schemas,
     ):
         schemas.update(part())
     schemas.update(docgen.schemas(docgen.models_of(_operations())))
     pages = ("PlayerSummary", "Transaction", "Call", "AuditEntry", "ApiKey")
-    for item in (*pages, "OperatorEvent"):
+    for item in pages:
         schemas[f"{item}Page"] = _page(item)
+    schemas["OperatorEventPayload"]["examples"] = [OPERATOR_EVENT_EXAMPLE]
     return {
         "schemas": dict(sorted(schemas.items())),
         "parameters": _parameters(),
@@ -1903,7 +1723,7 @@ def _webhooks() -> Schema:
         "description": "Sent by the wallet to the operator's platform, one event per request, "
         "when a deposit or a withdrawal is created and at each status change (listed by "
         "`GET /v1/events`).\n\n"
-        f"{OPERATOR_DELIVERY}\n\n"
+        f"{DELIVERY}\n\n"
         "**Example.** The example's signature is real: it signs the compact JSON of the example "
         f"(no spaces, in the order shown) at t={EXAMPLE_TIME} with the secret "
         f"`{EXAMPLE_WEBHOOK_SECRET.decode()}`.",

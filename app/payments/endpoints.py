@@ -11,16 +11,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.audit import audit
 from app.operator.endpoints import Call, route
-from app.payments import outbox, signing
+from app.payments import signing
 from app.payments.psp import MalformedPspData, PspError
 from app.payments.reconciliation import reconcile, route_named
 from app.payments.service import apply_webhook_once
 from app.state import wallet
-from app.web import http, pagination
-from app.web.auth import PLAYER_ADMIN, READ
-from app.web.errors import AuthenticationFailed, InvalidRequest, NotFound, RouteDegraded
+from app.web import http
+from app.web.auth import READ
+from app.web.errors import AuthenticationFailed, InvalidRequest, RouteDegraded
 
 log = logging.getLogger(__name__)
 MAX_REFERENCE = 128
@@ -54,56 +53,6 @@ async def psp_webhook(request: Request) -> Response:
 
 
 routes = [Route("/v1/psp/{psp}/webhook", psp_webhook, methods=["POST"])]
-
-
-EVENT_STATUSES = ("pending", "delivered", "dead")
-
-
-@route("GET", "/v1/events", READ, "read operator events")
-async def list_events(request: Request, c: Call) -> Response:
-    """Events to the operator's platform, newest first; ``?status=pending|delivered|dead``."""
-    status = request.query_params.get("status")
-    if status is not None and status not in EVENT_STATUSES:
-        raise InvalidRequest(f"status must be one of {', '.join(EVENT_STATUSES)}", field="status")
-    payment_id = request.query_params.get("payment_id")
-    if payment_id is not None:
-        payment_id = http.identifier({"payment_id": payment_id}, "payment_id")
-    size, after = pagination.limit(request), pagination.cursor(request, 2)
-    at, last_id = (pagination.cursor_time(after[0]), str(after[1])) if after else (None, None)
-    rows = await c.conn.fetch(c.w.queries.events_page, status, payment_id, at, last_id, size + 1)
-    return http.json_response(
-        pagination.page(
-            rows, size, lambda r: [r["created_at"].isoformat(), r["id"]], outbox.event_view
-        )
-    )
-
-
-@route(
-    "POST",
-    "/v1/events/{event_id}/replay",
-    PLAYER_ADMIN,
-    "replay operator events",
-    idempotency="optional",
-)
-async def replay_event(request: Request, c: Call) -> Response:
-    """Send an event again now, whatever its state; it carries ``X-Wallet-Replay: true``.
-    A replayed dead letter gets one attempt, and is a dead letter again if that fails."""
-    event_id = http.identifier(dict(request.path_params), "event_id")
-    async with c.conn.transaction():
-        before = await c.conn.fetchrow(c.w.queries.event_by_id, event_id)
-        if before is None or not await outbox.replay(c.conn, c.w.queries, event_id):
-            raise NotFound(f"event {event_id!r} not found")
-        after = outbox.event_view(await c.conn.fetchrow(c.w.queries.event_by_id, event_id))
-        await audit(
-            c.conn,
-            c.w.queries,
-            c.actor,
-            "event.replay",
-            f"event:{event_id}",
-            {"status": outbox.event_view(before)["status"]},
-            {"status": after["status"]},
-        )
-    return http.json_response(after)
 
 
 @route("GET", "/v1/reconciliation", READ, "read reconciliation reports")
