@@ -109,14 +109,6 @@ EXAMPLE_TIME = 1779104538
 # Payments (docs/payments.md): the statuses and flags are the payments code's; and what the PSP
 # webhook answers.
 PSP_EVENT_TYPES = tuple(EVENT_STATUS)
-# Reconciliation findings (app/payments/reconciliation.py, docs/payments.md section 5c).
-DISCREPANCIES = (
-    "missing_in_wallet",
-    "missing_at_psp",
-    "amount_mismatch",
-    "currency_mismatch",
-    "kind_mismatch",
-)
 KYC_TIERS = (0, 3)  # the lowest and the highest tier (players.kyc_tier)
 # moved_to_<status> for the statuses a PSP event can move a payment to (the test checks them
 # against the service's mapping).
@@ -532,113 +524,6 @@ def _payment_schemas() -> dict[str, Schema]:
     return {
         "PspEvent": event,
         "WebhookOutcome": outcome,
-        **_reconciliation_schemas(),
-    }
-
-
-def _reconciliation_schemas() -> dict[str, Schema]:
-    count = {"type": "integer", "minimum": 0}
-    report = _object(
-        {
-            "psp": {**IDENTIFIER, "description": "the PSP route, as asked"},
-            "date": _text("the UTC day reconciled", format="date"),
-            "ok": {"type": "boolean", "description": "true when there is no discrepancy"},
-            "matched": {**count, "description": "payments both sides have, identically"},
-            "wallet_count": {
-                **count,
-                "description": "payments at this route that the wallet moved to `succeeded` "
-                "(deposits) or `paid` (withdrawals) that day",
-            },
-            "psp_count": {**count, "description": "lines of the PSP's settlement report"},
-            "psp_totals": {
-                "type": "object",
-                "additionalProperties": _ref("ReconciliationTotals"),
-                "description": "per currency of the PSP's lines (only those it has)",
-            },
-            "discrepancies": {
-                "type": "array",
-                "items": _ref("Discrepancy"),
-                "description": "the PSP's lines in order of payment id, then the wallet's "
-                "payments missing at the PSP",
-            },
-        },
-        description="A PSP's settlement report for one UTC day matched against the wallet's "
-        "payments at that route, by payment id (the PSP's `reference`). See docs/payments.md, "
-        "section 5c.",
-    )
-    report["allOf"] = [
-        {
-            "if": {"properties": {"ok": {"const": True}}},
-            "then": {"properties": {"discrepancies": {"maxItems": 0}}},
-            "else": {"properties": {"discrepancies": {"minItems": 1}}},
-        }
-    ]
-    totals = _object(
-        {
-            "gross": _int64("the sum of the lines' amounts (deposits and payouts)"),
-            "fees": _int64("the PSP's fees: totalled here, never a discrepancy"),
-            "net": _int64(
-                "the sum of the lines' net: a deposit's amount less its fee, minus a "
-                "payout's amount and its fee"
-            ),
-        },
-        description="The totals of the PSP's settlement lines in one currency.",
-    )
-    nullable_amount = _nullable(_int64("minor units; null when this side has no such payment"))
-    discrepancy = _object(
-        {
-            "type": {
-                "type": "string",
-                "enum": list(DISCREPANCIES),
-                "description": "missing_in_wallet: the PSP settled a payment the wallet did not "
-                "credit or pay that day (like one paid after the wallet expired it); "
-                "missing_at_psp: the wallet credited or paid a payment the PSP does not settle; "
-                "amount_mismatch, currency_mismatch, kind_mismatch: both sides have it, "
-                "differently (only the first difference, in the order kind, currency, amount)",
-            },
-            "payment_id": _text("the wallet's payment id: the PSP line's `reference`"),
-            "psp_payment_id": _nullable(
-                _text("the PSP's id: its line's, or else the wallet's record of it")
-            ),
-            "wallet_amount": nullable_amount,
-            "psp_amount": nullable_amount,
-            "wallet_currency": _nullable(
-                {**CURRENCY, "description": "null when the wallet has no such payment"}
-            ),
-            "psp_currency": _nullable(
-                _text("as the PSP reports it; null when the PSP has no such line")
-            ),
-        },
-        description="A payment the two sides do not agree on.",
-    )
-    both = ["wallet_amount", "wallet_currency", "psp_amount", "psp_currency"]
-    null = {"type": "null"}
-    sides: dict[str, tuple[list[str], list[str]]] = {
-        # type: (fields that are null, fields that are not)
-        "missing_in_wallet": (both[:2], both[2:]),
-        "missing_at_psp": (both[2:], both[:2]),
-    }
-    discrepancy["allOf"] = [
-        {
-            "if": {"properties": {"type": {"const": kind}}},
-            "then": {
-                "properties": {
-                    **{name: null for name in nulls},
-                    **{name: {"not": null} for name in present},
-                }
-            },
-        }
-        for kind, (nulls, present) in sides.items()
-    ] + [
-        {
-            "if": {"properties": {"type": {"pattern": "_mismatch$"}}},
-            "then": {"properties": {name: {"not": null} for name in both}},
-        }
-    ]
-    return {
-        "Reconciliation": report,
-        "ReconciliationTotals": totals,
-        "Discrepancy": discrepancy,
     }
 
 
@@ -1012,20 +897,6 @@ def _parameters() -> dict[str, Schema]:
         "ProviderCode": _path_param("code", "the provider"),
         "KeyId": _path_param("key_id", "the API key's id"),
         "PspName": _path_param("psp", "the PSP route's name, as configured in WALLET_PSPS"),
-        "ReconciliationPsp": {
-            **_query(
-                "psp",
-                IDENTIFIER,
-                "the PSP route's name, as configured in WALLET_PSPS (400 on `psp` when missing "
-                "or malformed; 404 when no route has this name)",
-            ),
-            "required": True,
-        },
-        "ReconciliationDate": _query(
-            "date",
-            _text(format="date"),
-            "the UTC day, YYYY-MM-DD; default yesterday (UTC) (400 on `date` otherwise)",
-        ),
         "IdempotencyKey": _idempotency_key(
             "printable; the same key and body again answers the same adjustment"
         ),
@@ -1332,31 +1203,6 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         (400, 404),
         ("KeyId",),
         description="404 when there is no active key with this id (also when already revoked).",
-    ),
-    ("GET", "/v1/reconciliation"): Op(
-        "reconcilePsp",
-        "payments",
-        "Match a PSP's settlement report for one UTC day against the wallet",
-        ((200, "The reconciliation report; `ok` when nothing differs", "Reconciliation"),),
-        (400, 404, 503),
-        ("ReconciliationPsp", "ReconciliationDate"),
-        description="Fetches the PSP route's settlement report for the day and matches its "
-        "lines, by the wallet's payment id (the line's `reference`), against the payments at "
-        "that route that the wallet moved to `succeeded` (deposits) or `paid` (withdrawals) "
-        "that day, dated by that change. Findings: `missing_in_wallet`, `missing_at_psp`, "
-        "`amount_mismatch`, `currency_mismatch`, `kind_mismatch`; the PSP's fees are totalled "
-        "per currency, never a discrepancy. Like `wallet reconcile` (docs/payments.md, section "
-        "5c); nothing is changed or recorded.\n\n"
-        "400 on `psp` when missing or malformed, on `date` when not a day; 404 when no "
-        "configured route has this name; 503 `route_degraded` when the PSP's settlement report "
-        "cannot be fetched.",
-        error_notes=(
-            (
-                503,
-                "route_degraded: the PSP's settlement report could not be fetched (unreachable, "
-                "timed out, or an error answer); nothing was reconciled, ask again later",
-            ),
-        ),
     ),
 }
 

@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, date, datetime, timedelta
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.operator.endpoints import Call, route
 from app.payments import signing
-from app.payments.psp import MalformedPspData, PspError
-from app.payments.reconciliation import reconcile, route_named
+from app.payments.psp import MalformedPspData
 from app.payments.service import apply_webhook_once
 from app.state import wallet
 from app.web import http
-from app.web.auth import READ
-from app.web.errors import AuthenticationFailed, InvalidRequest, RouteDegraded
+from app.web.errors import AuthenticationFailed, InvalidRequest
 
 log = logging.getLogger(__name__)
 MAX_REFERENCE = 128
@@ -53,23 +49,3 @@ async def psp_webhook(request: Request) -> Response:
 
 
 routes = [Route("/v1/psp/{psp}/webhook", psp_webhook, methods=["POST"])]
-
-
-@route("GET", "/v1/reconciliation", READ, "read reconciliation reports")
-async def reconciliation(request: Request, c: Call) -> Response:
-    """``?psp=NAME&date=YYYY-MM-DD`` (default yesterday, UTC): the PSP's settlement report
-    matched against the ledger (see docs/payments.md)."""
-    psp_name = request.query_params.get("psp")
-    if psp_name is None:
-        raise InvalidRequest("psp is required: a route name from WALLET_PSPS", field="psp")
-    psp = route_named(c.w.payments.psps, http.identifier({"psp": psp_name}, "psp"))
-    raw = request.query_params.get("date")
-    try:
-        day = date.fromisoformat(raw) if raw else datetime.now(UTC).date() - timedelta(days=1)
-    except ValueError:
-        raise InvalidRequest("date must be YYYY-MM-DD", field="date") from None
-    try:
-        report = await reconcile(c.conn, c.w.queries, psp, day)
-    except PspError as exc:
-        raise RouteDegraded(f"the PSP's settlement report is unavailable: {exc.code}") from None
-    return http.json_response(report)
