@@ -27,8 +27,7 @@ from app.locks import PlayerLocks
 from app.metrics import CONTENT_TYPE, Metrics
 from app.operator import endpoints as operator_endpoints
 from app.operator import providers
-from app.payments import deposits, events, reconciliation, withdrawals
-from app.payments import endpoints as payments_endpoints
+from app.payments import deposits, events, reconciliation, webhook, withdrawals
 from app.payments.outbox import Outbox
 from app.payments.psp import build_psps
 from app.payments.service import Payments
@@ -55,7 +54,7 @@ API_ROUTES: list[BaseRoute] = [
     *withdrawals.routes,
     *events.routes,
     *reconciliation.routes,
-    *payments_endpoints.routes,
+    *webhook.routes,
 ]
 # Who may call each (method, path) of API_ROUTES.
 PERMISSIONS = routing.permissions(API_ROUTES) | operator_endpoints.PERMISSIONS

@@ -37,11 +37,12 @@ from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.operator import endpoints, service
 from app.payments import outbox, signing
 from app.payments.events import DELIVERY, DELIVERY_TIMEOUT, OPERATOR_WEBHOOK
-from app.payments.models import CONTRADICTED, MISMATCHES
 from app.payments.models import DEPOSIT_STATUSES as DEPOSIT_STATUSES  # re-exported for tests
 from app.payments.models import WITHDRAWAL_STATUSES as WITHDRAWAL_STATUSES
-from app.payments.psp import EVENT_STATUS, PSP_STATUSES
-from app.payments.sandbox import model as sandbox
+from app.payments.psp_events import PSP_STATUSES as PSP_STATUSES  # re-exported for tests
+from app.payments.psp_events import PspEvent
+from app.payments.service import WEBHOOK_OUTCOMES as WEBHOOK_OUTCOMES
+from app.payments.webhook import WebhookOutcome
 from app.seamless import envelope
 from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, PARSERS
 from app.seamless.outcome import MESSAGES
@@ -106,21 +107,11 @@ EXAMPLE_PROVIDER = "acme"
 EXAMPLE_KEY = bytes(range(32))
 EXAMPLE_TIME = 1779104538
 
-# Payments (docs/payments.md): the statuses and flags are the payments code's; and what the PSP
-# webhook answers.
-PSP_EVENT_TYPES = tuple(EVENT_STATUS)
 KYC_TIERS = (0, 3)  # the lowest and the highest tier (players.kyc_tier)
-# moved_to_<status> for the statuses a PSP event can move a payment to (the test checks them
-# against the service's mapping).
-WEBHOOK_MOVES = ("processing", "succeeded", "failed", "paid")
-WEBHOOK_OUTCOMES = (
-    *(f"moved_to_{status}" for status in WEBHOOK_MOVES),
-    "duplicate",
-    "ignored",
-    *(f"refused_{reason}" for reason in (*MISMATCHES, *CONTRADICTED)),
-)
-# The PSP webhook's example is signed for real, with an example secret everyone may know.
+# The PSP webhook's and the operator events' examples are signed for real, with an example secret
+# everyone may know.
 EXAMPLE_WEBHOOK_SECRET = b"whsec_example"
+
 
 # --- schema building blocks ---------------------------------------------------------------------
 
@@ -467,64 +458,6 @@ def _request_schemas() -> dict[str, Schema]:
 
 
 # --- component schemas: payments ----------------------------------------------------------------
-
-
-def _payment_schemas() -> dict[str, Schema]:
-    data = _object(
-        {
-            "psp_payment_id": {**IDENTIFIER, "description": "the PSP's id of the payment"},
-            "reference": {
-                **IDENTIFIER,
-                "description": "the wallet's payment id: events are matched by it",
-            },
-            "kind": {"type": "string", "enum": list(sandbox.KINDS)},
-            "amount": _int64("must equal the payment's", minimum=1, maximum=MAX_AMOUNT),
-            "currency": {**CURRENCY, "description": "must equal the payment's"},
-            "status": {
-                "type": "string",
-                "enum": list(PSP_STATUSES),
-                "description": "the one its event type carries (payment.processing: pending)",
-            },
-            "failure_code": _nullable(
-                {**IDENTIFIER, "description": "on failed payments, like declined or kyc_rejected"}
-            ),
-        },
-        optional=("failure_code",),
-        closed=False,
-        description="The payment at the PSP when the event happened.",
-    )
-    event = _object(
-        {
-            "id": {
-                **IDENTIFIER,
-                "description": "the event's id: an event is applied once, a repeat answers "
-                "duplicate",
-            },
-            "type": {"type": "string", "enum": list(PSP_EVENT_TYPES)},
-            "created": _int64("unix seconds when the event happened (not when it was sent)"),
-            "data": data,
-        },
-        closed=False,  # fields the wallet does not read are ignored
-        description="A PSP's webhook event (the sandbox PSP's format, docs/sandbox-psp.md).",
-    )
-    event["examples"] = [PSP_EVENT_EXAMPLE]
-    outcome = _object(
-        {
-            "outcome": {
-                "type": "string",
-                "enum": list(WEBHOOK_OUTCOMES),
-                "description": "moved_to_<status>: applied; duplicate: this event id was applied "
-                "before; ignored: out of order or already final, nothing changed; "
-                "refused_<reason>: does not match the payment, recorded and flagged, nothing "
-                "changed",
-            }
-        },
-        description="What the wallet did with a PSP event.",
-    )
-    return {
-        "PspEvent": event,
-        "WebhookOutcome": outcome,
-    }
 
 
 PSP_EVENT_EXAMPLE: Schema = {
@@ -1531,11 +1464,13 @@ def _components() -> Schema:
         _history_schemas,
         _admin_schemas,
         _request_schemas,
-        _payment_schemas,
         _seamless_schemas,
     ):
         schemas.update(part())
     schemas.update(docgen.schemas(docgen.models_of(_operations())))
+    # The PSP webhook is not an API-key route: its messages are added by hand.
+    schemas.update(docgen.schemas([(PspEvent, "validation"), (WebhookOutcome, "serialization")]))
+    schemas["PspEvent"]["examples"] = [PSP_EVENT_EXAMPLE]
     pages = ("PlayerSummary", "Transaction", "Call", "AuditEntry", "ApiKey")
     for item in pages:
         schemas[f"{item}Page"] = _page(item)

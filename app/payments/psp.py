@@ -22,32 +22,19 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
+from pydantic import ValidationError
 
 from app import strict_json
 from app.config import PspSettings
-from app.payments import signing
+from app.payments import psp_events, signing
+from app.payments.psp_events import EVENT_STATUS as EVENT_STATUS
+from app.payments.psp_events import PSP_STATUSES
 from app.payments.sandbox import model as sandbox
 from app.payments.sandbox.app import REFERENCE
-from app.seamless.events import MAX_AMOUNT
 from app.web.http import CURRENCY, IDENTIFIER
 
 log = logging.getLogger(__name__)
 
-# The statuses the sandbox PSP documents for a payment (docs/sandbox-psp.md), and the status each
-# of its webhook types carries: a payment.processing event reports the payment still pending.
-PSP_STATUSES = (
-    sandbox.REQUIRES_ACTION,
-    sandbox.PENDING,
-    sandbox.SUCCEEDED,
-    sandbox.FAILED,
-    sandbox.HELD,
-)
-EVENT_STATUS = {
-    "payment.succeeded": sandbox.SUCCEEDED,
-    "payment.failed": sandbox.FAILED,
-    "payment.held": sandbox.HELD,
-    "payment.processing": sandbox.PENDING,
-}
 MAX_URL = 2048
 INT64 = (-(2**63), 2**63 - 1)
 
@@ -307,28 +294,27 @@ class SandboxPsp:
             raise MalformedPspData(exc.key, str(exc)) from None
         except ValueError:
             raise MalformedPspData(None, "the body is not UTF-8 JSON") from None
-        event = _Fields.of(parsed)
-        event_id = event.identifier("id")
-        event_type = event.choice("type", EVENT_STATUS)
-        # Read by nobody here, but documented and sent with every event: typed like the rest.
-        event.integer("created", 0, INT64[1])
-        data = event.nested("data")
-        data.choice("kind", sandbox.KINDS)
-        status = data.choice("status", PSP_STATUSES)
-        if status != EVENT_STATUS[event_type]:
+        try:
+            event = psp_events.PspEvent.model_validate(parsed)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            field = ".".join(str(part) for part in first["loc"]) or None
+            raise MalformedPspData(field, first["msg"]) from None
+        data = event.data
+        if data.status != EVENT_STATUS[event.type]:
             raise MalformedPspData(
-                data.name("status"), f"must be {EVENT_STATUS[event_type]} in a {event_type} event"
+                "data.status", f"must be {EVENT_STATUS[event.type]} in a {event.type} event"
             )
         return PspEvent(
-            event_id=event_id,
-            type=event_type,
-            psp_payment_id=data.identifier("psp_payment_id"),
+            event_id=event.id,
+            type=event.type,
+            psp_payment_id=data.psp_payment_id,
             # The wallet's own payment id, sent as the reference when the payment was initiated.
-            reference=data.identifier("reference"),
-            amount=data.integer("amount", 1, MAX_AMOUNT),
-            currency=data.currency("currency"),
-            status=status,
-            failure_code=data.optional_identifier("failure_code"),
+            reference=data.reference,
+            amount=data.amount,
+            currency=data.currency,
+            status=data.status,
+            failure_code=data.failure_code,
         )
 
     async def _call(

@@ -35,8 +35,10 @@ from app.audit import Actor, audit
 from app.db import CONNECTION_ERRORS, Queries
 from app.payments import signing
 from app.payments.models import (
+    CONTRADICTED,
     FAILED_AFTER_PAID,
     ID_PREFIX,
+    MISMATCHES,
     OUTCOME_UNKNOWN,
     PAID_AFTER_RELEASE,
     RESOLUTIONS,
@@ -691,21 +693,34 @@ def _startable(payment: Mapping[str, Any]) -> bool:
     )
 
 
-def _target(kind: str, psp_status: str) -> str | None:
-    """The wallet status a PSP status leads to (None: nothing to do)."""
-    if kind == "deposit":
-        return {
-            "pending": "processing",
-            "succeeded": "succeeded",
-            "failed": "failed",
-            "processing": "processing",
-        }.get(psp_status)
-    return {
+# The wallet status each PSP status moves a payment to (absent: nothing to do).
+TARGETS = {
+    "deposit": {
+        "pending": "processing",
+        "succeeded": "succeeded",
+        "failed": "failed",
+        "processing": "processing",
+    },
+    "withdrawal": {
         "pending": "processing",
         "processing": "processing",
         "succeeded": "paid",
         "failed": "failed",
-    }.get(psp_status)
+    },
+}
+# What the PSP webhook answers: the event moved the payment (to one of TARGETS' statuses), was
+# applied before, changed nothing, or was refused as contradicting the payment.
+WEBHOOK_OUTCOMES = (
+    *(f"moved_to_{s}" for s in dict.fromkeys(t for m in TARGETS.values() for t in m.values())),
+    "duplicate",
+    "ignored",
+    *(f"refused_{reason}" for reason in (*MISMATCHES, *CONTRADICTED)),
+)
+
+
+def _target(kind: str, psp_status: str) -> str | None:
+    """The wallet status a PSP status leads to (None: nothing to do)."""
+    return TARGETS["deposit" if kind == "deposit" else "withdrawal"].get(psp_status)
 
 
 def _request_of(row: asyncpg.Record) -> PaymentRequest:

@@ -1,25 +1,38 @@
-"""HTTP for payments: deposits and withdrawals (operator API keys, by role) and PSP webhooks
-(authenticated by their signature instead)."""
+"""The PSP webhook, ``POST /v1/psp/{psp}/webhook``: public, authenticated by the body's signature
+under the route's webhook secret instead of an API key. Its body is a
+:class:`~app.payments.psp_events.PspEvent`, read by the route's adapter; its answer a
+:class:`WebhookOutcome`."""
 
 from __future__ import annotations
 
 import logging
-import re
+from typing import Annotated
 
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.fields import OneOf
 from app.payments import signing
 from app.payments.psp import MalformedPspData
-from app.payments.service import apply_webhook_once
+from app.payments.service import WEBHOOK_OUTCOMES, apply_webhook_once
 from app.state import wallet
-from app.web import http
+from app.web import http, messages
 from app.web.errors import AuthenticationFailed, InvalidRequest
+from app.web.routing import path_param
 
 log = logging.getLogger(__name__)
-MAX_REFERENCE = 128
-COUNTRY = re.compile(r"[A-Z]{2}")
+
+
+class WebhookOutcome(messages.Answer):
+    """What the wallet did with a PSP event."""
+
+    outcome: Annotated[str, OneOf.of(WEBHOOK_OUTCOMES)] = Field(
+        description="moved_to_<status>: applied; duplicate: this event id was applied before; "
+        "ignored: out of order or already final, nothing changed; refused_<reason>: does not "
+        "match the payment, recorded and flagged, nothing changed"
+    )
 
 
 async def psp_webhook(request: Request) -> Response:
@@ -27,7 +40,7 @@ async def psp_webhook(request: Request) -> Response:
     no change when the signature does not verify; 400 and no change when a field is not of the
     documented type (naming it); 404 for a payment we do not know, so the PSP retries."""
     w = wallet(request)
-    psp = http.identifier(dict(request.path_params), "psp")
+    psp = path_param(request, "psp")
     try:
         body = await http.read_body(request, http.MAX_JSON_BYTES)
     except http.BodyTooLarge as exc:
@@ -45,7 +58,7 @@ async def psp_webhook(request: Request) -> Response:
         raise InvalidRequest(
             f"the event is not one this PSP sends: {exc}", field=exc.field
         ) from None
-    return http.json_response({"outcome": outcome})
+    return messages.reply(WebhookOutcome(outcome=outcome))
 
 
 routes = [Route("/v1/psp/{psp}/webhook", psp_webhook, methods=["POST"])]
