@@ -144,7 +144,8 @@ class Outbox:
     async def _post(self, event: asyncpg.Record) -> str | None:
         """None when the operator acknowledged the event (2xx), else what went wrong."""
         try:
-            payload = OperatorEventPayload.model_validate(event["payload"])
+            # Strictly: a string where an amount should be is a bug to see, not to convert.
+            payload = OperatorEventPayload.model_validate(event["payload"], strict=True)
         except ValidationError as exc:
             # A bug, not the operator's: kept as the event's last error, never sent.
             log.error("operator event %s has an invalid payload: %s", event["id"], exc)
