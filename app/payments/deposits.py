@@ -8,11 +8,13 @@ from app.web.auth import PAYMENTS, READ
 from app.web.idempotency import required_key
 from app.web.routing import Api, Call
 
-api = Api("payments", path_params={"payment_id": "the payment's id"})
-
-# Shared with withdrawals: the errors of creating a payment.
+# Shared with withdrawals: the path parameter, the errors of creating a payment, and the
+# document's description of the Idempotency-Key that the payment row keeps.
+PATH_PARAMS = {"payment_id": "the payment's id"}
 CREATE_ERRORS = (400, 404, 409, 422, 503)
 PAYMENT_KEY = "PaymentIdempotencyKey"
+
+api = Api("payments", path_params=PATH_PARAMS)
 
 
 @api.post(

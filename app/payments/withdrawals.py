@@ -8,14 +8,14 @@ from typing import Annotated
 from pydantic import Field
 
 from app.fields import OneOf
-from app.payments.deposits import CREATE_ERRORS, PAYMENT_KEY
+from app.payments.deposits import CREATE_ERRORS, PATH_PARAMS, PAYMENT_KEY
 from app.payments.models import Payment, PaymentPage, PaymentRequest, WithdrawalResolve
 from app.web import pagination
 from app.web.auth import MONEY, PAYMENTS, READ
 from app.web.idempotency import required_key
 from app.web.routing import Api, Call
 
-api = Api("payments", path_params={"payment_id": "the payment's id"})
+api = Api("payments", path_params=PATH_PARAMS)
 
 IDEMPOTENT_ACTION = (
     "\n\nWith an `Idempotency-Key`, the same key and request again get the first answer "
