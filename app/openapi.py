@@ -39,8 +39,8 @@ from app.payments import outbox, signing
 from app.payments.events import DELIVERY, DELIVERY_TIMEOUT, OPERATOR_WEBHOOK
 from app.payments.models import DEPOSIT_STATUSES as DEPOSIT_STATUSES  # re-exported for tests
 from app.payments.models import WITHDRAWAL_STATUSES as WITHDRAWAL_STATUSES
-from app.payments.psp_events import PSP_STATUSES as PSP_STATUSES  # re-exported for tests
-from app.payments.psp_events import PspEvent
+from app.payments.psp_messages import PSP_STATUSES as PSP_STATUSES  # re-exported for tests
+from app.payments.psp_messages import PspEvent
 from app.payments.service import WEBHOOK_OUTCOMES as WEBHOOK_OUTCOMES
 from app.payments.webhook import WebhookOutcome
 from app.seamless import envelope

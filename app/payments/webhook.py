@@ -1,6 +1,6 @@
 """The PSP webhook, ``POST /v1/psp/{psp}/webhook``: public, authenticated by the body's signature
 under the route's webhook secret instead of an API key. Its body is a
-:class:`~app.payments.psp_events.PspEvent`, read by the route's adapter; its answer a
+:class:`~app.payments.psp_messages.PspEvent`, read by the route's adapter; its answer a
 :class:`WebhookOutcome`."""
 
 from __future__ import annotations
