@@ -32,7 +32,7 @@ from starlette.routing import Route
 from app.client import open_answer, seal_event
 from app.config import Settings
 from app.db import Queries
-from app.main import create_app
+from app.main import PERMISSIONS, create_app
 from app.openapi import (
     DEPOSIT_STATUSES,
     EVENTS,
@@ -50,10 +50,10 @@ from app.openapi import (
     document,
     event_schema_name,
 )
-from app.operator.endpoints import PERMISSIONS
 from app.payments import outbox, signing
+from app.payments.models import ID_PREFIX
 from app.payments.psp import Psp, SandboxPsp
-from app.payments.service import ID_PREFIXES, Payments, _target
+from app.payments.service import Payments, _target
 from app.seamless import envelope, events
 from app.seamless.outcome import MESSAGES
 from app.web import idempotency
@@ -206,6 +206,14 @@ def _fits(instance: Any, schema: dict[str, Any]) -> bool:
     return validator.is_valid(instance)
 
 
+def _parameter(parameter: dict[str, Any]) -> dict[str, Any]:
+    """A parameter of an operation, its reference resolved."""
+    if "$ref" not in parameter:
+        return parameter
+    found: dict[str, Any] = DOC["components"]["parameters"][parameter["$ref"].rsplit("/", 1)[1]]
+    return found
+
+
 def test_document_says_what_the_code_checks() -> None:
     """Rules that were in the descriptions' prose only, where a client generated from the
     document (or Schemathesis) could not see them; each is now in the schema too."""
@@ -228,7 +236,9 @@ def test_document_says_what_the_code_checks() -> None:
             accepted = False
         assert _fits(candidate, key_schema) is accepted, repr(candidate)
     # Listing withdrawals needing attention refuses a request without ?attention=true.
-    assert DOC["components"]["parameters"]["Attention"]["required"] is True
+    listing = DOC["paths"]["/v1/withdrawals"]["get"]["parameters"]
+    (attention,) = (p for p in map(_parameter, listing) if p["name"] == "attention")
+    assert attention["required"] is True
     # A resolve's reason is 1 to 500 characters, like an adjustment's.
     resolve = {"$ref": schema_of("WithdrawalResolve")}
     for reason, valid in (("", False), ("r" * 500, True), ("r" * 501, False)):
@@ -359,7 +369,7 @@ async def test_ledger_kinds_and_payment_ids_match_the_code(pool: asyncpg.Pool) -
     assert set(schemas["Statement"]["properties"]["totals"]["propertyNames"]["enum"]) == allowed
     for kind, statuses in (("deposit", DEPOSIT_STATUSES), ("withdrawal", WITHDRAWAL_STATUSES)):
         data = {
-            "id": ID_PREFIXES[kind] + secrets.token_hex(10),
+            "id": f"{ID_PREFIX[kind]}_{secrets.token_hex(10)}",
             "kind": kind,
             "status": statuses[-1],
             "player_id": "p-1",
@@ -370,8 +380,10 @@ async def test_ledger_kinds_and_payment_ids_match_the_code(pool: asyncpg.Pool) -
             "failure_code": None,
         }
         assert_valid(data, schema_of("OperatorEventData"))
-        other = next(prefix for k, prefix in ID_PREFIXES.items() if k != kind)
-        assert not _fits({**data, "id": other + "0" * 20}, {"$ref": schema_of("OperatorEventData")})
+        other = next(prefix for k, prefix in ID_PREFIX.items() if k != kind)
+        assert not _fits(
+            {**data, "id": f"{other}_{0:020}"}, {"$ref": schema_of("OperatorEventData")}
+        )
 
 
 def _check_operator_example() -> None:
