@@ -872,7 +872,8 @@ def _parameters() -> dict[str, Schema]:
             "in": "header",
             "required": False,
             "schema": IDENTIFIER,
-            "description": "your correlation id, echoed; the wallet makes one when absent",
+            "description": "your correlation id, echoed; the wallet makes one when absent or "
+            "not of this form (never a 400)",
         },
     }
 
