@@ -32,7 +32,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, Phase
 
-import tests.conftest  # noqa: F401  (sets the environment before the app is imported)
+import tests.support.keys  # noqa: F401  (sets the environment before the app is imported)
 from app.config import Settings
 from app.devstack import EmbeddedPostgres, EmbeddedRedis
 from app.payments import service, signing

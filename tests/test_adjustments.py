@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import Operator
+from tests.fixtures.app import Operator
 
 MAX_BIGINT = 2**63 - 1
 TRIES = 5

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from app import db
-from tests.conftest import Services
+from tests.fixtures.servers import Services
 
 pytestmark = pytest.mark.slow
 

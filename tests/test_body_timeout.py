@@ -29,7 +29,8 @@ import pytest
 from starlette.types import Message
 
 from app.config import Settings
-from tests.conftest import ADMIN_KEY, start_app
+from tests.fixtures.app import start_app
+from tests.support.keys import ADMIN_KEY
 from tests.test_multiprocess import WalletProcess, start_wallet, stop_wallet, wait_ready
 
 pytestmark = pytest.mark.slow

@@ -28,7 +28,7 @@ from app.seamless import calls as history
 from app.seamless import envelope
 from app.seamless.calls import CallLog, CallRecord
 from app.seamless.events import IDENTIFIER
-from tests.conftest import Operator, Table, start_app
+from tests.fixtures.app import Operator, Table, start_app
 
 
 def call_row(provider: str, request_id: str | None = None, **fields: Any) -> CallRecord:

@@ -14,7 +14,8 @@ import redis.asyncio as redis_asyncio
 
 from app.client import ProviderClient, seal_event
 from app.config import Settings
-from tests.conftest import Services, Table, TableFactory, start_app
+from tests.fixtures.app import Table, TableFactory, start_app
+from tests.fixtures.servers import Services
 
 
 async def postings(pool: asyncpg.Pool, provider: str, external_id: str) -> int:

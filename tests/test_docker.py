@@ -37,7 +37,7 @@ from app import db, logs
 from app.config import Settings
 from app.devstack import free_port
 from app.payments.sandbox.server import config_from_env
-from tests.conftest import Services
+from tests.fixtures.servers import Services
 from tests.test_serve import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from app.config import Settings
 from app.seamless.replay import replay_key
-from tests.conftest import Table
+from tests.fixtures.app import Table
 
 
 def seamless(asgi: Any) -> Any:

@@ -42,7 +42,7 @@ from loadtests.faults import (
     verify,
     wait_ready,
 )
-from tests.conftest import Operator, start_app
+from tests.fixtures.app import Operator, start_app
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,8 @@ import pytest
 from app import db
 from app.seamless.batch import GroupCommit, Posting, _caused_by_events
 from app.seamless.service import token_hash
-from tests.conftest import Operator, Services, Table, TableFactory
+from tests.fixtures.app import Operator, Table, TableFactory
+from tests.fixtures.servers import Services
 
 QUERIES = db.Queries.load()
 

@@ -30,7 +30,7 @@ from app import openapi, strict_json
 from app.client import open_answer, seal_event
 from app.seamless import envelope, events
 from app.strict_json import MAX_DEPTH
-from tests.conftest import Operator, Table
+from tests.fixtures.app import Operator, Table
 
 # The reasons each R-code may carry: the contract's table (docs/seamless.md, "Response object",
 # as the OpenAPI document gives it), less two that no hostile request can earn: internal_error

@@ -12,7 +12,8 @@ import pytest
 from app.db import Queries
 from app.payments.service import PaymentRequest, Payments
 from app.web.errors import MethodUnavailable
-from tests.conftest import SANDBOX_API_KEY, Operator, SandboxRoutes
+from tests.fixtures.app import Operator
+from tests.fixtures.payments import SANDBOX_API_KEY, SandboxRoutes
 from tests.test_payments import ScriptedPsp
 
 

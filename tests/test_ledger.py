@@ -8,7 +8,7 @@ import pytest
 
 from app import db
 from app.ledger import service as ledger
-from tests.conftest import Table
+from tests.fixtures.app import Table
 
 
 async def test_postings_and_entries_are_append_only(table: Table, pool: asyncpg.Pool) -> None:

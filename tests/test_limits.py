@@ -22,7 +22,7 @@ import pytest
 from app import db
 from app.operator.service import LIMIT_PERIODS
 from app.seamless.service import token_hash
-from tests.conftest import Table, TableFactory
+from tests.fixtures.app import Table, TableFactory
 
 LARGEST = 2**63 - 1
 PLAY_KINDS = ("wager", "loss")

@@ -27,7 +27,9 @@ from app.client import ProviderClient
 from app.devstack import free_port
 from loadtests.config import DEFAULT_MIX, LoadConfig, parse_mix
 from loadtests.seed import create_api_key, seed, seed_over_api
-from tests.conftest import ADMIN_KEY, Operator, Services
+from tests.fixtures.app import Operator
+from tests.fixtures.servers import Services
+from tests.support.keys import ADMIN_KEY
 from tests.test_serve import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -82,7 +82,7 @@ from redis.asyncio import Redis
 from app import db
 from app.client import ProviderClient, new_id, seal_event
 from app.config import Settings
-from tests.conftest import Operator, start_app
+from tests.fixtures.app import Operator, start_app
 from tests.model import Answer, Expectation, Posting, Wallet, serial_order
 
 ROOT = Path(__file__).resolve().parents[1]

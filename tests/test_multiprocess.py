@@ -32,7 +32,8 @@ import pytest
 from app.client import ProviderClient, seal_event
 from app.config import Settings
 from app.devstack import free_port
-from tests.conftest import ADMIN_KEY, MASTER_KEY, Operator
+from tests.fixtures.app import Operator
+from tests.support.keys import ADMIN_KEY, MASTER_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -360,7 +361,7 @@ async def test_payment_polls_of_every_worker_at_once_move_each_payment_once(
     machine under the payment's row lock."""
     from app.db import Queries
     from app.payments.service import PaymentRequest, Payments
-    from tests.conftest import SANDBOX_API_KEY, in_process_sandbox
+    from tests.fixtures.payments import SANDBOX_API_KEY, in_process_sandbox
 
     async def no_webhooks(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 503, "headers": []})

@@ -24,7 +24,9 @@ from app.config import ConfigError, Settings
 from app.locks import PlayerLocks, new_token
 from app.metrics import Metrics
 from app.redis_client import create_redis
-from tests.conftest import ADMIN_KEY, Operator, RawRecords, Table, every_log_line
+from tests.fixtures.app import Operator, Table
+from tests.support.keys import ADMIN_KEY
+from tests.support.logs import RawRecords, every_log_line
 
 # ---------------------------------------------------------------------------------------------
 # Metrics

@@ -57,7 +57,8 @@ from app.payments.service import Payments, _target
 from app.seamless import envelope, events
 from app.seamless.outcome import MESSAGES
 from app.web.auth import READ
-from tests.conftest import SANDBOX_API_KEY, SANDBOX_SECRET, Operator, SandboxRoutes, Table, now
+from tests.fixtures.app import Operator, Table, now
+from tests.fixtures.payments import SANDBOX_API_KEY, SANDBOX_SECRET, SandboxRoutes
 from tests.test_payments import ScriptedPsp, timeout
 
 DOC = document()

@@ -9,7 +9,7 @@ import secrets
 import httpx
 import pytest
 
-from tests.conftest import Operator
+from tests.fixtures.app import Operator
 
 
 async def test_requires_bearer_admin_key(http: httpx.AsyncClient) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from tests.conftest import Operator, SandboxRoutes
+from tests.fixtures.app import Operator
+from tests.fixtures.payments import SandboxRoutes
 from tests.test_payments import ScriptedPsp, timeout
 from tests.test_payments_api import body, key
 from tests.test_payouts import SlowPsp

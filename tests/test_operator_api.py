@@ -16,7 +16,9 @@ import pytest
 
 from app.operator.endpoints import PERMISSIONS
 from app.web.auth import ROLES
-from tests.conftest import ADMIN_KEY, Operator, Table, TableFactory, wallet_cli
+from tests.fixtures.app import Operator, Table, TableFactory
+from tests.support.cli import wallet_cli
+from tests.support.keys import ADMIN_KEY
 
 
 async def api_key(operator: Operator, role: str) -> str:

@@ -20,7 +20,7 @@ from app.db import Queries
 from app.payments import outbox, signing
 from app.payments.psp import Initiated
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
-from tests.conftest import Operator
+from tests.fixtures.app import Operator
 from tests.test_payments import ScriptedPsp, webhook
 
 OPERATOR_SECRET = b"operator-events-secret"

@@ -29,7 +29,8 @@ from starlette.types import ASGIApp
 from app.config import Settings
 from app.operator.endpoints import PERMISSIONS
 from loadtests.faults import FaultStack, wait_ready
-from tests.conftest import ADMIN_KEY, start_app
+from tests.fixtures.app import start_app
+from tests.support.keys import ADMIN_KEY
 from tests.test_openapi import check_response
 
 pytestmark = pytest.mark.slow

@@ -25,7 +25,7 @@ from app.web.errors import (
     PlayerLimitExceeded,
     RouteDegraded,
 )
-from tests.conftest import Operator
+from tests.fixtures.app import Operator
 
 SECRET = b"test-webhook-secret"
 # Idempotency keys are global per kind, and the test database lives for the whole session.

@@ -12,7 +12,8 @@ import httpx
 import orjson
 
 from app.payments import signing
-from tests.conftest import SANDBOX_SECRET, Operator, SandboxRoutes
+from tests.fixtures.app import Operator
+from tests.fixtures.payments import SANDBOX_SECRET, SandboxRoutes
 
 
 def key() -> dict[str, str]:

@@ -77,8 +77,8 @@ from app import db
 from app.config import Settings
 from app.payments import signing
 from app.payments.service import Payments
-from tests.conftest import Operator, start_app
 from tests.fake_psps import ANSWERED, FAULTS, FINAL, PROVABLY_NOT_ACTED, Call, FakePsp, deliver
+from tests.fixtures.app import Operator, start_app
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNDS = 20_000  # each player's balance at the start of an example

@@ -21,7 +21,8 @@ from app.db import Queries
 from app.payments import signing
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
 from app.web.errors import NotFound
-from tests.conftest import SANDBOX_API_KEY, Operator, in_process_sandbox
+from tests.fixtures.app import Operator
+from tests.fixtures.payments import SANDBOX_API_KEY, in_process_sandbox
 
 API_KEY = SANDBOX_API_KEY
 

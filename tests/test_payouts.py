@@ -20,7 +20,7 @@ from app.operator.service import Actor
 from app.payments.psp import Initiated, PspError
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
 from app.web.errors import IdempotencyConflict, InvalidRequest, RouteDegraded
-from tests.conftest import Operator
+from tests.fixtures.app import Operator
 from tests.test_payments import K, ScriptedPsp, timeout, webhook
 
 ACTOR = Actor("apikey:test")

@@ -45,7 +45,8 @@ from app.client import ProviderClient
 from app.config import Settings
 from app.devstack import free_port, unprivileged_user
 from app.ledger import service as ledger
-from tests.conftest import Operator, Services, start_app
+from tests.fixtures.app import Operator, start_app
+from tests.fixtures.servers import Services
 
 PGBOUNCER = shutil.which("pgbouncer")
 SCALING = Path(__file__).resolve().parent.parent / "docs" / "scaling.md"

@@ -18,7 +18,8 @@ from app import db
 from app.client import ProviderClient
 from app.db import Queries
 from app.seamless.service import token_hash
-from tests.conftest import Operator, Services, Table, TableFactory
+from tests.fixtures.app import Operator, Table, TableFactory
+from tests.fixtures.servers import Services
 
 Send = Callable[[str], Awaitable[dict[str, Any]]]
 

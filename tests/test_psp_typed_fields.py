@@ -17,7 +17,8 @@ import pytest
 
 from app.payments import signing
 from app.payments.psp import PspError, SandboxPsp
-from tests.conftest import SANDBOX_SECRET, Operator, SandboxRoutes
+from tests.fixtures.app import Operator
+from tests.fixtures.payments import SANDBOX_SECRET, SandboxRoutes
 
 URL = "/v1/psp/sandbox-a/webhook"
 

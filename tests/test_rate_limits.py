@@ -17,7 +17,8 @@ import pytest
 
 from app.client import ProviderClient
 from app.config import Settings
-from tests.conftest import ADMIN_KEY, Operator, TableFactory, start_app
+from tests.fixtures.app import Operator, TableFactory, start_app
+from tests.support.keys import ADMIN_KEY
 from tests.test_openapi import check_response
 
 LIMIT = 3

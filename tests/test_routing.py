@@ -10,7 +10,7 @@ from app.db import Queries
 from app.payments.psp import PspError
 from app.payments.routing import Breaker
 from app.payments.service import PaymentRequest, Payments
-from tests.conftest import Operator
+from tests.fixtures.app import Operator
 from tests.test_payments import ScriptedPsp
 
 

@@ -23,7 +23,7 @@ from app.locks import lock_key
 from app.seamless import envelope
 from app.seamless.keys import KeyRing
 from app.seamless.service import token_hash
-from tests.conftest import Operator, Table, TableFactory, start_app
+from tests.fixtures.app import Operator, Table, TableFactory, start_app
 
 
 def txn(prefix: str = "t") -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from tests.conftest import Operator, Table, TableFactory
+from tests.fixtures.app import Operator, Table, TableFactory
 
 
 def txn(prefix: str = "t") -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from app.client import ProviderClient, open_answer, seal_event
 from app.seamless import envelope
-from tests.conftest import Operator, Table
+from tests.fixtures.app import Operator, Table
 
 
 async def raw_post(

@@ -26,19 +26,12 @@ from app.db import Queries
 from app.payments import outbox
 from app.seamless import keys
 from app.seamless.keys import KeyRing, KeyUnavailable, MasterKeyMismatch, SealedKeyError
-from tests.conftest import (
-    ADMIN_KEY,
-    MASTER_KEY,
-    SANDBOX_API_KEY,
-    SANDBOX_SECRET,
-    Operator,
-    RawRecords,
-    SandboxRoutes,
-    Services,
-    Table,
-    every_log_line,
-    wallet_cli,
-)
+from tests.fixtures.app import Operator, Table
+from tests.fixtures.payments import SANDBOX_API_KEY, SANDBOX_SECRET, SandboxRoutes
+from tests.fixtures.servers import Services
+from tests.support.cli import wallet_cli
+from tests.support.keys import ADMIN_KEY, MASTER_KEY
+from tests.support.logs import RawRecords, every_log_line
 
 MASTER = base64.b64decode(MASTER_KEY)
 

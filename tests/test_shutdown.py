@@ -24,7 +24,8 @@ from app import db
 from app.client import ProviderClient
 from app.config import Settings
 from app.ledger import service as ledger
-from tests.conftest import Operator, Services
+from tests.fixtures.app import Operator
+from tests.fixtures.servers import Services
 from tests.test_multiprocess import WalletProcess, start_wallet, stop_wallet, wait_ready
 
 pytestmark = pytest.mark.slow

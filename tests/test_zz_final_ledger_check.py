@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import Operator
+from tests.fixtures.app import Operator
 
 
 async def test_ledger_check_passes_after_the_whole_suite(operator: Operator) -> None:
