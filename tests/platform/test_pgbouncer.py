@@ -49,7 +49,7 @@ from tests.fixtures.app import Operator, start_app
 from tests.fixtures.servers import Services
 
 PGBOUNCER = shutil.which("pgbouncer")
-SCALING = Path(__file__).resolve().parent.parent / "docs" / "scaling.md"
+SCALING = Path(__file__).resolve().parents[2] / "docs" / "scaling.md"
 
 # Startup parameters PgBouncer 1.18 tracks per client itself (its docs, "track_extra_parameters"
 # aside); anything else in a startup packet must be in ignore_startup_parameters.

@@ -29,10 +29,10 @@ from loadtests.config import DEFAULT_MIX, LoadConfig, parse_mix
 from loadtests.seed import create_api_key, seed, seed_over_api
 from tests.fixtures.app import Operator
 from tests.fixtures.servers import Services
+from tests.platform.test_serve import wait_for
 from tests.support.keys import ADMIN_KEY
-from tests.test_serve import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_seed_funds_every_player_through_the_ledger_and_audits_it(

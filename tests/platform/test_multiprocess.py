@@ -410,7 +410,7 @@ async def test_payment_polls_of_every_worker_at_once_move_each_payment_once(
 def test_the_capacity_table_follows_from_its_parameters() -> None:
     """docs/scaling.md gives the capacity arithmetic as parameters and formulas, and a table
     worked out from them; the table must stay what the formulas give when a figure changes."""
-    text = (Path(__file__).resolve().parent.parent / "docs" / "scaling.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "scaling.md").read_text()
     section = text[text.index("## Capacity") :]
     params = {
         m.group(1): float(m.group(2))

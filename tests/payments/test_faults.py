@@ -35,8 +35,8 @@ import pytest
 from app.config import Settings
 from app.payments.service import Payments
 from loadtests.faults import FaultStack, wait_ready
-from tests.fake_psps import FakePsp, deliver
 from tests.fixtures.app import Operator, start_app
+from tests.payments.fake_psps import FakePsp, deliver
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from tests.fixtures.servers import Services
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFTEST = """
 import tests.support.keys  # noqa: F401

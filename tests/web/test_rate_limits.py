@@ -19,7 +19,7 @@ from app.client import ProviderClient
 from app.config import Settings
 from tests.fixtures.app import Operator, TableFactory, start_app
 from tests.support.keys import ADMIN_KEY
-from tests.test_openapi import check_response
+from tests.web.test_openapi import check_response
 
 LIMIT = 3
 

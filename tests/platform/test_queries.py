@@ -9,7 +9,7 @@ from pathlib import Path
 
 from app.db import Queries
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # `q.name`, `self.q.name`, `self._queries.name`, `w.queries.name`, `QUERIES.name` ...
 USE = re.compile(r"\b(?:q|queries|_queries|QUERIES|seeding)\.([a-z_][a-z0-9_]*)\b")
 CODE = ("app", "loadtests")

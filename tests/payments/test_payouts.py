@@ -21,7 +21,7 @@ from app.payments.psp import Initiated, PspError
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
 from app.web.errors import IdempotencyConflict, InvalidRequest, RouteDegraded
 from tests.fixtures.app import Operator
-from tests.test_payments import K, ScriptedPsp, timeout, webhook
+from tests.payments.test_payments import K, ScriptedPsp, timeout, webhook
 
 ACTOR = Actor("apikey:test")
 

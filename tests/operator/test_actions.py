@@ -17,9 +17,9 @@ import asyncpg
 
 from tests.fixtures.app import Operator
 from tests.fixtures.payments import SandboxRoutes
-from tests.test_payments import ScriptedPsp, timeout
-from tests.test_payments_api import body, key
-from tests.test_payouts import SlowPsp
+from tests.payments.test_api import body, key
+from tests.payments.test_payments import ScriptedPsp, timeout
+from tests.payments.test_payouts import SlowPsp
 
 
 @contextmanager

@@ -77,10 +77,18 @@ from app import db
 from app.config import Settings
 from app.payments import signing
 from app.payments.service import Payments
-from tests.fake_psps import ANSWERED, FAULTS, FINAL, PROVABLY_NOT_ACTED, Call, FakePsp, deliver
 from tests.fixtures.app import Operator, start_app
+from tests.payments.fake_psps import (
+    ANSWERED,
+    FAULTS,
+    FINAL,
+    PROVABLY_NOT_ACTED,
+    Call,
+    FakePsp,
+    deliver,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FUNDS = 20_000  # each player's balance at the start of an example
 REVIEW = 2_000  # withdrawals above this wait for an operator
 PLAYERS = ("p0", "p1")

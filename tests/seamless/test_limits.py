@@ -27,7 +27,7 @@ from tests.fixtures.app import Table, TableFactory
 LARGEST = 2**63 - 1
 PLAY_KINDS = ("wager", "loss")
 SIX = {kind: dict.fromkeys(LIMIT_PERIODS, 10**9) for kind in PLAY_KINDS}
-SEED = db.Queries.load(Path(__file__).resolve().parent.parent / "loadtests" / "sql")
+SEED = db.Queries.load(Path(__file__).resolve().parents[2] / "loadtests" / "sql")
 
 # What each limit has used, by a scan of the ledger: the definition the running totals must meet.
 USED_BY_SCAN = """

@@ -38,9 +38,9 @@ from app.config import Settings
 from app.devstack import free_port
 from app.payments.sandbox.server import config_from_env
 from tests.fixtures.servers import Services
-from tests.test_serve import wait_for
+from tests.platform.test_serve import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yml"
 ENV_EXAMPLE = DOCKER / ".env.example"

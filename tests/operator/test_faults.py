@@ -31,7 +31,7 @@ from app.operator.endpoints import PERMISSIONS
 from loadtests.faults import FaultStack, wait_ready
 from tests.fixtures.app import start_app
 from tests.support.keys import ADMIN_KEY
-from tests.test_openapi import check_response
+from tests.web.test_openapi import check_response
 
 pytestmark = pytest.mark.slow
 

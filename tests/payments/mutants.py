@@ -38,7 +38,7 @@ from app.devstack import EmbeddedPostgres, EmbeddedRedis
 from app.payments import service, signing
 from app.payments.psp import PspError, SandboxPsp
 from app.web import http as app_http
-from tests.test_payments_model import (
+from tests.payments.test_model import (
     FULL,
     MAIN_SAFE,
     PROFILES,

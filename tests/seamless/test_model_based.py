@@ -83,9 +83,9 @@ from app import db
 from app.client import ProviderClient, new_id, seal_event
 from app.config import Settings
 from tests.fixtures.app import Operator, start_app
-from tests.model import Answer, Expectation, Posting, Wallet, serial_order
+from tests.seamless.model import Answer, Expectation, Posting, Wallet, serial_order
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 MACHINE_SETTINGS = hypothesis.settings(
     # 40 examples take about 14 s on an idle 2-core machine, and find each bug seeded in the

@@ -59,7 +59,7 @@ from app.seamless.outcome import MESSAGES
 from app.web.auth import READ
 from tests.fixtures.app import Operator, Table, now
 from tests.fixtures.payments import SANDBOX_API_KEY, SANDBOX_SECRET, SandboxRoutes
-from tests.test_payments import ScriptedPsp, timeout
+from tests.payments.test_payments import ScriptedPsp, timeout
 
 DOC = document()
 ROOT = "urn:wallet:openapi"
