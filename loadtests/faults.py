@@ -1,8 +1,8 @@
 """Fault injection for the seamless wallet: servers to break on purpose, a provider that knows
 what every balance must be, and the check that the ledger agrees.
 
-Shared by ``tests/test_faults.py`` (one fault per test) and ``loadtests/chaos.py`` (faults in a
-loop under mixed load). Everything listens on 127.0.0.1 only.
+Shared by ``tests/platform/test_faults.py`` (one fault per test) and ``loadtests/chaos.py``
+(faults in a loop under mixed load). Everything listens on 127.0.0.1 only.
 
 - :class:`FaultStack`: a private Postgres and Redis (``app.devstack``), migrated, optionally with a
   :class:`DelayProxy` in front of Redis, and the faults: terminate the wallet's backends, stop and

@@ -51,7 +51,7 @@ FAMILIES = {
 
 @pytest.fixture
 def folder() -> Iterator[Path]:
-    """Outside pytest's basetemp, for the reason tests/test_faults.py gives."""
+    """Outside pytest's basetemp, for the reason tests/platform/test_faults.py gives."""
     path = Path(tempfile.mkdtemp(prefix="wallet-operator-faults-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)

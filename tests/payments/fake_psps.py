@@ -115,7 +115,7 @@ class FakePsp:
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(16))
     faults: list[str] = field(default_factory=list)
     poll_mode: str = "truth"
-    # Answer every second ask under a key (tests/payments_mutants.py, for code that cannot yet
+    # Answer every second ask under a key (tests/payments/mutants.py, for code that cannot yet
     # keep a payout whose outcome stays unknown).
     reask_answers: bool = False
     # Awaited inside a create call after the PSP acted and before it answers (fault tests).

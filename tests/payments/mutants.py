@@ -1,8 +1,8 @@
 """Plant payment bugs one at a time and see whether the payments model test catches each.
 
-Run: ``.venv/bin/python -m tests.payments_mutants [--profile full|main-safe] [--examples N]
+Run: ``.venv/bin/python -m tests.payments.mutants [--profile full|main-safe] [--examples N]
 [NAME ...]`` (not part of ``make test``). It starts its own Postgres and Redis, runs the state
-machine of tests/test_payments_model.py once unmutated (the baseline), then once per planted bug,
+machine of tests/payments/test_model.py once unmutated (the baseline), then once per planted bug,
 each applied with a monkeypatch, and prints one line per bug: caught or not, and the step that
 caught it.
 

@@ -2,8 +2,8 @@
 still move money exactly once.
 
 Each test runs its own Postgres and Redis (``loadtests.faults.FaultStack``) and its own app on
-them, with one fake PSP route (tests/fake_psps.py) that dedupes by Idempotency-Key like a real
-one. Cases:
+them, with one fake PSP route (tests/payments/fake_psps.py) that dedupes by Idempotency-Key like
+a real one. Cases:
 
 - Postgres stops after the PSP accepted a payout and before the wallet wrote its answer: the
   caller is told 503 (never 500), the funds stay held, and the caller's retry under the same key
@@ -107,7 +107,8 @@ class Rig:
 
 @pytest.fixture
 def folder() -> Iterator[Path]:
-    """Outside pytest's basetemp, as in tests/test_faults.py: a restarted Postgres reaches it."""
+    """Outside pytest's basetemp, as in tests/platform/test_faults.py: a restarted Postgres
+    reaches it."""
     path = Path(tempfile.mkdtemp(prefix="wallet-payfaults-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)

@@ -2,14 +2,14 @@
 two fake PSP routes that misbehave, checked after every step against the PSPs' truth.
 
 A Hypothesis ``RuleBasedStateMachine`` drives the wallet's real HTTP API (the app from
-``app.main.create_app`` over httpx's ASGI transport, on the session's Postgres server, in a
-database of its own) with two routes from :mod:`tests.fake_psps`. The routes answer through the
-wallet's real PSP adapter; what they do is scripted per call: accept and then time out, 5xx
-before or after acting, 429, connection refused, decline. Webhooks are delivered by the test:
-late, duplicated (racing copies), out of order, forged (bad signature, stale, wrong amount, a
-float or string amount, sent by the other PSP). Polls (``Payments.poll_once``) may meet a PSP
-that is down or one whose status lags behind its webhooks. Clients retry creations and operator
-actions with the same ``Idempotency-Key``, also concurrently (``asyncio.gather`` of one POST).
+``app.main.create_app`` over httpx's ASGI transport, on the session's Postgres server, in a database
+of its own) with two routes from :mod:`tests.payments.fake_psps`. The routes answer through the
+wallet's real PSP adapter; what they do is scripted per call: accept and then time out, 5xx before
+or after acting, 429, connection refused, decline. Webhooks are delivered by the test: late,
+duplicated (racing copies), out of order, forged (bad signature, stale, wrong amount, a float or
+string amount, sent by the other PSP). Polls (``Payments.poll_once``) may meet a PSP that is down or
+one whose status lags behind its webhooks. Clients retry creations and operator actions with the
+same ``Idempotency-Key``, also concurrently (``asyncio.gather`` of one POST).
 
 The model is small: each payment is open, held or final, and it becomes final only on a final
 outcome the wallet was told of (a verified webhook, a poll answered with the truth, an operator's
@@ -42,7 +42,7 @@ webhooks arrive; payouts no PSP knows are resolved by an operator), and everythi
 Reproducing a failure: Hypothesis prints the steps (``state.step(action=...)``) and a
 ``@reproduce_failure`` blob; the example is saved under ``.hypothesis/examples`` and replayed
 first next time. ``WALLET_PAYMENTS_MODEL_EXAMPLES=200`` searches longer.
-``tests/payments_mutants.py`` plants bugs and runs this machine against each.
+``tests/payments/mutants.py`` plants bugs and runs this machine against each.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ ATTENTION_UNKNOWN = "payout_outcome_unknown"
 @dataclass(frozen=True)
 class Profile:
     """What the machine may draw. ``FULL`` is the test; the others leave out what a known defect
-    of some code version fails anyway, so that :mod:`tests.payments_mutants` can still measure
+    of some code version fails anyway, so that :mod:`tests.payments.mutants` can still measure
     the planted bugs against that code (see its docstring)."""
 
     name: str
@@ -239,7 +239,8 @@ def fault_lists(profile: Profile) -> st.SearchStrategy[tuple[tuple[str, ...], tu
 
 
 def actions(profile: Profile) -> st.SearchStrategy[Action]:
-    """One step, drawn with fixed weights (one rule: see tests/test_model_based.py on why)."""
+    """One step, drawn with fixed weights (one rule: see tests/seamless/test_model_based.py on
+    why)."""
     faults = fault_lists(profile)
     copies = st.sampled_from([1, 1, 2, 3]) if profile.action_keys else st.just(1)
     creates = st.builds(
@@ -379,7 +380,7 @@ class PaymentsMachine(RuleBasedStateMachine):
     portal: ClassVar[BlockingPortal]
     services: ClassVar[Services]
     profile: ClassVar[Profile] = FULL
-    # The last steps, for tests/payments_mutants.py to say which step caught a bug.
+    # The last steps, for tests/payments/mutants.py to say which step caught a bug.
     trail: ClassVar[list[str]] = []
 
     def __init__(self) -> None:

@@ -212,7 +212,7 @@ async def test_a_payout_sent_before_a_crash_is_never_released_on_a_guess(
 async def test_a_refusal_on_the_second_ask_does_not_prove_the_first_was_not_taken(
     pool: asyncpg.Pool, operator: Operator
 ) -> None:
-    """Found by tests/test_payments_model.py: a timeout, then a 429 (or a refused connection)
+    """Found by tests/payments/test_model.py: a timeout, then a 429 (or a refused connection)
     when asked again. The 429 says the second request was not taken, not the first: the payout
     stays with route a."""
     for refusal in (

@@ -1,9 +1,9 @@
-"""An in-memory model of the seamless contract, for tests/test_model_based.py.
+"""An in-memory model of the seamless contract, for tests/seamless/test_model_based.py.
 
 Given every delivery so far, the model says what the wallet must answer to the next one, and
 keeps what the ledger must then hold: balances, postings, rounds, sessions, the request_id replay
 records. It is plain Python with no I/O, written from docs/seamless.md and checked against what
-tests/test_seamless_money.py, test_seamless_protocol.py and test_seamless_edges.py pin. One
+tests/seamless/test_money.py, test_protocol.py and test_edges.py pin. One
 difference from the document: its list of a bet's checks puts transaction_cancelled first, but
 an unknown player, an idempotency conflict and a currency mismatch are answered before it (the
 edge tests pin the conflict: "a changed resend is still a conflict first"); the model follows
@@ -182,7 +182,7 @@ class Wallet:
             return self._answer("R3", "player_not_found", rid)
         stop = self._opened(e, "bet", player, e["amount"], None)
         # A cancelled transaction_id, unless the bet is refused as a conflict or a mismatch
-        # first (tests/test_seamless_edges.py: "a changed resend is still a conflict first").
+        # first (tests/seamless/test_edges.py: "a changed resend is still a conflict first").
         if txn in self.cancel_of and (stop is None or stop["code"] == "R0"):
             return self._answer("R1", "transaction_cancelled", rid, player)
         if stop is not None:

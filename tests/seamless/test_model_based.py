@@ -1,14 +1,14 @@
 """Model-based test of the seamless contract: random sequences of events against the real webhook.
 
-A Hypothesis ``RuleBasedStateMachine`` sends every kind of event through the real HTTP endpoint
-(the app over httpx's ASGI transport, on the session's real Postgres and Redis) and compares each
-answer, field by field, with :class:`tests.model.Wallet`, a small in-memory model written from
-docs/seamless.md. The sequences mix bets of random amounts (beyond the balance, exactly the
-balance, zero, negative, at a limit), cancels of known and never-seen bets, results that close a
-round or leave it open, corrections, logins and logouts with live, ended, other players' and
-other providers' tokens, an unknown player, wrong currencies, stale timestamps, replays of
-identical bytes, a request_id reused for other content, retries under a new request_id, operator
-changes of status, limits and balance, whole rounds as a game plays them, and concurrent bursts.
+A Hypothesis ``RuleBasedStateMachine`` sends every kind of event through the real HTTP endpoint (the
+app over httpx's ASGI transport, on the session's real Postgres and Redis) and compares each answer,
+field by field, with :class:`tests.seamless.model.Wallet`, a small in-memory model written from
+docs/seamless.md. The sequences mix bets of random amounts (beyond the balance, exactly the balance,
+zero, negative, at a limit), cancels of known and never-seen bets, results that close a round or
+leave it open, corrections, logins and logouts with live, ended, other players' and other providers'
+tokens, an unknown player, wrong currencies, stale timestamps, replays of identical bytes, a
+request_id reused for other content, retries under a new request_id, operator changes of status,
+limits and balance, whole rounds as a game plays them, and concurrent bursts.
 
 One rule. Each step is one action drawn with fixed weights (``ACTIONS``). Hypothesis switches
 rules off at random in each example (swarm testing); with separate rules, a run of a few dozen
@@ -20,14 +20,14 @@ in a worker thread, as Starlette's TestClient does it) holding an app, a Postgre
 clients made for it by ``start_app``. Each step calls ``portal.call(coroutine_function, ...)``.
 The pytest-asyncio session loop and its app are left alone; the two apps share only the servers.
 
-Bursts. Two or three events of any kind and player go out at once with ``asyncio.gather``, some
-also under a second request_id, some twice in identical bytes. The check is linearisability
-rather than a restriction to commutative sets: some serial order of the distinct deliveries must
-explain every answer exactly (codes, balances, wallet ids, duplicate flags), and the model goes
-on from that order (``tests.model.serial_order``, a search over at most six deliveries). A copy
-in identical bytes must get its twin's answer or R1 ``request_in_progress``. Comparing only a
-final balance would let wrong answers through, and commutative sets would leave out the races
-that matter, such as two players naming one transaction id.
+Bursts. Two or three events of any kind and player go out at once with ``asyncio.gather``, some also
+under a second request_id, some twice in identical bytes. The check is linearisability rather than a
+restriction to commutative sets: some serial order of the distinct deliveries must explain every
+answer exactly (codes, balances, wallet ids, duplicate flags), and the model goes on from that order
+(``tests.seamless.model.serial_order``, a search over at most six deliveries). A copy in identical
+bytes must get its twin's answer or R1 ``request_in_progress``. Comparing only a final balance would
+let wrong answers through, and commutative sets would leave out the races that matter, such as two
+players naming one transaction id.
 
 Invariants after every step, read in one statement (one snapshot): each player's balance is the
 model's; the provider's postings (wallet id, transaction id, kind, player, round, amount,
@@ -42,12 +42,12 @@ Reproducing a failure. Hypothesis shrinks the example and prints its steps in th
 names (``state.step(action=Send(spec=Spec(event='bet', player='p0', ...)))``; players p0 and
 p1 in EUR, p2 in USD, ghost unknown) and a ``@reproduce_failure`` blob, which can be put on
 ``SeamlessMachine``. The example is saved in ``.hypothesis/examples`` in the project (ignored by
-git), and the next ``.venv/bin/pytest tests/test_model_based.py`` replays it first. Longer
+git), and the next ``.venv/bin/pytest tests/seamless/test_model_based.py`` replays it first. Longer
 searches: ``WALLET_MODEL_EXAMPLES=500``. A failure takes up to five minutes more, to shrink.
 
 Limits count postings in UTC calendar windows; the model takes every posting of a run to fall in
 the current day, so a run across midnight UTC may see a limit differently. Session expiry is
-tested in test_seamless_protocol.py, not here.
+tested in test_protocol.py, not here.
 """
 
 from __future__ import annotations

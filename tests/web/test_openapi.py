@@ -396,8 +396,8 @@ async def test_operator_answers_match_the_document(
     for (method, path), operation in _operations():
         if (method, path) in DRIVEN:
             documented = {int(status) for status in operation["responses"] if status != "default"}
-            # 429 needs an app with a small rate limit: tests/test_rate_limits.py drives it and
-            # checks its answers against this same document. So does tests/test_operator_faults.py
+            # 429 needs an app with a small rate limit: tests/web/test_rate_limits.py drives it and
+            # checks its answers against this same document. So does tests/operator/test_faults.py
             # with the 503 every route gives while the database is away; routes that answer 503
             # for a payment route as well are driven to it here.
             seen = record.seen.get((method, path), set())
