@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from app.dev.sandbox_psp import model as sandbox
 from app.ledger.service import CHECKS, SAMPLE
 from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.operator import endpoints, service
@@ -40,7 +41,6 @@ from app.payments import endpoints as payment_endpoints  # registers its routes 
 from app.payments import outbox, signing
 from app.payments import service as payment_service
 from app.payments.psp import EVENT_STATUS, PSP_STATUSES
-from app.payments.sandbox import model as sandbox
 from app.seamless import envelope
 from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, PARSERS
 from app.seamless.outcome import MESSAGES

@@ -46,7 +46,7 @@ import httpx
 import orjson
 
 from app.client import ProviderClient
-from app.devstack import free_port
+from app.dev.devstack import free_port
 from loadtests.faults import (
     FAULTS,
     FaultStack,

@@ -34,7 +34,7 @@ from redis.asyncio import Redis
 
 from app import db
 from app.client import ProviderClient, seal_event
-from app.devstack import EmbeddedPostgres, EmbeddedRedis, free_port
+from app.dev.devstack import EmbeddedPostgres, EmbeddedRedis, free_port
 from app.ledger import service as ledger
 from loadtests.seed import seed
 

@@ -25,9 +25,9 @@ import httpx
 
 from app import strict_json
 from app.config import PspSettings
+from app.dev.sandbox_psp import model as sandbox
+from app.dev.sandbox_psp.app import REFERENCE
 from app.payments import signing
-from app.payments.sandbox import model as sandbox
-from app.payments.sandbox.app import REFERENCE
 from app.seamless.events import MAX_AMOUNT
 from app.web.http import CURRENCY, IDENTIFIER
 

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, Phase
 
 import tests.support.keys  # noqa: F401  (sets the environment before the app is imported)
 from app.config import Settings
-from app.devstack import EmbeddedPostgres, EmbeddedRedis
+from app.dev.devstack import EmbeddedPostgres, EmbeddedRedis
 from app.payments import service, signing
 from app.payments.psp import PspError, SandboxPsp
 from app.web import http as app_http

@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from app.devstack import free_port
+from app.dev.devstack import free_port
 
 pytestmark = pytest.mark.slow
 API_KEY = "cli-sandbox-key"

@@ -25,10 +25,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.cli import build_parser
+from app.dev.sandbox_psp import SandboxConfig, SandboxState, create_sandbox_app
+from app.dev.sandbox_psp.server import config_from_env
+from app.dev.sandbox_psp.settlements import fee_for
 from app.payments import signing
-from app.payments.sandbox import SandboxConfig, SandboxState, create_sandbox_app
-from app.payments.sandbox.server import config_from_env
-from app.payments.sandbox.settlements import fee_for
 from app.payments.signing import SignatureError, sign, verify
 
 API_KEY = "sk_test_" + secrets.token_hex(8)

@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 import redis
 
-from app import devstack
-from app.devstack import DevstackError, EmbeddedPostgres, EmbeddedRedis
+from app.dev import devstack
+from app.dev.devstack import DevstackError, EmbeddedPostgres, EmbeddedRedis
 
 pytestmark = pytest.mark.slow
 

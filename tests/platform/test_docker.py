@@ -35,8 +35,8 @@ from ruamel.yaml import YAML
 
 from app import db, logs
 from app.config import Settings
-from app.devstack import free_port
-from app.payments.sandbox.server import config_from_env
+from app.dev.devstack import free_port
+from app.dev.sandbox_psp.server import config_from_env
 from tests.fixtures.servers import Services
 from tests.platform.test_serve import wait_for
 

@@ -24,7 +24,7 @@ import pytest
 from starlette.types import ASGIApp
 
 from app.client import ProviderClient
-from app.devstack import free_port
+from app.dev.devstack import free_port
 from loadtests.config import DEFAULT_MIX, LoadConfig, parse_mix
 from loadtests.seed import create_api_key, seed, seed_over_api
 from tests.fixtures.app import Operator

@@ -31,7 +31,7 @@ import pytest
 
 from app.client import ProviderClient, seal_event
 from app.config import Settings
-from app.devstack import free_port
+from app.dev.devstack import free_port
 from tests.fixtures.app import Operator
 from tests.support.keys import ADMIN_KEY, MASTER_KEY
 

@@ -43,7 +43,7 @@ import pytest
 from app import db
 from app.client import ProviderClient
 from app.config import Settings
-from app.devstack import free_port, unprivileged_user
+from app.dev.devstack import free_port, unprivileged_user
 from app.ledger import service as ledger
 from tests.fixtures.app import Operator, start_app
 from tests.fixtures.servers import Services

@@ -12,7 +12,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.config import Settings
-from app.devstack import free_port
+from app.dev.devstack import free_port
 from app.redis_mux import RedisMux, _Target
 
 

@@ -19,10 +19,11 @@ import httpx
 import orjson
 import pytest
 
-from app import db, local, logs
+from app import db, logs
 from app.client import ProviderClient, new_id
 from app.config import ConfigError, Settings
 from app.db import Queries
+from app.dev import local
 from app.payments import outbox
 from app.seamless import keys
 from app.seamless.keys import KeyRing, KeyUnavailable, MasterKeyMismatch, SealedKeyError

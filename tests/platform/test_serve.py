@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from app.client import ProviderClient
-from app.devstack import free_port
+from app.dev.devstack import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import orjson
 
-from app.payments.sandbox import scenarios, settlements
-from app.payments.sandbox.config import SandboxConfig
-from app.payments.sandbox.model import (
+from app.dev.sandbox_psp import scenarios, settlements
+from app.dev.sandbox_psp.config import SandboxConfig
+from app.dev.sandbox_psp.model import (
     DEPOSIT,
     FAILED,
     HELD,
@@ -34,8 +34,8 @@ from app.payments.sandbox.model import (
     SandboxError,
     not_found,
 )
-from app.payments.sandbox.pages import upi_deep_link
-from app.payments.sandbox.scenarios import Gate
+from app.dev.sandbox_psp.pages import upi_deep_link
+from app.dev.sandbox_psp.scenarios import Gate
 from app.payments.signing import sign
 
 log = logging.getLogger(__name__)

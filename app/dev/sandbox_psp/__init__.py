@@ -8,11 +8,11 @@ memory only. The API, the scenarios and the webhook format are documented in
 
 from __future__ import annotations
 
-from app.payments.sandbox.app import create_sandbox_app
-from app.payments.sandbox.config import SandboxConfig
-from app.payments.sandbox.model import Delivery, Payment
-from app.payments.sandbox.scenarios import SCENARIOS
-from app.payments.sandbox.state import SandboxState
+from app.dev.sandbox_psp.app import create_sandbox_app
+from app.dev.sandbox_psp.config import SandboxConfig
+from app.dev.sandbox_psp.model import Delivery, Payment
+from app.dev.sandbox_psp.scenarios import SCENARIOS
+from app.dev.sandbox_psp.state import SandboxState
 
 __all__ = [
     "SCENARIOS",

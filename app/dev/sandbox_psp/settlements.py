@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from app.payments.sandbox.model import DEPOSIT, KINDS, SUCCEEDED, Payment, invalid, utc_text
+from app.dev.sandbox_psp.model import DEPOSIT, KINDS, SUCCEEDED, Payment, invalid, utc_text
 
 BPS_PER_UNIT = 10_000
 

@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from app import db
 from app.config import ConfigError, Settings
-from app.devstack import EmbeddedPostgres, EmbeddedRedis, running_postgres, running_redis
+from app.dev.devstack import EmbeddedPostgres, EmbeddedRedis, running_postgres, running_redis
 
 log = logging.getLogger(__name__)
 

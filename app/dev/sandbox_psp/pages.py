@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from app.payments.sandbox.model import (
+from app.dev.sandbox_psp.model import (
     FAILED,
     HELD,
     REQUIRES_ACTION,

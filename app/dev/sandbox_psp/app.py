@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from app.payments.sandbox import pages, scenarios
-from app.payments.sandbox.config import SandboxConfig
-from app.payments.sandbox.model import (
+from app.dev.sandbox_psp import pages, scenarios
+from app.dev.sandbox_psp.config import SandboxConfig
+from app.dev.sandbox_psp.model import (
     DEPOSIT,
     KINDS,
     RAIL_OF_METHOD,
@@ -33,8 +33,8 @@ from app.payments.sandbox.model import (
     invalid,
     not_found,
 )
-from app.payments.sandbox.settlements import parse_extra_line
-from app.payments.sandbox.state import OUTCOMES, SandboxState
+from app.dev.sandbox_psp.settlements import parse_extra_line
+from app.dev.sandbox_psp.state import OUTCOMES, SandboxState
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_AMOUNT = 10**12

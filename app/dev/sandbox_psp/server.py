@@ -11,8 +11,8 @@ import os
 import secrets
 from collections.abc import Mapping
 
-from app.payments.sandbox.app import create_sandbox_app
-from app.payments.sandbox.config import SandboxConfig
+from app.dev.sandbox_psp.app import create_sandbox_app
+from app.dev.sandbox_psp.config import SandboxConfig
 
 API_KEY_VAR = "WALLET_SANDBOX_API_KEY"
 WEBHOOK_SECRET_VAR = "WALLET_SANDBOX_WEBHOOK_SECRET"
