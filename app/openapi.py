@@ -33,12 +33,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from app.dev.sandbox_psp import model as sandbox
 from app.ledger.service import CHECKS, SAMPLE
 from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.operator import endpoints, service
 from app.payments import endpoints as payment_endpoints  # registers its routes in PERMISSIONS
 from app.payments import outbox, signing
+from app.payments import sandbox_api as sandbox
 from app.payments import service as payment_service
 from app.payments.psp import EVENT_STATUS, PSP_STATUSES
 from app.seamless import envelope

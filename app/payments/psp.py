@@ -25,8 +25,7 @@ import httpx
 
 from app import strict_json
 from app.config import PspSettings
-from app.dev.sandbox_psp import model as sandbox
-from app.dev.sandbox_psp.app import REFERENCE
+from app.payments import sandbox_api as sandbox
 from app.payments import signing
 from app.seamless.events import MAX_AMOUNT
 from app.web.http import CURRENCY, IDENTIFIER
@@ -116,7 +115,7 @@ class _Fields:
     def reference(self, key: str) -> str:
         """Any merchant reference the PSP accepts (a settlement line need not be the wallet's)."""
         value = self.obj.get(key)
-        if type(value) is not str or not REFERENCE.fullmatch(value):
+        if type(value) is not str or not sandbox.REFERENCE.fullmatch(value):
             raise MalformedPspData(
                 self.name(key), "must be 1 to 128 characters of [A-Za-z0-9_.:/-]"
             )

@@ -22,11 +22,8 @@ from starlette.routing import Route
 from app.dev.sandbox_psp import pages, scenarios
 from app.dev.sandbox_psp.config import SandboxConfig
 from app.dev.sandbox_psp.model import (
-    DEPOSIT,
-    KINDS,
     RAIL_OF_METHOD,
     RAILS,
-    REQUIRES_ACTION,
     CreateRequest,
     Payment,
     SandboxError,
@@ -35,10 +32,10 @@ from app.dev.sandbox_psp.model import (
 )
 from app.dev.sandbox_psp.settlements import parse_extra_line
 from app.dev.sandbox_psp.state import OUTCOMES, SandboxState
+from app.payments.sandbox_api import DEPOSIT, KINDS, REFERENCE, REQUIRES_ACTION
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_AMOUNT = 10**12
-REFERENCE = re.compile(r"[A-Za-z0-9_.:/-]{1,128}")
 # Printable ASCII without spaces: what fits in a header unambiguously.
 IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
 CURRENCY = re.compile(r"[A-Z]{3}")

@@ -6,14 +6,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-DEPOSIT, PAYOUT = "deposit", "payout"
-KINDS = (DEPOSIT, PAYOUT)
+from app.payments.sandbox_api import FAILED, SUCCEEDED
 
-REQUIRES_ACTION = "requires_action"
-PENDING = "pending"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-HELD = "held"
 TERMINAL = frozenset({SUCCEEDED, FAILED})
 
 # Rails and the payment methods each accepts; a request naming no rail gets its method's rail.

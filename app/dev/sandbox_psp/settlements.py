@@ -6,7 +6,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from app.dev.sandbox_psp.model import DEPOSIT, KINDS, SUCCEEDED, Payment, invalid, utc_text
+from app.dev.sandbox_psp.model import Payment, invalid, utc_text
+from app.payments.sandbox_api import DEPOSIT, KINDS, SUCCEEDED
 
 BPS_PER_UNIT = 10_000
 

@@ -21,21 +21,10 @@ import orjson
 
 from app.dev.sandbox_psp import scenarios, settlements
 from app.dev.sandbox_psp.config import SandboxConfig
-from app.dev.sandbox_psp.model import (
-    DEPOSIT,
-    FAILED,
-    HELD,
-    PENDING,
-    REQUIRES_ACTION,
-    SUCCEEDED,
-    CreateRequest,
-    Delivery,
-    Payment,
-    SandboxError,
-    not_found,
-)
+from app.dev.sandbox_psp.model import CreateRequest, Delivery, Payment, SandboxError, not_found
 from app.dev.sandbox_psp.pages import upi_deep_link
 from app.dev.sandbox_psp.scenarios import Gate
+from app.payments.sandbox_api import DEPOSIT, FAILED, HELD, PENDING, REQUIRES_ACTION, SUCCEEDED
 from app.payments.signing import sign
 
 log = logging.getLogger(__name__)
