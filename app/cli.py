@@ -1,7 +1,7 @@
 """The ``wallet`` command: serve, migrate, and the operator's everyday set-up tasks.
 
 Every command works against ``WALLET_DATABASE_URL`` / ``WALLET_REDIS_URL`` when set, and against
-local servers in ``WALLET_DATA_DIR`` otherwise (see :mod:`app.local`).
+local servers in ``WALLET_DATA_DIR`` otherwise (see :mod:`app.dev.local`).
 """
 
 from __future__ import annotations
