@@ -2,7 +2,8 @@
 
 The fixtures live in tests/fixtures/ (servers, the app, payments), helpers that tests import in
 tests/support/. The keys module comes first: it puts the session's keys in the environment
-before anything imports the app.
+before anything imports the app. The session ends with the ledger check of tests/fixtures/ledger.py
+on every database it made; an unbalanced ledger fails the run.
 """
 
 from __future__ import annotations
