@@ -44,7 +44,7 @@ from app.payments.psp import EVENT_STATUS, PSP_STATUSES
 from app.seamless import envelope
 from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, PARSERS
 from app.seamless.outcome import MESSAGES
-from app.web import http, pagination
+from app.web import docgen, http, pagination, routing
 from app.web.auth import READ, ROLES
 from app.web.errors import WalletError
 
@@ -244,9 +244,16 @@ def _error_schemas() -> dict[str, Schema]:
             "http_status": {"type": "integer"},
             "docs_url": _text(format="uri"),
             "request_id": {"type": ["string", "null"], "description": "the X-Request-Id"},
-            "field": _text("the offending field of a validation error"),
+            "field": _text("the offending field of a validation error (the first, if several)"),
+            "errors": {
+                "type": "array",
+                "minItems": 1,
+                "items": _object({"field": _text(), "message": _text()}),
+                "description": "every bad field of a request body or query, when it has several "
+                "checks (a typed message)",
+            },
         },
-        optional=("field",),
+        optional=("field", "errors"),
     )
     return {"Error": _object({"error": error}, description="Every operator API error.")}
 
@@ -324,41 +331,6 @@ def _player_schemas() -> dict[str, Schema]:
         ),
         "StatementTotal": _object(
             {"count": {"type": "integer", "minimum": 1}, "total": _int64("sum of balance changes")}
-        ),
-    }
-
-
-def _provider_schemas() -> dict[str, Schema]:
-    shown_key = _object(
-        {
-            "key_id": IDENTIFIER,
-            "key": _text(
-                "base64 of 32 random bytes; shown only in this answer",
-                contentEncoding="base64",
-                minLength=44,
-                maxLength=44,
-            ),
-        }
-    )
-    active = _object(
-        {"key_id": IDENTIFIER, "state": {"type": "string", "enum": ["current", "previous"]}}
-    )
-    return {
-        "Provider": _object({"code": IDENTIFIER, "name": _text(), "created_at": TIME}),
-        "ProviderKey": shown_key,
-        "ProviderCreated": _object(
-            {
-                "code": IDENTIFIER,
-                "name": _text(),
-                "keys": {"type": "array", "items": _ref("ProviderKey")},
-            }
-        ),
-        "KeyRotation": _object(
-            {
-                "code": IDENTIFIER,
-                "keys": {"type": "array", "items": _ref("ProviderKey")},
-                "active": {"type": "array", "items": active},
-            }
         ),
     }
 
@@ -1424,36 +1396,6 @@ SEALED_ANSWER = (
 CALL_FILTERS = ("CallProvider", "CallEvent", "CallCode", "CallPlayer", *RANGE, *PAGE)
 
 OPERATIONS: dict[tuple[str, str], Op] = {
-    ("POST", "/v1/providers"): Op(
-        "createProvider",
-        "providers",
-        "Register a provider with its first key",
-        ((201, "The provider and its first key, shown only here", "ProviderCreated"),),
-        (400, 409),
-        ("ActionIdempotencyKey",),
-        body="ProviderCreate",
-        description="409 `idempotency_conflict` (field `code`) when the code exists."
-        + IDEMPOTENT_ACTION
-        + SEALED_ANSWER,
-    ),
-    ("GET", "/v1/providers"): Op(
-        "listProviders",
-        "providers",
-        "List providers, by code",
-        ((200, "A page of providers", "ProviderPage"),),
-        (400,),
-        PAGE,
-    ),
-    ("POST", "/v1/providers/{code}/keys"): Op(
-        "rotateProviderKey",
-        "providers",
-        "Rotate a provider's key",
-        ((201, "The new current key (shown only here) and the active keys", "KeyRotation"),),
-        (400, 404, 409),
-        ("ProviderCode", "ActionIdempotencyKey"),
-        description="The new key becomes current; the old current stays active as previous; "
-        "the old previous retires." + IDEMPOTENT_ACTION + SEALED_ANSWER,
-    ),
     ("POST", "/v1/players"): Op(
         "createPlayer",
         "players",
@@ -2127,7 +2069,6 @@ def _components() -> Schema:
     for part in (
         _error_schemas,
         _player_schemas,
-        _provider_schemas,
         _history_schemas,
         _admin_schemas,
         _request_schemas,
@@ -2136,7 +2077,8 @@ def _components() -> Schema:
         _seamless_schemas,
     ):
         schemas.update(part())
-    pages = ("Provider", "PlayerSummary", "Transaction", "Call", "AuditEntry", "ApiKey")
+    schemas.update(docgen.schemas(docgen.models_of(_operations())))
+    pages = ("PlayerSummary", "Transaction", "Call", "AuditEntry", "ApiKey")
     for item in (*pages, "OperatorEvent"):
         schemas[f"{item}Page"] = _page(item)
     return {
@@ -2220,11 +2162,20 @@ def _webhooks() -> Schema:
     return {OPERATOR_WEBHOOK: {"post": operation}}
 
 
+def _operations() -> list[routing.Operation]:
+    from app.main import API_ROUTES  # the app's routes, which import this module's users
+
+    return routing.operations(API_ROUTES)
+
+
 def _paths() -> Schema:
     operations = {
         key: _operator_operation(op, endpoints.PERMISSIONS.get(key))
         for key, op in OPERATIONS.items()
     }
+    errors = {status: name for status, (name, _) in ERROR_RESPONSES.items()}
+    for op in _operations():
+        operations[(op.method, op.path)] = docgen.operation(op, errors, database_down=DATABASE_DOWN)
     operations.update(_public_operations())
     paths: dict[str, dict[str, Schema]] = {}
     for (method, path), operation in operations.items():

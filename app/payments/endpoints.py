@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.audit import audit
 from app.operator.endpoints import Call, route
-from app.operator.service import audit
 from app.payments import outbox, signing
 from app.payments.psp import MalformedPspData, PspError
 from app.payments.reconciliation import reconcile, route_named

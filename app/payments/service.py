@@ -34,8 +34,8 @@ from typing import Any, NoReturn
 import asyncpg
 import orjson
 
+from app.audit import Actor, audit
 from app.db import CONNECTION_ERRORS, Queries
-from app.operator.service import Actor, audit
 from app.operator.views import rfc3339
 from app.payments import signing
 from app.payments.psp import Initiated, Psp, PspError, PspEvent, now

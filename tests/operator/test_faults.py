@@ -27,7 +27,7 @@ import pytest
 from starlette.types import ASGIApp
 
 from app.config import Settings
-from app.operator.endpoints import PERMISSIONS
+from app.main import PERMISSIONS
 from loadtests.faults import FaultStack, wait_ready
 from tests.fixtures.app import start_app
 from tests.support.keys import ADMIN_KEY
