@@ -17,9 +17,8 @@ import asyncpg
 
 from tests.fixtures.app import Operator
 from tests.fixtures.payments import SandboxRoutes
+from tests.payments.psps import ScriptedPsp, SlowPsp, timeout
 from tests.payments.test_api import body, key
-from tests.payments.test_payments import ScriptedPsp, timeout
-from tests.payments.test_payouts import SlowPsp
 
 
 @contextmanager

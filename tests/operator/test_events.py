@@ -21,7 +21,7 @@ from app.payments import outbox, signing
 from app.payments.psp import Initiated
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
 from tests.fixtures.app import Operator
-from tests.payments.test_payments import ScriptedPsp, webhook
+from tests.payments.psps import ScriptedPsp, webhook
 
 OPERATOR_SECRET = b"operator-events-secret"
 

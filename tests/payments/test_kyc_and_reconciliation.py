@@ -14,7 +14,7 @@ from app.payments.service import PaymentRequest, Payments
 from app.web.errors import MethodUnavailable
 from tests.fixtures.app import Operator
 from tests.fixtures.payments import SANDBOX_API_KEY, SandboxRoutes
-from tests.payments.test_payments import ScriptedPsp
+from tests.payments.psps import ScriptedPsp
 
 
 async def test_kyc_tier_is_set_audited_and_shown(operator: Operator) -> None:

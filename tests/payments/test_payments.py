@@ -7,16 +7,14 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
 
 from app.db import Queries
 from app.payments import signing
-from app.payments.psp import Initiated, PspError, PspEvent
+from app.payments.psp import Initiated, PspError
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
 from app.web.errors import (
     IdempotencyConflict,
@@ -26,62 +24,7 @@ from app.web.errors import (
     RouteDegraded,
 )
 from tests.fixtures.app import Operator
-
-SECRET = b"test-webhook-secret"
-# Idempotency keys are global per kind, and the test database lives for the whole session.
-K = secrets.token_hex(4) + ":"
-
-
-@dataclass
-class ScriptedPsp:
-    """A PSP whose answers the test scripts: a list of results or errors, one per call."""
-
-    name: str
-    script: list[Initiated | PspError] = field(default_factory=list)
-    currencies: frozenset[str] = frozenset({"EUR"})
-    methods: frozenset[str] = frozenset({"card"})
-    countries: frozenset[str] = frozenset()
-    min_amount: int | None = None
-    max_amount: int | None = None
-    calls: list[dict[str, Any]] = field(default_factory=list)
-
-    async def initiate(self, payment: dict[str, Any], webhook_url: str) -> Initiated:
-        self.calls.append({"payment": payment["id"], "webhook_url": webhook_url})
-        step = (
-            self.script.pop(0)
-            if self.script
-            else Initiated(
-                f"{self.name}-{payment['id']}", "requires_action", "https://psp.test/pay"
-            )
-        )
-        if isinstance(step, PspError):
-            raise step
-        return step
-
-    async def status(self, psp_payment_id: str) -> str:
-        return "pending"
-
-    def parse_webhook(self, body: bytes, signature: str | None, now: float) -> PspEvent:
-        signing.verify(SECRET, body, signature, now=now)
-        data = orjson.loads(body)
-        return PspEvent(**data)
-
-
-def webhook(
-    payment: dict[str, Any], status: str, *, event_id: str | None = None, **overrides: Any
-) -> tuple[bytes, str]:
-    event = {
-        "event_id": event_id or "evt_" + secrets.token_hex(6),
-        "type": f"payment.{status}",
-        "psp_payment_id": f"psp-a-{payment['id']}",
-        "reference": payment["id"],
-        "amount": payment["amount"],
-        "currency": payment["currency"],
-        "status": status,
-    }
-    event.update(overrides)
-    body = orjson.dumps(event)
-    return body, signing.sign(SECRET, body, int(time.time()))
+from tests.payments.psps import SECRET, K, ScriptedPsp, timeout, webhook
 
 
 @pytest.fixture
@@ -439,10 +382,6 @@ async def test_approval_needs_a_route_first(
     assert (await payments.get("withdrawal", held["id"]))["status"] == "held"
     rejected = await payments.decide(held["id"], False, "apikey:test")
     assert rejected["status"] == "rejected" and await operator.balance(player) == 1_000
-
-
-def timeout() -> PspError:
-    return PspError("timeout", retryable=True, ambiguous=True)
 
 
 async def test_a_payout_whose_outcome_is_unknown_never_fails_over(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Any
 
 import asyncpg
 import pytest
@@ -21,7 +20,7 @@ from app.payments.psp import Initiated, PspError
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
 from app.web.errors import IdempotencyConflict, InvalidRequest, RouteDegraded
 from tests.fixtures.app import Operator
-from tests.payments.test_payments import K, ScriptedPsp, timeout, webhook
+from tests.payments.psps import K, ScriptedPsp, SlowPsp, timeout, webhook
 
 ACTOR = Actor("apikey:test")
 
@@ -119,19 +118,6 @@ async def test_an_unknown_payout_is_resolved_by_an_operator_once(
         assert payment_id not in [
             p["id"] for p in (await payments.needing_attention(100, None))["data"]
         ]
-
-
-class SlowPsp(ScriptedPsp):
-    """Holds every initiate until released, to make two starts meet."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.release = asyncio.Event()
-
-    async def initiate(self, payment: dict[str, Any], webhook_url: str) -> Initiated:
-        self.calls.append({"payment": payment["id"], "webhook_url": webhook_url})
-        await self.release.wait()
-        return Initiated(f"{self.name}-{payment['id']}", "pending")
 
 
 async def test_two_starts_of_one_payment_never_run_at_once(

@@ -11,7 +11,7 @@ from app.payments.psp import PspError
 from app.payments.routing import Breaker
 from app.payments.service import PaymentRequest, Payments
 from tests.fixtures.app import Operator
-from tests.payments.test_payments import ScriptedPsp
+from tests.payments.psps import ScriptedPsp
 
 
 class Clock:

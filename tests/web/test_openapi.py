@@ -58,7 +58,7 @@ from app.seamless.outcome import MESSAGES
 from app.web.auth import READ
 from tests.fixtures.app import Operator, Table, now
 from tests.fixtures.payments import SANDBOX_API_KEY, SANDBOX_SECRET, SandboxRoutes
-from tests.payments.test_payments import ScriptedPsp, timeout
+from tests.payments.psps import ScriptedPsp, timeout
 
 DOC = document()
 ROOT = "urn:wallet:openapi"
