@@ -38,7 +38,7 @@ from app.config import Settings
 from app.dev.devstack import free_port
 from app.dev.sandbox_psp.server import config_from_env
 from tests.fixtures.servers import Services
-from tests.platform.test_serve import wait_for
+from tests.support.processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"

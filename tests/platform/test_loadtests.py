@@ -29,8 +29,8 @@ from loadtests.config import DEFAULT_MIX, LoadConfig, parse_mix
 from loadtests.seed import create_api_key, seed, seed_over_api
 from tests.fixtures.app import Operator
 from tests.fixtures.servers import Services
-from tests.platform.test_serve import wait_for
 from tests.support.keys import ADMIN_KEY
+from tests.support.processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

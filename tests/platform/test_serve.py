@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,22 +15,9 @@ import pytest
 
 from app.client import ProviderClient
 from app.dev.devstack import free_port
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"wallet serve exited early with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not ready in {timeout} s")
 
 
 async def test_serve_demo_on_embedded_servers(tmp_path: Path) -> None:

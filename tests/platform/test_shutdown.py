@@ -26,7 +26,7 @@ from app.config import Settings
 from app.ledger import service as ledger
 from tests.fixtures.app import Operator
 from tests.fixtures.servers import Services
-from tests.platform.test_multiprocess import WalletProcess, start_wallet, stop_wallet, wait_ready
+from tests.support.processes import WalletProcess, start_wallet, stop_wallet, wait_ready
 
 pytestmark = pytest.mark.slow
 

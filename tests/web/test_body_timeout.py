@@ -30,8 +30,8 @@ from starlette.types import Message
 
 from app.config import Settings
 from tests.fixtures.app import start_app
-from tests.platform.test_multiprocess import WalletProcess, start_wallet, stop_wallet, wait_ready
 from tests.support.keys import ADMIN_KEY
+from tests.support.processes import WalletProcess, start_wallet, stop_wallet, wait_ready
 
 pytestmark = pytest.mark.slow
 
