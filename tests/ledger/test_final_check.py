@@ -87,8 +87,8 @@ def run(folder: Path, services: Services, *, plant: bool) -> subprocess.Complete
         PLANT="1" if plant else "0",
     )
     return subprocess.run(
-        # A basetemp of its own: a default one would make /tmp/pytest-of-USER private again,
-        # which the servers of tests running as the postgres user cannot survive.
+        # A basetemp of its own: a default one would make /tmp/pytest-of-USER private again
+        # (see tests.fixtures.servers.outside_basetemp).
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--basetemp", basetemp],
         cwd=folder,
         env=env,

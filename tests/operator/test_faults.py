@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -47,14 +45,6 @@ FAMILIES = {
     ("GET", "/v1/webhooks/calls"),
     ("GET", "/v1/webhooks/failures"),
 }
-
-
-@pytest.fixture
-def folder() -> Iterator[Path]:
-    """Outside pytest's basetemp, for the reason tests/platform/test_faults.py gives."""
-    path = Path(tempfile.mkdtemp(prefix="wallet-operator-faults-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def _client(app: ASGIApp, stack: AsyncExitStack) -> httpx.AsyncClient:

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -103,15 +101,6 @@ class Rig:
 
     async def ledger_ok(self) -> bool:
         return bool(await self.get("/v1/ledger/check") == {"ok": True})
-
-
-@pytest.fixture
-def folder() -> Iterator[Path]:
-    """Outside pytest's basetemp, as in tests/platform/test_faults.py: a restarted Postgres
-    reaches it."""
-    path = Path(tempfile.mkdtemp(prefix="wallet-payfaults-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @asynccontextmanager

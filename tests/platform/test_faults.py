@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -57,16 +55,6 @@ class Rig:
     http: httpx.AsyncClient
     seeded: Seeded
     sim: Simulator
-
-
-@pytest.fixture
-def folder() -> Iterator[Path]:
-    """Where a test's servers live: not under pytest's basetemp, because any pytest session that
-    starts meanwhile makes /tmp/pytest-of-USER private again (go-rwx), and a Postgres started
-    as the postgres user (we are root in containers) could then not reach its data to restart."""
-    path = Path(tempfile.mkdtemp(prefix="wallet-faults-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @asynccontextmanager
