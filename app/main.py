@@ -27,7 +27,7 @@ from app.locks import PlayerLocks
 from app.metrics import CONTENT_TYPE, Metrics
 from app.operator import endpoints as operator_endpoints
 from app.operator import providers
-from app.payments import endpoints as payments_endpoints
+from app.payments import deposits, events, reconciliation, webhook, withdrawals
 from app.payments.outbox import Outbox
 from app.payments.psp import build_psps
 from app.payments.service import Payments
@@ -50,7 +50,11 @@ log = logging.getLogger(__name__)
 API_ROUTES: list[BaseRoute] = [
     *providers.routes,
     *operator_endpoints.routes,
-    *payments_endpoints.routes,
+    *deposits.routes,
+    *withdrawals.routes,
+    *events.routes,
+    *reconciliation.routes,
+    *webhook.routes,
 ]
 # Who may call each (method, path) of API_ROUTES.
 PERMISSIONS = routing.permissions(API_ROUTES) | operator_endpoints.PERMISSIONS

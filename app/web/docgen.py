@@ -95,7 +95,8 @@ def parameters(op: Operation) -> list[Schema]:
                 }
             )
     if op.idempotency is not None:
-        found.append(ref("parameters", IDEMPOTENCY_PARAMETER[op.idempotency]))
+        name = op.key_parameter or IDEMPOTENCY_PARAMETER[op.idempotency]
+        found.append(ref("parameters", name))
     return found
 
 

@@ -48,7 +48,10 @@ from app.web.auth import Principal, authenticate, authorize
 from app.web.errors import InvalidRequest, RateLimited
 from app.web.idempotency import key_of, once, required_key
 
-Idempotency = Literal["optional", "required"]
+# "optional" / "required": app.web.idempotency stores the first answer (``once``). "own": the key
+# is required, but the domain keeps its own record of it (a payment row), so the handler reads it
+# with ``required_key`` and nothing else stores the answer.
+Idempotency = Literal["optional", "required", "own"]
 _PATH_PARAM = re.compile(r"{([a-z_]+)}")
 
 
@@ -91,6 +94,8 @@ class Operation:
     path_params: dict[str, str] = field(default_factory=dict)
     # Errors whose answer this operation describes itself, instead of the shared description.
     error_notes: tuple[tuple[int, str], ...] = ()
+    # The document's Idempotency-Key parameter, when it says more than the shared one.
+    key_parameter: str | None = None
 
 
 class OperationRoute(Route):
@@ -140,10 +145,12 @@ class Api:
         secret: bool = False,
         error_notes: tuple[tuple[int, str], ...] = (),
         operation_id: str | None = None,
+        key_parameter: str | None = None,
     ) -> Callable[[Handler], Handler]:
         names = _PATH_PARAM.findall(path)
         unknown = [n for n in names if n not in self.path_params]
         assert not unknown, f"{path}: describe path parameters {unknown} on the Api"
+        assert idempotency != "own" or key_parameter, f"{path}: document its own key"
 
         def register(handler: Handler) -> Handler:
             operation = Operation(
@@ -162,6 +169,7 @@ class Api:
                 secret=secret,
                 path_params={n: self.path_params[n] for n in names},
                 error_notes=error_notes,
+                key_parameter=key_parameter,
             )
             _check_signature(handler, operation)
             self.routes.append(OperationRoute(operation, _endpoint(operation, handler)))
@@ -220,11 +228,11 @@ def _endpoint(op: Operation, handler: Handler) -> Callable[[Request], Awaitable[
             key = (
                 None
                 if op.idempotency is None
-                else required_key(request)
-                if op.idempotency == "required"
                 else key_of(request)
+                if op.idempotency == "optional"
+                else required_key(request)
             )
-            if key is None:
+            if key is None or op.idempotency == "own":
                 return await act(c)
             return await once(
                 request,
