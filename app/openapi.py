@@ -7,7 +7,7 @@ people with Swagger UI, served from this origin.
 
 The document is written by hand next to the code it describes, but it cannot drift quietly: the
 roles of each operation come from :data:`app.operator.endpoints.PERMISSIONS`, enums and patterns
-from the modules that own them, and ``tests/test_openapi.py`` checks that every route is
+from the modules that own them, and ``tests/web/test_openapi.py`` checks that every route is
 documented and that real responses validate against the schemas here.
 
 The seamless webhook is encrypted end to end, which OpenAPI cannot express: its operation

@@ -24,8 +24,9 @@ import asyncpg
 import httpx
 import orjson
 
-from app import db, local
+from app import db
 from app.config import Settings
+from app.dev import local
 from app.operator import service as operator
 from app.seamless import keys
 from app.seamless.service import token_hash

@@ -33,8 +33,10 @@ from starlette.types import ASGIApp
 
 from app import db
 from app.config import Settings
-from tests.conftest import ADMIN_KEY, in_process_sandbox, start_app
+from tests.fixtures.app import start_app
+from tests.fixtures.payments import in_process_sandbox
 from tests.served import served
+from tests.support.keys import ADMIN_KEY
 
 pytestmark = pytest.mark.slow
 
