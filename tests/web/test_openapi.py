@@ -440,7 +440,7 @@ async def test_openapi_json_under_a_path_prefix(asgi: Any) -> None:
 
 
 async def test_docs_page_renders_the_document(http: httpx.AsyncClient) -> None:
-    """The page loads Swagger UI and the document from beside it (tests/test_docs_ui.py
+    """The page loads Swagger UI and the document from beside it (tests/web/test_docs_ui.py
     renders it in a real browser)."""
     response = await http.get("/docs")
     check_response(response, "GET", "/docs")

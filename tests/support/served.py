@@ -1,5 +1,5 @@
 """An ASGI app of the test session served over real HTTP, for clients that are not in-process:
-a browser (tests/test_docs_ui.py), Schemathesis (tests/test_schemathesis.py)."""
+a browser (tests/web/test_docs_ui.py), Schemathesis (tests/web/test_schemathesis.py)."""
 
 from __future__ import annotations
 

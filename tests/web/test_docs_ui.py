@@ -25,12 +25,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.openapi import document
 from app.web import docs
-from tests.served import served
+from tests.support.served import served
 
 CHROMIUM = os.environ.get("WALLET_TEST_CHROMIUM") or shutil.which("chromium")
 PREFIX = "/wallet"
 ADMIN_KEY = os.environ["WALLET_ADMIN_API_KEY"]  # set by tests/conftest.py
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS_UI = ROOT / "app" / "web" / "docs_ui"
 
 

@@ -35,8 +35,8 @@ from app import db
 from app.config import Settings
 from tests.fixtures.app import start_app
 from tests.fixtures.payments import in_process_sandbox
-from tests.served import served
 from tests.support.keys import ADMIN_KEY
+from tests.support.served import served
 
 pytestmark = pytest.mark.slow
 
