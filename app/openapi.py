@@ -55,7 +55,7 @@ TITLE = "Wallet API"
 JSON = "application/json"
 EVENTS = tuple(PARSERS)
 # Ledger transaction kinds, as sql/004_payments.sql's ledger_transactions_kind_check allows them
-# (tests/test_openapi.py compares the two).
+# (tests/web/test_openapi.py compares the two).
 KINDS = (
     "bet",
     "cancel",

@@ -42,7 +42,7 @@ pytestmark = pytest.mark.slow
 
 # Not among them, each run by hand (they found the drift fixed in the commits that name them):
 # negative_data_rejection, since the wallet is lenient where the document says so (a malformed
-# X-Request-Id is replaced, see tests/test_openapi.py; an empty query parameter is an absent one);
+# X-Request-Id is replaced, see tests/web/test_openapi.py; an empty query parameter is absent);
 # and positive_data_acceptance, since schema-valid input can still be refused by what no schema
 # says: an opaque cursor the API never gave out, a balance too low, a method no route serves, an
 # integral float like 5.0 as an amount.
@@ -57,7 +57,7 @@ CHECKS = (
 # Paths Schemathesis is not run on, each with why. Everything else in the document is.
 EXCLUDED = {
     # The body is an AES-256-GCM envelope sealed under the provider's key: a generator can only
-    # make bodies that fail to open. tests/test_seamless_protocol.py and test_openapi.py drive
+    # make bodies that fail to open. tests/seamless/test_protocol.py and test_openapi.py drive
     # it with real sealed events.
     "/v1/seamless/{provider}": "sealed body",
 }
