@@ -21,7 +21,11 @@ from app.web.routing import Operation
 Schema = dict[str, Any]
 JSON = "application/json"
 REQUEST_ID_HEADER = {"X-Request-Id": {"$ref": "#/components/headers/XRequestId"}}
-IDEMPOTENCY_PARAMETER = {"optional": "ActionIdempotencyKey", "required": "IdempotencyKey"}
+IDEMPOTENCY_PARAMETER = {
+    "optional": "ActionIdempotencyKey",
+    "required": "IdempotencyKey",
+    "own": "IdempotencyKey",
+}
 
 
 def ref(kind: Literal["schemas", "parameters", "responses"], name: str) -> Schema:
@@ -46,16 +50,28 @@ def models_of(operations: Iterable[Operation]) -> list[tuple[type[BaseModel], Js
 
 
 def _untitled(schema: Any) -> Any:
-    """pydantic titles every property after its name; the document's readers have the name."""
+    """pydantic titles every property after its name; the document's readers have the name. And
+    a field that may be absent but never null (``Field(None)`` on a non-optional type) keeps no
+    ``default: null`` its own schema would refuse."""
     if isinstance(schema, dict):
         return {
             k: _untitled(v)
             for k, v in schema.items()
             if not (k == "title" and isinstance(v, str) and "properties" not in schema)
+            and not (k == "default" and v is None and not _allows_null(schema))
         }
     if isinstance(schema, list):
         return [_untitled(v) for v in schema]
     return schema
+
+
+def _allows_null(schema: Schema) -> bool:
+    kind = schema.get("type")
+    return (
+        kind == "null"
+        or (isinstance(kind, list) and "null" in kind)
+        or any(_allows_null(option) for option in schema.get("anyOf", ()))
+    )
 
 
 def _not_null(schema: Schema) -> Schema:
@@ -110,6 +126,16 @@ def operation(op: Operation, error_responses: dict[int, str], *, database_down: 
         }
         for status, model, description in op.answers
     }
+    if op.public:  # no key, no rate limit, no database: only what it declares
+        return {
+            "operationId": op.operation_id,
+            "tags": [op.tag],
+            "summary": op.summary,
+            **({"description": op.description} if op.description else {}),
+            "security": [],
+            "parameters": parameters(op),
+            "responses": responses,
+        }
     # Every route authenticates (against the database: 503 when it cannot be reached) and counts
     # against its key's rate limit; only routes closed to some role can answer 403.
     statuses = {*op.errors, 401, 429, 503} | ({403} if op.roles != READ else set())

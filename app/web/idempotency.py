@@ -32,6 +32,16 @@ from app.web import http
 from app.web.errors import IdempotencyConflict, InProgress, InvalidRequest, WalletError
 
 KEY_MAX = 255
+# What a route's description says of ``once`` (idempotency="optional"), and of a secret answer.
+IDEMPOTENT_ACTION = (
+    "\n\nWith an `Idempotency-Key`, the same key and request again get the first answer "
+    "again, refusals included, and racing requests with one key act once; another request "
+    "with the key: 409 `idempotency_conflict`."
+)
+SHOWN_ONCE = (
+    " The first answer, secret included, is stored sealed under the master key, so the same "
+    "key and request show it again."
+)
 
 
 def key_of(request: Request) -> str | None:

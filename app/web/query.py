@@ -1,14 +1,16 @@
-"""Query parameters that several lists share: a page (:class:`app.web.pagination.PageQuery`) and
-a time range (:class:`TimeRange`)."""
+"""Query parameters that several routes share: a page (:class:`app.web.pagination.PageQuery`), a
+time range (:class:`Span`, :class:`TimeRange`) and a UTC day (:data:`Day`, :func:`day_bounds`)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 
 from pydantic import BeforeValidator, Field
 
 from app.fields import Rule
+from app.web.errors import InvalidRequest
+from app.web.messages import Body
 from app.web.pagination import PageQuery
 
 MOMENT_RULE = "an RFC 3339 time with a zone, like 2026-05-18T11:42:18Z"
@@ -39,8 +41,32 @@ Moment = Annotated[
 ]
 
 
-class TimeRange(PageQuery):
-    """A page of a list that can be bounded in time."""
+DAY_RULE = "a day, YYYY-MM-DD"
+
+
+def _day(raw: object) -> object:
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(DAY_RULE) from None
+
+
+Day = Annotated[date, BeforeValidator(_day), Rule(DAY_RULE)]
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """A UTC calendar day as [start, end)."""
+    start = datetime.combine(day, time.min, tzinfo=UTC)
+    try:
+        return start, start + timedelta(days=1)
+    except OverflowError:  # 9999-12-31 has no next day
+        raise InvalidRequest("date is out of range", field="date") from None
+
+
+class Span(Body):
+    """``?from=...&to=...``: a time range, either end open."""
 
     since: Moment | None = Field(
         None, alias="from", description=f"inclusive lower bound: {MOMENT_RULE}"
@@ -48,3 +74,7 @@ class TimeRange(PageQuery):
     until: Moment | None = Field(
         None, alias="to", description=f"exclusive upper bound: {MOMENT_RULE}"
     )
+
+
+class TimeRange(Span, PageQuery):
+    """A page of a list that can be bounded in time."""
