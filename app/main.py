@@ -21,12 +21,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from app import db, logs, openapi
+from app import db, health, logs, openapi
 from app.config import ConfigError, Settings
 from app.locks import PlayerLocks
 from app.metrics import CONTENT_TYPE, Metrics
-from app.operator import endpoints as operator_endpoints
-from app.operator import providers
+from app.operator import adjustments, api_keys, players, postings, providers, reports
+from app.operator import endpoints as legacy_routes
 from app.payments import endpoints as payments_endpoints
 from app.payments.outbox import Outbox
 from app.payments.psp import build_psps
@@ -49,11 +49,18 @@ log = logging.getLogger(__name__)
 # routes and the PSP webhook among them are public).
 API_ROUTES: list[BaseRoute] = [
     *providers.routes,
-    *operator_endpoints.routes,
+    *players.routes,
+    *adjustments.routes,
+    *postings.routes,
+    *reports.routes,
+    *api_keys.routes,
+    *health.routes,
     *payments_endpoints.routes,
+    *legacy_routes.routes,  # payments' routes still registered by the old decorator
 ]
-# Who may call each (method, path) of API_ROUTES.
-PERMISSIONS = routing.permissions(API_ROUTES) | operator_endpoints.PERMISSIONS
+# Who may call each (method, path) of API_ROUTES (payments' routes not yet declared on an Api are
+# in the old decorator's table).
+PERMISSIONS = routing.permissions(API_ROUTES) | legacy_routes.PERMISSIONS
 
 # What the API's handlers raise when Postgres is unreachable or cannot serve them now: the
 # connection refused or lost (OSError, asyncpg's connection errors and the internal error it

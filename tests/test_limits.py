@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from app import db
-from app.operator.service import LIMIT_PERIODS
+from app.operator.players import LIMIT_PERIODS
 from app.seamless.service import token_hash
 from tests.conftest import Table, TableFactory
 

@@ -21,9 +21,9 @@ from typing import Any
 import asyncpg
 
 from app.db import Queries
-from app.operator.history import day_bounds
 from app.payments.psp import Psp, SettlementLine
 from app.web.errors import NotFound
+from app.web.query import day_bounds
 
 
 async def reconcile(
