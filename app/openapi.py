@@ -46,7 +46,6 @@ from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, PARSERS
 from app.seamless.outcome import MESSAGES
 from app.web import docgen, http, pagination, routing
 from app.web.auth import READ, ROLES
-from app.web.errors import WalletError
 from app.web.idempotency import KEY_MAX
 
 Schema = dict[str, Any]
@@ -214,36 +213,6 @@ def _page(item: str) -> Schema:
 
 
 # --- component schemas: operator API ------------------------------------------------------------
-
-
-def _error_schemas() -> dict[str, Schema]:
-    codes = sorted({cls.code for cls in _subclasses(WalletError)} | {WalletError.code})
-    error = _object(
-        {
-            "code": {"type": "string", "enum": codes},
-            "message": _text("for people; names the problem"),
-            "http_status": {"type": "integer"},
-            "docs_url": _text(format="uri"),
-            "request_id": {"type": ["string", "null"], "description": "the X-Request-Id"},
-            "field": _text("the offending field of a validation error (the first, if several)"),
-            "errors": {
-                "type": "array",
-                "minItems": 1,
-                "items": _object({"field": _text(), "message": _text()}),
-                "description": "every bad field of a request body or query, when it has several "
-                "checks (a typed message)",
-            },
-        },
-        optional=("field", "errors"),
-    )
-    return {"Error": _object({"error": error}, description="Every operator API error.")}
-
-
-def _subclasses(cls: type[WalletError]) -> list[type[WalletError]]:
-    found: list[type[WalletError]] = []
-    for sub in cls.__subclasses__():
-        found += [sub, *_subclasses(sub)]
-    return found
 
 
 def _payment_schemas() -> dict[str, Schema]:
@@ -973,20 +942,11 @@ def _parameters() -> dict[str, Schema]:
             _text(format="date"),
             "the UTC day, YYYY-MM-DD; default yesterday (UTC) (400 on `date` otherwise)",
         ),
-        "IdempotencyKey": _idempotency_key(
-            "printable; the same key and body again answers the same adjustment"
-        ),
         "PaymentIdempotencyKey": _idempotency_key(
             "printable (400 on `Idempotency-Key` when missing); the same key and body again "
             "gets the first answer again without side effects (201 and the same body, or the "
             "same 503 when every route was degraded or a payout's outcome is unknown); another "
             "body, or the same while the first request is still at the PSP, is 409"
-        ),
-        "ActionIdempotencyKey": _idempotency_key(
-            "optional, printable: the same key and request (method, path, body) again get the "
-            "first answer again, whatever it was, without acting again; another request with "
-            "the key is 409; requests racing with one key act once",
-            required=False,
         ),
         "ResolveIdempotencyKey": _idempotency_key(
             "printable (400 on `Idempotency-Key` when missing): the same key and body again get "
@@ -997,75 +957,12 @@ def _parameters() -> dict[str, Schema]:
             {"type": "string", "enum": ["true"]},
             "required: `true` lists the withdrawals needing an operator (400 otherwise)",
         ),
-        "RequestId": {
-            "name": "X-Request-Id",
-            "in": "header",
-            "required": False,
-            "schema": IDENTIFIER,
-            "description": "your correlation id, echoed; the wallet makes one when absent",
-        },
     }
-
-
-ERROR_RESPONSES: dict[int, tuple[str, str]] = {
-    400: ("BadRequest", "invalid_request: a parameter or a body field is wrong (see `field`)"),
-    401: ("Unauthorized", "authentication_failed: no, unknown or revoked API key"),
-    403: ("Forbidden", "forbidden_for_tenant: the key's role may not call this route"),
-    404: ("NotFound", "resource_not_found"),
-    409: ("Conflict", "idempotency_conflict"),
-    422: (
-        "Unprocessable",
-        "method_unavailable (field `method`: no payment route serves the method and currency, "
-        "or the player's KYC tier is below the method's minimum) or player_limit_exceeded (a "
-        "deposit limit)",
-    ),
-    429: (
-        "RateLimited",
-        "rate_limited: more requests in this second than WALLET_RATE_LIMIT_API_KEY allows this "
-        "API key; send again after the Retry-After header's seconds",
-    ),
-    503: (
-        "RouteDegraded",
-        "route_degraded: the database is unreachable or gave no connection in time (nothing "
-        "changed; send again after the Retry-After header's seconds), or, creating a payment, "
-        "every payment route failed with a retryable error; the payment is failed (a "
-        "withdrawal's hold released), so retry with a new Idempotency-Key",
-    ),
-}
-# Added to a route's own 503 note: any route may answer so (app.main.DATABASE_UNAVAILABLE).
-DATABASE_DOWN = (
-    "or the database is unreachable or gave no connection in time: nothing changed, send again "
-    "after the Retry-After header's seconds"
-)
-REQUEST_ID_HEADER = {"X-Request-Id": {"$ref": "#/components/headers/XRequestId"}}
 
 
 def _json_response(description: str, schema: Schema, **extra: Any) -> Schema:
     content = {JSON: {"schema": schema, **extra}}
-    return {"description": description, "headers": REQUEST_ID_HEADER, "content": content}
-
-
-def _responses() -> dict[str, Schema]:
-    responses = {
-        name: _json_response(description, _ref("Error"))
-        for name, description in ERROR_RESPONSES.values()
-    }
-    responses["Unexpected"] = _json_response("internal_error: a bug (HTTP 500)", _ref("Error"))
-    responses["RateLimited"]["headers"] = {
-        **REQUEST_ID_HEADER,
-        "Retry-After": {
-            "description": "seconds to wait before the next request with this key",
-            "schema": {"type": "integer", "minimum": 1},
-        },
-    }
-    responses["RouteDegraded"]["headers"] = {
-        **REQUEST_ID_HEADER,
-        "Retry-After": {
-            "description": "seconds to wait, when the database is unreachable",
-            "schema": {"type": "integer", "minimum": 1},
-        },
-    }
-    return responses
+    return {"description": description, "headers": docgen.REQUEST_ID_HEADER, "content": content}
 
 
 # --- operations -------------------------------------------------------------------------------
@@ -1307,12 +1204,12 @@ def _operator_operation(op: Op, roles: frozenset[str] | None) -> Schema:
     notes = dict(op.error_notes)
     assert notes.keys() <= statuses, (op.operation_id, notes.keys() - statuses)
     if 503 in notes:
-        notes[503] = f"{notes[503]}; {DATABASE_DOWN}"
+        notes[503] = f"{notes[503]}; {docgen.DATABASE_DOWN}"
     for status in statuses:
         if status in notes:
             responses[str(status)] = _json_response(notes[status], _ref("Error"))
         else:
-            name = ERROR_RESPONSES[status][0]
+            name = docgen.shared_error_responses()[0][status]
             responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
     responses["default"] = {"$ref": "#/components/responses/Unexpected"}
     operation: Schema = {
@@ -1515,7 +1412,7 @@ def _public_operations() -> dict[tuple[str, str], Schema]:
             {
                 "200": {
                     "description": f"Prometheus text format ({METRICS_CONTENT_TYPE})",
-                    "headers": REQUEST_ID_HEADER,
+                    "headers": docgen.REQUEST_ID_HEADER,
                     "content": {"text/plain": {"schema": text}},
                 }
             },
@@ -1533,7 +1430,7 @@ def _public_operations() -> dict[tuple[str, str], Schema]:
             {
                 "200": {
                     "description": "An HTML page that renders /openapi.json",
-                    "headers": REQUEST_ID_HEADER,
+                    "headers": docgen.REQUEST_ID_HEADER,
                     "content": {"text/html": {"schema": text}},
                 }
             },
@@ -1603,7 +1500,6 @@ def package_version() -> str:
 def _components() -> Schema:
     schemas: dict[str, Schema] = {}
     for part in (
-        _error_schemas,
         _payment_schemas,
         _event_schemas,
         _seamless_schemas,
@@ -1611,23 +1507,11 @@ def _components() -> Schema:
         schemas.update(part())
     schemas.update(docgen.schemas(docgen.models_of(_operations())))
     schemas["OperatorEventPage"] = _page("OperatorEvent")
+    shared = docgen.components()
     return {
-        "schemas": dict(sorted(schemas.items())),
-        "parameters": _parameters(),
-        "responses": _responses(),
-        "headers": {
-            "XRequestId": {
-                "description": "the request's correlation id (yours when you sent a sane one)",
-                "schema": IDENTIFIER,
-            }
-        },
-        "securitySchemes": {
-            "bearerAuth": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "An API key (wk_<role>_...) or the bootstrap admin key.",
-            }
-        },
+        **shared,
+        "schemas": dict(sorted({**schemas, **shared["schemas"]}.items())),
+        "parameters": {**_parameters(), **shared["parameters"]},
     }
 
 
@@ -1703,9 +1587,8 @@ def _paths() -> Schema:
         key: _operator_operation(op, endpoints.PERMISSIONS.get(key))
         for key, op in OPERATIONS.items()
     }
-    errors = {status: name for status, (name, _) in ERROR_RESPONSES.items()}
     for op in _operations():
-        operations[(op.method, op.path)] = docgen.operation(op, errors, database_down=DATABASE_DOWN)
+        operations[(op.method, op.path)] = docgen.operation(op)
     operations.update(_public_operations())
     paths: dict[str, dict[str, Schema]] = {}
     for (method, path), operation in operations.items():

@@ -108,7 +108,7 @@ class PlayerQuery(pagination.PageQuery):
     status: Status | None = Field(None, description="only these players")
 
 
-class StatusChange(Body):
+class PlayerStatusChange(Body):
     status: Status
 
 
@@ -314,11 +314,11 @@ async def get_player_route(c: Call, player_id: str) -> Player:
     "/v1/players/{player_id}/status",
     summary="Change a player's status",
     roles=PLAYER_ADMIN,
-    body=StatusChange,
+    body=PlayerStatusChange,
     answers=[(200, Player, "The player")],
     errors=(400, 404),
 )
-async def set_player_status(c: Call, player_id: str, body: StatusChange) -> Player:
+async def set_player_status(c: Call, player_id: str, body: PlayerStatusChange) -> Player:
     return await change_player(
         c.conn, c.w.queries, player_id, c.actor, "player.status", "status", body.status
     )
