@@ -463,6 +463,8 @@ async def _players(record: Recorder, table: Table, provider: str) -> None:
     await record("POST", "/v1/players", 200, json=body)
     await record("POST", "/v1/players", 409, json={**body, "currency": "USD"})
     await record("POST", "/v1/players", 400, json={**body, "currency": "euro"})
+    every = await record("POST", "/v1/players", 400, json={})  # `errors` lists both, documented
+    assert [e["field"] for e in every["error"]["errors"]] == ["player_id", "currency"]
     assert (await record("GET", "/v1/players", 200, query="status=active&limit=5"))["data"]
     await record("GET", "/v1/players", 400, query="status=zombie")
     one = "/v1/players/{player_id}"
