@@ -30,6 +30,7 @@ from app.config import Settings
 from app.ledger import service as ledger
 from app.operator import adjustments, api_keys, players, postings, providers, reports
 from app.seamless import keys
+from app.secrets import master_key_bytes
 from app.web.auth import ROLES
 from app.web.errors import WalletError
 
@@ -79,7 +80,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     # Local servers or the demo keep a master key in the data folder; a real deployment must
     # give one, or it would seal keys under a key nobody keeps.
     master_text = local.master_key(settings, local=args.demo or settings.database_url is None)
-    master = keys.master_key_bytes(master_text)
+    master = master_key_bytes(master_text)
     logs.register_secret_bytes(master)
     with local.services(settings) as s:
         assert s.database_url is not None and s.redis_url is not None
@@ -258,7 +259,7 @@ def _db_command(
 def _master(settings: Settings) -> bytes:
     """The master key of a command that seals keys: ``WALLET_MASTER_KEY``, or with local
     servers the one in the data folder."""
-    master = keys.master_key_bytes(local.master_key(settings, local=settings.database_url is None))
+    master = master_key_bytes(local.master_key(settings, local=settings.database_url is None))
     logs.register_secret_bytes(master)
     return master
 
@@ -280,7 +281,7 @@ def cmd_keys_rewrap(settings: Settings, args: argparse.Namespace) -> int:
     one is read from a file, so that it shows in neither the process list nor a shell history."""
     old_text = args.old_master_file.read_text().strip()
     try:
-        old = keys.master_key_bytes(old_text)
+        old = master_key_bytes(old_text)
     except ValueError:
         raise SystemExit(
             f"{args.old_master_file} does not hold a master key (base64 of 32 bytes)"

@@ -36,9 +36,10 @@ from app.redis_client import create_redis
 from app.redis_mux import RedisMux
 from app.seamless import endpoints as seamless_endpoints
 from app.seamless.calls import CallLog
-from app.seamless.keys import KeyRing, master_key_bytes
+from app.seamless.keys import KeyRing
 from app.seamless.replay import Gate
 from app.seamless.service import SeamlessService
+from app.secrets import master_key_bytes
 from app.state import Wallet, wallet
 from app.web import http, routing
 from app.web.errors import DatabaseUnavailable, InvalidRequest, NotFound, WalletError

@@ -44,7 +44,7 @@ from app.operator.adjustments import adjust
 from app.operator.players import LIMIT_PERIODS, create_player, issue_session, set_limits
 from app.operator.providers import create_provider
 from app.seamless.batch import GroupCommit, Posting
-from app.seamless.service import token_hash
+from app.secrets import token_hash
 from loadtests.bench import fresh_database
 
 DATABASE = "wallet_limits_bench"

@@ -29,8 +29,7 @@ from app.audit import Actor
 from app.config import Settings
 from app.operator.api_keys import create_api_key as new_api_key
 from app.operator.providers import create_provider
-from app.seamless import keys
-from app.seamless.service import token_hash
+from app.secrets import master_key_bytes, token_hash
 from loadtests.config import GAME_ID
 
 SEED_ACTOR = Actor("loadtests.seed")
@@ -232,9 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         settings = Settings.from_env()
         # The key `wallet serve` seals provider keys under on these servers (local: .data's).
-        master = keys.master_key_bytes(
-            local.master_key(settings, local=settings.database_url is None)
-        )
+        master = master_key_bytes(local.master_key(settings, local=settings.database_url is None))
         with local.services(settings) as s:
             assert s.database_url is not None
             result = asyncio.run(

@@ -21,7 +21,7 @@ import pytest
 
 from app import db
 from app.operator.players import LIMIT_PERIODS
-from app.seamless.service import token_hash
+from app.secrets import token_hash
 from tests.conftest import Table, TableFactory
 
 LARGEST = 2**63 - 1

@@ -105,8 +105,7 @@ async def create_api_key_route(c: Call, body: ApiKeyCreate) -> ApiKeyCreated:
     errors=(400,),
 )
 async def list_api_keys(c: Call, query: pagination.PageQuery) -> ApiKeyPage:
-    after = pagination.decode(query.cursor, 1)
-    last = pagination.cursor_text(after[0]) if after else None
+    last = pagination.after_text(query.cursor)
     rows = await c.conn.fetch(c.w.queries.api_keys_page, last, query.limit + 1)
     shown, next_cursor = pagination.window(rows, query.limit, lambda r: [r["id"]])
     return ApiKeyPage(data=[ApiKey(**r) for r in shown], next_cursor=next_cursor)

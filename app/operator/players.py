@@ -17,7 +17,7 @@ from pydantic import ConfigDict, Field
 from app.audit import Action, Actor, audit
 from app.db import Queries
 from app.fields import Amount, Balance, Currency, Identifier, OneOf, Rule, Time
-from app.seamless.service import token_hash
+from app.secrets import token_hash
 from app.web import pagination
 from app.web.auth import PLAYER_ADMIN, READ
 from app.web.errors import IdempotencyConflict, InvalidRequest, NotFound
@@ -291,8 +291,7 @@ async def create_player_route(c: Call, body: PlayerCreate) -> Player | Reply:
     errors=(400,),
 )
 async def list_players(c: Call, query: PlayerQuery) -> PlayerSummaryPage:
-    after = pagination.decode(query.cursor, 1)
-    last = pagination.cursor_text(after[0]) if after else None
+    last = pagination.after_text(query.cursor)
     rows = await c.conn.fetch(c.w.queries.players_page, query.status, last, query.limit + 1)
     shown, next_cursor = pagination.window(rows, query.limit, lambda r: [r["player_id"]])
     return PlayerSummaryPage(data=[PlayerSummary(**r) for r in shown], next_cursor=next_cursor)

@@ -16,7 +16,7 @@ from pydantic import Field
 from app.audit import Actor, audit
 from app.db import Queries
 from app.fields import Identifier, Text, Time
-from app.seamless.keys import master_key_from_env, seal_key
+from app.secrets import master_key_from_env, seal_key
 from app.web import pagination
 from app.web.auth import ADMIN, READ
 from app.web.errors import IdempotencyConflict, NotFound
@@ -176,8 +176,7 @@ async def create_provider_route(c: Call, body: ProviderCreate) -> ProviderCreate
     errors=(400,),
 )
 async def list_providers(c: Call, query: pagination.PageQuery) -> ProviderPage:
-    after = pagination.decode(query.cursor, 1)
-    last = pagination.cursor_text(after[0]) if after else None
+    last = pagination.after_text(query.cursor)
     rows = await c.conn.fetch(c.w.queries.providers_page, last, query.limit + 1)
     shown, next_cursor = pagination.window(rows, query.limit, lambda r: [r["code"]])
     return ProviderPage(data=[Provider(**r) for r in shown], next_cursor=next_cursor)

@@ -68,8 +68,7 @@ class CallPage(Page[Call]):
 
 
 async def _calls(c: routing.Call, query: CallQuery, *, failures_only: bool) -> CallPage:
-    after = pagination.decode(query.cursor, 1)
-    last_id = pagination.cursor_int(after[0]) if after else None
+    last_id = pagination.after_int(query.cursor)
     rows = await c.conn.fetch(
         c.w.queries.seamless_calls,
         query.provider,
@@ -238,8 +237,7 @@ class AuditEntryPage(Page[AuditEntry]):
     errors=(400,),
 )
 async def list_audit(c: routing.Call, query: AuditQuery) -> AuditEntryPage:
-    after = pagination.decode(query.cursor, 1)
-    last_id = pagination.cursor_int(after[0]) if after else None
+    last_id = pagination.after_int(query.cursor)
     rows = await c.conn.fetch(
         c.w.queries.audit_entries,
         query.actor,
