@@ -6,10 +6,12 @@ OpenAPI ``webhooks`` entry), and the routes serving it.
 self-contained page: no CDN and no request anywhere but ``/openapi.json`` (its
 Content-Security-Policy forbids any other).
 
-The document is written by hand next to the code it describes, but it cannot drift quietly: the
-roles of each operation come from :data:`app.operator.endpoints.PERMISSIONS`, enums and patterns
-from the modules that own them, and ``tests/test_openapi.py`` checks that every route is
-documented and that real responses validate against the schemas here.
+Operations declared on an :class:`app.web.routing.Api` (the operator's, health) are generated
+from their declarations by :mod:`app.web.docgen`, with the shared error answers, headers and
+security scheme of app/web; the rest is still written here by hand, next to the code it
+describes: roles from ``app.main.PERMISSIONS``, enums and patterns from the modules that own
+them. ``tests/test_openapi.py`` checks that every route is documented and that real responses
+validate against the document.
 
 The seamless webhook is encrypted end to end, which OpenAPI cannot express: its operation
 describes the envelope, and the decrypted events and answers are component schemas that the
