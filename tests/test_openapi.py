@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry, Resource
@@ -363,6 +364,22 @@ async def test_public_routes_match_the_document(http: httpx.AsyncClient) -> None
     assert (await record("GET", "/healthz", 200))["status"] == "ok"
     assert (await record("GET", "/readyz", 200))["status"] == "ok"
     assert "wallet_" in await record("GET", "/metrics", 200)
+
+
+async def test_readiness_refusal_matches_the_document(
+    http: httpx.AsyncClient, asgi: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/readyz's 503, declared on the route like its 200, is what the document says."""
+
+    async def down() -> None:
+        raise OSError("redis is away")
+
+    monkeypatch.setattr(asgi.state["wallet"].redis, "ping", down)
+    ready = await Recorder(http, {})("GET", "/readyz", 503)
+    assert ready == {
+        "status": "unavailable",
+        "checks": {"database": "ok", "redis": "unavailable: OSError"},
+    }
 
 
 # --- the operator API: every route, its success and its errors ----------------------------------

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import asyncpg
 from pydantic import ConfigDict, Field
 
 from app.db import Queries
-from app.fields import Balance, Currency, DigitsId, Identifier, Time
+from app.fields import Balance, Currency, DigitsId, Identifier, Int64, Time
 from app.web import pagination
 from app.web.auth import READ
 from app.web.errors import InvalidRequest, NotFound
@@ -32,7 +32,6 @@ Kind = Literal[
     "withdrawal_settle",
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)
-Int64 = Annotated[int, Field(json_schema_extra={"format": "int64"})]
 
 
 class Transaction(Answer):
