@@ -26,8 +26,7 @@ from app.config import ConfigError, Settings
 from app.locks import PlayerLocks
 from app.metrics import CONTENT_TYPE, Metrics
 from app.operator import adjustments, api_keys, players, postings, providers, reports
-from app.operator import endpoints as legacy_routes
-from app.payments import endpoints as payments_endpoints
+from app.payments import deposits, events, reconciliation, webhook, withdrawals
 from app.payments.outbox import Outbox
 from app.payments.psp import build_psps
 from app.payments.service import Payments
@@ -56,12 +55,14 @@ API_ROUTES: list[BaseRoute] = [
     *reports.routes,
     *api_keys.routes,
     *health.routes,
-    *payments_endpoints.routes,
-    *legacy_routes.routes,  # payments' routes still registered by the old decorator
+    *deposits.routes,
+    *withdrawals.routes,
+    *events.routes,
+    *reconciliation.routes,
+    *webhook.routes,
 ]
-# Who may call each (method, path) of API_ROUTES (payments' routes not yet declared on an Api are
-# in the old decorator's table).
-PERMISSIONS = routing.permissions(API_ROUTES) | legacy_routes.PERMISSIONS
+# Who may call each (method, path) of API_ROUTES: the roles each route declares.
+PERMISSIONS = routing.permissions(API_ROUTES)
 
 # What the API's handlers raise when Postgres is unreachable or cannot serve them now: the
 # connection refused or lost (OSError, asyncpg's connection errors and the internal error it

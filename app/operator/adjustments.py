@@ -16,6 +16,7 @@ from app.db import Queries
 from app.fields import Balance, Currency, DigitsId, Identifier, Rule, SignedAmount, Time
 from app.web.auth import MONEY
 from app.web.errors import IdempotencyConflict, InvalidRequest, NotFound
+from app.web.idempotency import required_key
 from app.web.messages import Answer, Body
 from app.web.routing import Api, Call, Reply
 
@@ -107,13 +108,14 @@ async def adjust(
     description="A debit beyond the balance is 400 on `amount`. The same Idempotency-Key with "
     "another body is 409.",
     idempotency="own",
+    key_parameter="IdempotencyKey",
 )
 async def adjust_balance(c: Call, player_id: str, body: AdjustmentCreate) -> Adjustment | Reply:
     if body.amount == 0:
         raise InvalidRequest("amount must not be zero", field="amount")
-    assert c.idempotency_key is not None  # idempotency="own": required
+    key = required_key(c.request)  # checked before the body (idempotency="own")
     adjustment, created = await adjust(
-        c.conn, c.w.queries, player_id, body.amount, body.reason, c.idempotency_key, c.actor
+        c.conn, c.w.queries, player_id, body.amount, body.reason, key, c.actor
     )
     return adjustment if created else Reply(adjustment, 200)
 

@@ -21,7 +21,7 @@ from app.web.messages import Answer, Body, Page
 from app.web.routing import Api, Call
 
 api = Api("api-keys", path_params={"key_id": "the API key's id"})
-Role = Annotated[str, OneOf(ROLES)]
+Role = Annotated[str, OneOf.of(ROLES)]
 
 
 class ApiKeyCreate(Body):

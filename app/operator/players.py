@@ -62,8 +62,8 @@ class LimitsChange(Body):
 
 LIMIT_KINDS = tuple(LimitsChange.model_fields)
 LIMIT_PERIODS = tuple(PeriodsChange.model_fields)
-LimitKind = Annotated[str, OneOf(LIMIT_KINDS)]
-Period = Annotated[str, OneOf(LIMIT_PERIODS)]
+LimitKind = Annotated[str, OneOf.of(LIMIT_KINDS)]
+Period = Annotated[str, OneOf.of(LIMIT_PERIODS)]
 
 
 class PendingLimit(Answer):

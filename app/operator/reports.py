@@ -36,8 +36,8 @@ Filter = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")
 
 class CallQuery(TimeRange):
     provider: Identifier | None = Field(None, description="provider code, exact match")
-    event: Annotated[str, OneOf(EVENTS)] | None = Field(None, description="event name")
-    code: Annotated[str, OneOf(CODES)] | None = Field(None, description="R-code")
+    event: Annotated[str, OneOf.of(EVENTS)] | None = Field(None, description="event name")
+    code: Annotated[str, OneOf.of(CODES)] | None = Field(None, description="R-code")
     player_id: Identifier | None = Field(None, description="player, exact match")
 
 
@@ -53,8 +53,8 @@ class Call(Answer):
     request_id: str | None
     player_id: str | None
     transaction_id: str | None
-    code: Annotated[str, OneOf(CODES)]
-    reason: Annotated[str, OneOf(MESSAGES)]
+    code: Annotated[str, OneOf.of(CODES)]
+    reason: Annotated[str, OneOf.of(MESSAGES)]
     wallet_transaction_id: DigitsId | None
     duplicate: bool
     replayed: bool
@@ -135,7 +135,7 @@ class LedgerCheck(Answer):
 
     ok: bool
     problems: dict[
-        Annotated[str, OneOf(ledger.CHECKS)],
+        Annotated[str, OneOf.of(ledger.CHECKS)],
         Annotated[list[dict[str, Any]], Field(max_length=ledger.SAMPLE)],
     ] = Field(
         None,  # type: ignore[arg-type]  # absent when ok, never null
@@ -215,7 +215,7 @@ class AuditQuery(TimeRange):
 class AuditEntry(Answer):
     id: DigitsId
     actor: str = Field(description="admin:bootstrap, apikey:<id> or cli:<user>")
-    action: Annotated[str, OneOf(ACTIONS)]
+    action: Annotated[str, OneOf.of(ACTIONS)]
     target: str = Field(description="like player:<id>, provider:<code>, apikey:<id>")
     before: dict[str, Any] | None
     after: dict[str, Any] | None

@@ -27,21 +27,16 @@ from app.web.routing import Operation
 Schema = dict[str, Any]
 JSON = "application/json"
 REQUEST_ID_HEADER = {"X-Request-Id": {"$ref": "#/components/headers/XRequestId"}}
-IDEMPOTENCY_PARAMETER = {
-    "optional": "ActionIdempotencyKey",
-    "required": "RequiredIdempotencyKey",
-    "own": "IdempotencyKey",
-}
+IDEMPOTENCY_PARAMETER = {"optional": "ActionIdempotencyKey", "required": "IdempotencyKey"}
 # Added to an operation's own 503 note: any route may answer so.
 DATABASE_DOWN = "or " + DatabaseUnavailable.description
+# The shared Idempotency-Key parameters (a route may name its own: Operation.key_parameter).
 IDEMPOTENCY_DESCRIPTIONS = {
     "optional": "optional, printable: the same key and request (method, path, body) again get the "
     "first answer again, whatever it was, without acting again; another request with the key is "
     "409; requests racing with one key act once",
-    "required": "printable (400 on `Idempotency-Key` when missing): the same key and request "
-    "again get the first answer again, without acting again; another request with the key is "
-    "409; requests racing with one key act once",
-    "own": "printable; the same key and body again answers the same adjustment",
+    "required": "printable (400 on `Idempotency-Key` when missing): the same key and body again "
+    "get the first answer again; another body with the key is 409",
 }
 
 
@@ -128,7 +123,8 @@ def parameters(op: Operation) -> list[Schema]:
                 }
             )
     if op.idempotency is not None:
-        found.append(ref("parameters", IDEMPOTENCY_PARAMETER[op.idempotency]))
+        name = op.key_parameter or IDEMPOTENCY_PARAMETER[op.idempotency]
+        found.append(ref("parameters", name))
     return found
 
 

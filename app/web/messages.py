@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 from starlette.responses import Response
 
-from app.fields import OneOf, Rule
+from app.fields import Rule
 from app.web.errors import FieldError, InvalidRequest
 
 
@@ -134,9 +134,7 @@ def _message_type(annotation: Any) -> type[BaseModel] | None:
 
 
 def _rules_of(metadata: list[Any]) -> list[str]:
-    return [
-        m.text if isinstance(m, Rule) else m.rule for m in metadata if isinstance(m, Rule | OneOf)
-    ]
+    return [m.text for m in metadata if isinstance(m, Rule)]  # a OneOf is a Rule too
 
 
 def _annotation_rules(annotation: Any) -> list[str]:

@@ -1,5 +1,6 @@
-"""Query parameters that several routes share: a page (:class:`app.web.pagination.PageQuery`), a
-time range (:class:`Span`, :class:`TimeRange`) and a UTC day (:data:`Day`, :func:`day_bounds`)."""
+"""Query parameters that several lists share: a page (:class:`app.web.pagination.PageQuery`), a
+time range (:class:`TimeRange`; :class:`Span` without the page), and a UTC day (:data:`Day`,
+:func:`day_bounds`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from app.web.errors import InvalidRequest
 from app.web.messages import Body
 from app.web.pagination import PageQuery
 
+DAY_RULE = "YYYY-MM-DD"
 MOMENT_RULE = "an RFC 3339 time with a zone, like 2026-05-18T11:42:18Z"
 # Postgres stores UTC, and a statement reaches 30 days back: keep clear of year 1 and 9999.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -41,30 +43,6 @@ Moment = Annotated[
 ]
 
 
-DAY_RULE = "a day, YYYY-MM-DD"
-
-
-def _day(raw: object) -> object:
-    if not isinstance(raw, str):
-        return raw
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise ValueError(DAY_RULE) from None
-
-
-Day = Annotated[date, BeforeValidator(_day), Rule(DAY_RULE)]
-
-
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    """A UTC calendar day as [start, end)."""
-    start = datetime.combine(day, time.min, tzinfo=UTC)
-    try:
-        return start, start + timedelta(days=1)
-    except OverflowError:  # 9999-12-31 has no next day
-        raise InvalidRequest("date is out of range", field="date") from None
-
-
 class Span(Body):
     """``?from=...&to=...``: a time range, either end open."""
 
@@ -78,3 +56,29 @@ class Span(Body):
 
 class TimeRange(Span, PageQuery):
     """A page of a list that can be bounded in time."""
+
+
+def _day(raw: object) -> object:
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(DAY_RULE) from None
+
+
+Day = Annotated[
+    date,
+    BeforeValidator(_day),
+    Rule(DAY_RULE),
+    Field(json_schema_extra={"type": "string", "format": "date"}),
+]
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """A UTC calendar day as [start, end)."""
+    start = datetime.combine(day, time.min, tzinfo=UTC)
+    try:
+        return start, start + timedelta(days=1)
+    except OverflowError:  # 9999-12-31 has no next day
+        raise InvalidRequest("date is out of range", field="date") from None

@@ -48,9 +48,9 @@ from app.web.auth import Principal, authenticate, authorize
 from app.web.errors import InvalidRequest, RateLimited
 from app.web.idempotency import key_of, once, required_key
 
-# "optional" / "required": the wrapper answers a repeated key with the first answer (``once``);
-# "own": a required key the handler keeps its own record of (``Call.idempotency_key``), like an
-# adjustment whose key is stored with the posting.
+# "optional" / "required": app.web.idempotency stores the first answer (``once``). "own": the key
+# is required, but the domain keeps its own record of it (a payment row), so the handler reads it
+# with ``required_key`` and nothing else stores the answer.
 Idempotency = Literal["optional", "required", "own"]
 _PATH_PARAM = re.compile(r"{([a-z_]+)}")
 
@@ -64,8 +64,6 @@ class Call:
     principal: Principal
     actor: Actor
     request: Request
-    # The Idempotency-Key of a route declared ``idempotency="own"``.
-    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +97,8 @@ class Operation:
     # Called without an API key (health probes): no roles, no rate limit, no connection taken;
     # the handler takes the ``request`` instead of a :class:`Call`.
     public: bool = False
+    # The document's Idempotency-Key parameter, when it says more than the shared one.
+    key_parameter: str | None = None
 
 
 class OperationRoute(Route):
@@ -149,12 +149,14 @@ class Api:
         error_notes: tuple[tuple[int, str], ...] = (),
         operation_id: str | None = None,
         public: bool = False,
+        key_parameter: str | None = None,
     ) -> Callable[[Handler], Handler]:
         assert public != bool(roles), f"{path}: give roles, or declare it public"
         assert not (public and idempotency), f"{path}: a public route takes no Idempotency-Key"
         names = _PATH_PARAM.findall(path)
         unknown = [n for n in names if n not in self.path_params]
         assert not unknown, f"{path}: describe path parameters {unknown} on the Api"
+        assert idempotency != "own" or key_parameter, f"{path}: document its own key"
 
         def register(handler: Handler) -> Handler:
             operation = Operation(
@@ -174,6 +176,7 @@ class Api:
                 path_params={n: self.path_params[n] for n in names},
                 error_notes=error_notes,
                 public=public,
+                key_parameter=key_parameter,
             )
             _check_signature(handler, operation)
             endpoint = (_public_endpoint if public else _endpoint)(operation, handler)
@@ -239,19 +242,16 @@ def _endpoint(op: Operation, handler: Handler) -> Callable[[Request], Awaitable[
                 request, conn, w.queries, str(admin) if admin is not None else None
             )
             authorize(principal, op.roles, op.summary[0].lower() + op.summary[1:])
-            await within_rate_limit(w, principal)
-            actor = Actor(principal.actor, http.request_id(request))
-            if op.idempotency == "own":
-                return await act(Call(w, conn, principal, actor, request, required_key(request)))
-            c = Call(w, conn, principal, actor, request)
+            await _within_rate_limit(w, principal)
+            c = Call(w, conn, principal, Actor(principal.actor, http.request_id(request)), request)
             key = (
                 None
                 if op.idempotency is None
-                else required_key(request)
-                if op.idempotency == "required"
                 else key_of(request)
+                if op.idempotency == "optional"
+                else required_key(request)
             )
-            if key is None:
+            if key is None or op.idempotency == "own":
                 return await act(c)
             return await once(
                 request,
@@ -274,7 +274,7 @@ def path_param(request: Request, name: str) -> str:
     return value
 
 
-async def within_rate_limit(w: Wallet, principal: Principal) -> None:
+async def _within_rate_limit(w: Wallet, principal: Principal) -> None:
     """Per API key (the bootstrap admin key is one key too); 429 with Retry-After when over."""
     retry_after = await w.limiter.check(principal.actor)
     if retry_after is not None:
