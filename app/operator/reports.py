@@ -11,7 +11,7 @@ from pydantic import Field, SerializerFunctionWrapHandler, StringConstraints, mo
 
 from app.audit import ACTIONS
 from app.db import Queries
-from app.fields import Currency, DigitsId, Identifier, Int64, OneOf, Rule, Time
+from app.fields import Count, Currency, DigitsId, Identifier, Int64, OneOf, Rule, Time
 from app.ledger import service as ledger
 from app.seamless.events import PARSERS
 from app.seamless.outcome import MESSAGES
@@ -26,7 +26,6 @@ api = Api("reports")
 
 EVENTS = tuple(PARSERS)
 CODES = ("R0", "R1", "R2", "R3", "R4")  # the seamless answer codes (docs/seamless.md)
-Count = Annotated[int, Field(ge=0)]
 FILTER_RULE = "at most 200 characters, without U+0000"
 Filter = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$"), Rule(FILTER_RULE)]
 
