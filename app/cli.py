@@ -1,7 +1,7 @@
 """The ``wallet`` command: serve, migrate, and the operator's everyday set-up tasks.
 
 Every command works against ``WALLET_DATABASE_URL`` / ``WALLET_REDIS_URL`` when set, and against
-local servers in ``WALLET_DATA_DIR`` otherwise (see :mod:`app.local`).
+local servers in ``WALLET_DATA_DIR`` otherwise (see :mod:`app.dev.local`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import asyncpg
 import orjson
 from pydantic import BaseModel
 
-from app import db, local, logs
+from app import db, logs
 from app.audit import Actor
 from app.config import Settings
+from app.dev import local
 from app.ledger import service as ledger
 from app.operator import adjustments, api_keys, players, postings, providers, reports
 from app.seamless import keys
@@ -449,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The sandbox PSP (docs/sandbox-psp.md): in memory, needs neither Postgres nor Redis.
     def cmd_sandbox_psp(settings: Settings, args: argparse.Namespace) -> int:
-        from app.payments.sandbox.server import serve as serve_sandbox
+        from app.dev.sandbox_psp.server import serve as serve_sandbox
 
         return serve_sandbox(args.host, args.port)
 

@@ -109,7 +109,7 @@ class WalletApp(Starlette):
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
-    """The wallet ASGI app. Database and Redis URLs must be known (see ``app.local``)."""
+    """The wallet ASGI app. Database and Redis URLs must be known (see ``app.dev.local``)."""
     settings = settings or Settings.from_env()
     if settings.database_url is None or settings.redis_url is None:
         raise ConfigError("WALLET_DATABASE_URL and WALLET_REDIS_URL must be set to create the app")

@@ -10,7 +10,7 @@ Operations declared on an :class:`app.web.routing.Api` (every operator and payme
 health) are generated from their declarations by :mod:`app.web.docgen`, with the shared error
 answers, headers and security scheme of app/web; what no route declares (the seamless and PSP
 webhooks, metrics, this document) is written here, next to the code it describes, with enums and
-patterns from the modules that own them. ``tests/test_openapi.py`` checks that every route is
+patterns from the modules that own them. ``tests/web/test_openapi.py`` checks that every route is
 documented and that real responses validate against the document.
 
 The seamless webhook is encrypted end to end, which OpenAPI cannot express: its operation

@@ -49,11 +49,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app import db, local
+from app import db
 from app.audit import Actor
 from app.client import open_answer, seal_event
 from app.config import Settings
-from app.devstack import free_port
+from app.dev import local
+from app.dev.devstack import free_port
 from app.ids import unique_hex
 from app.ledger import service as ledger
 from app.operator.providers import create_provider
@@ -404,7 +405,7 @@ def pgbench_binary() -> str | None:
     found = shutil.which("pgbench")
     if found:
         return found
-    from app.devstack import postgres_bin_dir
+    from app.dev.devstack import postgres_bin_dir
 
     candidate = postgres_bin_dir() / "pgbench"
     return str(candidate) if candidate.exists() else None

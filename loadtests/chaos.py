@@ -2,13 +2,14 @@
 
     python -m loadtests.chaos --duration 300 [--players 200] [--concurrency 32]
 
-Everything runs on 127.0.0.1 in a temporary folder: its own Postgres and Redis (``app.devstack``,
-Redis behind a proxy that can delay replies), the wallet as a real ``wallet serve`` process
-(uvicorn) on them, and a seeded provider with funded players. Players then play rounds (bets,
-results, cancels, duplicate and replayed deliveries, balance checks) from a simulated provider
-that keeps its own model of every balance and retries every retryable R1 until it gets a final
-answer, while faults are injected one after another with calm gaps between them: backends
-terminated, Postgres restarted, Redis killed and restarted, Redis slow, Redis beyond its timeout.
+Everything runs on 127.0.0.1 in a temporary folder: its own Postgres and Redis
+(``app.dev.devstack``, Redis behind a proxy that can delay replies), the wallet as a real
+``wallet serve`` process (uvicorn) on them, and a seeded provider with funded players. Players then
+play rounds (bets, results, cancels, duplicate and replayed deliveries, balance checks) from a
+simulated provider that keeps its own model of every balance and retries every retryable R1 until it
+gets a final answer, while faults are injected one after another with calm gaps between them:
+backends terminated, Postgres restarted, Redis killed and restarted, Redis slow, Redis beyond its
+timeout.
 
 Progress goes to stderr every ``--progress`` seconds. At the end the load drains, the wallet must
 be ready again and answer a new round without an ``internal_error``, and the ledger is compared
@@ -46,7 +47,7 @@ import httpx
 import orjson
 
 from app.client import ProviderClient
-from app.devstack import free_port
+from app.dev.devstack import free_port
 from loadtests.faults import (
     FAULTS,
     FaultStack,

@@ -1,12 +1,12 @@
 """Fault injection for the seamless wallet: servers to break on purpose, a provider that knows
 what every balance must be, and the check that the ledger agrees.
 
-Shared by ``tests/test_faults.py`` (one fault per test) and ``loadtests/chaos.py`` (faults in a
-loop under mixed load). Everything listens on 127.0.0.1 only.
+Shared by ``tests/platform/test_faults.py`` (one fault per test) and ``loadtests/chaos.py``
+(faults in a loop under mixed load). Everything listens on 127.0.0.1 only.
 
-- :class:`FaultStack`: a private Postgres and Redis (``app.devstack``), migrated, optionally with a
-  :class:`DelayProxy` in front of Redis, and the faults: terminate the wallet's backends, stop and
-  restart Postgres, SIGKILL and restart Redis, slow Redis down.
+- :class:`FaultStack`: a private Postgres and Redis (``app.dev.devstack``), migrated, optionally
+  with a :class:`DelayProxy` in front of Redis, and the faults: terminate the wallet's backends,
+  stop and restart Postgres, SIGKILL and restart Redis, slow Redis down.
 - :class:`Simulator`: players each play rounds one event after another (bet, then a result or a
   cancel, sometimes duplicated or replayed), many players at once. Every R1 ``internal_error`` or
   ``request_in_progress`` is retried until a final answer, as a provider would, and each final
@@ -34,7 +34,7 @@ from redis.asyncio import Redis
 
 from app import db
 from app.client import ProviderClient, seal_event
-from app.devstack import EmbeddedPostgres, EmbeddedRedis, free_port
+from app.dev.devstack import EmbeddedPostgres, EmbeddedRedis, free_port
 from app.ledger import service as ledger
 from loadtests.seed import seed
 
@@ -140,7 +140,7 @@ class FaultStack:
 
     Servers start and stop from the caller's thread. That blocks the event loop for the tens of
     milliseconds a start or stop takes, but keeps the servers tied to the main thread
-    (``app.devstack`` asks the kernel to stop them should this process die, from the main thread
+    (``app.dev.devstack`` asks the kernel to stop them should this process die, from the main thread
     only), so a killed test or chaos run does not leave servers behind.
     """
 

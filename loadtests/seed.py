@@ -24,9 +24,10 @@ import asyncpg
 import httpx
 import orjson
 
-from app import db, local
+from app import db
 from app.audit import Actor
 from app.config import Settings
+from app.dev import local
 from app.operator.api_keys import create_api_key as new_api_key
 from app.operator.providers import create_provider
 from app.secrets import master_key_bytes, token_hash

@@ -3,7 +3,7 @@ withdrawal, and the payment the API answers with (and stores as the first answer
 Idempotency-Key).
 
 The status lists are the state machines' (``payment_state_edges`` in sql/004_payments.sql allows
-exactly these, and tests/test_openapi.py compares); the attention reasons are the flags the
+exactly these, and tests/web/test_openapi.py compares); the attention reasons are the flags the
 service sets. Everything else reads them from here.
 """
 

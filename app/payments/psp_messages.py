@@ -14,8 +14,8 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, StringConstraints
 
 from app.fields import Currency, Identifier, OneOf, PositiveAmount
-from app.payments.sandbox import model as sandbox
-from app.payments.sandbox.app import REFERENCE
+from app.payments import sandbox_api as sandbox
+from app.payments.sandbox_api import REFERENCE
 from app.web.messages import Body
 
 # The statuses the sandbox PSP documents for a payment, and the status each of its webhook types

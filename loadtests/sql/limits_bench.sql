@@ -1,5 +1,5 @@
 -- Seeding for the limits benchmark (loadtests/limits_bench.py) and its regression test
--- (tests/test_limits.py): one player's long history of this month, in one statement.
+-- (tests/seamless/test_limits.py): one player's long history of this month, in one statement.
 --
 -- Like bench.sql, everything is what the wallet itself would have written: balanced postings
 -- with their entries, rounds, and the account balance moved by the same amounts, so the ledger
