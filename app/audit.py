@@ -7,11 +7,28 @@ same transaction as the change itself, so the log can neither miss a change nor 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import asyncpg
 
 from app.db import Queries
+
+# Every action the log records, declared here once: ``audit()`` takes only these (mypy checks
+# each call), and the audit log's answers and filters read them.
+Action = Literal[
+    "provider.create",
+    "provider.rotate_key",
+    "player.create",
+    "player.status",
+    "player.kyc",
+    "player.limits",
+    "player.adjust",
+    "apikey.create",
+    "apikey.revoke",
+    "event.replay",
+    "withdrawal.resolve",
+]
+ACTIONS: tuple[Action, ...] = get_args(Action)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +43,7 @@ async def audit(
     conn: asyncpg.Connection,
     q: Queries,
     actor: Actor,
-    action: str,
+    action: Action,
     target: str,
     before: Any,
     after: Any,

@@ -22,15 +22,16 @@ from typing import Any, TypeVar
 
 import asyncpg
 import orjson
+from pydantic import BaseModel
 
 from app import db, logs
 from app.audit import Actor
 from app.config import Settings
 from app.dev import local
 from app.ledger import service as ledger
-from app.operator import history
-from app.operator import service as operator
+from app.operator import adjustments, api_keys, players, postings, providers, reports
 from app.seamless import keys
+from app.secrets import master_key_bytes
 from app.web.auth import ROLES
 from app.web.errors import WalletError
 
@@ -42,6 +43,9 @@ DEMO_PLAYERS = {"demo-alice": 100_000, "demo-bob": 50_000}
 
 
 def _print(obj: Any) -> None:
+    """A result as indented JSON; a typed answer as the API would show it."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json", by_alias=True)
     print(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -77,7 +81,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     # Local servers or the demo keep a master key in the data folder; a real deployment must
     # give one, or it would seal keys under a key nobody keeps.
     master_text = local.master_key(settings, local=args.demo or settings.database_url is None)
-    master = keys.master_key_bytes(master_text)
+    master = master_key_bytes(master_text)
     logs.register_secret_bytes(master)
     with local.services(settings) as s:
         assert s.database_url is not None and s.redis_url is not None
@@ -130,19 +134,19 @@ async def _seal_and_check(conn: asyncpg.Connection, q: db.Queries, master: bytes
 async def _demo_setup(conn: asyncpg.Connection, q: db.Queries, master: bytes) -> dict[str, Any]:
     """A demo provider with a fresh key, and two funded players with fresh sessions."""
     if await conn.fetchval(q.provider_exists, DEMO_PROVIDER) is None:
-        created = await operator.create_provider(
+        created = await providers.create_provider(
             conn, q, DEMO_PROVIDER, "Demo provider", CLI_ACTOR, master_key=master
         )
-        key = created["keys"][0]
+        key = created.keys[0]
     else:
         # Keys are shown once only: a new run rotates to a new key it can show.
-        rotated = await operator.rotate_key(conn, q, DEMO_PROVIDER, CLI_ACTOR, master_key=master)
-        key = rotated["keys"][0]
-    players = {}
+        rotated = await providers.rotate_key(conn, q, DEMO_PROVIDER, CLI_ACTOR, master_key=master)
+        key = rotated.keys[0]
+    tokens = {}
     for player_id, funds in DEMO_PLAYERS.items():
-        player, _ = await operator.create_player(conn, q, player_id, "EUR", CLI_ACTOR)
-        if player["balance"] == 0:
-            await operator.adjust(
+        player, _ = await players.create_player(conn, q, player_id, "EUR", CLI_ACTOR)
+        if player.balance == 0:
+            await adjustments.adjust(
                 conn,
                 q,
                 player_id,
@@ -151,11 +155,11 @@ async def _demo_setup(conn: asyncpg.Connection, q: db.Queries, master: bytes) ->
                 f"demo-funding-{player_id}-{secrets.token_hex(4)}",
                 CLI_ACTOR,
             )
-        session = await operator.issue_session(
+        session = await players.issue_session(
             conn, q, player_id, DEMO_PROVIDER, "demo-slot", 8 * 3600
         )
-        players[player_id] = session["session_token"]
-    return {"key": key, "players": players}
+        tokens[player_id] = session.session_token
+    return {"key": key.model_dump(), "players": tokens}
 
 
 def _print_demo(demo: dict[str, Any], url: str, admin_key: str, configured: object) -> None:
@@ -257,7 +261,7 @@ def _db_command(
 def _master(settings: Settings) -> bytes:
     """The master key of a command that seals keys: ``WALLET_MASTER_KEY``, or with local
     servers the one in the data folder."""
-    master = keys.master_key_bytes(local.master_key(settings, local=settings.database_url is None))
+    master = master_key_bytes(local.master_key(settings, local=settings.database_url is None))
     logs.register_secret_bytes(master)
     return master
 
@@ -279,7 +283,7 @@ def cmd_keys_rewrap(settings: Settings, args: argparse.Namespace) -> int:
     one is read from a file, so that it shows in neither the process list nor a shell history."""
     old_text = args.old_master_file.read_text().strip()
     try:
-        old = keys.master_key_bytes(old_text)
+        old = master_key_bytes(old_text)
     except ValueError:
         raise SystemExit(
             f"{args.old_master_file} does not hold a master key (base64 of 32 bytes)"
@@ -321,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_create.add_argument("--name")
     p_create.set_defaults(
         run=lambda s, a: _keyed_command(
-            lambda c, q, m: operator.create_provider(
+            lambda c, q, m: providers.create_provider(
                 c, q, a.code, a.name or a.code, CLI_ACTOR, master_key=m
             )
         )(s, a)
@@ -330,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_rotate.add_argument("code")
     p_rotate.set_defaults(
         run=lambda s, a: _keyed_command(
-            lambda c, q, m: operator.rotate_key(c, q, a.code, CLI_ACTOR, master_key=m)
+            lambda c, q, m: providers.rotate_key(c, q, a.code, CLI_ACTOR, master_key=m)
         )(s, a)
     )
 
@@ -375,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     s_issue.add_argument("--game", default="default")
     s_issue.set_defaults(
         run=lambda s, a: _db_command(
-            lambda c, q: operator.issue_session(
+            lambda c, q: players.issue_session(
                 c, q, a.player_id, a.provider, a.game, s.session_ttl_seconds
             )
         )(s, a)
@@ -394,14 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     k_create.add_argument("--name", help="what the key is for (default: the role)")
     k_create.set_defaults(
         run=lambda s, a: _db_command(
-            lambda c, q: operator.create_api_key(c, q, a.role, a.name or a.role, CLI_ACTOR)
+            lambda c, q: api_keys.create_api_key(c, q, a.role, a.name or a.role, CLI_ACTOR)
         )(s, a)
     )
     k_revoke = apikey.add_parser("revoke", help="revoke a key by its id")
     k_revoke.add_argument("key_id")
     k_revoke.set_defaults(
         run=lambda s, a: _db_command(
-            lambda c, q: operator.revoke_api_key(c, q, a.key_id, CLI_ACTOR)
+            lambda c, q: api_keys.revoke_api_key(c, q, a.key_id, CLI_ACTOR)
         )(s, a)
     )
 
@@ -412,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     r_daily.add_argument("--date", type=date.fromisoformat, help="YYYY-MM-DD (default today)")
     r_daily.set_defaults(
         run=lambda s, a: _db_command(
-            lambda c, q: history.daily_report(c, q, a.date or datetime.now(UTC).date())
+            lambda c, q: reports.daily_report(c, q, a.date or datetime.now(UTC).date())
         )(s, a)
     )
     r_statement = report.add_parser("statement", help="a player's statement")
@@ -421,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     r_statement.add_argument("--to", dest="until", type=_utc_time, help="RFC 3339 time")
     r_statement.set_defaults(
         run=lambda s, a: _db_command(
-            lambda c, q: history.statement(
+            lambda c, q: postings.statement(
                 c,
                 q,
                 a.player_id,
@@ -471,10 +475,10 @@ def _utc_time(text: str) -> datetime:
 
 async def _create_player(
     conn: asyncpg.Connection, q: db.Queries, player_id: str, currency: str, balance: int
-) -> dict[str, Any]:
-    player, _ = await operator.create_player(conn, q, player_id, currency, CLI_ACTOR)
+) -> players.Player:
+    player, _ = await players.create_player(conn, q, player_id, currency, CLI_ACTOR)
     if balance:
-        await operator.adjust(
+        await adjustments.adjust(
             conn,
             q,
             player_id,
@@ -483,7 +487,7 @@ async def _create_player(
             f"cli-{secrets.token_hex(8)}",
             CLI_ACTOR,
         )
-        player = await operator.get_player(conn, q, player_id)
+        player = await players.get_player(conn, q, player_id)
     return player
 
 

@@ -98,6 +98,14 @@ SignedAmount = Annotated[
     ),
     Rule(amount_rule(-MAX_AMOUNT)),
 ]
+# A sum or a signed change of money with no bound of its own (a total, a delta, a GGR).
+Int64 = Annotated[int, Field(json_schema_extra={"format": "int64"})]
+Count = Annotated[int, Field(ge=0)]
+Balance = Annotated[
+    int,
+    # What the ledger holds (a BIGINT at or above 0): credits may take it past MAX_AMOUNT.
+    Field(ge=0, description="minor units", json_schema_extra={"format": "int64"}),
+]
 Timestamp = Annotated[
     int,
     Rule("integer unix seconds"),

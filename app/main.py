@@ -21,12 +21,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from app import db, logs, openapi
+from app import db, health, logs, openapi
 from app.config import ConfigError, Settings
 from app.locks import PlayerLocks
 from app.metrics import CONTENT_TYPE, Metrics
-from app.operator import endpoints as operator_endpoints
-from app.operator import providers
+from app.operator import adjustments, api_keys, players, postings, providers, reports
 from app.payments import deposits, events, reconciliation, webhook, withdrawals
 from app.payments.outbox import Outbox
 from app.payments.psp import build_psps
@@ -36,9 +35,10 @@ from app.redis_client import create_redis
 from app.redis_mux import RedisMux
 from app.seamless import endpoints as seamless_endpoints
 from app.seamless.calls import CallLog
-from app.seamless.keys import KeyRing, master_key_bytes
+from app.seamless.keys import KeyRing
 from app.seamless.replay import Gate
 from app.seamless.service import SeamlessService
+from app.secrets import master_key_bytes
 from app.state import Wallet, wallet
 from app.web import docs, http, routing
 from app.web.errors import DatabaseUnavailable, InvalidRequest, NotFound, WalletError
@@ -49,15 +49,20 @@ log = logging.getLogger(__name__)
 # routes and the PSP webhook among them are public).
 API_ROUTES: list[BaseRoute] = [
     *providers.routes,
-    *operator_endpoints.routes,
+    *players.routes,
+    *adjustments.routes,
+    *postings.routes,
+    *reports.routes,
+    *api_keys.routes,
+    *health.routes,
     *deposits.routes,
     *withdrawals.routes,
     *events.routes,
     *reconciliation.routes,
     *webhook.routes,
 ]
-# Who may call each (method, path) of API_ROUTES.
-PERMISSIONS = routing.permissions(API_ROUTES) | operator_endpoints.PERMISSIONS
+# Who may call each (method, path) of API_ROUTES: the roles each route declares.
+PERMISSIONS = routing.permissions(API_ROUTES)
 
 # What the API's handlers raise when Postgres is unreachable or cannot serve them now: the
 # connection refused or lost (OSError, asyncpg's connection errors and the internal error it

@@ -5,10 +5,12 @@ OpenAPI ``webhooks`` entry), and the routes serving it.
 ``GET /openapi.json`` answers the document; ``GET /docs`` (:mod:`app.web.docs`) renders it for
 people with Swagger UI, served from this origin.
 
-The document is written by hand next to the code it describes, but it cannot drift quietly: the
-roles of each operation come from :data:`app.operator.endpoints.PERMISSIONS`, enums and patterns
-from the modules that own them, and ``tests/web/test_openapi.py`` checks that every route is
-documented and that real responses validate against the schemas here.
+Operations declared on an :class:`app.web.routing.Api` (every operator and payments route, and
+health) are generated from their declarations by :mod:`app.web.docgen`, with the shared error
+answers, headers and security scheme of app/web; what no route declares (the seamless and PSP
+webhooks, metrics, this document) is written here, next to the code it describes, with enums and
+patterns from the modules that own them. ``tests/web/test_openapi.py`` checks that every route is
+documented and that real responses validate against the document.
 
 The seamless webhook is encrypted end to end, which OpenAPI cannot express: its operation
 describes the envelope, and the decrypted events and answers are component schemas that the
@@ -20,7 +22,6 @@ from __future__ import annotations
 import base64
 import importlib.metadata
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -30,9 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.ledger.service import CHECKS, SAMPLE
 from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from app.operator import endpoints, service
 from app.payments import outbox, signing
 from app.payments.events import DELIVERY, DELIVERY_TIMEOUT, OPERATOR_WEBHOOK
 from app.payments.models import DEPOSIT_STATUSES as DEPOSIT_STATUSES  # re-exported for tests
@@ -44,9 +43,8 @@ from app.payments.webhook import WebhookOutcome
 from app.seamless import envelope
 from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, PARSERS
 from app.seamless.outcome import MESSAGES
-from app.web import docgen, docs, http, idempotency, pagination, routing
-from app.web.auth import READ, ROLES
-from app.web.errors import WalletError
+from app.web import docgen, docs, http, routing
+from app.web.idempotency import KEY, KEY_MAX
 
 Schema = dict[str, Any]
 
@@ -54,19 +52,6 @@ OPENAPI_VERSION = "3.1.0"
 TITLE = "Wallet API"
 JSON = "application/json"
 EVENTS = tuple(PARSERS)
-# Ledger transaction kinds, as sql/004_payments.sql's ledger_transactions_kind_check allows them
-# (tests/web/test_openapi.py compares the two).
-KINDS = (
-    "bet",
-    "cancel",
-    "result",
-    "result_change",
-    "adjustment",
-    "deposit",
-    "withdrawal_hold",
-    "withdrawal_release",
-    "withdrawal_settle",
-)
 CODES = ("R0", "R1", "R2", "R3", "R4")
 # Which reasons go with which code (docs/seamless.md); the test checks they cover MESSAGES.
 REASONS: dict[str, tuple[str, ...]] = {
@@ -99,25 +84,12 @@ REASONS: dict[str, tuple[str, ...]] = {
     ),
     "R4": ("insufficient_funds",),
 }
-AUDIT_ACTIONS = (
-    "provider.create",
-    "provider.rotate_key",
-    "player.create",
-    "player.status",
-    "player.kyc",
-    "player.limits",
-    "player.adjust",
-    "apikey.create",
-    "apikey.revoke",
-    "event.replay",
-)
 # The seamless examples are sealed for real, under a key everyone may know, so that integrators
 # can test their envelope code against them (and the test proves they open).
 EXAMPLE_PROVIDER = "acme"
 EXAMPLE_KEY = bytes(range(32))
 EXAMPLE_TIME = 1779104538
 
-KYC_TIERS = (0, 3)  # the lowest and the highest tier (players.kyc_tier)
 # The PSP webhook's and the operator events' examples are signed for real, with an example secret
 # everyone may know.
 EXAMPLE_WEBHOOK_SECRET = b"whsec_example"
@@ -141,7 +113,6 @@ IDENTIFIER: Schema = {
     "description": "1 to 64 characters of [A-Za-z0-9_.:-]",
 }
 CURRENCY: Schema = {"type": "string", "pattern": _anchored(http.CURRENCY), "examples": ["EUR"]}
-TIME: Schema = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
 DIGITS_ID: Schema = {"type": "string", "pattern": "^[0-9]+$", "description": "a string of digits"}
 
 
@@ -150,11 +121,6 @@ def _text(description: str = "", **extra: Any) -> Schema:
     if description:
         schema["description"] = description
     return schema
-
-
-def _kyc_tier(description: str) -> Schema:
-    low, high = KYC_TIERS
-    return {"type": "integer", "minimum": low, "maximum": high, "description": description}
 
 
 def _int64(description: str, **bounds: int) -> Schema:
@@ -186,285 +152,6 @@ def _object(
     if description:
         schema["description"] = description
     return schema
-
-
-def _page(item: str) -> Schema:
-    return _object(
-        {
-            "data": {"type": "array", "items": _ref(item)},
-            "next_cursor": {
-                "type": ["string", "null"],
-                "description": "pass back as `cursor` for the next page; null on the last page",
-            },
-        },
-        description=f"A page of {item} objects, keyset-paged.",
-    )
-
-
-# --- component schemas: operator API ------------------------------------------------------------
-
-
-def _error_schemas() -> dict[str, Schema]:
-    codes = sorted({cls.code for cls in _subclasses(WalletError)} | {WalletError.code})
-    error = _object(
-        {
-            "code": {"type": "string", "enum": codes},
-            "message": _text("for people; names the problem"),
-            "http_status": {"type": "integer"},
-            "docs_url": _text(format="uri"),
-            "request_id": {"type": ["string", "null"], "description": "the X-Request-Id"},
-            "field": _text("the offending field of a validation error (the first, if several)"),
-            "errors": {
-                "type": "array",
-                "minItems": 1,
-                "items": _object({"field": _text(), "message": _text()}),
-                "description": "every bad field of a request body or query, when it has several "
-                "checks (a typed message)",
-            },
-        },
-        optional=("field", "errors"),
-    )
-    return {"Error": _object({"error": error}, description="Every operator API error.")}
-
-
-def _subclasses(cls: type[WalletError]) -> list[type[WalletError]]:
-    found: list[type[WalletError]] = []
-    for sub in cls.__subclasses__():
-        found += [sub, *_subclasses(sub)]
-    return found
-
-
-def _player_schemas() -> dict[str, Schema]:
-    base: dict[str, Schema] = {
-        "player_id": IDENTIFIER,
-        "currency": CURRENCY,
-        "status": {"type": "string", "enum": list(service.STATUSES)},
-        "kyc_tier": _kyc_tier("the player's KYC tier: 0 (the default) to 3"),
-        "balance": _int64("minor units", minimum=0),
-        "created_at": TIME,
-        "updated_at": TIME,
-    }
-    periods = {period: _int64("minor units", minimum=0) for period in service.LIMIT_PERIODS}
-    return {
-        "PlayerSummary": _object(base, description="A player as listed (without limits)."),
-        "Player": _object(
-            {
-                **base,
-                "limits": _ref("Limits"),
-                "pending_limits": {"type": "array", "items": _ref("PendingLimit")},
-            }
-        ),
-        "Limits": _object(
-            {kind: _ref("LimitAmounts") for kind in service.LIMIT_KINDS},
-            description="The limits in force, per kind and period.",
-        ),
-        "LimitAmounts": _object(periods, optional=tuple(periods)),
-        "PendingLimit": _object(
-            {
-                "kind": {"type": "string", "enum": list(service.LIMIT_KINDS)},
-                "period": {"type": "string", "enum": list(service.LIMIT_PERIODS)},
-                "amount": _nullable(_int64("the coming limit; null removes it", minimum=0)),
-                "effective_at": TIME,
-            },
-            description="A raise or removal waiting for its cooling-off period to end.",
-        ),
-        "Session": _object({"session_token": _text("shown only here"), "expires_at": TIME}),
-        "Adjustment": _object(
-            {
-                "id": DIGITS_ID,
-                "player_id": IDENTIFIER,
-                "amount": _int64("signed: a credit (> 0) or a debit (< 0)"),
-                "delta": _int64("the change of the balance; equals amount"),
-                "balance_after": _int64("minor units", minimum=0),
-                "currency": CURRENCY,
-                "reason": _text(),
-                "idempotency_key": _text("the Idempotency-Key header"),
-                "created_at": TIME,
-            }
-        ),
-        "Statement": _object(
-            {
-                "player_id": IDENTIFIER,
-                "currency": CURRENCY,
-                "from": TIME,
-                "to": TIME,
-                "opening_balance": _int64("balance just before `from`", minimum=0),
-                "closing_balance": _int64("balance just before `to`", minimum=0),
-                "totals": {
-                    "type": "object",
-                    "propertyNames": {"enum": list(KINDS)},
-                    "additionalProperties": _ref("StatementTotal"),
-                    "description": "per kind of posting, the kinds that occurred",
-                },
-            }
-        ),
-        "StatementTotal": _object(
-            {"count": {"type": "integer", "minimum": 1}, "total": _int64("sum of balance changes")}
-        ),
-    }
-
-
-def _history_schemas() -> dict[str, Schema]:
-    nullable_text = {"type": ["string", "null"]}
-    return {
-        "Transaction": _object(
-            {
-                "id": DIGITS_ID,
-                "kind": {"type": "string", "enum": list(KINDS)},
-                "provider": _nullable(_text("null for adjustments")),
-                "transaction_id": _text("the provider's id, or an adjustment's Idempotency-Key"),
-                "round_id": nullable_text,
-                "game_id": nullable_text,
-                "ref_transaction_id": nullable_text,
-                "amount": _int64("as sent (a cancel's refund, an adjustment's signed amount)"),
-                "delta": _int64("the change of the player's balance"),
-                "balance_after": _int64("minor units", minimum=0),
-                "currency": CURRENCY,
-                "request_id": nullable_text,
-                "metadata": {"type": ["object", "null"]},
-                "created_at": TIME,
-            },
-            description="One posting of the player's ledger.",
-        ),
-        "Call": _object(
-            {
-                "id": DIGITS_ID,
-                "provider": _text(),
-                "event": {"type": ["string", "null"], "enum": [*EVENTS, None]},
-                "request_id": nullable_text,
-                "player_id": nullable_text,
-                "transaction_id": nullable_text,
-                "code": {"type": "string", "enum": list(CODES)},
-                "reason": {"type": "string", "enum": list(MESSAGES)},
-                "wallet_transaction_id": _nullable(DIGITS_ID),
-                "duplicate": {"type": "boolean"},
-                "replayed": {"type": "boolean"},
-                "latency_us": {"type": "integer", "minimum": 0},
-                "created_at": TIME,
-            },
-            description="One seamless webhook call as the wallet answered it.",
-        ),
-        "AuditEntry": _object(
-            {
-                "id": DIGITS_ID,
-                "actor": _text("admin:bootstrap, apikey:<id> or cli:<user>"),
-                "action": {"type": "string", "enum": list(AUDIT_ACTIONS)},
-                "target": _text("like player:<id>, provider:<code>, apikey:<id>"),
-                "before": {"type": ["object", "null"]},
-                "after": {"type": ["object", "null"]},
-                "request_id": nullable_text,
-                "created_at": TIME,
-            }
-        ),
-    }
-
-
-def _admin_schemas() -> dict[str, Schema]:
-    api_key: dict[str, Schema] = {
-        "id": IDENTIFIER,
-        "role": {"type": "string", "enum": list(ROLES)},
-        "name": _text(),
-        "created_by": _text("the actor who created it"),
-        "created_at": TIME,
-        "revoked_at": _nullable(TIME),
-    }
-    rows = {"type": "array", "maxItems": SAMPLE, "items": {"type": "object"}}
-    return {
-        "ApiKey": _object(api_key, description="An API key, never its secret."),
-        "ApiKeyCreated": _object({**api_key, "key": _text("the secret, shown only here")}),
-        "LedgerCheck": {
-            **_object(
-                {
-                    "ok": {"type": "boolean"},
-                    "problems": {
-                        "type": "object",
-                        "propertyNames": {"enum": list(CHECKS)},
-                        "additionalProperties": rows,
-                        "description": f"up to {SAMPLE} offending rows per broken invariant",
-                    },
-                },
-                optional=("problems",),
-            ),
-            "if": {"properties": {"ok": {"const": False}}},
-            "then": {"required": ["problems"]},
-            "else": {"not": {"required": ["problems"]}},
-        },
-        "DailyReport": _object(
-            {
-                "date": _text(format="date"),
-                "time_zone": {"const": "UTC"},
-                "rows": {"type": "array", "items": _ref("DailyReportRow")},
-            }
-        ),
-        "DailyReportRow": _object(
-            {
-                "provider": _text(),
-                "currency": CURRENCY,
-                "bet_count": {"type": "integer", "minimum": 0},
-                "bet_sum": _int64("bets placed"),
-                "result_count": {"type": "integer", "minimum": 0},
-                "win_sum": _int64("results plus corrections"),
-                "cancel_count": {"type": "integer", "minimum": 0},
-                "cancel_sum": _int64("refunds"),
-                "ggr": _int64("bets - refunds - wins"),
-            }
-        ),
-        "Health": _object({"status": {"const": "ok"}}),
-        "Ready": _object(
-            {
-                "status": {"type": "string", "enum": ["ok", "unavailable"]},
-                "checks": _object(
-                    {
-                        "database": _text('"ok" or "unavailable: <error>"'),
-                        "redis": _text('"ok" or "unavailable: <error>"'),
-                    }
-                ),
-            }
-        ),
-    }
-
-
-def _request_schemas() -> dict[str, Schema]:
-    """Bodies the operator API accepts. Left open: the code ignores fields it does not read."""
-    limit_amount = _nullable(_int64("null removes the limit", minimum=0, maximum=MAX_AMOUNT))
-    periods = {period: limit_amount for period in service.LIMIT_PERIODS}
-    return {
-        "ProviderCreate": _object(
-            {"code": IDENTIFIER, "name": _text(minLength=1, maxLength=200)}, closed=False
-        ),
-        "PlayerCreate": _object({"player_id": IDENTIFIER, "currency": CURRENCY}, closed=False),
-        "PlayerStatusChange": _object(
-            {"status": {"type": "string", "enum": list(service.STATUSES)}}, closed=False
-        ),
-        "KycTierChange": _object(
-            {"tier": _kyc_tier("the new KYC tier (400 on `tier` unless an integer 0 to 3)")},
-            closed=False,
-        ),
-        # Unknown kinds and periods are refused with 400, so these two are closed.
-        "LimitsChange": _object(
-            {kind: _object(periods, optional=tuple(periods)) for kind in service.LIMIT_KINDS},
-            optional=service.LIMIT_KINDS,
-            description="Only the limits named change; see docs/operator.md, Limits.",
-        ),
-        "SessionIssue": _object({"provider": IDENTIFIER, "game_id": IDENTIFIER}, closed=False),
-        "AdjustmentCreate": _object(
-            {
-                "amount": {
-                    **_int64("signed, not zero", minimum=-MAX_AMOUNT, maximum=MAX_AMOUNT),
-                    "not": {"const": 0},
-                },
-                "reason": _text(minLength=1, maxLength=500),
-            },
-            closed=False,
-        ),
-        "ApiKeyCreate": _object(
-            {
-                "role": {"type": "string", "enum": list(ROLES)},
-                "name": _text(minLength=1, maxLength=200),
-            },
-            closed=False,
-        ),
-    }
 
 
 # --- component schemas: payments ----------------------------------------------------------------
@@ -778,16 +465,6 @@ def _seamless_examples() -> tuple[dict[str, Schema], dict[str, Schema]]:
 # --- parameters and shared responses -----------------------------------------------------------
 
 
-def _query(name: str, schema: Schema, description: str) -> Schema:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
-
-
 def _path_param(name: str, description: str) -> Schema:
     return {
         "name": name,
@@ -806,137 +483,32 @@ def _idempotency_key(description: str, *, required: bool = True) -> Schema:
         "schema": {
             "type": "string",
             "minLength": 1,
-            "maxLength": endpoints.IDEMPOTENCY_KEY_MAX,
-            "pattern": f"^{idempotency.KEY.pattern}$",
+            "maxLength": KEY_MAX,
+            "pattern": f"^{KEY.pattern}$",
         },
         "description": description,
     }
 
 
 def _parameters() -> dict[str, Schema]:
-    time_note = (
-        "RFC 3339 time with a zone, like 2026-05-18T11:42:18Z, from "
-        f"{endpoints.EARLIEST:%Y-%m-%d} to {endpoints.LATEST:%Y-%m-%d} (400 outside)"
-    )
-    filter_id = {**IDENTIFIER, "description": "exact match"}
     return {
-        "Limit": _query(
-            "limit",
-            {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": pagination.MAX_LIMIT,
-                "default": pagination.DEFAULT_LIMIT,
-            },
-            "page size",
-        ),
-        "Cursor": _query("cursor", _text(), "`next_cursor` of the previous page"),
-        "From": _query("from", TIME, f"inclusive lower bound: {time_note}"),
-        "To": _query("to", TIME, f"exclusive upper bound: {time_note}"),
-        "PlayerStatus": _query(
-            "status", {"type": "string", "enum": list(service.STATUSES)}, "only these players"
-        ),
-        "CallProvider": _query("provider", filter_id, "provider code"),
-        "CallEvent": _query("event", {"type": "string", "enum": list(EVENTS)}, "event name"),
-        "CallCode": _query("code", {"type": "string", "enum": list(CODES)}, "R-code"),
-        "CallPlayer": _query("player_id", filter_id, "player"),
-        "AuditActor": _query("actor", _text(), "exact actor, like apikey:ak_1a2b3c4d5e6f"),
-        "AuditAction": _query("action", _text(), "exact action, like player.status"),
-        "AuditTarget": _query("target", _text(), "exact target, like player:p-42"),
-        "ReportDate": _query("date", _text(format="date"), "YYYY-MM-DD; default today (UTC)"),
-        "PlayerId": _path_param("player_id", "the player"),
-        "ProviderCode": _path_param("code", "the provider"),
-        "KeyId": _path_param("key_id", "the API key's id"),
         "PspName": _path_param("psp", "the PSP route's name, as configured in WALLET_PSPS"),
-        "IdempotencyKey": _idempotency_key(
-            "printable; the same key and body again answers the same adjustment"
-        ),
         "PaymentIdempotencyKey": _idempotency_key(
             "printable (400 on `Idempotency-Key` when missing); the same key and body again "
             "gets the first answer again without side effects (201 and the same body, or the "
             "same 503 when every route was degraded or a payout's outcome is unknown); another "
             "body, or the same while the first request is still at the PSP, is 409"
         ),
-        "ActionIdempotencyKey": _idempotency_key(
-            "optional, printable: the same key and request (method, path, body) again get the "
-            "first answer again, whatever it was, without acting again; another request with "
-            "the key is 409; requests racing with one key act once",
-            required=False,
-        ),
         "ResolveIdempotencyKey": _idempotency_key(
             "printable (400 on `Idempotency-Key` when missing): the same key and body again get "
             "the first answer again; another request with the key is 409"
         ),
-        "RequestId": {
-            "name": "X-Request-Id",
-            "in": "header",
-            "required": False,
-            "schema": IDENTIFIER,
-            "description": "your correlation id, echoed; the wallet makes one when absent or "
-            "not of this form (never a 400)",
-        },
     }
-
-
-ERROR_RESPONSES: dict[int, tuple[str, str]] = {
-    400: ("BadRequest", "invalid_request: a parameter or a body field is wrong (see `field`)"),
-    401: ("Unauthorized", "authentication_failed: no, unknown or revoked API key"),
-    403: ("Forbidden", "forbidden_for_tenant: the key's role may not call this route"),
-    404: ("NotFound", "resource_not_found"),
-    409: ("Conflict", "idempotency_conflict"),
-    422: (
-        "Unprocessable",
-        "method_unavailable (field `method`: no payment route serves the method and currency, "
-        "or the player's KYC tier is below the method's minimum) or player_limit_exceeded (a "
-        "deposit limit)",
-    ),
-    429: (
-        "RateLimited",
-        "rate_limited: more requests in this second than WALLET_RATE_LIMIT_API_KEY allows this "
-        "API key; send again after the Retry-After header's seconds",
-    ),
-    503: (
-        "RouteDegraded",
-        "route_degraded: the database is unreachable or gave no connection in time (nothing "
-        "changed; send again after the Retry-After header's seconds), or, creating a payment, "
-        "every payment route failed with a retryable error; the payment is failed (a "
-        "withdrawal's hold released), so retry with a new Idempotency-Key",
-    ),
-}
-# Added to a route's own 503 note: any route may answer so (app.main.DATABASE_UNAVAILABLE).
-DATABASE_DOWN = (
-    "or the database is unreachable or gave no connection in time: nothing changed, send again "
-    "after the Retry-After header's seconds"
-)
-REQUEST_ID_HEADER = {"X-Request-Id": {"$ref": "#/components/headers/XRequestId"}}
 
 
 def _json_response(description: str, schema: Schema, **extra: Any) -> Schema:
     content = {JSON: {"schema": schema, **extra}}
-    return {"description": description, "headers": REQUEST_ID_HEADER, "content": content}
-
-
-def _responses() -> dict[str, Schema]:
-    responses = {
-        name: _json_response(description, _ref("Error"))
-        for name, description in ERROR_RESPONSES.values()
-    }
-    responses["Unexpected"] = _json_response("internal_error: a bug (HTTP 500)", _ref("Error"))
-    responses["RateLimited"]["headers"] = {
-        **REQUEST_ID_HEADER,
-        "Retry-After": {
-            "description": "seconds to wait before the next request with this key",
-            "schema": {"type": "integer", "minimum": 1},
-        },
-    }
-    responses["RouteDegraded"]["headers"] = {
-        **REQUEST_ID_HEADER,
-        "Retry-After": {
-            "description": "seconds to wait, when the database is unreachable",
-            "schema": {"type": "integer", "minimum": 1},
-        },
-    }
-    return responses
+    return {"description": description, "headers": docgen.REQUEST_ID_HEADER, "content": content}
 
 
 # --- operations -------------------------------------------------------------------------------
@@ -946,260 +518,7 @@ def _p(name: str) -> Schema:
     return {"$ref": f"#/components/parameters/{name}"}
 
 
-@dataclass(frozen=True, slots=True)
-class Op:
-    """One operator operation: what the route does and what it answers."""
-
-    operation_id: str
-    tag: str
-    summary: str
-    answers: tuple[tuple[int, str, str], ...]  # (status, description, component schema)
-    errors: tuple[int, ...] = ()  # statuses besides 401 and 403, which the document adds
-    parameters: tuple[str, ...] = ()
-    body: str | None = None
-    description: str = ""
-    # Errors whose answer this operation describes itself, instead of the shared description.
-    error_notes: tuple[tuple[int, str], ...] = ()
-
-
-PAGE = ("Limit", "Cursor")
-RANGE = ("From", "To")
-
 _HOURS = round(outbox.RETRY_WINDOW / 3600)
-IDEMPOTENT_ACTION = (
-    "\n\nWith an `Idempotency-Key`, the same key and request again get the first answer "
-    "again, refusals included, and racing requests with one key act once; another request "
-    "with the key: 409 `idempotency_conflict`."
-)
-SEALED_ANSWER = (
-    " The first answer, secret included, is stored sealed under the master key, so the same "
-    "key and request show it again."
-)
-CALL_FILTERS = ("CallProvider", "CallEvent", "CallCode", "CallPlayer", *RANGE, *PAGE)
-
-OPERATIONS: dict[tuple[str, str], Op] = {
-    ("POST", "/v1/players"): Op(
-        "createPlayer",
-        "players",
-        "Create a player",
-        (
-            (201, "Created: balance 0, status active", "Player"),
-            (200, "The player already existed with this currency", "Player"),
-        ),
-        (400, 409),
-        ("ActionIdempotencyKey",),
-        body="PlayerCreate",
-        description="Creating it again with the same currency is harmless (200); with another "
-        "currency it is 409 `idempotency_conflict` on `currency`." + IDEMPOTENT_ACTION,
-    ),
-    ("GET", "/v1/players"): Op(
-        "listPlayers",
-        "players",
-        "List players, by id",
-        ((200, "A page of players (without limits)", "PlayerSummaryPage"),),
-        (400,),
-        ("PlayerStatus", *PAGE),
-    ),
-    ("GET", "/v1/players/{player_id}"): Op(
-        "getPlayer",
-        "players",
-        "Read a player with its limits",
-        ((200, "The player", "Player"),),
-        (400, 404),
-        ("PlayerId",),
-    ),
-    ("PUT", "/v1/players/{player_id}/status"): Op(
-        "setPlayerStatus",
-        "players",
-        "Change a player's status",
-        ((200, "The player", "Player"),),
-        (400, 404),
-        ("PlayerId",),
-        body="PlayerStatusChange",
-    ),
-    ("PUT", "/v1/players/{player_id}/kyc"): Op(
-        "setPlayerKycTier",
-        "players",
-        "Change a player's KYC tier",
-        ((200, "The player, with its new `kyc_tier`", "Player"),),
-        (400, 404),
-        ("PlayerId",),
-        body="KycTierChange",
-        description="Sets the player's know-your-customer tier, 0 (every player's at first) to "
-        "3, and records it in the audit log as `player.kyc` (before and after: "
-        '`{"kyc_tier": n}`). Payment methods may require a minimum tier per kind '
-        '(WALLET_KYC_METHOD_TIERS, like `{"deposit": {"upi": 1}, "withdrawal": '
-        '{"*": 1}}`, `*` for any method; by default none): a deposit or a withdrawal below '
-        "it is 422 `method_unavailable`.\n\n"
-        "400 on `tier` unless an integer from 0 to 3; 404 for an unknown player.",
-    ),
-    ("PUT", "/v1/players/{player_id}/limits"): Op(
-        "setPlayerLimits",
-        "players",
-        "Set or remove responsible-gaming limits",
-        ((200, "The player, with limits in force and pending", "Player"),),
-        (400, 404),
-        ("PlayerId",),
-        body="LimitsChange",
-        description="A new or lower limit applies at once and drops a pending raise; a raise or "
-        "a removal (null) applies after the cooling-off period "
-        "(WALLET_LIMIT_COOLING_OFF_SECONDS) and shows under `pending_limits` until then.",
-    ),
-    ("POST", "/v1/players/{player_id}/sessions"): Op(
-        "issueSession",
-        "players",
-        "Issue a session token for one provider",
-        ((201, "The token (shown only here; stored as its SHA-256)", "Session"),),
-        (400, 404, 409),
-        ("PlayerId", "ActionIdempotencyKey"),
-        body="SessionIssue",
-        description="404 for an unknown player; 400 on `provider` for an unknown provider. "
-        "From then on the player is in that provider's scope, for good: the provider may read "
-        "and move the player's money on the seamless webhook (docs/seamless.md, Provider scope)."
-        + IDEMPOTENT_ACTION
-        + SEALED_ANSWER,
-    ),
-    ("POST", "/v1/players/{player_id}/adjustments"): Op(
-        "adjustBalance",
-        "players",
-        "Credit or debit a player's balance by hand",
-        (
-            (201, "The adjustment, posted", "Adjustment"),
-            (200, "The same Idempotency-Key and body again: the first adjustment", "Adjustment"),
-        ),
-        (400, 404, 409),
-        ("PlayerId", "IdempotencyKey"),
-        body="AdjustmentCreate",
-        description="A debit beyond the balance is 400 on `amount`. The same Idempotency-Key with "
-        "another body is 409.",
-    ),
-    ("GET", "/v1/players/{player_id}/transactions"): Op(
-        "listPlayerTransactions",
-        "history",
-        "A player's postings, newest first",
-        ((200, "A page of postings", "TransactionPage"),),
-        (400, 404),
-        ("PlayerId", *RANGE, *PAGE),
-    ),
-    ("GET", "/v1/players/{player_id}/statement"): Op(
-        "getPlayerStatement",
-        "history",
-        "Opening and closing balance over a period, and totals by kind",
-        ((200, "The statement", "Statement"),),
-        (400, 404),
-        ("PlayerId", *RANGE),
-        description="By default the last 30 days up to now. `to` must be after `from`.",
-    ),
-    ("GET", "/v1/webhooks/calls"): Op(
-        "listCalls",
-        "history",
-        "The seamless call history, newest first",
-        ((200, "A page of calls", "CallPage"),),
-        (400,),
-        CALL_FILTERS,
-    ),
-    ("GET", "/v1/webhooks/failures"): Op(
-        "listFailures",
-        "history",
-        "Only the calls answered R1 to R3, newest first",
-        ((200, "A page of calls", "CallPage"),),
-        (400,),
-        CALL_FILTERS,
-        description="R4 is the player's balance, not a fault, so it is not listed here.",
-    ),
-    ("GET", "/v1/ledger/check"): Op(
-        "checkLedger",
-        "reports",
-        "Check the ledger's invariants in one snapshot",
-        ((200, "ok, or what broke", "LedgerCheck"),),
-    ),
-    ("GET", "/v1/reports/daily"): Op(
-        "dailyReport",
-        "reports",
-        "Bets, wins, refunds and GGR per provider and currency for one UTC day",
-        ((200, "The report", "DailyReport"),),
-        (400,),
-        ("ReportDate",),
-    ),
-    ("GET", "/v1/audit"): Op(
-        "listAudit",
-        "reports",
-        "The audit log, newest first",
-        ((200, "A page of audit entries", "AuditEntryPage"),),
-        (400,),
-        ("AuditActor", "AuditAction", "AuditTarget", *RANGE, *PAGE),
-    ),
-    ("POST", "/v1/api-keys"): Op(
-        "createApiKey",
-        "api-keys",
-        "Create an API key",
-        ((201, "The key, with its secret shown only here", "ApiKeyCreated"),),
-        (400, 409),
-        ("ActionIdempotencyKey",),
-        body="ApiKeyCreate",
-        description=IDEMPOTENT_ACTION.strip() + SEALED_ANSWER,
-    ),
-    ("GET", "/v1/api-keys"): Op(
-        "listApiKeys",
-        "api-keys",
-        "List API keys, by id (never their secrets)",
-        ((200, "A page of keys", "ApiKeyPage"),),
-        (400,),
-        PAGE,
-    ),
-    ("DELETE", "/v1/api-keys/{key_id}"): Op(
-        "revokeApiKey",
-        "api-keys",
-        "Revoke an API key",
-        ((200, "The revoked key", "ApiKey"),),
-        (400, 404),
-        ("KeyId",),
-        description="404 when there is no active key with this id (also when already revoked).",
-    ),
-}
-
-
-def _operator_operation(op: Op, roles: frozenset[str] | None) -> Schema:
-    responses: dict[str, Schema] = {
-        str(status): _json_response(description, _ref(schema))
-        for status, description, schema in op.answers
-    }
-    # Every route authenticates (against the database: 503 when it cannot be reached) and counts
-    # against its key's rate limit; only routes closed to some role can answer 403.
-    statuses = {*op.errors, 401, 429, 503} | ({403} if roles != READ else set())
-    notes = dict(op.error_notes)
-    assert notes.keys() <= statuses, (op.operation_id, notes.keys() - statuses)
-    if 503 in notes:
-        notes[503] = f"{notes[503]}; {DATABASE_DOWN}"
-    for status in statuses:
-        if status in notes:
-            responses[str(status)] = _json_response(notes[status], _ref("Error"))
-        else:
-            name = ERROR_RESPONSES[status][0]
-            responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
-    responses["default"] = {"$ref": "#/components/responses/Unexpected"}
-    operation: Schema = {
-        "operationId": op.operation_id,
-        "tags": [op.tag],
-        "summary": op.summary,
-        "parameters": [_p(name) for name in op.parameters],
-        "responses": dict(sorted(responses.items())),
-    }
-    if op.description:
-        operation["description"] = op.description
-    if op.body is not None:
-        operation["requestBody"] = {
-            "required": True,
-            "content": {JSON: {"schema": _ref(op.body)}},
-        }
-    if roles is not None:
-        operation["x-roles"] = [role for role in ROLES if role in roles]
-        operation["description"] = (
-            operation.get("description", "") + f"\n\nRoles: {', '.join(operation['x-roles'])}."
-        ).strip()
-    return operation
-
-
 SEAMLESS_DESCRIPTION = f"""\
 One endpoint receives every game action of a provider. It always answers HTTP 200: the outcome \
 is the `code` of the response object (R0 success, R1 failed processing, R2 unauthorized, R3 \
@@ -1371,18 +690,6 @@ def _public_operations() -> dict[tuple[str, str], Schema]:
 
     text = {"type": "string"}
     return {
-        ("GET", "/healthz"): plain(
-            "healthz", "health", "Liveness", {"200": _json_response("Alive", _ref("Health"))}
-        ),
-        ("GET", "/readyz"): plain(
-            "readyz",
-            "health",
-            "Readiness: Postgres and Redis both answer",
-            {
-                "200": _json_response("Ready", _ref("Ready")),
-                "503": _json_response("Not ready; `checks` names what failed", _ref("Ready")),
-            },
-        ),
         ("GET", "/metrics"): plain(
             "metrics",
             "health",
@@ -1390,7 +697,7 @@ def _public_operations() -> dict[tuple[str, str], Schema]:
             {
                 "200": {
                     "description": f"Prometheus text format ({METRICS_CONTENT_TYPE})",
-                    "headers": REQUEST_ID_HEADER,
+                    "headers": docgen.REQUEST_ID_HEADER,
                     "content": {"text/plain": {"schema": text}},
                 }
             },
@@ -1408,7 +715,7 @@ def _public_operations() -> dict[tuple[str, str], Schema]:
             {
                 "200": {
                     "description": "An HTML page that renders openapi.json, beside it",
-                    "headers": REQUEST_ID_HEADER,
+                    "headers": docgen.REQUEST_ID_HEADER,
                     "content": {"text/html": {"schema": text}},
                 }
             },
@@ -1421,7 +728,7 @@ def _public_operations() -> dict[tuple[str, str], Schema]:
                 {
                     "200": {
                         "description": "The file",
-                        "headers": REQUEST_ID_HEADER,
+                        "headers": docgen.REQUEST_ID_HEADER,
                         "content": dict.fromkeys(
                             sorted({media.split(";")[0] for media in docs.ASSETS.values()}),
                             {"schema": {"type": "string"}},
@@ -1503,40 +810,18 @@ def package_version() -> str:
 
 def _components() -> Schema:
     schemas: dict[str, Schema] = {}
-    for part in (
-        _error_schemas,
-        _player_schemas,
-        _history_schemas,
-        _admin_schemas,
-        _request_schemas,
-        _seamless_schemas,
-    ):
+    for part in (_seamless_schemas,):
         schemas.update(part())
     schemas.update(docgen.schemas(docgen.models_of(_operations())))
     # The PSP webhook is not an API-key route: its messages are added by hand.
     schemas.update(docgen.schemas([(PspEvent, "validation"), (WebhookOutcome, "serialization")]))
     schemas["PspEvent"]["examples"] = [PSP_EVENT_EXAMPLE]
-    pages = ("PlayerSummary", "Transaction", "Call", "AuditEntry", "ApiKey")
-    for item in pages:
-        schemas[f"{item}Page"] = _page(item)
     schemas["OperatorEventPayload"]["examples"] = [OPERATOR_EVENT_EXAMPLE]
+    shared = docgen.components()
     return {
-        "schemas": dict(sorted(schemas.items())),
-        "parameters": _parameters(),
-        "responses": _responses(),
-        "headers": {
-            "XRequestId": {
-                "description": "the request's correlation id (yours when you sent a sane one)",
-                "schema": IDENTIFIER,
-            }
-        },
-        "securitySchemes": {
-            "bearerAuth": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "An API key (wk_<role>_...) or the bootstrap admin key.",
-            }
-        },
+        **shared,
+        "schemas": dict(sorted({**schemas, **shared["schemas"]}.items())),
+        "parameters": {**_parameters(), **shared["parameters"]},
     }
 
 
@@ -1608,13 +893,7 @@ def _operations() -> list[routing.Operation]:
 
 
 def _paths() -> Schema:
-    operations = {
-        key: _operator_operation(op, endpoints.PERMISSIONS.get(key))
-        for key, op in OPERATIONS.items()
-    }
-    errors = {status: name for status, (name, _) in ERROR_RESPONSES.items()}
-    for op in _operations():
-        operations[(op.method, op.path)] = docgen.operation(op, errors, database_down=DATABASE_DOWN)
+    operations = {(op.method, op.path): docgen.operation(op) for op in _operations()}
     operations.update(_public_operations())
     paths: dict[str, dict[str, Schema]] = {}
     for (method, path), operation in operations.items():

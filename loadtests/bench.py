@@ -50,13 +50,14 @@ import asyncpg
 import orjson
 
 from app import db
+from app.audit import Actor
 from app.client import open_answer, seal_event
 from app.config import Settings
 from app.dev import local
 from app.dev.devstack import free_port
 from app.ids import unique_hex
 from app.ledger import service as ledger
-from app.operator import service as operator
+from app.operator.providers import create_provider
 
 BENCH_DATABASE = "wallet_bench"
 SCALE_DATABASE = "wallet_bench_scale"  # the million players of --scale, kept between runs
@@ -117,10 +118,10 @@ async def seed(
         elif counts["players"]:
             raise SystemExit("the benchmark database holds other players: use a fresh one")
         code = "bench-" + secrets.token_hex(3)
-        created = await operator.create_provider(
-            conn, db.Queries.load(), code, "Benchmark provider", operator.Actor("loadtests.bench")
+        created = await create_provider(
+            conn, db.Queries.load(), code, "Benchmark provider", Actor("loadtests.bench")
         )
-        key = created["keys"][0]
+        key = created.keys[0].model_dump()
         seeded = Seeded(
             code,
             base64.b64decode(key["key"]),

@@ -39,9 +39,12 @@ import asyncpg
 import orjson
 
 from app import db
-from app.operator import service as operator
+from app.audit import Actor
+from app.operator.adjustments import adjust
+from app.operator.players import LIMIT_PERIODS, create_player, issue_session, set_limits
+from app.operator.providers import create_provider
 from app.seamless.batch import GroupCommit, Posting
-from app.seamless.service import token_hash
+from app.secrets import token_hash
 from loadtests.bench import fresh_database
 
 DATABASE = "wallet_limits_bench"
@@ -50,9 +53,9 @@ BET = 100
 FUNDING = 10**12
 # High enough never to refuse a bet of the run: what is measured is the check, not a refusal.
 SIX: dict[str, dict[str, int | None]] = {
-    kind: dict.fromkeys(operator.LIMIT_PERIODS, 10**15) for kind in ("wager", "loss")
+    kind: dict.fromkeys(LIMIT_PERIODS, 10**15) for kind in ("wager", "loss")
 }
-ACTOR = operator.Actor("loadtests.limits_bench")
+ACTOR = Actor("loadtests.limits_bench")
 
 
 def progress(message: str) -> None:
@@ -62,10 +65,10 @@ def progress(message: str) -> None:
 async def new_player(conn: asyncpg.Connection, q: db.Queries, provider: str) -> tuple[str, str]:
     """A funded player with a session at ``provider``; (player id, session token)."""
     player_id = "lb-" + secrets.token_hex(5)
-    await operator.create_player(conn, q, player_id, CURRENCY, ACTOR)
-    await operator.adjust(conn, q, player_id, FUNDING, "benchmark funding", player_id, ACTOR)
-    session = await operator.issue_session(conn, q, player_id, provider, "lb-slot", 86_400)
-    return player_id, session["session_token"]
+    await create_player(conn, q, player_id, CURRENCY, ACTOR)
+    await adjust(conn, q, player_id, FUNDING, "benchmark funding", player_id, ACTOR)
+    session = await issue_session(conn, q, player_id, provider, "lb-slot", 86_400)
+    return player_id, session.session_token
 
 
 async def seed(dsn: str, history: int) -> tuple[str, dict[str, tuple[str, str]], float]:
@@ -77,7 +80,7 @@ async def seed(dsn: str, history: int) -> tuple[str, dict[str, tuple[str, str]],
     try:
         await db.migrate(conn)
         provider = "lb-" + secrets.token_hex(3)
-        await operator.create_provider(
+        await create_provider(
             conn, q, provider, "Limits benchmark", ACTOR, master_key=secrets.token_bytes(32)
         )
         players = {name: await new_player(conn, q, provider) for name in ("history", "fresh")}
@@ -90,7 +93,7 @@ async def seed(dsn: str, history: int) -> tuple[str, dict[str, tuple[str, str]],
         set_ms = 0.0
         for name, (player_id, _token) in players.items():
             started = time.monotonic()
-            await operator.set_limits(conn, q, player_id, SIX, 86_400, ACTOR)
+            await set_limits(conn, q, player_id, SIX, 86_400, ACTOR)
             if name == "history":
                 set_ms = (time.monotonic() - started) * 1000
         progress(f"six limits set (with the history: {set_ms:.0f} ms)")

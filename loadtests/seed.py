@@ -25,14 +25,15 @@ import httpx
 import orjson
 
 from app import db
+from app.audit import Actor
 from app.config import Settings
 from app.dev import local
-from app.operator import service as operator
-from app.seamless import keys
-from app.seamless.service import token_hash
+from app.operator.api_keys import create_api_key as new_api_key
+from app.operator.providers import create_provider
+from app.secrets import master_key_bytes, token_hash
 from loadtests.config import GAME_ID
 
-SEED_ACTOR = operator.Actor("loadtests.seed")
+SEED_ACTOR = Actor("loadtests.seed")
 SESSION_SECONDS = 24 * 3600
 REASON = "load test funding"
 
@@ -65,10 +66,10 @@ async def seed(
     started = time.monotonic()
     try:
         async with conn.transaction():
-            provider = await operator.create_provider(
+            provider = await create_provider(
                 conn, q, code, "Load test provider", SEED_ACTOR, master_key=master_key
             )
-            key = provider["keys"][0]
+            key = provider.keys[0].model_dump()
             await conn.executemany(q.insert_player, [(p, currency) for p in ids])
             await _audit(conn, q, "player.create", ids, None, {"currency": currency})
             if balance:
@@ -123,12 +124,10 @@ async def create_api_key(dsn: str) -> str:
     """An operator-role API key for the mixed profile (it issues sessions, as a casino does)."""
     conn = await db.connect(dsn)
     try:
-        created = await operator.create_api_key(
-            conn, db.Queries.load(), "operator", "load tests", SEED_ACTOR
-        )
+        created = await new_api_key(conn, db.Queries.load(), "operator", "load tests", SEED_ACTOR)
     finally:
         await conn.close()
-    return str(created["key"])
+    return created.key
 
 
 class _Api:
@@ -233,9 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         settings = Settings.from_env()
         # The key `wallet serve` seals provider keys under on these servers (local: .data's).
-        master = keys.master_key_bytes(
-            local.master_key(settings, local=settings.database_url is None)
-        )
+        master = master_key_bytes(local.master_key(settings, local=settings.database_url is None))
         with local.services(settings) as s:
             assert s.database_url is not None
             result = asyncio.run(

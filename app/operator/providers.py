@@ -6,26 +6,23 @@ once, in the answer that made it, and stored sealed under the master key.
 
 from __future__ import annotations
 
+import base64
+import secrets
 from typing import Annotated, Literal
 
+import asyncpg
 from pydantic import Field
 
+from app.audit import Actor, audit
+from app.db import Queries
 from app.fields import Identifier, Text, Time
-from app.operator import service
+from app.secrets import master_key_from_env, seal_key
 from app.web import pagination
 from app.web.auth import ADMIN, READ
+from app.web.errors import IdempotencyConflict, NotFound
+from app.web.idempotency import IDEMPOTENT_ACTION, SHOWN_ONCE
 from app.web.messages import Answer, Body, Page
 from app.web.routing import Api, Call
-
-SHOWN_ONCE = (
-    " The first answer, secret included, is stored sealed under the master key, so the same "
-    "key and request show it again."
-)
-IDEMPOTENT_ACTION = (
-    "\n\nWith an `Idempotency-Key`, the same key and request again get the first answer "
-    "again, refusals included, and racing requests with one key act once; another request "
-    "with the key: 409 `idempotency_conflict`."
-)
 
 api = Api("providers", path_params={"code": "provider code"})
 
@@ -75,6 +72,81 @@ class KeyRotation(Answer):
     active: list[ActiveKey]
 
 
+def _new_key(code: str, master: bytes) -> tuple[ProviderKey, bytes]:
+    """A fresh key, as shown (once) and as stored: sealed under ``master``."""
+    key_id, secret = "k_" + secrets.token_hex(6), secrets.token_bytes(32)
+    shown = ProviderKey(key_id=key_id, key=base64.b64encode(secret).decode())
+    return shown, seal_key(master, code, key_id, secret)
+
+
+def _active(rows: list[asyncpg.Record]) -> list[ActiveKey]:
+    return [
+        ActiveKey(key_id=r["key_id"], state=r["state"]) for r in rows if r["state"] != "retired"
+    ]
+
+
+async def create_provider(
+    conn: asyncpg.Connection,
+    q: Queries,
+    code: str,
+    name: str,
+    actor: Actor,
+    *,
+    master_key: bytes | None = None,
+) -> ProviderCreated:
+    """Register a provider with its first key; the key is returned once and never again, and
+    stored sealed under ``master_key`` (``WALLET_MASTER_KEY`` of the environment by default)."""
+    master = master_key if master_key is not None else master_key_from_env()
+    async with conn.transaction():
+        row = await conn.fetchrow(q.insert_provider, code, name)
+        if row is None:
+            raise IdempotencyConflict(f"provider {code!r} already exists", field="code")
+        shown, sealed = _new_key(code, master)
+        await conn.execute(q.insert_current_key, code, shown.key_id, sealed)
+        await audit(
+            conn,
+            q,
+            actor,
+            "provider.create",
+            f"provider:{code}",
+            None,
+            {"code": code, "name": name, "keys": [shown.key_id]},
+        )
+    return ProviderCreated(code=code, name=name, keys=[shown])
+
+
+async def rotate_key(
+    conn: asyncpg.Connection,
+    q: Queries,
+    code: str,
+    actor: Actor,
+    *,
+    master_key: bytes | None = None,
+) -> KeyRotation:
+    """A new current key; the old current stays active as previous, the old previous retires.
+    The new key is stored sealed like in :func:`create_provider`."""
+    master = master_key if master_key is not None else master_key_from_env()
+    async with conn.transaction():
+        if await conn.fetchrow(q.lock_provider, code) is None:
+            raise NotFound(f"provider {code!r} not found")
+        before = _active(await conn.fetch(q.provider_keys, code))
+        await conn.execute(q.retire_previous_key, code)
+        await conn.execute(q.demote_current_key, code)
+        shown, sealed = _new_key(code, master)
+        await conn.execute(q.insert_current_key, code, shown.key_id, sealed)
+        after = _active(await conn.fetch(q.provider_keys, code))
+        await audit(
+            conn,
+            q,
+            actor,
+            "provider.rotate_key",
+            f"provider:{code}",
+            {"active": [k.model_dump() for k in before]},
+            {"active": [k.model_dump() for k in after]},
+        )
+    return KeyRotation(code=code, keys=[shown], active=after)
+
+
 @api.post(
     "/v1/providers",
     summary="Register a provider with its first key",
@@ -85,14 +157,14 @@ class KeyRotation(Answer):
     description="409 `idempotency_conflict` (field `code`) when the code exists."
     + IDEMPOTENT_ACTION
     + SHOWN_ONCE,
+    operation_id="createProvider",
     idempotency="optional",
     secret=True,
 )
-async def create_provider(c: Call, body: ProviderCreate) -> ProviderCreated:
-    created = await service.create_provider(
+async def create_provider_route(c: Call, body: ProviderCreate) -> ProviderCreated:
+    return await create_provider(
         c.conn, c.w.queries, body.code, body.name, c.actor, master_key=c.w.keys.master_key
     )
-    return ProviderCreated.model_validate(created)
 
 
 @api.get(
@@ -104,8 +176,7 @@ async def create_provider(c: Call, body: ProviderCreate) -> ProviderCreated:
     errors=(400,),
 )
 async def list_providers(c: Call, query: pagination.PageQuery) -> ProviderPage:
-    after = pagination.decode(query.cursor, 1)
-    last = pagination.cursor_text(after[0]) if after else None
+    last = pagination.after_text(query.cursor)
     rows = await c.conn.fetch(c.w.queries.providers_page, last, query.limit + 1)
     shown, next_cursor = pagination.window(rows, query.limit, lambda r: [r["code"]])
     return ProviderPage(data=[Provider(**r) for r in shown], next_cursor=next_cursor)
@@ -123,11 +194,9 @@ async def list_providers(c: Call, query: pagination.PageQuery) -> ProviderPage:
     secret=True,
 )
 async def rotate_provider_key(c: Call, code: str) -> KeyRotation:
-    rotated = await service.rotate_key(
-        c.conn, c.w.queries, code, c.actor, master_key=c.w.keys.master_key
-    )
+    rotated = await rotate_key(c.conn, c.w.queries, code, c.actor, master_key=c.w.keys.master_key)
     c.w.keys.forget(code)
-    return KeyRotation.model_validate(rotated)
+    return rotated
 
 
 routes = api.routes

@@ -15,10 +15,10 @@ from app.fields import Identifier, OneOf, Time
 from app.payments import outbox
 from app.payments.models import PAYMENT_ID
 from app.payments.outbox import EVENT_ID, EVENT_TYPES, OperatorEventPayload
-from app.payments.withdrawals import IDEMPOTENT_ACTION
 from app.web import pagination
 from app.web.auth import PLAYER_ADMIN, READ
 from app.web.errors import NotFound
+from app.web.idempotency import IDEMPOTENT_ACTION
 from app.web.messages import Answer, Page
 from app.web.routing import Api, Call
 

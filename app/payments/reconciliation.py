@@ -24,7 +24,7 @@ from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict
 
 from app.db import Queries
-from app.fields import Currency, Identifier, OneOf
+from app.fields import Count, Currency, Identifier, Int64, OneOf
 from app.payments.psp import Psp, PspError, SettlementLine
 from app.web.auth import READ
 from app.web.errors import NotFound, RouteDegraded
@@ -38,8 +38,6 @@ MISSING_AT_PSP = "missing_at_psp"
 MISMATCHES = ("kind_mismatch", "currency_mismatch", "amount_mismatch")
 DISCREPANCIES = (MISSING_IN_WALLET, MISSING_AT_PSP, *MISMATCHES)
 
-Count = Annotated[int, Field(ge=0)]
-Int64 = Annotated[int, Field(json_schema_extra={"format": "int64"})]
 SideAmount = Annotated[
     Int64 | None, Field(description="minor units; null when this side has no such payment")
 ]

@@ -12,16 +12,10 @@ from app.payments.deposits import CREATE_ERRORS, PATH_PARAMS, PAYMENT_KEY
 from app.payments.models import Payment, PaymentPage, PaymentRequest, WithdrawalResolve
 from app.web import pagination
 from app.web.auth import MONEY, PAYMENTS, READ
-from app.web.idempotency import required_key
+from app.web.idempotency import IDEMPOTENT_ACTION, required_key
 from app.web.routing import Api, Call
 
 api = Api("payments", path_params=PATH_PARAMS)
-
-IDEMPOTENT_ACTION = (
-    "\n\nWith an `Idempotency-Key`, the same key and request again get the first answer "
-    "again, refusals included, and racing requests with one key act once; another request "
-    "with the key: 409 `idempotency_conflict`."
-)
 
 
 class AttentionQuery(pagination.PageQuery):

@@ -21,28 +21,23 @@ grow it without bound.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import asyncpg
 
-from app.config import ConfigError, parse_master_key
+from app.config import ConfigError
 from app.db import CONNECTION_ERRORS, Queries
-from app.seamless import envelope
+from app.secrets import (  # the sealing of provider keys, shared with the operator
+    SealedKeyError,
+    is_sealed,
+    master_key_from_env,
+    open_key,
+    seal_key,
+)
 
 log = logging.getLogger(__name__)
-
-KEY_BYTES = 32
-SEALED_VERSION = 1
-SEALED_BYTES = 1 + envelope.NONCE_BYTES + KEY_BYTES + envelope.TAG_BYTES
-
-
-class SealedKeyError(ValueError):
-    """A stored key that does not open under the master key (or is not sealed at all)."""
 
 
 class KeyUnavailable(RuntimeError):
@@ -52,52 +47,6 @@ class KeyUnavailable(RuntimeError):
 
 class MasterKeyMismatch(ConfigError):
     """``WALLET_MASTER_KEY`` opens none of the provider keys in the database."""
-
-
-def master_key_bytes(value: str) -> bytes:
-    """The 32 bytes of a base64 master key (already checked by :mod:`app.config`)."""
-    key = base64.b64decode(value, validate=True)
-    if len(key) != KEY_BYTES:
-        raise ConfigError("WALLET_MASTER_KEY must be base64 of 32 bytes")
-    return key
-
-
-def master_key_from_env(env: Mapping[str, str] | None = None) -> bytes:
-    """The master key of the environment; :class:`ConfigError` when it is not set."""
-    value = parse_master_key(os.environ if env is None else env)
-    if value is None:
-        raise ConfigError(
-            "WALLET_MASTER_KEY is not set: provider keys are stored sealed under it. Give the "
-            "key they were sealed with, or a new one for a new database (base64 of 32 bytes)"
-        )
-    return master_key_bytes(value)
-
-
-def _associated_data(provider: str, key_id: str) -> bytes:
-    # Both are identifiers of [A-Za-z0-9_.:-], so the NUL separator cannot be forged.
-    return b"wallet provider key v1\x00" + provider.encode() + b"\x00" + key_id.encode()
-
-
-def seal_key(master: bytes, provider: str, key_id: str, secret: bytes) -> bytes:
-    """The stored form of provider key ``secret`` (61 bytes)."""
-    if len(secret) != KEY_BYTES:
-        raise ValueError("a provider key is 32 bytes")
-    sealed = envelope.seal_raw(master, _associated_data(provider, key_id), secret)
-    return bytes([SEALED_VERSION]) + sealed
-
-
-def is_sealed(stored: bytes) -> bool:
-    return len(stored) == SEALED_BYTES and stored[0] == SEALED_VERSION
-
-
-def open_key(master: bytes, provider: str, key_id: str, stored: bytes) -> bytes:
-    """The provider key inside ``stored``; :class:`SealedKeyError` when it does not open."""
-    if not is_sealed(stored):
-        raise SealedKeyError("stored unsealed: run `wallet keys encrypt`")
-    secret = envelope.open_raw(master, _associated_data(provider, key_id), stored[1:])
-    if secret is None:
-        raise SealedKeyError("does not open under WALLET_MASTER_KEY")
-    return secret
 
 
 @dataclass(frozen=True, slots=True)

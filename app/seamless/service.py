@@ -19,7 +19,6 @@ expires on its own.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from app.seamless.calls import CallLog, CallRecord, safe_text
 from app.seamless.keys import KeyRing, KeyUnavailable
 from app.seamless.outcome import MESSAGES, Outcome, Refusal
 from app.seamless.replay import Gate
+from app.secrets import token_hash
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,6 @@ class Reply:
 
     obj: dict[str, Any]
     key: bytes | None
-
-
-def token_hash(token: str) -> bytes:
-    """Sessions are stored by the SHA-256 of their token, never the token itself."""
-    return hashlib.sha256(token.encode()).digest()
 
 
 class SeamlessService:

@@ -4,6 +4,10 @@ Like Starlette's ``SchemaGenerator``, this walks the routes; unlike it, it needs
 YAML: every :class:`~app.web.routing.OperationRoute` carries its :class:`Operation`, whose body,
 query and answer types are pydantic models, so the schemas are the very declarations that
 validate requests and encode answers.
+
+What every operation shares is declared in app/web too, and only read here: the error answers
+(:mod:`app.web.errors`: the ``Error`` message, each class's ``description``), the
+``Idempotency-Key`` and ``X-Request-Id`` headers, and the bearer scheme (:func:`components`).
 """
 
 from __future__ import annotations
@@ -16,12 +20,24 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from app.fields import IDENTIFIER_PATTERN, IDENTIFIER_RULE
 from app.web.auth import READ, ROLES
+from app.web.errors import DatabaseUnavailable, Error, error_classes
+from app.web.idempotency import KEY, KEY_MAX
 from app.web.routing import Operation
 
 Schema = dict[str, Any]
 JSON = "application/json"
 REQUEST_ID_HEADER = {"X-Request-Id": {"$ref": "#/components/headers/XRequestId"}}
 IDEMPOTENCY_PARAMETER = {"optional": "ActionIdempotencyKey", "required": "IdempotencyKey"}
+# Added to an operation's own 503 note: any route may answer so.
+DATABASE_DOWN = "or " + DatabaseUnavailable.description
+# The shared Idempotency-Key parameters (a route may name its own: Operation.key_parameter).
+IDEMPOTENCY_DESCRIPTIONS = {
+    "optional": "optional, printable: the same key and request (method, path, body) again get the "
+    "first answer again, whatever it was, without acting again; another request with the key is "
+    "409; requests racing with one key act once",
+    "required": "printable (400 on `Idempotency-Key` when missing): the same key and body again "
+    "get the first answer again; another body with the key is 409",
+}
 
 
 def ref(kind: Literal["schemas", "parameters", "responses"], name: str) -> Schema:
@@ -46,16 +62,28 @@ def models_of(operations: Iterable[Operation]) -> list[tuple[type[BaseModel], Js
 
 
 def _untitled(schema: Any) -> Any:
-    """pydantic titles every property after its name; the document's readers have the name."""
+    """pydantic titles every property after its name; the document's readers have the name. And
+    a field that may be absent but never null (``Field(None)`` on a non-optional type) keeps no
+    ``default: null`` its own schema would refuse."""
     if isinstance(schema, dict):
         return {
             k: _untitled(v)
             for k, v in schema.items()
             if not (k == "title" and isinstance(v, str) and "properties" not in schema)
+            and not (k == "default" and v is None and not _allows_null(schema))
         }
     if isinstance(schema, list):
         return [_untitled(v) for v in schema]
     return schema
+
+
+def _allows_null(schema: Schema) -> bool:
+    kind = schema.get("type")
+    return (
+        kind == "null"
+        or (isinstance(kind, list) and "null" in kind)
+        or any(_allows_null(option) for option in schema.get("anyOf", ()))
+    )
 
 
 def _not_null(schema: Schema) -> Schema:
@@ -100,9 +128,102 @@ def parameters(op: Operation) -> list[Schema]:
     return found
 
 
-def operation(op: Operation, error_responses: dict[int, str], *, database_down: str = "") -> Schema:
+def shared_error_responses() -> tuple[dict[int, str], dict[str, Schema]]:
+    """The shared answer of each error status: its name, and the component, read off the error
+    classes (their descriptions joined, a Retry-After header when they carry one)."""
+    by_status: dict[int, list[type[Any]]] = {}
+    for cls in error_classes():
+        by_status.setdefault(cls.http_status, []).append(cls)
+    names: dict[int, str] = {}
+    components: dict[str, Schema] = {}
+    for status, classes in sorted(by_status.items()):
+        (name,) = {c.response for c in classes if "response" in vars(c)}  # one per status
+        # The class that names the answer speaks first, then the others of its status.
+        said = sorted(
+            (c for c in classes if "description" in vars(c)), key=lambda c: c.response != name
+        )
+        description = "; or ".join(c.description for c in said)
+        headers: Schema = dict(REQUEST_ID_HEADER)
+        notes = [
+            c.retry_after_note
+            for c in classes
+            if c.retry_after_note and "retry_after_note" in vars(c)
+        ]
+        if notes:
+            headers["Retry-After"] = {
+                "description": "; ".join(notes),
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        names[status] = name
+        components[name] = {
+            "description": description,
+            "headers": headers,
+            "content": {JSON: {"schema": ref("schemas", "Error")}},
+        }
+    return names, components
+
+
+def _header(name: str, description: str, *, required: bool, **schema: Any) -> Schema:
+    return {
+        "name": name,
+        "in": "header",
+        "required": required,
+        "schema": {"type": "string", **schema},
+        "description": description,
+    }
+
+
+def components() -> Schema:
+    """What every operation of the document shares: the Error schema, the error answers, the
+    ``Idempotency-Key`` and ``X-Request-Id`` headers, and the bearer scheme."""
+    parameters = {
+        IDEMPOTENCY_PARAMETER[kind]: _header(
+            "Idempotency-Key",
+            description,
+            required=kind != "optional",
+            minLength=1,
+            maxLength=KEY_MAX,
+            pattern=f"^{KEY.pattern}$",
+        )
+        for kind, description in IDEMPOTENCY_DESCRIPTIONS.items()
+    }
+    parameters["RequestId"] = _header(
+        "X-Request-Id",
+        "your correlation id, echoed; the wallet makes one when absent or not of this form "
+        "(never a 400)",
+        required=False,
+        pattern=IDENTIFIER_PATTERN,
+    )
+    return {
+        "schemas": schemas([(Error, "serialization")]),
+        "parameters": parameters,
+        "responses": shared_error_responses()[1],
+        "headers": {
+            "XRequestId": {
+                "description": "the request's correlation id (yours when you sent a sane one)",
+                "schema": {"type": "string", "pattern": IDENTIFIER_PATTERN},
+            }
+        },
+        "securitySchemes": {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key (wk_<role>_...) or the bootstrap admin key.",
+            }
+        },
+    }
+
+
+def operation(
+    op: Operation,
+    error_responses: dict[int, str] | None = None,
+    *,
+    database_down: str = DATABASE_DOWN,
+) -> Schema:
     """The OpenAPI operation object of ``op``; ``error_responses`` names the shared response of
-    each error status."""
+    each error status (by default, as :func:`shared_error_responses` names them)."""
+    if error_responses is None:
+        error_responses = shared_error_responses()[0]
     responses: dict[str, Schema] = {
         str(status): {
             "description": description,
@@ -111,6 +232,16 @@ def operation(op: Operation, error_responses: dict[int, str], *, database_down: 
         }
         for status, model, description in op.answers
     }
+    if op.public:  # no key, no rate limit, no database: only what it declares
+        return {
+            "operationId": op.operation_id,
+            "tags": [op.tag],
+            "summary": op.summary,
+            **({"description": op.description} if op.description else {}),
+            "security": [],
+            "parameters": parameters(op),
+            "responses": responses,
+        }
     # Every route authenticates (against the database: 503 when it cannot be reached) and counts
     # against its key's rate limit; only routes closed to some role can answer 403.
     statuses = {*op.errors, 401, 429, 503} | ({403} if op.roles != READ else set())

@@ -16,6 +16,10 @@ request_id}}``::
     └── RouteDegraded           503 route_degraded
         └── DatabaseUnavailable                       (Postgres unreachable; carries Retry-After)
 
+The wire shape is declared once, as the :class:`Error` message, and each class says what the
+document tells of its answer (``description``; ``response`` names the shared answer of its
+status, ``retry_after_note`` its Retry-After header): :mod:`app.web.docgen` reads them.
+
 The seamless webhook never uses these: it always answers HTTP 200 with an R-code (see
 ``app.seamless.outcome``).
 """
@@ -23,6 +27,9 @@ The seamless webhook never uses these: it always answers HTTP 200 with an R-code
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 DOCS_BASE = "https://wallet.invalid/docs/errors#"
 
@@ -32,14 +39,20 @@ class WalletError(Exception):
 
     http_status = 500
     code = "internal_error"
+    # What the document says of this answer; a subclass that does not set its own adds nothing.
+    description = "internal_error: a bug (HTTP 500)"
+    # The name of its status's shared answer (components/responses), set once per status.
+    response = "Unexpected"
+    # When the answer carries Retry-After: what its seconds mean.
+    retry_after_note = ""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
 
-    def body(self, request_id: str | None) -> dict[str, object]:
-        error: dict[str, object] = {
+    def detail(self, request_id: str | None) -> dict[str, Any]:
+        detail: dict[str, Any] = {
             "code": self.code,
             "message": self.message,
             "http_status": self.http_status,
@@ -47,11 +60,66 @@ class WalletError(Exception):
             "request_id": request_id,
         }
         if self.field is not None:
-            error["field"] = self.field
-        return {"error": error}
+            detail["field"] = self.field
+        return detail
+
+    def body(self, request_id: str | None) -> dict[str, object]:
+        answer = Error(error=ErrorDetail(**self.detail(request_id)))
+        body: dict[str, object] = answer.model_dump(exclude_unset=True)
+        return body
 
     def headers(self) -> dict[str, str]:
         return {}
+
+
+def error_classes() -> list[type[WalletError]]:
+    """WalletError and every subclass of it, parents first."""
+    found: list[type[WalletError]] = []
+    todo: list[type[WalletError]] = [WalletError]
+    while todo:
+        cls = todo.pop(0)
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def _codes(schema: dict[str, Any]) -> None:
+    schema["enum"] = sorted({cls.code for cls in error_classes()})
+
+
+class BadField(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str = Field(json_schema_extra=_codes)
+    message: str = Field(description="for people; names the problem")
+    http_status: int
+    docs_url: str = Field(json_schema_extra={"format": "uri"})
+    request_id: str | None = Field(description="the X-Request-Id")
+    field: str = Field(
+        None,  # type: ignore[assignment]  # absent unless a field is named, never null
+        description="the offending field of a validation error (the first, if several)",
+    )
+    errors: list[BadField] = Field(
+        None,  # type: ignore[arg-type]
+        min_length=1,
+        description="every bad field of a request body or query, when it has several checks "
+        "(a typed message)",
+    )
+
+
+class Error(BaseModel):
+    """Every operator API error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    error: ErrorDetail
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +136,8 @@ class InvalidRequest(WalletError):
 
     http_status = 400
     code = "invalid_request"
+    response = "BadRequest"
+    description = "invalid_request: a parameter or a body field is wrong (see `field`)"
 
     def __init__(
         self, message: str, *, field: str | None = None, errors: tuple[FieldError, ...] = ()
@@ -75,33 +145,39 @@ class InvalidRequest(WalletError):
         super().__init__(message, field=field)
         self.errors = errors
 
-    def body(self, request_id: str | None) -> dict[str, object]:
-        body = super().body(request_id)
+    def detail(self, request_id: str | None) -> dict[str, Any]:
+        detail = super().detail(request_id)
         if self.errors:
-            error = body["error"]
-            assert isinstance(error, dict)
-            error["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
-        return body
+            detail["errors"] = [BadField(field=e.field, message=e.message) for e in self.errors]
+        return detail
 
 
 class AuthenticationFailed(WalletError):
     http_status = 401
     code = "authentication_failed"
+    response = "Unauthorized"
+    description = "authentication_failed: no, unknown or revoked API key"
 
 
 class Forbidden(WalletError):
     http_status = 403
     code = "forbidden_for_tenant"
+    response = "Forbidden"
+    description = "forbidden_for_tenant: the key's role may not call this route"
 
 
 class NotFound(WalletError):
     http_status = 404
     code = "resource_not_found"
+    response = "NotFound"
+    description = "resource_not_found"
 
 
 class IdempotencyConflict(WalletError):
     http_status = 409
     code = "idempotency_conflict"
+    response = "Conflict"
+    description = "idempotency_conflict"
 
 
 class InProgress(IdempotencyConflict):
@@ -113,16 +189,28 @@ class InProgress(IdempotencyConflict):
 class PlayerLimitExceeded(WalletError):
     http_status = 422
     code = "player_limit_exceeded"
+    description = "player_limit_exceeded (a deposit limit)"
 
 
 class MethodUnavailable(WalletError):
     http_status = 422
     code = "method_unavailable"
+    response = "Unprocessable"
+    description = (
+        "method_unavailable (field `method`: no payment route serves the method and currency, "
+        "or the player's KYC tier is below the method's minimum)"
+    )
 
 
 class RateLimited(WalletError):
     http_status = 429
     code = "rate_limited"
+    response = "RateLimited"
+    description = (
+        "rate_limited: more requests in this second than WALLET_RATE_LIMIT_API_KEY allows this "
+        "API key; send again after the Retry-After header's seconds"
+    )
+    retry_after_note = "seconds to wait before the next request with this key"
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
@@ -135,12 +223,24 @@ class RateLimited(WalletError):
 class RouteDegraded(WalletError):
     http_status = 503
     code = "route_degraded"
+    response = "RouteDegraded"
+    description = (
+        "route_degraded: creating a payment, every payment route failed with a retryable error; "
+        "the payment is failed (a withdrawal's hold released), so retry with a new "
+        "Idempotency-Key"
+    )
 
 
 class DatabaseUnavailable(RouteDegraded):
     """Postgres cannot be reached, or gave no connection in time: nothing was done, retry."""
 
     retry_after = 2
+    # Any route may answer so (app.main.DATABASE_UNAVAILABLE), also one with its own 503 note.
+    description = (
+        "the database is unreachable or gave no connection in time: nothing changed, send "
+        "again after the Retry-After header's seconds"
+    )
+    retry_after_note = "seconds to wait, when the database is unreachable"
 
     def __init__(self) -> None:
         super().__init__("the database is unreachable; nothing was changed, retry in a few seconds")

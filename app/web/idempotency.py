@@ -36,6 +36,16 @@ KEY_MAX = 255
 # 1 to KEY_MAX printable characters: what ``str.isprintable`` accepts of Latin-1, the charset
 # header values are read in, as a regular expression that the OpenAPI document carries too.
 KEY = re.compile(r"[\x20-\x7e\xa1-\xac\xae-\xff]{1,255}")
+# What a route's description says of ``once`` (idempotency="optional"), and of a secret answer.
+IDEMPOTENT_ACTION = (
+    "\n\nWith an `Idempotency-Key`, the same key and request again get the first answer "
+    "again, refusals included, and racing requests with one key act once; another request "
+    "with the key: 409 `idempotency_conflict`."
+)
+SHOWN_ONCE = (
+    " The first answer, secret included, is stored sealed under the master key, so the same "
+    "key and request show it again."
+)
 
 
 def key_of(request: Request) -> str | None:

@@ -17,7 +17,8 @@ pydantic would let through: duplicate keys (it keeps the last), deep nesting and
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_origin
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -84,6 +85,9 @@ def _message(model: type[BaseModel], error: ErrorDetails) -> str:
     rules = _rules(model, error)
     if error["type"] == "missing":
         return f"{name} is required" + (f": {rules[0]}" if rules else "")
+    if error["type"] == "extra_forbidden":  # a closed message (extra="forbid")
+        known = _known(model, error["loc"][:-1])
+        return f"{name} is unknown" + (f": expected one of {', '.join(known)}" if known else "")
     if error["type"] == "value_error":
         return f"{name} must be {error.get('ctx', {}).get('error', error['msg'])}"
     if rules:
@@ -92,17 +96,61 @@ def _message(model: type[BaseModel], error: ErrorDetails) -> str:
 
 
 def _rules(model: type[BaseModel], error: ErrorDetails) -> list[str]:
-    if len(error["loc"]) != 1:
-        return []
-    name = str(error["loc"][0])
-    for key, field in model.model_fields.items():
-        if name in (key, field.alias):
-            return [m.text for m in field.metadata if isinstance(m, Rule)]
+    """The rules declared on the field at ``error``'s location, following nested messages."""
+    found = _field_at(model, error["loc"])
+    return [] if found is None else [*_rules_of(found[1]), *_annotation_rules(found[0])]
+
+
+def _field_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[Any, list[Any]] | None:
+    """The annotation and metadata of the field at ``loc`` (``()``: the message itself)."""
+    annotation: Any = model
+    metadata: list[Any] = []
+    for part in loc:
+        fields = _message_type(annotation)
+        if fields is None:
+            return None
+        for key, field in fields.model_fields.items():
+            if part in (key, field.alias):
+                annotation, metadata = field.annotation, list(field.metadata)
+                break
+        else:
+            return None
+    return annotation, metadata
+
+
+def _known(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the message at ``loc``, as callers write them."""
+    found = _field_at(model, loc)
+    fields = None if found is None else _message_type(found[0])
+    return [] if fields is None else [f.alias or k for k, f in fields.model_fields.items()]
+
+
+def _message_type(annotation: Any) -> type[BaseModel] | None:
+    """The message an annotation holds (``X`` or ``X | None``), if any."""
+    for option in (annotation, *get_args(annotation)):
+        if isinstance(option, type) and issubclass(option, BaseModel):
+            return option
+    return None
+
+
+def _rules_of(metadata: list[Any]) -> list[str]:
+    return [m.text for m in metadata if isinstance(m, Rule)]  # a OneOf is a Rule too
+
+
+def _annotation_rules(annotation: Any) -> list[str]:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        inner, *metadata = get_args(annotation)
+        return [*_rules_of(metadata), *_annotation_rules(inner)]
+    if origin is Literal:
+        return ["one of " + ", ".join(str(v) for v in get_args(annotation))]
+    if origin in (Union, UnionType):
+        return [r for option in get_args(annotation) for r in _annotation_rules(option)]
     return []
 
 
 def reply(answer: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """The JSON response for ``answer``."""
-    return Response(
-        orjson.dumps(answer.model_dump(mode="json")), status, headers, media_type="application/json"
-    )
+    """The JSON response for ``answer``, its fields named as the document names them (an alias
+    like ``from`` where the attribute cannot be)."""
+    body = orjson.dumps(answer.model_dump(mode="json", by_alias=True))
+    return Response(body, status, headers, media_type="application/json")

@@ -118,6 +118,18 @@ def cursor_text(value: Any) -> str:
     return value
 
 
+def after_text(raw: str | None) -> str | None:
+    """Where a page keyed by one text column starts: the key of a ``cursor``, None at first."""
+    after = decode(raw, 1)
+    return cursor_text(after[0]) if after else None
+
+
+def after_int(raw: str | None) -> int | None:
+    """Where a page keyed by one bigint column starts: the key of a ``cursor``, None at first."""
+    after = decode(raw, 1)
+    return cursor_int(after[0]) if after else None
+
+
 def page(
     rows: Sequence[Any],
     size: int,

@@ -1,5 +1,6 @@
 """Query parameters that several lists share: a page (:class:`app.web.pagination.PageQuery`), a
-time range (:class:`TimeRange`), and a UTC day (:data:`Day`, :func:`day_bounds`)."""
+time range (:class:`TimeRange`; :class:`Span` without the page), and a UTC day (:data:`Day`,
+:func:`day_bounds`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pydantic import BeforeValidator, Field
 
 from app.fields import Rule
 from app.web.errors import InvalidRequest
+from app.web.messages import Body
 from app.web.pagination import PageQuery
 
 DAY_RULE = "YYYY-MM-DD"
@@ -17,6 +19,7 @@ MOMENT_RULE = "an RFC 3339 time with a zone, like 2026-05-18T11:42:18Z"
 # Postgres stores UTC, and a statement reaches 30 days back: keep clear of year 1 and 9999.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9998, 12, 31, tzinfo=UTC)
+RANGE_RULE = f"from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} (400 outside)"
 
 
 def _moment(raw: object) -> object:
@@ -41,15 +44,19 @@ Moment = Annotated[
 ]
 
 
-class TimeRange(PageQuery):
-    """A page of a list that can be bounded in time."""
+class Span(Body):
+    """``?from=...&to=...``: a time range, either end open."""
 
     since: Moment | None = Field(
-        None, alias="from", description=f"inclusive lower bound: {MOMENT_RULE}"
+        None, alias="from", description=f"inclusive lower bound: {MOMENT_RULE}, {RANGE_RULE}"
     )
     until: Moment | None = Field(
-        None, alias="to", description=f"exclusive upper bound: {MOMENT_RULE}"
+        None, alias="to", description=f"exclusive upper bound: {MOMENT_RULE}, {RANGE_RULE}"
     )
+
+
+class TimeRange(Span, PageQuery):
+    """A page of a list that can be bounded in time."""
 
 
 def _day(raw: object) -> object:

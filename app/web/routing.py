@@ -94,6 +94,9 @@ class Operation:
     path_params: dict[str, str] = field(default_factory=dict)
     # Errors whose answer this operation describes itself, instead of the shared description.
     error_notes: tuple[tuple[int, str], ...] = ()
+    # Called without an API key (health probes): no roles, no rate limit, no connection taken;
+    # the handler takes the ``request`` instead of a :class:`Call`.
+    public: bool = False
     # The document's Idempotency-Key parameter, when it says more than the shared one.
     key_parameter: str | None = None
 
@@ -135,7 +138,7 @@ class Api:
         path: str,
         *,
         summary: str,
-        roles: frozenset[str],
+        roles: frozenset[str] = frozenset(),
         answers: Sequence[tuple[int, type[BaseModel], str]],
         body: type[BaseModel] | None = None,
         query: type[BaseModel] | None = None,
@@ -145,8 +148,11 @@ class Api:
         secret: bool = False,
         error_notes: tuple[tuple[int, str], ...] = (),
         operation_id: str | None = None,
+        public: bool = False,
         key_parameter: str | None = None,
     ) -> Callable[[Handler], Handler]:
+        assert public != bool(roles), f"{path}: give roles, or declare it public"
+        assert not (public and idempotency), f"{path}: a public route takes no Idempotency-Key"
         names = _PATH_PARAM.findall(path)
         unknown = [n for n in names if n not in self.path_params]
         assert not unknown, f"{path}: describe path parameters {unknown} on the Api"
@@ -169,10 +175,12 @@ class Api:
                 secret=secret,
                 path_params={n: self.path_params[n] for n in names},
                 error_notes=error_notes,
+                public=public,
                 key_parameter=key_parameter,
             )
             _check_signature(handler, operation)
-            self.routes.append(OperationRoute(operation, _endpoint(operation, handler)))
+            endpoint = (_public_endpoint if public else _endpoint)(operation, handler)
+            self.routes.append(OperationRoute(operation, endpoint))
             return handler
 
         return register
@@ -186,7 +194,7 @@ def _camel(name: str) -> str:
 def _check_signature(handler: Handler, op: Operation) -> None:
     """The handler takes ``c`` and exactly the inputs the operation declares, by name."""
     wanted = [
-        "c",
+        "request" if op.public else "c",
         *op.path_params,
         *(["query"] if op.query else []),
         *(["body"] if op.body else []),
@@ -195,24 +203,35 @@ def _check_signature(handler: Handler, op: Operation) -> None:
     assert sorted(got) == sorted(wanted), f"{handler.__name__}({got}) must take {wanted}"
 
 
+async def _inputs(op: Operation, request: Request) -> dict[str, Any]:
+    """The path parameters, query and body the operation declares, each validated."""
+    values: dict[str, Any] = {name: path_param(request, name) for name in op.path_params}
+    if op.query is not None:
+        values["query"] = messages.parse(op.query, dict(request.query_params))
+    if op.body is not None:
+        values["body"] = messages.parse(op.body, await http.read_json(request))
+    return values
+
+
+def _response(op: Operation, result: Any) -> Response:
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, Reply):
+        return messages.reply(result.answer, result.status)
+    return messages.reply(result, op.answers[0][0])
+
+
+def _public_endpoint(op: Operation, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return _response(op, await handler(request, **await _inputs(op, request)))
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
 def _endpoint(op: Operation, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    status = op.answers[0][0]
-
-    async def inputs(request: Request) -> dict[str, Any]:
-        values: dict[str, Any] = {name: path_param(request, name) for name in op.path_params}
-        if op.query is not None:
-            values["query"] = messages.parse(op.query, dict(request.query_params))
-        if op.body is not None:
-            values["body"] = messages.parse(op.body, await http.read_json(request))
-        return values
-
     async def act(c: Call) -> Response:
-        result = await handler(c, **await inputs(c.request))
-        if isinstance(result, Response):
-            return result
-        if isinstance(result, Reply):
-            return messages.reply(result.answer, result.status)
-        return messages.reply(result, status)
+        return _response(op, await handler(c, **await _inputs(op, c.request)))
 
     async def endpoint(request: Request) -> Response:
         w = wallet(request)
@@ -272,5 +291,6 @@ def operations(routes: Iterable[BaseRoute]) -> list[Operation]:
 
 
 def permissions(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], frozenset[str]]:
-    """The role matrix: which roles may call each ``(method, path)``."""
-    return {(op.method, op.path): op.roles for op in operations(routes)}
+    """The role matrix: which roles may call each ``(method, path)`` (public routes are not in
+    it: they take no API key)."""
+    return {(op.method, op.path): op.roles for op in operations(routes) if not op.public}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ import orjson
 import pytest
 
 from app.main import PERMISSIONS
+from app.operator.postings import KINDS
 from app.web.auth import ROLES
 from tests.fixtures.app import Operator, Table, TableFactory
 from tests.support.cli import wallet_cli
@@ -438,3 +440,58 @@ async def test_cli_apikey_and_reports(
         wallet_json, settings, "report", "statement", table.player_id
     )
     assert statement["closing_balance"] == 9_900
+
+
+# --- typed messages: every bad field named, lengths counted as sent --------------------------
+
+
+async def test_a_400_names_every_bad_field(operator: Operator) -> None:
+    """issue 13: ``POST /v1/players {}`` named only the first missing field."""
+    answer = await operator.call("POST", "/v1/players", {}, expect=400)
+    error = answer["error"]
+    assert error["field"] == "player_id"
+    assert [e["field"] for e in error["errors"]] == ["player_id", "currency"]
+    assert all(e["message"].startswith(e["field"] + " ") for e in error["errors"])
+
+
+async def test_nested_bad_fields_are_named_by_their_path(table: Table) -> None:
+    """A limits change with a bad amount and an unknown period: both named, dotted."""
+    answer = await table.operator.call(
+        "PUT",
+        f"/v1/players/{table.player_id}/limits",
+        {"wager": {"daily": -1}, "loss": {"hourly": 5}, "deposit": None},
+        expect=400,
+    )
+    fields = [e["field"] for e in answer["error"]["errors"]]
+    assert sorted(fields) == ["deposit", "loss.hourly", "wager.daily"]
+    (unknown,) = (e for e in answer["error"]["errors"] if e["field"] == "loss.hourly")
+    assert "daily, weekly, monthly" in unknown["message"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        " " * 101 + "n" * 200,  # 301 characters sent; 200 once stripped: was accepted
+        "n" * 201,
+        " " * 3,
+        "",
+    ],
+)
+async def test_a_provider_name_is_at_most_200_characters_as_sent(
+    operator: Operator, name: str
+) -> None:
+    """issue 13: the length was checked after stripping spaces, so the document's maxLength
+    (200) was not what the code did."""
+    body = {"code": "p-" + secrets.token_hex(4), "name": name}
+    answer = await operator.call("POST", "/v1/providers", body, expect=400)
+    assert answer["error"]["field"] == "name"
+
+
+async def test_posting_kinds_are_those_the_ledger_allows(pool: asyncpg.Pool) -> None:
+    """The kinds a Transaction may show are the ones ledger_transactions' CHECK allows (the
+    database is the last guard, so its list is the one to match)."""
+    check = await pool.fetchval(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conname = 'ledger_transactions_kind_check'"
+    )
+    assert set(re.findall(r"'([a-z_]+)'", check)) == set(KINDS)

@@ -2,7 +2,7 @@
 
 Contract: "While Postgres is unreachable the API answers 503 with the error shape, never 500."
 Every route that takes an API key (the operator's and the payments' ones, all declared in
-``app.operator.endpoints.PERMISSIONS``) answers 503 ``route_degraded`` with ``Retry-After`` when:
+``app.main.PERMISSIONS``) answers 503 ``route_degraded`` with ``Retry-After`` when:
 
 - Postgres is stopped (its own server here, ``loadtests.faults.FaultStack``, so the session's
   servers stay up), and the same routes work again once it is back, without a restart;

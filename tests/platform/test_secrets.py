@@ -20,13 +20,15 @@ import orjson
 import pytest
 
 from app import db, logs
+from app import secrets as sealing
 from app.client import ProviderClient, new_id
 from app.config import ConfigError, Settings
 from app.db import Queries
 from app.dev import local
 from app.payments import outbox
 from app.seamless import keys
-from app.seamless.keys import KeyRing, KeyUnavailable, MasterKeyMismatch, SealedKeyError
+from app.seamless.keys import KeyRing, KeyUnavailable, MasterKeyMismatch
+from app.secrets import SealedKeyError
 from tests.fixtures.app import Operator, Table
 from tests.fixtures.payments import SANDBOX_API_KEY, SANDBOX_SECRET, SandboxRoutes
 from tests.fixtures.servers import Services
@@ -59,8 +61,8 @@ async def test_provider_keys_are_stored_sealed_and_rotate(
         "SELECT key_id FROM provider_keys WHERE provider = $1", table.provider
     )
     stored = await stored_secret(pool, table.provider, first_id)
-    assert len(stored) == keys.SEALED_BYTES and table.client.key not in stored
-    assert keys.open_key(MASTER, table.provider, first_id, stored) == table.client.key
+    assert len(stored) == sealing.SEALED_BYTES and table.client.key not in stored
+    assert sealing.open_key(MASTER, table.provider, first_id, stored) == table.client.key
     # Sealed for its own row: another provider, another key id or another master key fails.
     for provider, key_id, master in [
         ("other-provider", first_id, MASTER),
@@ -68,14 +70,14 @@ async def test_provider_keys_are_stored_sealed_and_rotate(
         (table.provider, first_id, os.urandom(32)),
     ]:
         with pytest.raises(SealedKeyError):
-            keys.open_key(master, provider, key_id, stored)
+            sealing.open_key(master, provider, key_id, stored)
 
     rotated = await operator.call("POST", f"/v1/providers/{table.provider}/keys", expect=201)
     new = rotated["keys"][0]
     new_key = base64.b64decode(new["key"])
     sealed_new = await stored_secret(pool, table.provider, new["key_id"])
-    assert len(sealed_new) == keys.SEALED_BYTES and new_key not in sealed_new
-    assert keys.open_key(MASTER, table.provider, new["key_id"], sealed_new) == new_key
+    assert len(sealed_new) == sealing.SEALED_BYTES and new_key not in sealed_new
+    assert sealing.open_key(MASTER, table.provider, new["key_id"], sealed_new) == new_key
     # The new key serves, and the old one too while it is the previous key.
     for key in (new_key, table.client.key):
         answer = await balance_answer(http, table.provider, key, table.player_id)
@@ -120,7 +122,7 @@ async def test_raw_keys_are_not_used_until_sealed(
         assert (refused["code"], refused["reason"]) == ("R1", "internal_error")
         assert await keys.seal_raw_keys(conn, q, MASTER) >= 1
     stored = await stored_secret(pool, code, key_id)
-    assert raw not in stored and keys.open_key(MASTER, code, key_id, stored) == raw
+    assert raw not in stored and sealing.open_key(MASTER, code, key_id, stored) == raw
     await asyncio.sleep(0.25)  # a provider with no usable key is read again after 0.2 s
     answer = await balance_answer(http, code, raw, player)
     assert (answer["code"], answer["balance"]) == ("R0", 700)
@@ -200,7 +202,7 @@ def test_a_malformed_master_key_is_named_and_never_echoed() -> None:
     assert Settings.from_env({}).master_key is None
     assert repr(Settings.from_env({"WALLET_MASTER_KEY": MASTER_KEY})).count(MASTER_KEY) == 0
     with pytest.raises(ConfigError, match="WALLET_MASTER_KEY is not set"):
-        keys.master_key_from_env({})
+        sealing.master_key_from_env({})
 
 
 def test_local_mode_keeps_its_master_key_in_the_data_folder(tmp_path: Path) -> None:
@@ -260,7 +262,7 @@ async def test_cli_seals_refuses_a_wrong_master_key_and_rewraps(
     assert sealed.returncode == 0, sealed.stderr
     assert orjson.loads(sealed.stdout) == {"sealed": 1}
     stored = bytes(await conn.fetchval("SELECT secret FROM provider_keys WHERE key_id = 'k_old'"))
-    assert keys.open_key(base64.b64decode(a), "old", "k_old", stored) == raw
+    assert sealing.open_key(base64.b64decode(a), "old", "k_old", stored) == raw
 
     # Another master key does not serve this database: refused at start-up, key not echoed.
     wrong = await asyncio.to_thread(run, "serve", master=b)
@@ -275,9 +277,9 @@ async def test_cli_seals_refuses_a_wrong_master_key_and_rewraps(
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout) == {"rewrapped": 1}
     stored = bytes(await conn.fetchval("SELECT secret FROM provider_keys WHERE key_id = 'k_old'"))
-    assert keys.open_key(base64.b64decode(b), "old", "k_old", stored) == raw
+    assert sealing.open_key(base64.b64decode(b), "old", "k_old", stored) == raw
     with pytest.raises(SealedKeyError):
-        keys.open_key(base64.b64decode(a), "old", "k_old", stored)
+        sealing.open_key(base64.b64decode(a), "old", "k_old", stored)
     again = await asyncio.to_thread(run, *rewrap, master=b)
     assert orjson.loads(again.stdout) == {"rewrapped": 0}  # safe to run again
 
@@ -288,7 +290,7 @@ async def test_cli_seals_refuses_a_wrong_master_key_and_rewraps(
     stored = bytes(
         await conn.fetchval("SELECT secret FROM provider_keys WHERE key_id = $1", new["key_id"])
     )
-    opened = keys.open_key(base64.b64decode(b), "old", new["key_id"], stored)
+    opened = sealing.open_key(base64.b64decode(b), "old", new["key_id"], stored)
     assert opened == base64.b64decode(new["key"])
     for output in (sealed, wrong, done, again, rotated):
         assert a not in output.stderr and b not in output.stderr

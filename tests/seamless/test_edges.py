@@ -22,7 +22,7 @@ from app.db import Queries
 from app.locks import lock_key
 from app.seamless import envelope
 from app.seamless.keys import KeyRing
-from app.seamless.service import token_hash
+from app.secrets import token_hash
 from tests.fixtures.app import Operator, Table, TableFactory, start_app
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from app import db
 from app.seamless.batch import GroupCommit, Posting, _caused_by_events
-from app.seamless.service import token_hash
+from app.secrets import token_hash
 from tests.fixtures.app import Operator, Table, TableFactory
 from tests.fixtures.servers import Services
 

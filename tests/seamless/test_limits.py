@@ -20,8 +20,8 @@ import asyncpg
 import pytest
 
 from app import db
-from app.operator.service import LIMIT_PERIODS
-from app.seamless.service import token_hash
+from app.operator.players import LIMIT_PERIODS
+from app.secrets import token_hash
 from tests.fixtures.app import Table, TableFactory
 
 LARGEST = 2**63 - 1

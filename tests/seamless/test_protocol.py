@@ -203,7 +203,7 @@ async def test_logout_refusals(table: Table) -> None:
 async def test_expired_session(table: Table, pool: object) -> None:
     import asyncpg
 
-    from app.seamless.service import token_hash
+    from app.secrets import token_hash
 
     assert isinstance(pool, asyncpg.Pool)
     await pool.execute(

@@ -17,7 +17,7 @@ import httpx
 from app import db
 from app.client import ProviderClient
 from app.db import Queries
-from app.seamless.service import token_hash
+from app.secrets import token_hash
 from tests.fixtures.app import Operator, Table, TableFactory
 from tests.fixtures.servers import Services
 

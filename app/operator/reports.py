@@ -1,0 +1,254 @@
+"""What the back office reads: the seamless call history, the ledger check, the daily report
+and the audit log. Nothing here writes."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from pydantic import Field, SerializerFunctionWrapHandler, StringConstraints, model_serializer
+
+from app.audit import ACTIONS
+from app.db import Queries
+from app.fields import Count, Currency, DigitsId, Identifier, Int64, OneOf, Rule, Time
+from app.ledger import service as ledger
+from app.seamless.events import PARSERS
+from app.seamless.outcome import MESSAGES
+from app.web import pagination, routing
+from app.web.auth import READ
+from app.web.messages import Answer, Body, Page
+from app.web.query import Day, TimeRange, day_bounds
+from app.web.routing import Api
+
+history = Api("history")
+api = Api("reports")
+
+EVENTS = tuple(PARSERS)
+CODES = ("R0", "R1", "R2", "R3", "R4")  # the seamless answer codes (docs/seamless.md)
+FILTER_RULE = "at most 200 characters, without U+0000"
+Filter = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$"), Rule(FILTER_RULE)]
+
+
+# --- the seamless call history ------------------------------------------------------------------
+
+
+class CallQuery(TimeRange):
+    provider: Identifier | None = Field(None, description="provider code, exact match")
+    event: Annotated[str, OneOf.of(EVENTS)] | None = Field(None, description="event name")
+    code: Annotated[str, OneOf.of(CODES)] | None = Field(None, description="R-code")
+    player_id: Identifier | None = Field(None, description="player, exact match")
+
+
+class Call(Answer):
+    """One seamless webhook call as the wallet answered it."""
+
+    id: DigitsId
+    provider: str
+    event: str | None = Field(
+        description=f"the event as sent: one of {', '.join(EVENTS)}, or an unknown one "
+        "(answered R3 `unknown_event`); null when the body had none"
+    )
+    request_id: str | None
+    player_id: str | None
+    transaction_id: str | None
+    code: Annotated[str, OneOf.of(CODES)]
+    reason: Annotated[str, OneOf.of(MESSAGES)]
+    wallet_transaction_id: DigitsId | None
+    duplicate: bool
+    replayed: bool
+    latency_us: Count
+    created_at: Time
+
+
+class CallPage(Page[Call]):
+    """A page of Call objects, keyset-paged."""
+
+
+async def _calls(c: routing.Call, query: CallQuery, *, failures_only: bool) -> CallPage:
+    last_id = pagination.after_int(query.cursor)
+    rows = await c.conn.fetch(
+        c.w.queries.seamless_calls,
+        query.provider,
+        query.event,
+        query.code,
+        query.player_id,
+        query.since,
+        query.until,
+        last_id,
+        failures_only,
+        query.limit + 1,
+    )
+    shown, next_cursor = pagination.window(rows, query.limit, lambda r: [r["id"]])
+    data = [
+        Call(
+            **{
+                **r,
+                "id": str(r["id"]),
+                "wallet_transaction_id": None
+                if r["wallet_transaction_id"] is None
+                else str(r["wallet_transaction_id"]),
+            }
+        )
+        for r in shown
+    ]
+    return CallPage(data=data, next_cursor=next_cursor)
+
+
+@history.get(
+    "/v1/webhooks/calls",
+    summary="The seamless call history, newest first",
+    roles=READ,
+    query=CallQuery,
+    answers=[(200, CallPage, "A page of calls")],
+    errors=(400,),
+)
+async def list_calls(c: routing.Call, query: CallQuery) -> CallPage:
+    return await _calls(c, query, failures_only=False)
+
+
+@history.get(
+    "/v1/webhooks/failures",
+    summary="Only the calls answered R1 to R3, newest first",
+    roles=READ,
+    query=CallQuery,
+    answers=[(200, CallPage, "A page of calls")],
+    errors=(400,),
+    description="R4 is the player's balance, not a fault, so it is not listed here.",
+)
+async def list_failures(c: routing.Call, query: CallQuery) -> CallPage:
+    return await _calls(c, query, failures_only=True)
+
+
+# --- the ledger check and the daily report ------------------------------------------------------
+
+
+class LedgerCheck(Answer):
+    model_config = {
+        "json_schema_extra": {
+            "if": {"properties": {"ok": {"const": False}}},
+            "then": {"required": ["problems"]},
+            "else": {"not": {"required": ["problems"]}},
+        }
+    }
+
+    ok: bool
+    problems: dict[
+        Annotated[str, OneOf.of(ledger.CHECKS)],
+        Annotated[list[dict[str, Any]], Field(max_length=ledger.SAMPLE)],
+    ] = Field(
+        None,  # type: ignore[arg-type]  # absent when ok, never null
+        description=f"up to {ledger.SAMPLE} offending rows per broken invariant",
+    )
+
+    @model_serializer(mode="wrap")
+    def _absent_when_ok(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        out = handler(self)
+        if out.get("problems") is None:
+            out.pop("problems", None)
+        return out
+
+
+@api.get(
+    "/v1/ledger/check",
+    summary="Check the ledger's invariants in one snapshot",
+    roles=READ,
+    answers=[(200, LedgerCheck, "ok, or what broke")],
+    operation_id="checkLedger",
+)
+async def check_ledger(c: routing.Call) -> LedgerCheck:
+    return LedgerCheck.model_validate(await ledger.check(c.conn, c.w.queries))
+
+
+class DailyQuery(Body):
+    date: Day | None = Field(None, description="YYYY-MM-DD; default today (UTC)")
+
+
+class DailyReportRow(Answer):
+    provider: str
+    currency: Currency
+    bet_count: Count
+    bet_sum: Int64 = Field(description="bets placed")
+    result_count: Count
+    win_sum: Int64 = Field(description="results plus corrections")
+    cancel_count: Count
+    cancel_sum: Int64 = Field(description="refunds")
+    ggr: Int64 = Field(description="bets - refunds - wins")
+
+
+class DailyReport(Answer):
+    date: date
+    time_zone: Literal["UTC"]
+    rows: list[DailyReportRow]
+
+
+async def daily_report(conn: asyncpg.Connection, q: Queries, day: date) -> DailyReport:
+    """Per provider and currency for one UTC day: bets, wins, refunds and GGR."""
+    start, end = day_bounds(day)
+    rows = await conn.fetch(q.daily_report, start, end)
+    return DailyReport(date=day, time_zone="UTC", rows=[DailyReportRow(**r) for r in rows])
+
+
+@api.get(
+    "/v1/reports/daily",
+    summary="Bets, wins, refunds and GGR per provider and currency for one UTC day",
+    roles=READ,
+    query=DailyQuery,
+    answers=[(200, DailyReport, "The report")],
+    errors=(400,),
+    operation_id="dailyReport",
+)
+async def daily_report_route(c: routing.Call, query: DailyQuery) -> DailyReport:
+    return await daily_report(c.conn, c.w.queries, query.date or datetime.now(UTC).date())
+
+
+# --- the audit log ------------------------------------------------------------------------------
+
+
+class AuditQuery(TimeRange):
+    actor: Filter | None = Field(None, description="exact actor, like apikey:ak_1a2b3c4d5e6f")
+    action: Filter | None = Field(None, description="exact action, like player.status")
+    target: Filter | None = Field(None, description="exact target, like player:p-42")
+
+
+class AuditEntry(Answer):
+    id: DigitsId
+    actor: str = Field(description="admin:bootstrap, apikey:<id> or cli:<user>")
+    action: Annotated[str, OneOf.of(ACTIONS)]
+    target: str = Field(description="like player:<id>, provider:<code>, apikey:<id>")
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    request_id: str | None
+    created_at: Time
+
+
+class AuditEntryPage(Page[AuditEntry]):
+    """A page of AuditEntry objects, keyset-paged."""
+
+
+@api.get(
+    "/v1/audit",
+    summary="The audit log, newest first",
+    roles=READ,
+    query=AuditQuery,
+    answers=[(200, AuditEntryPage, "A page of audit entries")],
+    errors=(400,),
+)
+async def list_audit(c: routing.Call, query: AuditQuery) -> AuditEntryPage:
+    last_id = pagination.after_int(query.cursor)
+    rows = await c.conn.fetch(
+        c.w.queries.audit_entries,
+        query.actor,
+        query.action,
+        query.target,
+        query.since,
+        query.until,
+        last_id,
+        query.limit + 1,
+    )
+    shown, next_cursor = pagination.window(rows, query.limit, lambda r: [r["id"]])
+    data = [AuditEntry(**{**r, "id": str(r["id"])}) for r in shown]
+    return AuditEntryPage(data=data, next_cursor=next_cursor)
+
+
+routes = [*history.routes, *api.routes]
