@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ import orjson
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+# A named parameter, not the second colon of a ``::type`` cast.
+_PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+_POSITIONAL = re.compile(r"\$\d")
 # Any migration holds this advisory lock, so two workers starting together apply each file once.
 _MIGRATION_LOCK = 0x77616C6C6574  # "wallet"
 
@@ -29,29 +33,84 @@ def sql_dir() -> Path:
     return Path(override) if override else Path(__file__).resolve().parent.parent / "sql"
 
 
-class Queries:
-    """Named SQL statements from ``sql/queries/*.sql``, read once at start-up.
+class Query:
+    """One named statement, compiled once: its text with asyncpg's ``$n`` in place of the
+    ``:name`` parameters, and those names in ``$n`` order.
 
-    A file holds blocks that each start with a ``-- name: some_name`` line, in the aiosql way.
-    Attribute access returns the statement text; asyncpg prepares and caches it per connection.
+    Calling it with every parameter by keyword gives the arguments of ``conn.fetch`` and the
+    like, in one line per call site::
+
+        await conn.fetchrow(*q.get_player(player_id=player_id))
+
+    A missing or unknown name raises ``TypeError`` before anything is sent.
     """
 
-    def __init__(self, statements: dict[str, str]) -> None:
+    __slots__ = ("name", "params", "sql")
+
+    def __init__(self, name: str, text: str) -> None:
+        if _POSITIONAL.search(text):
+            raise ValueError(f"query {name!r} uses $n: name its parameters (:player_id)")
+        numbers: dict[str, int] = {}
+
+        def number(match: re.Match[str]) -> str:
+            return f"${numbers.setdefault(match.group(1), len(numbers) + 1)}"
+
+        self.name = name
+        self.sql = _PARAMETER.sub(number, _without_comments(text))
+        self.params = tuple(numbers)
+
+    def __call__(self, **values: Any) -> tuple[Any, ...]:
+        if len(values) == len(self.params):
+            try:
+                return (self.sql, *[values[p] for p in self.params])
+            except KeyError:
+                pass
+        missing = [p for p in self.params if p not in values]
+        unknown = [v for v in values if v not in self.params]
+        raise TypeError(f"query {self.name!r}: missing {missing}, unknown {unknown}")
+
+    def many(self, rows: Iterable[Mapping[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+        """The arguments of ``conn.executemany``: one set of values per row."""
+        return self.sql, [self(**row)[1:] for row in rows]
+
+    def __repr__(self) -> str:
+        return f"Query({self.name!r}, params={self.params!r})"
+
+
+def _without_comments(text: str) -> str:
+    """The statement without its ``--`` comments (those name parameters the SQL may not use).
+    A ``--`` after a quote on its line is left alone: it may be inside a string."""
+    lines = []
+    for line in text.splitlines():
+        code, dashes, _ = line.partition("--")
+        lines.append(code.rstrip() if dashes and "'" not in code else line)
+    return "\n".join(line for line in lines if line).strip()
+
+
+class Queries:
+    """Named SQL statements from ``sql/queries/*.sql``, read and compiled once at start-up.
+
+    A file holds blocks that each start with a ``-- name: some_name`` line, in the aiosql way,
+    with named parameters (``:player_id``; ``::type`` casts stay casts). Attribute access
+    returns the :class:`Query`; asyncpg prepares and caches its text per connection.
+    """
+
+    def __init__(self, statements: dict[str, Query]) -> None:
         self._statements = statements
 
     @classmethod
     def load(cls, folder: Path | None = None) -> Queries:
         folder = folder or sql_dir() / "queries"
-        statements: dict[str, str] = {}
+        statements: dict[str, Query] = {}
         for path in sorted(folder.glob("*.sql")):
             parts = _NAME.split(path.read_text())
             for name, body in zip(parts[1::2], parts[2::2], strict=True):
                 if name in statements:
                     raise ValueError(f"query {name!r} is defined twice ({path.name})")
-                statements[name] = body.strip().rstrip(";")
+                statements[name] = Query(name, body.strip().rstrip(";"))
         return cls(statements)
 
-    def __getattr__(self, name: str) -> str:
+    def __getattr__(self, name: str) -> Query:
         try:
             return self._statements[name]
         except KeyError:

@@ -187,9 +187,9 @@ async def test_scope_is_backfilled_from_sessions_issued_before_it(
         await db.migrate(conn, before)
         q = Queries.load()
         for provider in ("prov-a", "prov-b"):
-            await conn.execute(q.insert_provider, provider, "before scope")
+            await conn.execute(*q.insert_provider(code=provider, name="before scope"))
         for player in ("pl-a", "pl-b"):
-            await conn.execute(q.insert_player, player, "EUR")
+            await conn.execute(*q.insert_player(player_id=player, currency="EUR"))
         for i, (player, provider) in enumerate(
             [("pl-a", "prov-a"), ("pl-a", "prov-a"), ("pl-b", "prov-b"), ("pl-a", "prov-b")]
         ):
