@@ -253,39 +253,55 @@ async def migrate(conn: asyncpg.Connection, folder: Path | None = None) -> list[
                    checksum text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = dict(await conn.fetch("SELECT version, checksum FROM schema_migrations"))
-        for migration in migrations(folder):
-            if migration.version in done:
-                if done[migration.version] != migration.checksum:
-                    raise RuntimeError(
-                        f"migration {migration.name} changed after it was applied; "
-                        "add a new migration instead of editing an applied one"
-                    )
-                continue
-            await conn.execute(migration.sql)
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                migration.version,
-                migration.name,
-                migration.checksum,
-            )
-            applied.append(migration.name)
-            log.info("applied migration %s", migration.name)
-        migrated = bool(applied)
-        recorded = dict(await conn.fetch("SELECT file, checksum FROM schema_functions"))
-        for file in function_files(folder):
-            if migrated or recorded.get(file.name) != file.checksum:
-                await conn.execute(file.sql)
+        for step in await _plan(conn, folder):
+            await conn.execute(step.sql)
+            if isinstance(step, Migration):
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    step.version,
+                    step.name,
+                    step.checksum,
+                )
+                log.info("applied migration %s", step.name)
+            else:
                 await conn.execute(
                     """INSERT INTO schema_functions (file, checksum) VALUES ($1, $2)
                        ON CONFLICT (file) DO UPDATE
                        SET checksum = excluded.checksum, applied_at = now()""",
-                    file.name,
-                    file.checksum,
+                    step.name,
+                    step.checksum,
                 )
-                applied.append(file.name)
-                log.info("applied %s", file.name)
+                log.info("applied %s", step.name)
+            applied.append(step.name)
     return applied
+
+
+async def pending(conn: asyncpg.Connection, folder: Path | None = None) -> list[str]:
+    """What :func:`migrate` would apply now, applying nothing (a server checks at start-up
+    that it runs on the schema and functions of its own code)."""
+    return [step.name for step in await _plan(conn, folder)]
+
+
+async def _plan(conn: asyncpg.Connection, folder: Path | None) -> list[Migration | FunctionFile]:
+    """The pending migrations in order, then the function files to apply (see :func:`migrate`)."""
+    done: dict[int, str] = {}
+    recorded: dict[str, str] = {}
+    if await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+        done = dict(await conn.fetch("SELECT version, checksum FROM schema_migrations"))
+    if await conn.fetchval("SELECT to_regclass('schema_functions') IS NOT NULL"):
+        recorded = dict(await conn.fetch("SELECT file, checksum FROM schema_functions"))
+    steps: list[Migration | FunctionFile] = []
+    for migration in migrations(folder):
+        if migration.version not in done:
+            steps.append(migration)
+        elif done[migration.version] != migration.checksum:
+            raise RuntimeError(
+                f"migration {migration.name} changed after it was applied; "
+                "add a new migration instead of editing an applied one"
+            )
+    migrating = bool(steps)
+    steps += [f for f in function_files(folder) if migrating or recorded.get(f.name) != f.checksum]
+    return steps
 
 
 async def ensure_database(dsn: str, name: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from app import db
+from app import db, main
 from tests.fixtures.servers import Services
 
 # The last migration written before sql/functions/ held every function. Later migrations
@@ -213,3 +213,34 @@ async def test_two_migrates_at_once_apply_each_thing_once(fresh: str) -> None:
     finally:
         for c in conns:
             await c.close()
+
+
+async def test_pending_names_what_migrate_would_apply(
+    conn: asyncpg.Connection, sql_copy: Path
+) -> None:
+    everything = [m.name for m in db.migrations()] + [f.name for f in db.function_files()]
+    assert await db.pending(conn, sql_copy) == everything  # on an empty database, too
+    await db.migrate(conn, sql_copy)
+    assert await db.pending(conn, sql_copy) == []
+    ledger = sql_copy / "functions" / "ledger.sql"
+    ledger.write_text(ledger.read_text() + "\n-- a comment is a change too\n")
+    assert await db.pending(conn, sql_copy) == ["functions/ledger"]
+    assert await db.pending(conn, sql_copy) == ["functions/ledger"]  # it applied nothing
+
+
+async def test_a_server_refuses_functions_its_code_does_not_define(fresh: str) -> None:
+    """An image whose function files changed, started on a database nobody migrated since:
+    it would run the old functions, so it does not start."""
+    conn = await asyncpg.connect(fresh)
+    pool = await asyncpg.create_pool(fresh, min_size=1, max_size=1)
+    try:
+        await db.migrate(conn)
+        await main._schema_is_current(pool)
+        await conn.execute(
+            "UPDATE schema_functions SET checksum = 'older' WHERE file = 'functions/seamless'"
+        )
+        with pytest.raises(RuntimeError, match=r"functions/seamless\); run `wallet migrate`"):
+            await main._schema_is_current(pool)
+    finally:
+        await pool.close()
+        await conn.close()
