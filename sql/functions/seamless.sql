@@ -5,11 +5,12 @@
 -- The current definition of each function (see sql/README.md): edit it here, in place;
 -- `wallet migrate` re-applies this file when it changes.
 
--- Filled by the statement that inserts the sessions, whoever writes them (the operator API, the
--- benchmark's set-based seeding): no session can exist without its player being in scope. One
--- set-based insert per statement, so seeding a million sessions costs one more statement, not a
--- million. Two sessions issued at once for one pair meet on the primary key; the second does
--- nothing.
+-- The provider's scope (provider_players), filled by a statement-level trigger on sessions
+-- (sessions_bring_players_into_scope) in the statement that inserts them, whoever writes them
+-- (the operator API, the benchmark's set-based seeding): no session can exist without its player
+-- being in scope. One set-based insert per statement, so seeding a million sessions costs one
+-- more statement, not a million. Two sessions issued at once for one pair meet on the primary
+-- key; the second does nothing.
 CREATE OR REPLACE FUNCTION provider_players_from_sessions() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO provider_players (provider, player_id)
