@@ -64,7 +64,7 @@ class OperatorEventData(Answer):
     """The payment as it was when the event was recorded (like Payment)."""
 
     # In the order a delivery's body has them: Postgres jsonb's (shorter keys first), in which
-    # operator_event() (sql/004_payments.sql) stores the payload.
+    # operator_event() (sql/functions/payments.sql) stores the payload.
     model_config = ConfigDict(json_schema_extra=_statuses_by_kind)
 
     id: str = Field(pattern=PAYMENT_ID, description="the payment: dep_... or wdr_...")
