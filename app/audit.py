@@ -48,4 +48,13 @@ async def audit(
     before: Any,
     after: Any,
 ) -> None:
-    await conn.execute(q.insert_audit, actor.name, action, target, before, after, actor.request_id)
+    await conn.execute(
+        *q.insert_audit(
+            actor=actor.name,
+            action=action,
+            target=target,
+            before=before,
+            after=after,
+            request_id=actor.request_id,
+        )
+    )

@@ -133,7 +133,7 @@ async def _seal_and_check(conn: asyncpg.Connection, q: db.Queries, master: bytes
 
 async def _demo_setup(conn: asyncpg.Connection, q: db.Queries, master: bytes) -> dict[str, Any]:
     """A demo provider with a fresh key, and two funded players with fresh sessions."""
-    if await conn.fetchval(q.provider_exists, DEMO_PROVIDER) is None:
+    if await conn.fetchval(*q.provider_exists(code=DEMO_PROVIDER)) is None:
         created = await providers.create_provider(
             conn, q, DEMO_PROVIDER, "Demo provider", CLI_ACTOR, master_key=master
         )

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ import orjson
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+# A named parameter, not the second colon of a ``::type`` cast.
+_PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+_POSITIONAL = re.compile(r"\$\d")
 # Any migration holds this advisory lock, so two workers starting together apply each file once.
 _MIGRATION_LOCK = 0x77616C6C6574  # "wallet"
 
@@ -29,29 +33,84 @@ def sql_dir() -> Path:
     return Path(override) if override else Path(__file__).resolve().parent.parent / "sql"
 
 
-class Queries:
-    """Named SQL statements from ``sql/queries/*.sql``, read once at start-up.
+class Query:
+    """One named statement, compiled once: its text with asyncpg's ``$n`` in place of the
+    ``:name`` parameters, and those names in ``$n`` order.
 
-    A file holds blocks that each start with a ``-- name: some_name`` line, in the aiosql way.
-    Attribute access returns the statement text; asyncpg prepares and caches it per connection.
+    Calling it with every parameter by keyword gives the arguments of ``conn.fetch`` and the
+    like, in one line per call site::
+
+        await conn.fetchrow(*q.get_player(player_id=player_id))
+
+    A missing or unknown name raises ``TypeError`` before anything is sent.
     """
 
-    def __init__(self, statements: dict[str, str]) -> None:
+    __slots__ = ("name", "params", "sql")
+
+    def __init__(self, name: str, text: str) -> None:
+        if _POSITIONAL.search(text):
+            raise ValueError(f"query {name!r} uses $n: name its parameters (:player_id)")
+        numbers: dict[str, int] = {}
+
+        def number(match: re.Match[str]) -> str:
+            return f"${numbers.setdefault(match.group(1), len(numbers) + 1)}"
+
+        self.name = name
+        self.sql = _PARAMETER.sub(number, _without_comments(text))
+        self.params = tuple(numbers)
+
+    def __call__(self, **values: Any) -> tuple[Any, ...]:
+        if len(values) == len(self.params):
+            try:
+                return (self.sql, *[values[p] for p in self.params])
+            except KeyError:
+                pass
+        missing = [p for p in self.params if p not in values]
+        unknown = [v for v in values if v not in self.params]
+        raise TypeError(f"query {self.name!r}: missing {missing}, unknown {unknown}")
+
+    def many(self, rows: Iterable[Mapping[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+        """The arguments of ``conn.executemany``: one set of values per row."""
+        return self.sql, [self(**row)[1:] for row in rows]
+
+    def __repr__(self) -> str:
+        return f"Query({self.name!r}, params={self.params!r})"
+
+
+def _without_comments(text: str) -> str:
+    """The statement without its ``--`` comments (those name parameters the SQL may not use).
+    A ``--`` after a quote on its line is left alone: it may be inside a string."""
+    lines = []
+    for line in text.splitlines():
+        code, dashes, _ = line.partition("--")
+        lines.append(code.rstrip() if dashes and "'" not in code else line)
+    return "\n".join(line for line in lines if line).strip()
+
+
+class Queries:
+    """Named SQL statements from ``sql/queries/*.sql``, read and compiled once at start-up.
+
+    A file holds blocks that each start with a ``-- name: some_name`` line, in the aiosql way,
+    with named parameters (``:player_id``; ``::type`` casts stay casts). Attribute access
+    returns the :class:`Query`; asyncpg prepares and caches its text per connection.
+    """
+
+    def __init__(self, statements: dict[str, Query]) -> None:
         self._statements = statements
 
     @classmethod
     def load(cls, folder: Path | None = None) -> Queries:
         folder = folder or sql_dir() / "queries"
-        statements: dict[str, str] = {}
+        statements: dict[str, Query] = {}
         for path in sorted(folder.glob("*.sql")):
             parts = _NAME.split(path.read_text())
             for name, body in zip(parts[1::2], parts[2::2], strict=True):
                 if name in statements:
                     raise ValueError(f"query {name!r} is defined twice ({path.name})")
-                statements[name] = body.strip().rstrip(";")
+                statements[name] = Query(name, body.strip().rstrip(";"))
         return cls(statements)
 
-    def __getattr__(self, name: str) -> str:
+    def __getattr__(self, name: str) -> Query:
         try:
             return self._statements[name]
         except KeyError:
@@ -123,6 +182,8 @@ async def create_pool(
 
 @dataclass(frozen=True)
 class Migration:
+    """A numbered, append-only migration: tables, indexes, types, triggers and data changes."""
+
     version: int
     name: str
     sql: str
@@ -132,10 +193,23 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class FunctionFile:
+    """One domain's function file: the current definition of its functions, as ``CREATE OR
+    REPLACE FUNCTION`` statements that can run again and again (a Flyway repeatable migration)."""
+
+    name: str  # "functions/ledger", as recorded and reported
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
 def migrations(folder: Path | None = None) -> list[Migration]:
-    """The numbered migration files (``001_name.sql``), in order."""
+    """The numbered migration files (``migrations/001_name.sql`` under the SQL folder), in order."""
     found = []
-    for path in sorted((folder or sql_dir()).glob("[0-9][0-9][0-9]_*.sql")):
+    for path in sorted(((folder or sql_dir()) / "migrations").glob("[0-9][0-9][0-9]_*.sql")):
         found.append(Migration(int(path.name[:3]), path.stem, path.read_text()))
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
@@ -143,43 +217,91 @@ def migrations(folder: Path | None = None) -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection, folder: Path | None = None) -> list[str]:
-    """Apply the migrations not yet recorded, each in its own transaction; names applied.
+def function_files(folder: Path | None = None) -> list[FunctionFile]:
+    """The function files (``functions/<domain>.sql`` under the SQL folder), in name order."""
+    paths = sorted(((folder or sql_dir()) / "functions").glob("*.sql"))
+    return [FunctionFile(f"functions/{path.stem}", path.read_text()) for path in paths]
 
-    An applied file whose text has changed since is an error, not something to paper over: the
-    fix is a new numbered migration.
+
+async def migrate(conn: asyncpg.Connection, folder: Path | None = None) -> list[str]:
+    """Bring the schema up to date; the names of what was applied, in order.
+
+    First the numbered migrations not yet recorded, in order. An applied migration whose text
+    has changed since is an error, not something to paper over: the fix is a new numbered
+    migration. Then the function files: each is applied again when its checksum differs from
+    the recorded one, and all of them after any numbered migration ran (a migration may drop
+    what a file defines, or change a table a function reads). A function whose signature (its
+    argument types, or its result type) changes needs a ``DROP FUNCTION`` in a numbered
+    migration first: ``CREATE OR REPLACE`` would add an overload, or refuse.
+
+    All of it is one transaction under one advisory lock: two workers starting together apply
+    each thing once, and a file that fails leaves nothing of the run behind.
     """
-    await conn.execute(
-        """CREATE TABLE IF NOT EXISTS schema_migrations (
-               version integer PRIMARY KEY,
-               name text NOT NULL,
-               checksum text NOT NULL,
-               applied_at timestamptz NOT NULL DEFAULT now())"""
-    )
     applied: list[str] = []
-    for migration in migrations(folder):
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            row = await conn.fetchrow(
-                "SELECT checksum FROM schema_migrations WHERE version = $1", migration.version
-            )
-            if row is not None:
-                if row["checksum"] != migration.checksum:
-                    raise RuntimeError(
-                        f"migration {migration.name} changed after it was applied; "
-                        "add a new migration instead of editing an applied one"
-                    )
-                continue
-            await conn.execute(migration.sql)
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                migration.version,
-                migration.name,
-                migration.checksum,
-            )
-            applied.append(migration.name)
-            log.info("applied migration %s", migration.name)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_functions (
+                   file text PRIMARY KEY,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        for step in await _plan(conn, folder):
+            await conn.execute(step.sql)
+            if isinstance(step, Migration):
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    step.version,
+                    step.name,
+                    step.checksum,
+                )
+                log.info("applied migration %s", step.name)
+            else:
+                await conn.execute(
+                    """INSERT INTO schema_functions (file, checksum) VALUES ($1, $2)
+                       ON CONFLICT (file) DO UPDATE
+                       SET checksum = excluded.checksum, applied_at = now()""",
+                    step.name,
+                    step.checksum,
+                )
+                log.info("applied %s", step.name)
+            applied.append(step.name)
     return applied
+
+
+async def pending(conn: asyncpg.Connection, folder: Path | None = None) -> list[str]:
+    """What :func:`migrate` would apply now, applying nothing (a server checks at start-up
+    that it runs on the schema and functions of its own code)."""
+    return [step.name for step in await _plan(conn, folder)]
+
+
+async def _plan(conn: asyncpg.Connection, folder: Path | None) -> list[Migration | FunctionFile]:
+    """The pending migrations in order, then the function files to apply (see :func:`migrate`)."""
+    done: dict[int, str] = {}
+    recorded: dict[str, str] = {}
+    if await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+        done = dict(await conn.fetch("SELECT version, checksum FROM schema_migrations"))
+    if await conn.fetchval("SELECT to_regclass('schema_functions') IS NOT NULL"):
+        recorded = dict(await conn.fetch("SELECT file, checksum FROM schema_functions"))
+    steps: list[Migration | FunctionFile] = []
+    for migration in migrations(folder):
+        if migration.version not in done:
+            steps.append(migration)
+        elif done[migration.version] != migration.checksum:
+            raise RuntimeError(
+                f"migration {migration.name} changed after it was applied; "
+                "add a new migration instead of editing an applied one"
+            )
+    migrating = bool(steps)
+    steps += [f for f in function_files(folder) if migrating or recorded.get(f.name) != f.checksum]
+    return steps
 
 
 async def ensure_database(dsn: str, name: str) -> str:

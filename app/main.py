@@ -94,6 +94,12 @@ async def _schema_is_current(pool: Any) -> None:
             f"database schema is at migration {applied}, code expects {latest}; "
             "run `wallet migrate`"
         )
+    async with pool.acquire() as conn:
+        stale = await db.pending(conn)
+    if stale:
+        raise RuntimeError(
+            f"database functions differ from this code's ({', '.join(stale)}); run `wallet migrate`"
+        )
 
 
 class WalletApp(Starlette):

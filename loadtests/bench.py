@@ -111,7 +111,7 @@ async def seed(
     try:
         await db.migrate(conn)
         started = time.monotonic()
-        counts = await conn.fetchrow(q.bench_counts)
+        counts = await conn.fetchrow(*q.bench_counts())
         kept = reuse and counts["players"] == players and counts["history"] >= history_rows
         if kept:
             progress(f"reusing {counts['players']:,} players and {counts['history']:,} postings")
@@ -133,24 +133,37 @@ async def seed(
             async with conn.transaction():
                 if not kept:
                     await conn.execute(
-                        q.bench_players, PLAYER_PREFIX, first, last, seeded.currency, balance
+                        *q.bench_players(
+                            prefix=PLAYER_PREFIX,
+                            first=first,
+                            last=last,
+                            currency=seeded.currency,
+                            balance=balance,
+                        )
                     )
                 await conn.execute(
-                    q.bench_sessions, PLAYER_PREFIX, first, last, seeded.token_prefix, code
+                    *q.bench_sessions(
+                        prefix=PLAYER_PREFIX,
+                        first=first,
+                        last=last,
+                        token_prefix=seeded.token_prefix,
+                        provider=code,
+                    )
                 )
             progress(f"players {last + 1:,}/{players:,} ({time.monotonic() - started:.0f} s)")
         rounds = history_rows // (2 * players) if history_rows and not kept else 0
         for first, last in chunks(players, max(1, 500_000 // (2 * rounds or 1))) if rounds else ():
             async with conn.transaction():
                 await conn.execute(
-                    q.bench_history,
-                    PLAYER_PREFIX,
-                    first,
-                    last,
-                    rounds,
-                    code,
-                    seeded.currency,
-                    balance,
+                    *q.bench_history(
+                        prefix=PLAYER_PREFIX,
+                        first=first,
+                        last=last,
+                        rounds=rounds,
+                        provider=code,
+                        currency=seeded.currency,
+                        balance=balance,
+                    ),
                 )
             progress(
                 f"history {(last + 1) * rounds * 2:,}/{players * rounds * 2:,} postings "

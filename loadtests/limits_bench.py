@@ -86,7 +86,12 @@ async def seed(dsn: str, history: int) -> tuple[str, dict[str, tuple[str, str]],
         players = {name: await new_player(conn, q, provider) for name in ("history", "fresh")}
         started = time.monotonic()
         await conn.execute(
-            seeding.limits_history, players["history"][0], provider, CURRENCY, history
+            *seeding.limits_history(
+                player_id=players["history"][0],
+                provider=provider,
+                currency=CURRENCY,
+                rounds=history,
+            )
         )
         progress(f"{history:,} past rounds seeded in {time.monotonic() - started:.0f} s")
         await conn.execute("VACUUM ANALYZE")

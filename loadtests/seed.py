@@ -70,12 +70,22 @@ async def seed(
                 conn, q, code, "Load test provider", SEED_ACTOR, master_key=master_key
             )
             key = provider.keys[0].model_dump()
-            await conn.executemany(q.insert_player, [(p, currency) for p in ids])
+            await conn.executemany(
+                *q.insert_player.many({"player_id": p, "currency": currency} for p in ids)
+            )
             await _audit(conn, q, "player.create", ids, None, {"currency": currency})
             if balance:
                 await conn.executemany(
-                    q.adjust,
-                    [(f"{p}-funding", p, balance, REASON, SEED_ACTOR.name) for p in ids],
+                    *q.adjust.many(
+                        {
+                            "idempotency_key": f"{p}-funding",
+                            "player_id": p,
+                            "amount": balance,
+                            "reason": REASON,
+                            "actor": SEED_ACTOR.name,
+                        }
+                        for p in ids
+                    ),
                 )
                 await _audit(
                     conn,
@@ -86,11 +96,16 @@ async def seed(
                     {"balance": balance, "amount": balance, "reason": REASON},
                 )
             await conn.executemany(
-                q.insert_session,
-                [
-                    (token_hash(t), p, code, GAME_ID, float(SESSION_SECONDS))
+                *q.insert_session.many(
+                    {
+                        "token_hash": token_hash(t),
+                        "player_id": p,
+                        "provider": code,
+                        "game_id": GAME_ID,
+                        "ttl_seconds": float(SESSION_SECONDS),
+                    }
                     for p, t in zip(ids, tokens, strict=True)
-                ],
+                ),
             )
     finally:
         await conn.close()
@@ -115,8 +130,17 @@ async def _audit(
 ) -> None:
     """One audit entry per player, as the operator service writes with each change."""
     await conn.executemany(
-        q.insert_audit,
-        [(SEED_ACTOR.name, action, f"player:{p}", before, after, None) for p in ids],
+        *q.insert_audit.many(
+            {
+                "actor": SEED_ACTOR.name,
+                "action": action,
+                "target": f"player:{p}",
+                "before": before,
+                "after": after,
+                "request_id": None,
+            }
+            for p in ids
+        ),
     )
 
 

@@ -38,7 +38,7 @@ async def check(conn: asyncpg.Connection, queries: Queries) -> dict[str, Any]:
     )
     async with snapshot:
         for name, query in CHECKS.items():
-            rows = await conn.fetch(getattr(queries, query), SAMPLE)
+            rows = await conn.fetch(*getattr(queries, query)(limit=SAMPLE))
             if rows:
                 problems[name] = [dict(r) for r in rows]
     if not problems:

@@ -63,7 +63,15 @@ async def adjust(
 ) -> tuple[Adjustment, bool]:
     """A signed manual credit or debit; (adjustment, created). Same key and body: same answer."""
     async with conn.transaction():
-        row = await conn.fetchrow(q.adjust, idempotency_key, player_id, amount, reason, actor.name)
+        row = await conn.fetchrow(
+            *q.adjust(
+                idempotency_key=idempotency_key,
+                player_id=player_id,
+                amount=amount,
+                reason=reason,
+                actor=actor.name,
+            )
+        )
         if row["reason"] == "player_not_found":
             raise NotFound(f"player {player_id!r} not found")
         if row["reason"] == "idempotency_conflict":
@@ -74,7 +82,7 @@ async def adjust(
             raise InvalidRequest(
                 f"a debit of {-amount} exceeds the balance of {row['balance']}", field="amount"
             )
-        tx = await conn.fetchrow(q.adjustment_by_id, row["wallet_transaction_id"])
+        tx = await conn.fetchrow(*q.adjustment_by_id(id=row["wallet_transaction_id"]))
         adjustment = Adjustment(**{**tx, "id": str(tx["id"])})
         created = not row["duplicate"]
         if created:

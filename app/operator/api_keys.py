@@ -55,7 +55,9 @@ async def create_api_key(
     key_id, secret = new_key(role)
     async with conn.transaction():
         row = await conn.fetchrow(
-            q.insert_api_key, key_id, key_hash(secret), role, name, actor.name
+            *q.insert_api_key(
+                id=key_id, key_hash=key_hash(secret), role=role, name=name, created_by=actor.name
+            )
         )
         await audit(
             conn, q, actor, "apikey.create", f"apikey:{key_id}", None, {"role": role, "name": name}
@@ -65,7 +67,7 @@ async def create_api_key(
 
 async def revoke_api_key(conn: asyncpg.Connection, q: Queries, key_id: str, actor: Actor) -> ApiKey:
     async with conn.transaction():
-        row = await conn.fetchrow(q.revoke_api_key, key_id)
+        row = await conn.fetchrow(*q.revoke_api_key(id=key_id))
         if row is None:
             raise NotFound(f"no active API key {key_id!r}")
         await audit(
@@ -106,7 +108,7 @@ async def create_api_key_route(c: Call, body: ApiKeyCreate) -> ApiKeyCreated:
 )
 async def list_api_keys(c: Call, query: pagination.PageQuery) -> ApiKeyPage:
     last = pagination.after_text(query.cursor)
-    rows = await c.conn.fetch(c.w.queries.api_keys_page, last, query.limit + 1)
+    rows = await c.conn.fetch(*c.w.queries.api_keys_page(cursor=last, limit=query.limit + 1))
     shown, next_cursor = pagination.window(rows, query.limit, lambda r: [r["id"]])
     return ApiKeyPage(data=[ApiKey(**r) for r in shown], next_cursor=next_cursor)
 

@@ -130,12 +130,12 @@ class Session(Answer):
 
 
 async def get_player(conn: asyncpg.Connection, q: Queries, player_id: str) -> Player:
-    row = await conn.fetchrow(q.get_player, player_id)
+    row = await conn.fetchrow(*q.get_player(player_id=player_id))
     if row is None:
         raise NotFound(f"player {player_id!r} not found")
     limits: dict[str, dict[str, int]] = {kind: {} for kind in LIMIT_KINDS}
     pending = []
-    for r in await conn.fetch(q.player_limit_rows, player_id):
+    for r in await conn.fetch(*q.player_limit_rows(player_id=player_id)):
         if r["amount"] is not None:
             limits[r["kind"]][r["period"]] = r["amount"]
         if r["next_from"] is not None and r["amount"] != r["next_amount"]:
@@ -157,7 +157,7 @@ async def create_player(
     async with conn.transaction():
         try:
             async with conn.transaction():  # a savepoint: the conflict must not end the outer one
-                await conn.execute(q.insert_player, player_id, currency)
+                await conn.execute(*q.insert_player(player_id=player_id, currency=currency))
             created = True
         except asyncpg.UniqueViolationError:
             created = False
@@ -187,7 +187,7 @@ async def change_player(
     statement = q.set_player_status if field == "status" else q.set_kyc_tier
     async with conn.transaction():
         before = await get_player(conn, q, player_id)
-        await conn.execute(statement, player_id, value)
+        await conn.execute(*statement(player_id=player_id, **{field: value}))
         await audit(
             conn,
             q,
@@ -216,12 +216,18 @@ async def set_limits(
         # run one after the other, each reading the state it changes and auditing it, instead of
         # two first settings of one limit both inserting it. wallet_set_limit takes the same
         # lock, so postings cannot fall between it counting the totals and keeping them.
-        await conn.execute(q.lock_player_account, player_id)
+        await conn.execute(*q.lock_player_account(player_id=player_id))
         before = await get_player(conn, q, player_id)
         for kind, periods in limits.items():
             for period, amount in periods.items():
                 await conn.execute(
-                    q.set_limit, player_id, kind, period, amount, float(cooling_off_seconds)
+                    *q.set_limit(
+                        player_id=player_id,
+                        kind=kind,
+                        period=period,
+                        amount=amount,
+                        cooling_off_seconds=float(cooling_off_seconds),
+                    )
                 )
         after = await get_player(conn, q, player_id)
         await audit(
@@ -246,13 +252,19 @@ async def issue_session(
 ) -> Session:
     """A new session token for one player at one provider; only its hash is stored. The same
     statement brings the player into the provider's scope (sql/010), for good."""
-    if await conn.fetchrow(q.get_player, player_id) is None:
+    if await conn.fetchrow(*q.get_player(player_id=player_id)) is None:
         raise NotFound(f"player {player_id!r} not found")
-    if await conn.fetchval(q.provider_exists, provider) is None:
+    if await conn.fetchval(*q.provider_exists(code=provider)) is None:
         raise InvalidRequest(f"unknown provider {provider!r}", field="provider")
     token = secrets.token_urlsafe(32)
     expires_at = await conn.fetchval(
-        q.insert_session, token_hash(token), player_id, provider, game_id, float(ttl_seconds)
+        *q.insert_session(
+            token_hash=token_hash(token),
+            player_id=player_id,
+            provider=provider,
+            game_id=game_id,
+            ttl_seconds=float(ttl_seconds),
+        )
     )
     return Session(session_token=token, expires_at=expires_at)
 
@@ -292,7 +304,9 @@ async def create_player_route(c: Call, body: PlayerCreate) -> Player | Reply:
 )
 async def list_players(c: Call, query: PlayerQuery) -> PlayerSummaryPage:
     last = pagination.after_text(query.cursor)
-    rows = await c.conn.fetch(c.w.queries.players_page, query.status, last, query.limit + 1)
+    rows = await c.conn.fetch(
+        *c.w.queries.players_page(status=query.status, cursor=last, limit=query.limit + 1)
+    )
     shown, next_cursor = pagination.window(rows, query.limit, lambda r: [r["player_id"]])
     return PlayerSummaryPage(data=[PlayerSummary(**r) for r in shown], next_cursor=next_cursor)
 

@@ -104,20 +104,22 @@ async def statement(
     """Opening and closing balance over [since, until) and what moved it, by kind."""
     if until <= since:
         raise InvalidRequest("to must be after from", field="to")
-    player = await conn.fetchrow(q.get_player, player_id)
+    player = await conn.fetchrow(*q.get_player(player_id=player_id))
     if player is None:
         raise NotFound(f"player {player_id!r} not found")
     totals = {
         r["kind"]: StatementTotal(count=r["count"], total=r["total"])
-        for r in await conn.fetch(q.statement_totals, player_id, since, until)
+        for r in await conn.fetch(
+            *q.statement_totals(player_id=player_id, since=since, until=until)
+        )
     }
     return Statement(
         player_id=player_id,
         currency=player["currency"],
         since=since,
         until=until,
-        opening_balance=await conn.fetchval(q.balance_before, player_id, since),
-        closing_balance=await conn.fetchval(q.balance_before, player_id, until),
+        opening_balance=await conn.fetchval(*q.balance_before(player_id=player_id, at=since)),
+        closing_balance=await conn.fetchval(*q.balance_before(player_id=player_id, at=until)),
         totals=totals,
     )
 
@@ -133,7 +135,7 @@ async def statement(
 async def list_player_transactions(c: Call, player_id: str, query: TimeRange) -> TransactionPage:
     q = c.w.queries
     after = pagination.decode(query.cursor, 2)
-    if await c.conn.fetchrow(q.get_player, player_id) is None:
+    if await c.conn.fetchrow(*q.get_player(player_id=player_id)) is None:
         raise NotFound(f"player {player_id!r} not found")
     at, last_id = (
         (pagination.cursor_time(after[0]), pagination.cursor_int(after[1]))
@@ -141,7 +143,14 @@ async def list_player_transactions(c: Call, player_id: str, query: TimeRange) ->
         else (None, None)
     )
     rows = await c.conn.fetch(
-        q.player_transactions, player_id, query.since, query.until, at, last_id, query.limit + 1
+        *q.player_transactions(
+            player_id=player_id,
+            since=query.since,
+            until=query.until,
+            cursor_at=at,
+            cursor_id=last_id,
+            limit=query.limit + 1,
+        )
     )
     shown, next_cursor = pagination.window(
         rows, query.limit, lambda r: [r["created_at"].isoformat(), r["id"]]

@@ -98,11 +98,11 @@ async def create_provider(
     stored sealed under ``master_key`` (``WALLET_MASTER_KEY`` of the environment by default)."""
     master = master_key if master_key is not None else master_key_from_env()
     async with conn.transaction():
-        row = await conn.fetchrow(q.insert_provider, code, name)
+        row = await conn.fetchrow(*q.insert_provider(code=code, name=name))
         if row is None:
             raise IdempotencyConflict(f"provider {code!r} already exists", field="code")
         shown, sealed = _new_key(code, master)
-        await conn.execute(q.insert_current_key, code, shown.key_id, sealed)
+        await conn.execute(*q.insert_current_key(provider=code, key_id=shown.key_id, secret=sealed))
         await audit(
             conn,
             q,
@@ -127,14 +127,14 @@ async def rotate_key(
     The new key is stored sealed like in :func:`create_provider`."""
     master = master_key if master_key is not None else master_key_from_env()
     async with conn.transaction():
-        if await conn.fetchrow(q.lock_provider, code) is None:
+        if await conn.fetchrow(*q.lock_provider(code=code)) is None:
             raise NotFound(f"provider {code!r} not found")
-        before = _active(await conn.fetch(q.provider_keys, code))
-        await conn.execute(q.retire_previous_key, code)
-        await conn.execute(q.demote_current_key, code)
+        before = _active(await conn.fetch(*q.provider_keys(provider=code)))
+        await conn.execute(*q.retire_previous_key(provider=code))
+        await conn.execute(*q.demote_current_key(provider=code))
         shown, sealed = _new_key(code, master)
-        await conn.execute(q.insert_current_key, code, shown.key_id, sealed)
-        after = _active(await conn.fetch(q.provider_keys, code))
+        await conn.execute(*q.insert_current_key(provider=code, key_id=shown.key_id, secret=sealed))
+        after = _active(await conn.fetch(*q.provider_keys(provider=code)))
         await audit(
             conn,
             q,
@@ -177,7 +177,7 @@ async def create_provider_route(c: Call, body: ProviderCreate) -> ProviderCreate
 )
 async def list_providers(c: Call, query: pagination.PageQuery) -> ProviderPage:
     last = pagination.after_text(query.cursor)
-    rows = await c.conn.fetch(c.w.queries.providers_page, last, query.limit + 1)
+    rows = await c.conn.fetch(*c.w.queries.providers_page(cursor=last, limit=query.limit + 1))
     shown, next_cursor = pagination.window(rows, query.limit, lambda r: [r["code"]])
     return ProviderPage(data=[Provider(**r) for r in shown], next_cursor=next_cursor)
 

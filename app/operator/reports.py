@@ -68,16 +68,17 @@ class CallPage(Page[Call]):
 async def _calls(c: routing.Call, query: CallQuery, *, failures_only: bool) -> CallPage:
     last_id = pagination.after_int(query.cursor)
     rows = await c.conn.fetch(
-        c.w.queries.seamless_calls,
-        query.provider,
-        query.event,
-        query.code,
-        query.player_id,
-        query.since,
-        query.until,
-        last_id,
-        failures_only,
-        query.limit + 1,
+        *c.w.queries.seamless_calls(
+            provider=query.provider,
+            event=query.event,
+            code=query.code,
+            player_id=query.player_id,
+            since=query.since,
+            until=query.until,
+            cursor_id=last_id,
+            failures_only=failures_only,
+            limit=query.limit + 1,
+        ),
     )
     shown, next_cursor = pagination.window(rows, query.limit, lambda r: [r["id"]])
     data = [
@@ -185,7 +186,7 @@ class DailyReport(Answer):
 async def daily_report(conn: asyncpg.Connection, q: Queries, day: date) -> DailyReport:
     """Per provider and currency for one UTC day: bets, wins, refunds and GGR."""
     start, end = day_bounds(day)
-    rows = await conn.fetch(q.daily_report, start, end)
+    rows = await conn.fetch(*q.daily_report(since=start, until=end))
     return DailyReport(date=day, time_zone="UTC", rows=[DailyReportRow(**r) for r in rows])
 
 
@@ -237,14 +238,15 @@ class AuditEntryPage(Page[AuditEntry]):
 async def list_audit(c: routing.Call, query: AuditQuery) -> AuditEntryPage:
     last_id = pagination.after_int(query.cursor)
     rows = await c.conn.fetch(
-        c.w.queries.audit_entries,
-        query.actor,
-        query.action,
-        query.target,
-        query.since,
-        query.until,
-        last_id,
-        query.limit + 1,
+        *c.w.queries.audit_entries(
+            actor=query.actor,
+            action=query.action,
+            target=query.target,
+            since=query.since,
+            until=query.until,
+            cursor_id=last_id,
+            limit=query.limit + 1,
+        ),
     )
     shown, next_cursor = pagination.window(rows, query.limit, lambda r: [r["id"]])
     data = [AuditEntry(**{**r, "id": str(r["id"])}) for r in shown]

@@ -136,7 +136,13 @@ async def list_events(c: Call, query: EventQuery) -> OperatorEventPage:
     after = pagination.decode(query.cursor, 2)
     at, last_id = (pagination.cursor_time(after[0]), str(after[1])) if after else (None, None)
     rows = await c.conn.fetch(
-        c.w.queries.events_page, query.status, query.payment_id, at, last_id, query.limit + 1
+        *c.w.queries.events_page(
+            status=query.status,
+            payment_id=query.payment_id,
+            cursor_at=at,
+            cursor_id=last_id,
+            limit=query.limit + 1,
+        )
     )
     shown, next_cursor = pagination.window(
         rows, query.limit, lambda r: [r["created_at"].isoformat(), r["id"]]
@@ -165,10 +171,10 @@ async def replay_event(c: Call, event_id: str) -> OperatorEvent:
     """Send an event again now, whatever its state; it carries ``X-Wallet-Replay: true``.
     A replayed dead letter gets one attempt, and is a dead letter again if that fails."""
     async with c.conn.transaction():
-        before = await c.conn.fetchrow(c.w.queries.event_by_id, event_id)
+        before = await c.conn.fetchrow(*c.w.queries.event_by_id(id=event_id))
         if before is None or not await outbox.replay(c.conn, c.w.queries, event_id):
             raise NotFound(f"event {event_id!r} not found")
-        after = OperatorEvent.of(await c.conn.fetchrow(c.w.queries.event_by_id, event_id))
+        after = OperatorEvent.of(await c.conn.fetchrow(*c.w.queries.event_by_id(id=event_id)))
         await audit(
             c.conn,
             c.w.queries,

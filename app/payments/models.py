@@ -2,9 +2,9 @@
 withdrawal, and the payment the API answers with (and stores as the first answer to its
 Idempotency-Key).
 
-The status lists are the state machines' (``payment_state_edges`` in sql/004_payments.sql allows
-exactly these, and tests/web/test_openapi.py compares); the attention reasons are the flags the
-service sets. Everything else reads them from here.
+The status lists are the state machines' (``payment_state_edges`` in
+sql/migrations/004_payments.sql allows exactly these, and tests/web/test_openapi.py compares);
+the attention reasons are the flags the service sets. Everything else reads them from here.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class OperatorEventData(Answer):
     """The payment as it was when the event was recorded (like Payment)."""
 
     # In the order a delivery's body has them: Postgres jsonb's (shorter keys first), in which
-    # operator_event() (sql/004_payments.sql) stores the payload.
+    # operator_event() (sql/functions/payments.sql) stores the payload.
     model_config = ConfigDict(json_schema_extra=_statuses_by_kind)
 
     id: str = Field(pattern=PAYMENT_ID, description="the payment: dep_... or wdr_...")
@@ -124,17 +124,21 @@ class Outbox:
     async def deliver_due(self, batch: int = 50) -> dict[str, int]:
         counts = {"delivered": 0, "retrying": 0, "dead": 0}
         async with self.pool.acquire() as conn:
-            due = await conn.fetch(self.q.claim_due_events, batch, LEASE_SECONDS)
+            due = await conn.fetch(
+                *self.q.claim_due_events(limit=batch, lease_seconds=LEASE_SECONDS)
+            )
         for event in due:
             error = await self._post(event)
             async with self.pool.acquire() as conn:
                 if error is None:
-                    await conn.execute(self.q.event_delivered, event["id"])
+                    await conn.execute(*self.q.event_delivered(id=event["id"]))
                     counts["delivered"] += 1
                     continue
                 attempts = event["attempts"] + 1
                 delay = backoff(attempts) if attempts < MAX_ATTEMPTS else None
-                await conn.execute(self.q.event_failed, event["id"], error, delay)
+                await conn.execute(
+                    *self.q.event_failed(id=event["id"], error=error, retry_seconds=delay)
+                )
                 counts["dead" if delay is None else "retrying"] += 1
                 log.warning(
                     "operator event %s not delivered (attempt %d): %s", event["id"], attempts, error
@@ -179,4 +183,4 @@ class Outbox:
 async def replay(conn: asyncpg.Connection, queries: Queries, event_id: str) -> bool:
     """Make an event due now, whatever its state; False when there is no such event. Attempts
     are not reset: a replayed dead letter gets one try before it is dead again."""
-    return await conn.fetchval(queries.replay_event, event_id) is not None
+    return await conn.fetchval(*queries.replay_event(id=event_id)) is not None

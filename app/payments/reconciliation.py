@@ -153,7 +153,10 @@ async def report(
 ) -> Reconciliation:
     """The reconciliation report of one PSP for one day (``ok`` when nothing differs)."""
     start, end = day_bounds(day)
-    ours = {r["id"]: r for r in await conn.fetch(queries.settled_payments, psp.name, start, end)}
+    ours = {
+        r["id"]: r
+        for r in await conn.fetch(*queries.settled_payments(psp=psp.name, since=start, until=end))
+    }
     theirs: dict[str, SettlementLine] = {line.reference: line for line in await psp.settlement(day)}
     discrepancies: list[Discrepancy] = []
     for payment_id, line in sorted(theirs.items()):

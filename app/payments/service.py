@@ -123,32 +123,34 @@ class Payments:
                 await self._check_kyc(conn, "deposit", req)
                 await self._check_deposit_limits(conn, req)
                 inserted = await conn.fetchval(
-                    self.q.insert_deposit, *self._new_row(payment_id, req, key)
+                    *self.q.insert_deposit(**self._new_row(payment_id, req, key))
                 )
                 if inserted is not None:
-                    await conn.execute(self.q.operator_event, payment_id)
+                    await conn.execute(*self.q.operator_event(payment_id=payment_id))
             if inserted is None:
-                existing = await conn.fetchrow(self.q.payment_by_key, "deposit", key)
+                existing = await conn.fetchrow(
+                    *self.q.payment_by_key(kind="deposit", idempotency_key=key)
+                )
                 answer = self._repeat(existing, req)
                 if answer is not None:
                     return answer
                 payment_id = existing["id"]  # an unfinished creation: take it over
         return await self._start(payment_id, routes, creation=True)
 
-    def _new_row(self, payment_id: str, req: PaymentRequest, key: str) -> tuple[Any, ...]:
-        """The columns of a new payment, in the order both creating statements take them."""
-        return (
-            payment_id,
-            req.player_id,
-            req.amount,
-            req.currency,
-            req.method,
-            req.reference,
-            req.metadata,
-            key,
-            req.digest(),
-            datetime.now(UTC) + self.payment_ttl,
-        )
+    def _new_row(self, payment_id: str, req: PaymentRequest, key: str) -> dict[str, Any]:
+        """The columns of a new payment, as both creating statements take them."""
+        return {
+            "id": payment_id,
+            "player_id": req.player_id,
+            "amount": req.amount,
+            "currency": req.currency,
+            "method": req.method,
+            "reference": req.reference,
+            "metadata": req.metadata,
+            "idempotency_key": key,
+            "request_hash": req.digest(),
+            "expires_at": datetime.now(UTC) + self.payment_ttl,
+        }
 
     async def _check_kyc(self, conn: asyncpg.Connection, kind: str, req: PaymentRequest) -> None:
         """Refuse a method the player's KYC tier does not reach (422 method_unavailable)."""
@@ -156,7 +158,7 @@ class Payments:
         need = required.get(req.method, required.get("*", 0))
         if need == 0:
             return
-        tier = await conn.fetchval(self.q.player_kyc_tier, req.player_id)
+        tier = await conn.fetchval(*self.q.player_kyc_tier(player_id=req.player_id))
         if tier is not None and tier < need:
             raise MethodUnavailable(
                 f"{kind}s by {req.method} need KYC tier {need}; the player has tier {tier}",
@@ -164,10 +166,12 @@ class Payments:
             )
 
     async def _check_deposit_limits(self, conn: asyncpg.Connection, req: PaymentRequest) -> None:
-        for limit in await conn.fetch(self.q.deposit_limits_in_force, req.player_id):
+        for limit in await conn.fetch(*self.q.deposit_limits_in_force(player_id=req.player_id)):
             if limit["amount"] is None:
                 continue
-            used = await conn.fetchval(self.q.deposits_in_window, req.player_id, limit["period"])
+            used = await conn.fetchval(
+                *self.q.deposits_in_window(player_id=req.player_id, period=limit["period"])
+            )
             if used + req.amount > limit["amount"]:
                 raise PlayerLimitExceeded(
                     f"the deposit would pass the player's {limit['period']} deposit limit "
@@ -180,7 +184,7 @@ class Payments:
         """A repeated key gets the first answer before any check runs again: the player's
         limits, KYC tier or the routes may have changed since, the answer has not."""
         async with self.pool.acquire() as conn:
-            existing = await conn.fetchrow(self.q.payment_by_key, kind, key)
+            existing = await conn.fetchrow(*self.q.payment_by_key(kind=kind, idempotency_key=key))
         return None if existing is None else self._repeat(existing, req)
 
     def _repeat(self, existing: asyncpg.Record, req: PaymentRequest) -> dict[str, Any] | None:
@@ -205,18 +209,30 @@ class Payments:
             # answer): a retry racing this request never finds it half made.
             async with conn.transaction():
                 row = await conn.fetchrow(
-                    self.q.create_withdrawal, *self._new_row(payment_id, req, key)
+                    *self.q.create_withdrawal(**self._new_row(payment_id, req, key))
                 )
                 outcome = row["outcome"]
                 if outcome == "ok":
-                    await conn.execute(self.q.operator_event, payment_id)
+                    await conn.execute(*self.q.operator_event(payment_id=payment_id))
                     if self._needs_review(req):
                         await conn.fetchval(
-                            self.q.transition, payment_id, "held", "api", {"reason": "review"}, None
+                            *self.q.transition(
+                                id=payment_id,
+                                to_status="held",
+                                trigger="api",
+                                detail={"reason": "review"},
+                                failure_code=None,
+                            )
                         )
                         return await self._finish(conn, payment_id)
                     await conn.fetchval(
-                        self.q.transition, payment_id, "approved", "api", None, None
+                        *self.q.transition(
+                            id=payment_id,
+                            to_status="approved",
+                            trigger="api",
+                            detail=None,
+                            failure_code=None,
+                        )
                     )
             if outcome == "player_not_found":
                 raise NotFound(f"player {req.player_id!r} not found")
@@ -227,7 +243,7 @@ class Payments:
             if outcome == "insufficient_funds":
                 raise InvalidRequest("the amount exceeds the player's balance", field="amount")
             if outcome in ("duplicate", "idempotency_conflict"):
-                existing = await conn.fetchrow(self.q.payment_by_id, row["payment_id"])
+                existing = await conn.fetchrow(*self.q.payment_by_id(id=row["payment_id"]))
                 answer = self._repeat(existing, req)
                 if answer is not None:
                     return answer
@@ -240,7 +256,7 @@ class Payments:
     async def decide(self, payment_id: str, approve: bool, actor: str) -> dict[str, Any]:
         """An operator's decision on a held withdrawal."""
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(self.q.payment_by_id, payment_id)
+            row = await conn.fetchrow(*self.q.payment_by_id(id=payment_id))
             if row is None or row["kind"] != "withdrawal":
                 raise NotFound(f"withdrawal {payment_id!r} not found")
             target = "approved" if approve else "rejected"
@@ -248,7 +264,13 @@ class Payments:
             # leave the funds held with nothing to move the withdrawal on.
             routes = self._routes(_request_of(row)) if approve else []
             moved = await conn.fetchval(
-                self.q.transition, payment_id, target, "operator", {"actor": actor}, None
+                *self.q.transition(
+                    id=payment_id,
+                    to_status=target,
+                    trigger="operator",
+                    detail={"actor": actor},
+                    failure_code=None,
+                )
             )
             if moved is None and approve and _startable(row) and row["psp"] is None:
                 # Approved before and never sent (the approving request died before its
@@ -259,7 +281,7 @@ class Payments:
                     f"a {row['status']} withdrawal cannot be {target}", field="status"
                 )
             if not approve:
-                return view(await conn.fetchrow(self.q.payment_by_id, payment_id))
+                return view(await conn.fetchrow(*self.q.payment_by_id(id=payment_id)))
         return await self._start(payment_id, routes, creation=False)
 
     async def resolve(
@@ -273,10 +295,10 @@ class Payments:
             )
         target = outcome
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(self.q.payment_by_id, payment_id)
+            row = await conn.fetchrow(*self.q.payment_by_id(id=payment_id))
             if row is None or row["kind"] != "withdrawal":
                 raise NotFound(f"withdrawal {payment_id!r} not found")
-            if not await conn.fetchval(self.q.lock_start_lease, payment_id):
+            if not await conn.fetchval(*self.q.lock_start_lease(payment_id=payment_id)):
                 # A start is talking to the PSP right now: its answer comes first.
                 raise InProgress(
                     "the withdrawal is being sent to its PSP right now; resolve it afterwards"
@@ -284,12 +306,13 @@ class Payments:
             moved = None
             if row["status"] in RESOLVABLE:
                 moved = await conn.fetchval(
-                    self.q.transition,
-                    payment_id,
-                    target,
-                    "operator",
-                    {"actor": actor.name, "resolve": reason},
-                    "resolved_failed" if target == "failed" else None,
+                    *self.q.transition(
+                        id=payment_id,
+                        to_status=target,
+                        trigger="operator",
+                        detail={"actor": actor.name, "resolve": reason},
+                        failure_code="resolved_failed" if target == "failed" else None,
+                    ),
                 )
             if moved is None:
                 raise InvalidRequest(
@@ -312,7 +335,11 @@ class Payments:
         """Withdrawals flagged for an operator, newest first, cursor-paged."""
         at, last_id = (pagination.cursor_time(after[0]), str(after[1])) if after else (None, None)
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(self.q.withdrawals_needing_attention, at, last_id, size + 1)
+            rows = await conn.fetch(
+                *self.q.withdrawals_needing_attention(
+                    cursor_at=at, cursor_id=last_id, limit=size + 1
+                )
+            )
         return pagination.page(rows, size, lambda r: [r["created_at"].isoformat(), r["id"]], view)
 
     # --- the PSP leg ---------------------------------------------------------------------------
@@ -336,7 +363,7 @@ class Payments:
             # meanwhile), the connection is closed, which releases the lock with its session.
             held: bool | None = None  # None: asked, answer not had
             try:
-                held = bool(await conn.fetchval(self.q.try_start_lease, payment_id))
+                held = bool(await conn.fetchval(*self.q.try_start_lease(payment_id=payment_id)))
                 if not held:
                     raise InProgress(IN_PROGRESS)
                 yield conn
@@ -345,7 +372,7 @@ class Payments:
                     try:
                         if held is None:
                             raise ConnectionError("the start lease's answer was cut off")
-                        await conn.fetchval(self.q.end_start_lease, payment_id)
+                        await conn.fetchval(*self.q.end_start_lease(payment_id=payment_id))
                     except BaseException as exc:  # noqa: BLE001 - re-raised unless an error
                         conn.terminate()
                         if not isinstance(exc, Exception):
@@ -361,7 +388,7 @@ class Payments:
         its funds held, flagged, and its 503 is the answer to its Idempotency-Key.
         """
         async with self._lease(payment_id) as conn:
-            payment = dict(await conn.fetchrow(self.q.payment_by_id, payment_id))
+            payment = dict(await conn.fetchrow(*self.q.payment_by_id(id=payment_id)))
             if not _startable(payment):
                 # Another start got there first. A creation answers what that one answered,
                 # or, while it has not, that it is in progress; an approval, where it stands.
@@ -388,7 +415,8 @@ class Payments:
                     continue
                 if (
                     payout
-                    and await conn.fetchval(self.q.route_payout, payment_id, psp.name) is None
+                    and await conn.fetchval(*self.q.route_payout(id=payment_id, psp=psp.name))
+                    is None
                 ):
                     continue  # cannot happen under the lease: another route holds the payout
                 try:
@@ -411,27 +439,29 @@ class Payments:
                     if payout:
                         # This request provably never reached the PSP, and no earlier one went
                         # out: the payout is no one's yet.
-                        await conn.execute(self.q.unroute_payout, payment_id, psp.name)
+                        await conn.execute(*self.q.unroute_payout(id=payment_id, psp=psp.name))
             if answer is not None and used is not None:
                 await conn.execute(
-                    self.q.record_initiation,
-                    payment_id,
-                    used.name,
-                    answer.psp_payment_id,
-                    answer.redirect_url,
-                    answer.deep_link,
+                    *self.q.record_initiation(
+                        id=payment_id,
+                        psp=used.name,
+                        psp_payment_id=answer.psp_payment_id,
+                        redirect_url=answer.redirect_url,
+                        deep_link=answer.deep_link,
+                    ),
                 )
                 await self._follow(
                     conn, payment, answer.status, "psp_response", answer.failure_code
                 )
             elif final is not None:
                 await conn.fetchval(
-                    self.q.transition,
-                    payment_id,
-                    "failed",
-                    "psp_response",
-                    {"psp": used.name if used else None},
-                    final.code,
+                    *self.q.transition(
+                        id=payment_id,
+                        to_status="failed",
+                        trigger="psp_response",
+                        detail={"psp": used.name if used else None},
+                        failure_code=final.code,
+                    ),
                 )
             else:
                 if sent_before:
@@ -441,15 +471,16 @@ class Payments:
                 # Every route is degraded and none took the payment, so it ends here, releasing
                 # a withdrawal's hold; the caller may try again later with a new key.
                 await conn.fetchval(
-                    self.q.transition,
-                    payment_id,
-                    "failed",
-                    "psp_response",
-                    {"routes": [p.name for p in routes]},
-                    "route_degraded",
+                    *self.q.transition(
+                        id=payment_id,
+                        to_status="failed",
+                        trigger="psp_response",
+                        detail={"routes": [p.name for p in routes]},
+                        failure_code="route_degraded",
+                    ),
                 )
                 # The first answer was this error: a repeat of the key gets it again.
-                await conn.execute(self.q.store_response, payment_id, DEGRADED)
+                await conn.execute(*self.q.store_response(id=payment_id, response=DEGRADED))
                 raise RouteDegraded(DEGRADED_MESSAGE)
             return await self._finish(conn, payment_id)
 
@@ -462,9 +493,11 @@ class Payments:
             f"the PSP did not answer whether it accepted payout {payment['id']} ({why}); it "
             "stays approved with its funds held until the PSP reports or an operator resolves it"
         )
-        await conn.execute(self.q.flag_payment, payment["id"], OUTCOME_UNKNOWN)
+        await conn.execute(*self.q.flag_payment(id=payment["id"], flagged=OUTCOME_UNKNOWN))
         await conn.execute(
-            self.q.store_response, payment["id"], {"error": "route_degraded", "message": message}
+            *self.q.store_response(
+                id=payment["id"], response={"error": "route_degraded", "message": message}
+            )
         )
         raise RouteDegraded(message)
 
@@ -502,24 +535,25 @@ class Payments:
         if target is None:
             return None
         moved: str | None = await conn.fetchval(
-            self.q.transition,
-            payment["id"],
-            target,
-            trigger,
-            {"psp_status": psp_status},
-            failure_code,
+            *self.q.transition(
+                id=payment["id"],
+                to_status=target,
+                trigger=trigger,
+                detail={"psp_status": psp_status},
+                failure_code=failure_code,
+            ),
         )
         return moved
 
     async def _finish(self, conn: asyncpg.Connection, payment_id: str) -> dict[str, Any]:
         """The payment's view, stored as the answer to its Idempotency-Key."""
-        answer = view(await conn.fetchrow(self.q.payment_by_id, payment_id))
-        await conn.execute(self.q.store_response, payment_id, answer)
+        answer = view(await conn.fetchrow(*self.q.payment_by_id(id=payment_id)))
+        await conn.execute(*self.q.store_response(id=payment_id, response=answer))
         return answer
 
     async def get(self, kind: str, payment_id: str) -> dict[str, Any]:
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(self.q.payment_by_id, payment_id)
+            row = await conn.fetchrow(*self.q.payment_by_id(id=payment_id))
         if row is None or row["kind"] != kind:
             raise NotFound(f"{kind} {payment_id!r} not found")
         return view(row)
@@ -536,7 +570,9 @@ class Payments:
         """
         counts = {"checked": 0, "moved": 0, "expired": 0, "unreachable": 0}
         async with self.pool.acquire() as conn:
-            due = await conn.fetch(self.q.payments_to_poll, float(quiet_seconds), batch)
+            due = await conn.fetch(
+                *self.q.payments_to_poll(quiet_seconds=float(quiet_seconds), limit=batch)
+            )
         for row in due:
             counts["checked"] += 1
             if row["kind"] == "withdrawal" and row["psp"] is None and _startable(row):
@@ -561,7 +597,7 @@ class Payments:
             async with self.pool.acquire() as conn:
                 moved = None
                 if found is not None:
-                    await conn.execute(self.q.found_at_psp, row["id"], found[0])
+                    await conn.execute(*self.q.found_at_psp(id=row["id"], psp_payment_id=found[0]))
                 if psp_status is not None:
                     moved = await self._follow(conn, dict(row), psp_status, "psp_poll", None)
                 expired = row["expires_at"] < datetime.now(UTC)
@@ -572,12 +608,13 @@ class Payments:
                     and (psp_status not in ("succeeded", "pending", "processing"))
                 ):
                     moved = await conn.fetchval(
-                        self.q.transition,
-                        row["id"],
-                        "expired",
-                        "expiry",
-                        {"psp_status": psp_status},
-                        None,
+                        *self.q.transition(
+                            id=row["id"],
+                            to_status="expired",
+                            trigger="expiry",
+                            detail={"psp_status": psp_status},
+                            failure_code=None,
+                        ),
                     )
                     counts["expired"] += moved is not None
                 elif moved is not None:
@@ -612,18 +649,19 @@ class Payments:
         event = psp.parse_webhook(body, signature, now())
         async with self.pool.acquire() as conn, conn.transaction():
             # By our own reference: the event can overtake our record of the PSP's payment id.
-            payment = await conn.fetchrow(self.q.payment_by_id, event.reference)
+            payment = await conn.fetchrow(*self.q.payment_by_id(id=event.reference))
             if payment is None or payment["psp"] not in (None, psp_name):
                 # Not recorded as applied: the PSP retries, and a retry may find the payment.
                 raise NotFound(f"no payment {event.reference!r} at {psp_name}")
             outcome = await self._apply(conn, payment, event)
             recorded = await conn.fetchval(
-                self.q.record_psp_event,
-                psp_name,
-                event.event_id,
-                payment["id"],
-                event.type,
-                outcome,
+                *self.q.record_psp_event(
+                    psp=psp_name,
+                    event_id=event.event_id,
+                    payment_id=payment["id"],
+                    type=event.type,
+                    outcome=outcome,
+                ),
             )
             if recorded is None:
                 # Seen before: undo whatever this delivery did, by rolling back.
@@ -636,7 +674,7 @@ class Payments:
         mismatch = _mismatch(payment, event)
         if mismatch is not None:
             log.error("psp event %s refused for %s: %s", event.event_id, payment["id"], mismatch)
-            await conn.execute(self.q.flag_payment, payment["id"], mismatch)
+            await conn.execute(*self.q.flag_payment(id=payment["id"], flagged=mismatch))
             return f"refused_{mismatch}"
         moved = await self._follow(
             conn, dict(payment), event.status, "psp_webhook", event.failure_code
@@ -645,17 +683,23 @@ class Payments:
             if payment["status"] == "expired" and event.status == "succeeded":
                 # The player paid at the PSP after we gave up on the deposit: money we hold
                 # and have not credited. Flag it for an operator (and reconciliation).
-                await conn.execute(self.q.flag_payment, payment["id"], SUCCEEDED_AFTER_EXPIRY)
+                await conn.execute(
+                    *self.q.flag_payment(id=payment["id"], flagged=SUCCEEDED_AFTER_EXPIRY)
+                )
                 return f"refused_{SUCCEEDED_AFTER_EXPIRY}"
             if payment["status"] == "paid" and event.status == "failed":
                 # Settled (by an earlier event, or an operator's resolve) and now reported
                 # failed: the player was charged for a payout the PSP says it did not make.
-                await conn.execute(self.q.flag_payment, payment["id"], FAILED_AFTER_PAID)
+                await conn.execute(
+                    *self.q.flag_payment(id=payment["id"], flagged=FAILED_AFTER_PAID)
+                )
                 return f"refused_{FAILED_AFTER_PAID}"
             if payment["status"] in ("failed", "rejected") and event.status == "succeeded":
                 # Paid out by the PSP after the hold went back to the player (an operator
                 # resolved it as failed): money paid twice, for an operator to recover.
-                await conn.execute(self.q.flag_payment, payment["id"], PAID_AFTER_RELEASE)
+                await conn.execute(
+                    *self.q.flag_payment(id=payment["id"], flagged=PAID_AFTER_RELEASE)
+                )
                 return f"refused_{PAID_AFTER_RELEASE}"
             return "ignored"  # out of order, or already final: the state machine decides
         await self._finish(conn, payment["id"])

@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
+from app.db import Query
+
 log = logging.getLogger(__name__)
 
 # SQLSTATE classes that come from the events a batch holds rather than from the server or the
@@ -89,7 +91,7 @@ class GroupCommit:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        query: str,
+        query: Query,
         *,
         replay_seconds: int = 600,
         max_batch: int = 32,
@@ -298,7 +300,7 @@ class GroupCommit:
 
 async def _fetch(
     conn: asyncpg.Connection,
-    query: str,
+    query: Query,
     postings: Sequence[Posting],
     lock_timeout_ms: int,
     replay_seconds: int,
@@ -307,7 +309,12 @@ async def _fetch(
     """One call of ``seamless_batch``: a row per posting, in order."""
     columns = [list(column) for column in zip(*postings, strict=True)]
     rows: list[asyncpg.Record] = await conn.fetch(
-        query, *columns, lock_timeout_ms, replay_seconds, timeout=timeout
+        *query(
+            **dict(zip(Posting._fields, columns, strict=True)),
+            lock_timeout_ms=lock_timeout_ms,
+            replay_seconds=replay_seconds,
+        ),
+        timeout=timeout,
     )
     if len(rows) != len(postings):
         raise RuntimeError(f"seamless_batch answered {len(rows)} rows for {len(postings)}")

@@ -131,7 +131,7 @@ class KeyRing:
     ) -> _Entry:
         try:
             async with self._pool.acquire() as conn:
-                rows = await conn.fetch(self._queries.active_provider_keys, provider)
+                rows = await conn.fetch(*self._queries.active_provider_keys(provider=provider))
         except CONNECTION_ERRORS:
             if entry is not None:
                 # Postgres is away: keep authenticating with the keys we know.
@@ -175,12 +175,16 @@ async def seal_raw_keys(conn: asyncpg.Connection, queries: Queries, master: byte
     """Seal every key still stored raw (from before migration 005); how many were sealed."""
     sealed = 0
     async with conn.transaction():
-        for r in await conn.fetch(queries.stored_provider_keys_for_update):
+        for r in await conn.fetch(*queries.stored_provider_keys_for_update()):
             stored = bytes(r["secret"])
             if is_sealed(stored):
                 continue
             secret = seal_key(master, r["provider"], r["key_id"], stored)
-            await conn.execute(queries.set_provider_key_secret, r["provider"], r["key_id"], secret)
+            await conn.execute(
+                *queries.set_provider_key_secret(
+                    provider=r["provider"], key_id=r["key_id"], secret=secret
+                )
+            )
             sealed += 1
     if sealed:
         log.info("sealed %d provider keys under the master key", sealed)
@@ -191,7 +195,7 @@ async def check_master_key(conn: asyncpg.Connection, queries: Queries, master: b
     """Refuse (:class:`MasterKeyMismatch`) a master key that opens none of the active keys in
     the database; the number of active keys it opens. Keys that do not open are logged."""
     opened = failed = 0
-    for r in await conn.fetch(queries.stored_provider_keys):
+    for r in await conn.fetch(*queries.stored_provider_keys()):
         if r["state"] == "retired":
             continue
         try:
@@ -216,7 +220,7 @@ async def rewrap(conn: asyncpg.Connection, queries: Queries, old: bytes, new: by
     """
     rewrapped = 0
     async with conn.transaction():
-        for r in await conn.fetch(queries.stored_provider_keys_for_update):
+        for r in await conn.fetch(*queries.stored_provider_keys_for_update()):
             provider, key_id, stored = r["provider"], r["key_id"], bytes(r["secret"])
             if not is_sealed(stored):
                 secret = stored
@@ -234,10 +238,9 @@ async def rewrap(conn: asyncpg.Connection, queries: Queries, old: bytes, new: by
                         "nothing was changed"
                     ) from None
             await conn.execute(
-                queries.set_provider_key_secret,
-                provider,
-                key_id,
-                seal_key(new, provider, key_id, secret),
+                *queries.set_provider_key_secret(
+                    provider=provider, key_id=key_id, secret=seal_key(new, provider, key_id, secret)
+                ),
             )
             rewrapped += 1
     return rewrapped

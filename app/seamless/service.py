@@ -291,7 +291,9 @@ class SeamlessService:
         while True:
             async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
                 status = await conn.execute(
-                    self.q.prune_seamless_requests, float(self.replay_seconds), batch
+                    *self.q.prune_seamless_requests(
+                        replay_seconds=float(self.replay_seconds), limit=batch
+                    )
                 )
             deleted = int(status.rsplit(" ", 1)[-1])
             total += deleted
@@ -314,7 +316,9 @@ class SeamlessService:
         effort, since the refusal may be there because Postgres is away."""
         try:
             async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
-                row = await conn.fetchrow(self.q.seamless_balance, provider, player_id)
+                row = await conn.fetchrow(
+                    *self.q.seamless_balance(provider=provider, player_id=player_id)
+                )
         except DATABASE_ERRORS:
             return
         if row["reason"] == "ok":

@@ -63,7 +63,7 @@ async def authenticate(
     if admin_key is not None and hmac.compare_digest(token.encode(), admin_key.encode()):
         return Principal("admin:bootstrap", "admin")
     # Looked up by hash: timing can only tell about the hash, which gives nothing away.
-    row = await conn.fetchrow(queries.api_key_by_hash, key_hash(token))
+    row = await conn.fetchrow(*queries.api_key_by_hash(key_hash=key_hash(token)))
     if row is None:
         raise AuthenticationFailed("unknown or revoked API key")
     return Principal(f"apikey:{row['id']}", row["role"])

@@ -87,8 +87,11 @@ async def once(
         b"\0".join((request.method.encode(), request.url.path.encode(), body))
     ).digest()
     async with conn.transaction():
-        if await conn.fetchval(q.claim_operator_request, key, digest) is None:
-            first = await conn.fetchrow(q.operator_request, key)
+        if (
+            await conn.fetchval(*q.claim_operator_request(idempotency_key=key, request_hash=digest))
+            is None
+        ):
+            first = await conn.fetchrow(*q.operator_request(idempotency_key=key))
             if bytes(first["request_hash"]) != digest:
                 raise IdempotencyConflict("Idempotency-Key was already used for another request")
             return http.json_response(_opened(first["response"], seal, key), first["status"])
@@ -98,14 +101,22 @@ async def once(
             raise  # not an answer: the same request later gets one (the key rolls back)
         except WalletError as exc:
             answer = exc.body(http.request_id(request))
-            await conn.execute(q.answer_operator_request, key, exc.http_status, answer)
+            await conn.execute(
+                *q.answer_operator_request(
+                    idempotency_key=key, status=exc.http_status, response=answer
+                )
+            )
             return http.json_response(answer, exc.http_status, exc.headers())
         body = bytes(response.body)
         answer = orjson.loads(body)
         if seal is not None:
             sealed = seal_raw(seal, _bound(key), body)
             answer = {"sealed": base64.b64encode(sealed).decode()}
-        await conn.execute(q.answer_operator_request, key, response.status_code, answer)
+        await conn.execute(
+            *q.answer_operator_request(
+                idempotency_key=key, status=response.status_code, response=answer
+            )
+        )
         return response
 
 

@@ -10,24 +10,26 @@
 -- without a file of a million tokens.
 
 -- name: bench_players
--- Players $2 ..= $3 with accounts holding $5 each in currency $4, funded by one adjustment each.
+-- Players :first ..= :last with accounts holding :balance each in currency :currency, funded by
+-- one adjustment each.
 WITH ids AS (
-    SELECT i, $1 || i AS player_id FROM generate_series($2::bigint, $3::bigint) AS i
+    SELECT i, :prefix || i AS player_id FROM generate_series(:first::bigint, :last::bigint) AS i
 ), acc AS (
     INSERT INTO accounts (kind, owner, currency, balance)
-    SELECT 'player', player_id, $4, $5::bigint FROM ids
+    SELECT 'player', player_id, :currency, :balance::bigint FROM ids
     RETURNING id, owner
 ), ply AS (
     INSERT INTO players (player_id, account_id, currency)
-    SELECT owner, id, $4 FROM acc
+    SELECT owner, id, :currency FROM acc
     RETURNING player_id, account_id
 ), house AS (
-    SELECT wallet_clearing_account('house', 'adjustments', $4) AS account_id
+    SELECT wallet_clearing_account('house', 'adjustments', :currency) AS account_id
 ), fund AS (
     INSERT INTO ledger_transactions (source, external_id, kind, player_id, currency, amount, delta,
                                      balance_after, metadata, created_at)
-    SELECT '#adjustment', 'bench-funding-' || p.player_id, 'adjustment', p.player_id, $4, $5, $5,
-           $5, '{"reason": "benchmark funding", "actor": "loadtests.bench"}'::jsonb,
+    SELECT '#adjustment', 'bench-funding-' || p.player_id, 'adjustment', p.player_id, :currency,
+           :balance, :balance, :balance,
+           '{"reason": "benchmark funding", "actor": "loadtests.bench"}'::jsonb,
            now() - interval '31 days'
       FROM ply p
     RETURNING id, player_id
@@ -37,24 +39,28 @@ SELECT f.id, e.account_id, e.amount
   FROM fund f
   JOIN ply p ON p.player_id = f.player_id
  CROSS JOIN house h
- CROSS JOIN LATERAL (VALUES (p.account_id, $5::bigint), (h.account_id, -$5::bigint))
+ CROSS JOIN LATERAL (VALUES (p.account_id, :balance::bigint), (h.account_id, -:balance::bigint))
        AS e (account_id, amount);
 
 -- name: bench_sessions
--- One session of provider $5 for each of players $2 ..= $3, valid for a day, token "$4<i>".
+-- One session of provider :provider for each of players :first ..= :last, valid for a day, token
+-- ":token_prefix<i>".
 INSERT INTO sessions (token_hash, player_id, provider, game_id, expires_at)
-SELECT sha256(convert_to($4 || i, 'UTF8')), $1 || i, $5, 'bench-slot', now() + interval '1 day'
-  FROM generate_series($2::bigint, $3::bigint) AS i;
+SELECT sha256(convert_to(:token_prefix || i, 'UTF8')), :prefix || i, :provider, 'bench-slot',
+       now() + interval '1 day'
+  FROM generate_series(:first::bigint, :last::bigint) AS i;
 
 -- name: bench_history
--- $4 past rounds for each of players $2 ..= $3 of provider $5: a bet of 100 and a result of 200
--- (even rounds) or 0 (odd rounds, no entries), spread over the last 30 days, closed. Each player
--- ends $4 % 2 * 100 above their funding; the balance column is moved by the same amount.
+-- :rounds past rounds for each of players :first ..= :last of provider :provider: a bet of 100 and
+-- a result of 200 (even rounds) or 0 (odd rounds, no entries), spread over the last 30 days,
+-- closed. Each player ends :rounds % 2 * 100 above their funding; the balance column is moved by
+-- the same amount.
 WITH rounds_played AS (
-    SELECT $1 || i AS player_id, r,
+    SELECT :prefix || i AS player_id, r,
            now() - interval '30 days' + (r * interval '1 hour') + (i % 3600) * interval '1 second'
                AS at
-      FROM generate_series($2::bigint, $3::bigint) AS i, generate_series(0, $4 - 1) AS r
+      FROM generate_series(:first::bigint, :last::bigint) AS i,
+           generate_series(0, :rounds - 1) AS r
 ), postings AS (
     SELECT player_id, r, at, kind, delta
       FROM rounds_played,
@@ -63,8 +69,8 @@ WITH rounds_played AS (
 ), tx AS (
     INSERT INTO ledger_transactions (source, external_id, kind, player_id, currency, amount, delta,
                                      balance_after, round_id, game_id, created_at)
-    SELECT $5, 'bench-' || kind || '-' || player_id || '-' || r, kind, player_id, $6, abs(delta),
-           delta, $7::bigint + CASE WHEN r % 2 = 1 THEN 100 ELSE 0 END
+    SELECT :provider, 'bench-' || kind || '-' || player_id || '-' || r, kind, player_id, :currency,
+           abs(delta), delta, :balance::bigint + CASE WHEN r % 2 = 1 THEN 100 ELSE 0 END
                              + CASE WHEN kind = 'bet' THEN -100 ELSE delta - 100 END,
            'bench-round-' || r, 'bench-slot',
            at + CASE WHEN kind = 'bet' THEN interval '0' ELSE interval '1 second' END
@@ -73,13 +79,13 @@ WITH rounds_played AS (
 ), rnd AS (
     INSERT INTO rounds (provider, player_id, round_id, game_id, bets, results, closed_at,
                         created_at)
-    SELECT $5, player_id, 'bench-round-' || r, 'bench-slot', 1, 1, at, at FROM rounds_played
+    SELECT :provider, player_id, 'bench-round-' || r, 'bench-slot', 1, 1, at, at FROM rounds_played
 ), moved AS (
     UPDATE accounts a SET balance = a.balance + 100
-      FROM players p, generate_series($2::bigint, $3::bigint) AS i
-     WHERE $4 % 2 = 1 AND p.player_id = $1 || i AND a.id = p.account_id
+      FROM players p, generate_series(:first::bigint, :last::bigint) AS i
+     WHERE :rounds % 2 = 1 AND p.player_id = :prefix || i AND a.id = p.account_id
 ), counter AS (
-    SELECT wallet_clearing_account('provider', $5, $6) AS account_id
+    SELECT wallet_clearing_account('provider', :provider, :currency) AS account_id
 )
 INSERT INTO entries (transaction_id, account_id, amount)
 SELECT t.id, e.account_id, e.amount

@@ -6,36 +6,37 @@
 -- check passes on a seeded database.
 
 -- name: limits_history
--- $4 past rounds of player $1 at provider $2 in currency $3, spread evenly from the start of this
--- month (UTC) to a minute ago: a bet of 100, then half a step later either its cancel (every
--- tenth round) or its result, a win of 225 (even rounds) or a loss of 0 (odd rounds, no entries).
+-- :rounds past rounds of player :player_id at provider :provider in currency :currency, spread
+-- evenly from the start of this month (UTC) to a minute ago: a bet of 100, then half a step
+-- later either its cancel (every tenth round) or its result, a win of 225 (even rounds) or a loss
+-- of 0 (odd rounds, no entries).
 -- Every round is closed. Each group of ten rounds nets zero, so the balance ends where it began.
 WITH span AS (
     SELECT wallet_window_start('monthly') AS start,
-           (now() - interval '1 minute' - wallet_window_start('monthly')) / $4::bigint AS step
+           (now() - interval '1 minute' - wallet_window_start('monthly')) / :rounds::bigint AS step
 ), rounds_played AS (
     SELECT i, s.start + s.step * (i - 1) AS at, s.step / 2 AS later
-      FROM span s, generate_series(1, $4::bigint) AS i
+      FROM span s, generate_series(1, :rounds::bigint) AS i
 ), postings AS (
-    SELECT i, at, 'bet' AS kind, 'lb-bet-' || $1 || '-' || i AS external_id, 100 AS amount,
+    SELECT i, at, 'bet' AS kind, 'lb-bet-' || :player_id || '-' || i AS external_id, 100 AS amount,
            -100 AS delta, NULL AS ref
       FROM rounds_played
     UNION ALL
     SELECT i, at + later,
            CASE WHEN i % 10 = 0 THEN 'cancel' ELSE 'result' END,
-           CASE WHEN i % 10 = 0 THEN 'lb-can-' ELSE 'lb-res-' END || $1 || '-' || i,
+           CASE WHEN i % 10 = 0 THEN 'lb-can-' ELSE 'lb-res-' END || :player_id || '-' || i,
            CASE WHEN i % 10 = 0 THEN 100 WHEN i % 2 = 0 THEN 225 ELSE 0 END,
            CASE WHEN i % 10 = 0 THEN 100 WHEN i % 2 = 0 THEN 225 ELSE 0 END,
-           CASE WHEN i % 10 = 0 THEN 'lb-bet-' || $1 || '-' || i END
+           CASE WHEN i % 10 = 0 THEN 'lb-bet-' || :player_id || '-' || i END
       FROM rounds_played
 ), player AS (
     SELECT a.id AS account_id, a.balance FROM players p JOIN accounts a ON a.id = p.account_id
-     WHERE p.player_id = $1
+     WHERE p.player_id = :player_id
 ), tx AS (
     INSERT INTO ledger_transactions (source, external_id, kind, player_id, currency, amount, delta,
                                      balance_after, round_id, game_id, ref_external_id,
                                      created_at)
-    SELECT $2, p.external_id, p.kind, $1, $3, p.amount, p.delta,
+    SELECT :provider, p.external_id, p.kind, :player_id, :currency, p.amount, p.delta,
            pl.balance + sum(p.delta) OVER (ORDER BY p.at, p.kind <> 'bet'),
            'lb-round-' || p.i, 'lb-slot', p.ref, p.at
       FROM postings p CROSS JOIN player pl
@@ -43,7 +44,7 @@ WITH span AS (
 ), rnd AS (
     INSERT INTO rounds (provider, player_id, round_id, game_id, bets, cancelled_bets, results,
                         closed_at, created_at)
-    SELECT $2, $1, 'lb-round-' || i, 'lb-slot', 1, (i % 10 = 0)::integer,
+    SELECT :provider, :player_id, 'lb-round-' || i, 'lb-slot', 1, (i % 10 = 0)::integer,
            (i % 10 <> 0)::integer, at + later, at
       FROM rounds_played
 ), moved AS (
@@ -51,7 +52,7 @@ WITH span AS (
     UPDATE accounts a SET balance = a.balance + (SELECT coalesce(sum(delta), 0) FROM tx)
       FROM player pl WHERE a.id = pl.account_id
 ), counter AS (
-    SELECT wallet_clearing_account('provider', $2, $3) AS account_id
+    SELECT wallet_clearing_account('provider', :provider, :currency) AS account_id
 )
 INSERT INTO entries (transaction_id, account_id, amount)
 SELECT t.id, e.account_id, e.amount

@@ -8,4 +8,4 @@ SELECT provider, key_id, secret, state FROM provider_keys ORDER BY provider, key
 SELECT provider, key_id, secret, state FROM provider_keys ORDER BY provider, key_id FOR UPDATE;
 
 -- name: set_provider_key_secret
-UPDATE provider_keys SET secret = $3 WHERE provider = $1 AND key_id = $2;
+UPDATE provider_keys SET secret = :secret WHERE provider = :provider AND key_id = :key_id;

@@ -5,7 +5,7 @@ SELECT e.transaction_id, a.currency, sum(e.amount)::bigint AS total
  GROUP BY e.transaction_id, a.currency
 HAVING sum(e.amount) <> 0
  ORDER BY e.transaction_id
- LIMIT $1;
+ LIMIT :limit;
 
 -- name: check_player_balances
 -- Player balances that differ from the sum of their entries. Both sides are materialised first:
@@ -21,20 +21,20 @@ WITH totals AS MATERIALIZED (
       LEFT JOIN totals t ON t.account_id = a.id
      WHERE a.kind = 'player' AND a.balance IS DISTINCT FROM coalesce(t.total, 0)
 )
-SELECT * FROM differing ORDER BY player_id LIMIT $1;
+SELECT * FROM differing ORDER BY player_id LIMIT :limit;
 
 -- name: check_negative_balances
 SELECT owner AS player_id, currency, balance FROM accounts
  WHERE kind = 'player' AND balance < 0
  ORDER BY owner
- LIMIT $1;
+ LIMIT :limit;
 
 -- name: check_orphan_entries
 -- Entries that name no account (entries carry no foreign key to accounts; see 001_ledger.sql).
 SELECT e.id AS entry_id, e.transaction_id, e.account_id FROM entries e
  WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = e.account_id)
  ORDER BY e.id
- LIMIT $1;
+ LIMIT :limit;
 
 -- name: check_transaction_deltas
 -- Postings whose recorded delta is not what their entries moved on the player's account.
@@ -44,4 +44,4 @@ SELECT t.id AS transaction_id, t.player_id, t.delta, coalesce(e.amount, 0)::bigi
   LEFT JOIN entries e ON e.transaction_id = t.id AND e.account_id = p.account_id
  WHERE t.delta <> coalesce(e.amount, 0)
  ORDER BY t.id
- LIMIT $1;
+ LIMIT :limit;

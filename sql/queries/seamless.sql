@@ -2,22 +2,24 @@
 -- Current key first, so a request without X-Key-Id is tried with the newest key first.
 SELECT key_id, secret, state
   FROM provider_keys
- WHERE provider = $1 AND state IN ('current', 'previous')
+ WHERE provider = :provider AND state IN ('current', 'previous')
  ORDER BY state = 'current' DESC;
 
 -- name: seamless_balance
--- Provider, player: player_not_found for a player out of the provider's scope (sql/010).
-SELECT * FROM seamless_balance($1, $2);
+-- player_not_found for a player out of the provider's scope (sql/functions/seamless.sql).
+SELECT * FROM seamless_balance(:provider, :player_id);
 
 -- name: seamless_batch
--- Arrays, one element per event: event, provider, player, transaction_id, ref_transaction_id,
--- round, game, amount, currency, token hash, round_closed, request_id, event digest (sql/012);
--- then the lock timeout in ms (0: none) and the replay window in seconds.
-SELECT * FROM seamless_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15);
+-- Arrays, one element per event (the fields of app.seamless.batch.Posting), then the lock
+-- timeout in ms (0: none) and the replay window in seconds.
+SELECT * FROM seamless_batch(:event, :provider, :player_id, :transaction_id, :ref_transaction_id,
+                              :round_id, :game_id, :amount, :currency, :token_hash,
+                              :round_closed, :request_id, :event_hash, :lock_timeout_ms,
+                              :replay_seconds);
 
 -- name: prune_seamless_requests
 -- Durable replay records past the replay window, a bounded number at a time.
 DELETE FROM seamless_requests
  WHERE ctid = ANY (ARRAY(SELECT ctid FROM seamless_requests
-                          WHERE created_at < now() - make_interval(secs => $1)
-                          LIMIT $2));
+                          WHERE created_at < now() - make_interval(secs => :replay_seconds)
+                          LIMIT :limit));

@@ -43,7 +43,7 @@ async def make_database(url: str) -> None:
     conn = await db.connect(dsn)
     try:
         await db.migrate(conn)
-        await conn.execute(db.Queries.load().insert_player, "pl-planted", "EUR")
+        await conn.execute(*db.Queries.load().insert_player(player_id="pl-planted", currency="EUR"))
         if os.environ.get("PLANT") == "1":
             await conn.execute(
                 "UPDATE accounts SET balance = 7 WHERE kind = 'player' AND owner = 'pl-planted'"

@@ -171,7 +171,7 @@ async def test_crash_between_psp_call_and_database_write_recovers(
         K + "crash-1",
     )
     async with pool.acquire() as holder:
-        assert await holder.fetchval(Queries.load().try_start_lease, "dep_crashed")
+        assert await holder.fetchval(*Queries.load().try_start_lease(payment_id="dep_crashed"))
         with pytest.raises(IdempotencyConflict, match="in progress"):
             await payments.create_deposit(req, K + "crash-1")
     resumed = await payments.create_deposit(req, K + "crash-1")

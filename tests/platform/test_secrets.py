@@ -113,8 +113,8 @@ async def test_raw_keys_are_not_used_until_sealed(
     player = await operator.player(700)
     async with pool.acquire() as conn:
         # A key as migrations 001 to 004 stored it.
-        await conn.execute(q.insert_provider, code, "Legacy provider")
-        await conn.execute(q.insert_current_key, code, key_id, raw)
+        await conn.execute(*q.insert_provider(code=code, name="Legacy provider"))
+        await conn.execute(*q.insert_current_key(provider=code, key_id=key_id, secret=raw))
     # The player must be in the provider's scope for its balance to be answered (contract 1).
     await operator.session(player, code)
     async with pool.acquire() as conn:
@@ -247,8 +247,8 @@ async def test_cli_seals_refuses_a_wrong_master_key_and_rewraps(
     conn, dsn = own_database
     q = Queries.load()
     raw = os.urandom(32)
-    await conn.execute(q.insert_provider, "old", "Provider from before migration 005")
-    await conn.execute(q.insert_current_key, "old", "k_old", raw)
+    await conn.execute(*q.insert_provider(code="old", name="Provider from before migration 005"))
+    await conn.execute(*q.insert_current_key(provider="old", key_id="k_old", secret=raw))
     a = base64.b64encode(os.urandom(32)).decode()
     b = base64.b64encode(os.urandom(32)).decode()
 

@@ -196,7 +196,11 @@ async def test_a_bet_reads_no_more_rows_after_a_long_history(
     table_factory: TableFactory, pool: asyncpg.Pool
 ) -> None:
     fresh, played = await table_factory(), await table_factory(balance=1_000_000)
-    await pool.execute(SEED.limits_history, played.player_id, played.provider, "EUR", 5_000)
+    await pool.execute(
+        *SEED.limits_history(
+            player_id=played.player_id, provider=played.provider, currency="EUR", rounds=5_000
+        )
+    )
     for table in (fresh, played):
         await put_limits(table, SIX)
     fresh_rows = await rows_read_by_one_bet(pool, fresh)
