@@ -42,7 +42,7 @@ from app.payments import service as payment_service
 from app.payments.psp import EVENT_STATUS, PSP_STATUSES
 from app.payments.sandbox import model as sandbox
 from app.seamless import envelope
-from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, PARSERS
+from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, MODELS
 from app.seamless.outcome import MESSAGES
 from app.web import http, pagination
 from app.web.auth import READ, ROLES
@@ -53,7 +53,7 @@ Schema = dict[str, Any]
 OPENAPI_VERSION = "3.1.0"
 TITLE = "Wallet API"
 JSON = "application/json"
-EVENTS = tuple(PARSERS)
+EVENTS = tuple(MODELS)
 KINDS = ("bet", "cancel", "result", "result_change", "adjustment")
 CODES = ("R0", "R1", "R2", "R3", "R4")
 # Which reasons go with which code (docs/seamless.md); the test checks they cover MESSAGES.

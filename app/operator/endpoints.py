@@ -20,7 +20,7 @@ from starlette.routing import Route
 from app.ledger import service as ledger
 from app.operator import history, service
 from app.operator.service import Actor
-from app.seamless.events import MAX_AMOUNT, PARSERS
+from app.seamless.events import MAX_AMOUNT, MODELS
 from app.state import Wallet, wallet
 from app.web import http, pagination
 from app.web.auth import ADMIN, MONEY, PLAYER_ADMIN, READ, Principal, authenticate, authorize
@@ -30,7 +30,7 @@ from app.web.idempotency import KEY_MAX, key_of, once, required_key
 IDEMPOTENCY_KEY_MAX = KEY_MAX
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9998, 12, 31, tzinfo=UTC)
-EVENT_NAMES = tuple(PARSERS)
+EVENT_NAMES = tuple(MODELS)
 
 
 @dataclass(frozen=True, slots=True)
