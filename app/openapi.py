@@ -43,7 +43,7 @@ from app.payments.psp import EVENT_STATUS, PSP_STATUSES
 from app.payments.sandbox import model as sandbox
 from app.seamless import envelope
 from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, MODELS
-from app.seamless.outcome import MESSAGES
+from app.seamless.outcome import CODES, MESSAGES, REASONS
 from app.web import http, pagination
 from app.web.auth import READ, ROLES
 from app.web.errors import WalletError
@@ -55,38 +55,6 @@ TITLE = "Wallet API"
 JSON = "application/json"
 EVENTS = tuple(MODELS)
 KINDS = ("bet", "cancel", "result", "result_change", "adjustment")
-CODES = ("R0", "R1", "R2", "R3", "R4")
-# Which reasons go with which code (docs/seamless.md); the test checks they cover MESSAGES.
-REASONS: dict[str, tuple[str, ...]] = {
-    "R0": ("ok",),
-    "R1": (
-        "internal_error",
-        "player_blocked",
-        "limit_exceeded",
-        "round_closed",
-        "bet_already_settled",
-        "round_cancelled",
-        "transaction_cancelled",
-        "transaction_not_found",
-        "request_in_progress",
-    ),
-    "R2": (
-        "unknown_provider",
-        "bad_signature",
-        "stale_request",
-        "invalid_session",
-        "session_expired",
-    ),
-    "R3": (
-        "malformed_request",
-        "unknown_event",
-        "invalid_field",
-        "currency_mismatch",
-        "idempotency_conflict",
-        "player_not_found",
-    ),
-    "R4": ("insufficient_funds",),
-}
 AUDIT_ACTIONS = (
     "provider.create",
     "provider.rotate_key",

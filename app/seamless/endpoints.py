@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from app import logs
 from app.seamless import envelope
-from app.seamless.outcome import MESSAGES
+from app.seamless.outcome import Outcome, Reason
 from app.seamless.service import Reply
 from app.state import Wallet, wallet
 from app.web.http import BodyTimedOut, BodyTooLarge, correlation_id, read_body
@@ -50,15 +50,14 @@ async def answer(
             if isinstance(body, BodyTimedOut)
             else str(body)
         )
-        reply = Reply({"code": "R2", "reason": "bad_signature", "message": message}, None)
+        reply = Reply(Outcome(Reason.BAD_SIGNATURE, message).to_object(), None)
     else:
         try:
             reply = await w.seamless.handle(provider, key_id, body)
         except Exception:  # noqa: BLE001 - the last guard: never a 500 or a trace to a provider
             log.exception("seamless request failed unexpectedly")
             reply = Reply(
-                {"code": "R1", "reason": "internal_error", "message": MESSAGES["internal_error"]},
-                None,
+                Outcome(Reason.INTERNAL_ERROR, Reason.INTERNAL_ERROR.message).to_object(), None
             )
     content = orjson.dumps(reply.obj)
     if reply.key is not None:

@@ -35,7 +35,7 @@ from pydantic_core import ErrorDetails
 from app import fields, strict_json
 from app.fields import IDENTIFIER as IDENTIFIER  # re-exported: what other modules import here
 from app.fields import MAX_AMOUNT as MAX_AMOUNT
-from app.seamless.outcome import Refusal
+from app.seamless.outcome import Code, Reason, Refusal
 
 MAX_TOKEN_LENGTH = 256
 
@@ -158,8 +158,8 @@ class Answer(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    code: Literal["R0", "R1", "R2", "R3", "R4"]
-    reason: str
+    code: Code
+    reason: Reason
     message: str
     request_id: fields.Identifier | None = Field(
         None, description="The event's request_id, when it could be read"
@@ -199,11 +199,11 @@ def decode(plaintext: bytes) -> dict[str, Any]:
     try:
         data = strict_json.loads(plaintext)
     except strict_json.StrictJsonError as exc:
-        raise Refusal("R3", "malformed_request", f"payload: {exc}") from None
+        raise Refusal(Reason.MALFORMED_REQUEST, f"payload: {exc}") from None
     except ValueError:
-        raise Refusal("R3", "malformed_request", "payload is not UTF-8 JSON") from None
+        raise Refusal(Reason.MALFORMED_REQUEST, "payload is not UTF-8 JSON") from None
     if not isinstance(data, dict):
-        raise Refusal("R3", "malformed_request", "payload is not a JSON object")
+        raise Refusal(Reason.MALFORMED_REQUEST, "payload is not a JSON object")
     return data
 
 
@@ -223,12 +223,12 @@ def parse(data: dict[str, Any]) -> Event:
     """
     name = data.get("event")
     if name is None:
-        raise Refusal("R3", "malformed_request", "missing field: event")
+        raise Refusal(Reason.MALFORMED_REQUEST, "missing field: event")
     model = MODELS.get(name) if isinstance(name, str) else None
     if model is None:
         # Never str() a value the caller chose: a deeply nested list cannot even be printed.
         shown = repr(name[:64]) if isinstance(name, str) else f"a JSON {_json_type(name)}"
-        raise Refusal("R3", "unknown_event", f"unknown event: {shown}")
+        raise Refusal(Reason.UNKNOWN_EVENT, f"unknown event: {shown}")
     try:
         return EVENT_ADAPTER.validate_python(data)
     except ValidationError as exc:
@@ -242,11 +242,11 @@ def _refusal(model: type[BaseEvent], errors: list[ErrorDetails]) -> Refusal:
     error = min(errors, key=lambda e: order.index(str(e["loc"][1])))
     name = str(error["loc"][1])
     if error["type"] == "missing" or error["input"] is None:
-        return Refusal("R3", "malformed_request", f"missing field: {name}")
+        return Refusal(Reason.MALFORMED_REQUEST, f"missing field: {name}")
     says, ge, le = _SAYS[model][name]
     if says.out_of_range is not None and error["type"] in ("greater_than_equal", "less_than_equal"):
-        return Refusal("R3", "invalid_field", f"{name}: {says.out_of_range.format(ge=ge, le=le)}")
-    return Refusal("R3", "invalid_field", f"{name}: {says.invalid}")
+        return Refusal(Reason.INVALID_FIELD, f"{name}: {says.out_of_range.format(ge=ge, le=le)}")
+    return Refusal(Reason.INVALID_FIELD, f"{name}: {says.invalid}")
 
 
 def _explained(field: FieldInfo) -> tuple[Says, int | None, int | None]:
