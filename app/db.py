@@ -133,9 +133,9 @@ class Migration:
 
 
 def migrations(folder: Path | None = None) -> list[Migration]:
-    """The numbered migration files (``001_name.sql``), in order."""
+    """The numbered migration files (``migrations/001_name.sql`` under the SQL folder), in order."""
     found = []
-    for path in sorted((folder or sql_dir()).glob("[0-9][0-9][0-9]_*.sql")):
+    for path in sorted(((folder or sql_dir()) / "migrations").glob("[0-9][0-9][0-9]_*.sql")):
         found.append(Migration(int(path.name[:3]), path.stem, path.read_text()))
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
