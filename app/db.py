@@ -123,6 +123,8 @@ async def create_pool(
 
 @dataclass(frozen=True)
 class Migration:
+    """A numbered, append-only migration: tables, indexes, types, triggers and data changes."""
+
     version: int
     name: str
     sql: str
@@ -132,10 +134,23 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class FunctionFile:
+    """One domain's function file: the current definition of its functions, as ``CREATE OR
+    REPLACE FUNCTION`` statements that can run again and again (a Flyway repeatable migration)."""
+
+    name: str  # "functions/ledger", as recorded and reported
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
 def migrations(folder: Path | None = None) -> list[Migration]:
-    """The numbered migration files (``001_name.sql``), in order."""
+    """The numbered migration files (``migrations/001_name.sql`` under the SQL folder), in order."""
     found = []
-    for path in sorted((folder or sql_dir()).glob("[0-9][0-9][0-9]_*.sql")):
+    for path in sorted(((folder or sql_dir()) / "migrations").glob("[0-9][0-9][0-9]_*.sql")):
         found.append(Migration(int(path.name[:3]), path.stem, path.read_text()))
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
@@ -143,28 +158,46 @@ def migrations(folder: Path | None = None) -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection, folder: Path | None = None) -> list[str]:
-    """Apply the migrations not yet recorded, each in its own transaction; names applied.
+def function_files(folder: Path | None = None) -> list[FunctionFile]:
+    """The function files (``functions/<domain>.sql`` under the SQL folder), in name order."""
+    paths = sorted(((folder or sql_dir()) / "functions").glob("*.sql"))
+    return [FunctionFile(f"functions/{path.stem}", path.read_text()) for path in paths]
 
-    An applied file whose text has changed since is an error, not something to paper over: the
-    fix is a new numbered migration.
+
+async def migrate(conn: asyncpg.Connection, folder: Path | None = None) -> list[str]:
+    """Bring the schema up to date; the names of what was applied, in order.
+
+    First the numbered migrations not yet recorded, in order. An applied migration whose text
+    has changed since is an error, not something to paper over: the fix is a new numbered
+    migration. Then the function files: each is applied again when its checksum differs from
+    the recorded one, and all of them after any numbered migration ran (a migration may drop
+    what a file defines, or change a table a function reads). A function whose signature (its
+    argument types, or its result type) changes needs a ``DROP FUNCTION`` in a numbered
+    migration first: ``CREATE OR REPLACE`` would add an overload, or refuse.
+
+    All of it is one transaction under one advisory lock: two workers starting together apply
+    each thing once, and a file that fails leaves nothing of the run behind.
     """
-    await conn.execute(
-        """CREATE TABLE IF NOT EXISTS schema_migrations (
-               version integer PRIMARY KEY,
-               name text NOT NULL,
-               checksum text NOT NULL,
-               applied_at timestamptz NOT NULL DEFAULT now())"""
-    )
     applied: list[str] = []
-    for migration in migrations(folder):
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            row = await conn.fetchrow(
-                "SELECT checksum FROM schema_migrations WHERE version = $1", migration.version
-            )
-            if row is not None:
-                if row["checksum"] != migration.checksum:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_functions (
+                   file text PRIMARY KEY,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = dict(await conn.fetch("SELECT version, checksum FROM schema_migrations"))
+        for migration in migrations(folder):
+            if migration.version in done:
+                if done[migration.version] != migration.checksum:
                     raise RuntimeError(
                         f"migration {migration.name} changed after it was applied; "
                         "add a new migration instead of editing an applied one"
@@ -179,6 +212,20 @@ async def migrate(conn: asyncpg.Connection, folder: Path | None = None) -> list[
             )
             applied.append(migration.name)
             log.info("applied migration %s", migration.name)
+        migrated = bool(applied)
+        recorded = dict(await conn.fetch("SELECT file, checksum FROM schema_functions"))
+        for file in function_files(folder):
+            if migrated or recorded.get(file.name) != file.checksum:
+                await conn.execute(file.sql)
+                await conn.execute(
+                    """INSERT INTO schema_functions (file, checksum) VALUES ($1, $2)
+                       ON CONFLICT (file) DO UPDATE
+                       SET checksum = excluded.checksum, applied_at = now()""",
+                    file.name,
+                    file.checksum,
+                )
+                applied.append(file.name)
+                log.info("applied %s", file.name)
     return applied
 
 

@@ -622,10 +622,10 @@ async def test_the_containers_commands_run_against_real_servers(
     workdir = tmp_path / "workdir"  # where local servers would keep data, were any started
     workdir.mkdir()
 
-    # The one-shot migration applies every migration, and on a second run (an upgrade with
-    # nothing new, a restart) nothing.
+    # The one-shot migration applies every migration and function file, and on a second run (an
+    # upgrade with nothing new, a restart) nothing.
     migrate_env = process_env({**image_env(), **composed[migrate]["environment"], **local})
-    names = [m.name for m in db.migrations()]
+    names = [m.name for m in db.migrations()] + [f.name for f in db.function_files()]
     for expected in ("applied: " + ", ".join(names), "schema is up to date"):
         done = subprocess.run(
             argv(composed[migrate]["command"]),

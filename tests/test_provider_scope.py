@@ -173,10 +173,12 @@ async def test_scope_is_backfilled_from_sessions_issued_before_it(
 ) -> None:
     """Migration 010 gives every provider the players it had issued sessions for."""
     before = tmp_path / "sql"
-    before.mkdir()
+    (before / "migrations").mkdir(parents=True)
     for migration in db.migrations():
         if migration.version < 10:
-            shutil.copy(db.sql_dir() / f"{migration.name}.sql", before)
+            shutil.copy(
+                db.sql_dir() / "migrations" / f"{migration.name}.sql", before / "migrations"
+            )
     name = "wallet_scope_" + secrets.token_hex(4)
     dsn = await db.ensure_database(services.database_url, name)
     conn = await asyncpg.connect(dsn)
