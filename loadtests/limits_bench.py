@@ -41,6 +41,7 @@ import orjson
 from app import db
 from app.operator import service as operator
 from app.seamless.batch import GroupCommit, Posting
+from app.seamless.outcome import Reason
 from app.seamless.service import token_hash
 from loadtests.bench import fresh_database
 
@@ -125,7 +126,7 @@ async def time_bets(
                 started = time.perf_counter()
                 row = await poster.post(posting)
                 took[name].append((time.perf_counter() - started) * 1000)
-                if row["code"] != "R0":
+                if row["reason"] != Reason.OK:
                     raise SystemExit(f"bet {i} of {name} answered {dict(row)}")
             if (i + 1) % max(1, bets // 10) == 0:
                 progress(f"{i + 1:,}/{bets:,} bets of each")

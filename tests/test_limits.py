@@ -21,6 +21,7 @@ import pytest
 
 from app import db
 from app.operator.service import LIMIT_PERIODS
+from app.seamless.outcome import Reason
 from app.seamless.service import token_hash
 from tests.conftest import Table, TableFactory
 
@@ -185,7 +186,7 @@ async def rows_read_by_one_bet(pool: asyncpg.Pool, table: Table) -> int:
                 "cost-" + secrets.token_hex(4),
                 token_hash(table.token),
             )
-            assert answer["code"] == "R0", dict(answer)
+            assert Reason.named(answer["reason"]).code == "R0", dict(answer)
             after: int = await conn.fetchval(LEDGER_ROWS_READ)
         finally:
             await tx.rollback()
@@ -472,6 +473,9 @@ async def test_a_credit_past_the_largest_balance_does_not_fail_its_batch(
         )
     finally:
         await set_balance(pool, rich, old)
-    assert [(r["code"], r["reason"]) for r in rows] == [("R1", "internal_error"), ("R0", "ok")]
+    assert [(Reason.named(r["reason"]).code, r["reason"]) for r in rows] == [
+        ("R1", "internal_error"),
+        ("R0", "ok"),
+    ]
     assert await ledger_rows(pool, rich, "batch-too-big") == 0
     assert await other.balance() == 9_900
