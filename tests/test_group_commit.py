@@ -131,10 +131,7 @@ async def test_a_unique_violation_in_a_batch_is_settled_event_by_event(
         tx = conn.transaction()
         await tx.start()
         first = await conn.fetchrow(
-            f"SELECT * FROM seamless_batch({', '.join(f'${i}' for i in range(1, 16))})",
-            *[[value] for value in bet(a, 500, txn=x)],
-            0,
-            600,
+            "SELECT * FROM seamless_batch($1, 0, 600)", [bet(a, 500, txn=x)]
         )
         assert Reason.named(first["reason"]).code == "R0"
         contested = asyncio.create_task(group.post(bet(b, 500, txn=x)))

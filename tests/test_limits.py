@@ -21,6 +21,7 @@ import pytest
 
 from app import db
 from app.operator.service import LIMIT_PERIODS
+from app.seamless.batch import Posting
 from app.seamless.outcome import Reason
 from app.seamless.service import token_hash
 from tests.conftest import Table, TableFactory
@@ -455,22 +456,18 @@ async def test_a_credit_past_the_largest_balance_does_not_fail_its_batch(
     old = await near_the_largest_balance(pool, rich, 10)
     try:
         rows = await pool.fetch(
-            "SELECT * FROM seamless_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-            " 0, 600)",
-            ["result", "bet"],
-            [rich.provider, other.provider],
-            [rich.player_id, other.player_id],
-            ["batch-too-big", "batch-bet"],
-            [None, None],
-            ["r", "r"],
-            ["slot-1", "slot-1"],
-            [11, 100],
-            ["EUR", "EUR"],
-            [None, token_hash(other.token)],
-            [True, None],
-            ["rq-1", "rq-2"],
-            [b"digest-1", b"digest-2"],
-        )
+            "SELECT * FROM seamless_batch($1, 0, 600)",
+            [
+                Posting(
+                    "result", rich.provider, rich.player_id, "batch-too-big", None, "r",
+                    "slot-1", 11, "EUR", None, True, "rq-1", b"digest-1",
+                ),
+                Posting(
+                    "bet", other.provider, other.player_id, "batch-bet", None, "r", "slot-1",
+                    100, "EUR", token_hash(other.token), None, "rq-2", b"digest-2",
+                ),
+            ],
+        )  # fmt: skip
     finally:
         await set_balance(pool, rich, old)
     assert [(Reason.named(r["reason"]).code, r["reason"]) for r in rows] == [

@@ -433,23 +433,22 @@ $$;
 -- error per event instead would need a subtransaction per event, which costs more than the batch
 -- saves (measured: about 60 % more Postgres time per event).
 --
--- The arrays are the union of the events' fields, one element per event; a field an event does
--- not have is NULL. One row is returned per event, in the same order.
+-- Each event is one seamless_event row (sql/migrations/015: the union of the events' fields, a
+-- field an event does not have NULL), as the app's Posting holds it. One row is returned per
+-- event, in the same order.
 --
 -- It also takes each event's digest and the replay window, and answers two flags beside the
 -- outcome: `processed` (this delivery ran now: the app stores its outcome in Redis) and
 -- `replayed` (answered from an earlier delivery of the same request_id, seamless_requests).
 CREATE OR REPLACE FUNCTION seamless_batch(
-    p_event text[], p_provider text[], p_player text[], p_txn text[], p_ref text[],
-    p_round text[], p_game text[], p_amount bigint[], p_currency text[],
-    p_token_hash bytea[], p_round_closed boolean[], p_request_id text[], p_event_hash bytea[],
-    p_lock_timeout_ms integer, p_replay_seconds integer
+    p_events seamless_event[], p_lock_timeout_ms integer, p_replay_seconds integer
 ) RETURNS TABLE (
     reason text, detail text, balance bigint, currency text,
     wallet_transaction_id bigint, duplicate boolean, processed boolean, replayed boolean
 ) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
+    e seamless_event;
     o wallet_outcome;
     prior seamless_requests%ROWTYPE;
     acc wallet_player;
@@ -465,53 +464,53 @@ BEGIN
     -- then stays, and cost 10 ms per event in `make bench` before autovacuum's ANALYZE
     -- replaced it. Plans made inside a batch never take one where an index serves.
     PERFORM set_config('enable_seqscan', 'off', true);
-    FOR i IN 1 .. coalesce(array_length(p_event, 1), 0) LOOP
-        IF p_event[i] NOT IN ('bet', 'result', 'cancel', 'result_change', 'login', 'logout',
-                              'balance') THEN
-            RAISE EXCEPTION 'seamless_batch: unknown event %', p_event[i]
+    FOREACH e IN ARRAY coalesce(p_events, ARRAY[]::seamless_event[]) LOOP
+        IF e.event NOT IN ('bet', 'result', 'cancel', 'result_change', 'login', 'logout',
+                           'balance') THEN
+            RAISE EXCEPTION 'seamless_batch: unknown event %', e.event
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         SELECT * INTO prior FROM seamless_requests r
-         WHERE r.provider = p_provider[i] AND r.request_id = p_request_id[i]
+         WHERE r.provider = e.provider AND r.request_id = e.request_id
            AND r.created_at > now() - v_window;
         IF FOUND THEN
             processed := false;
-            IF prior.event_hash <> p_event_hash[i] THEN
+            IF prior.event_hash <> e.event_hash THEN
                 replayed := false;
                 o := wallet_answer('idempotency_conflict', NULL, NULL, NULL, false,
                                    'request_id was already used for another event');
             ELSE
                 -- The first delivery's outcome, with the player's balance as it is now.
                 replayed := true;
-                acc := wallet_player_of(p_player[i]);
+                acc := wallet_player_of(e.player_id);
                 o := wallet_answer(prior.reason, acc.balance, acc.currency,
                                    prior.wallet_transaction_id, prior.duplicate, prior.detail);
             END IF;
         ELSE
             processed := true;
             replayed := false;
-            o := CASE p_event[i]
+            o := CASE e.event
                 WHEN 'bet' THEN seamless_bet(
-                    p_provider[i], p_player[i], p_txn[i], p_round[i], p_game[i], p_amount[i],
-                    p_currency[i], p_token_hash[i], p_request_id[i])
+                    e.provider, e.player_id, e.transaction_id, e.round_id, e.game_id, e.amount,
+                    e.currency, e.token_hash, e.request_id)
                 WHEN 'result' THEN seamless_result(
-                    p_provider[i], p_player[i], p_txn[i], p_round[i], p_game[i], p_amount[i],
-                    p_currency[i], p_round_closed[i], p_request_id[i])
+                    e.provider, e.player_id, e.transaction_id, e.round_id, e.game_id, e.amount,
+                    e.currency, e.round_closed, e.request_id)
                 WHEN 'cancel' THEN seamless_cancel(
-                    p_provider[i], p_player[i], p_txn[i], p_ref[i], p_round[i], p_amount[i],
-                    p_currency[i], p_request_id[i])
+                    e.provider, e.player_id, e.transaction_id, e.ref_transaction_id, e.round_id,
+                    e.amount, e.currency, e.request_id)
                 WHEN 'result_change' THEN seamless_result_change(
-                    p_provider[i], p_player[i], p_txn[i], p_ref[i], p_round[i], p_amount[i],
-                    p_currency[i], p_request_id[i])
-                WHEN 'login' THEN seamless_login(p_provider[i], p_player[i], p_token_hash[i])
-                WHEN 'logout' THEN seamless_logout(p_provider[i], p_player[i], p_token_hash[i])
-                WHEN 'balance' THEN seamless_balance(p_provider[i], p_player[i])
+                    e.provider, e.player_id, e.transaction_id, e.ref_transaction_id, e.round_id,
+                    e.amount, e.currency, e.request_id)
+                WHEN 'login' THEN seamless_login(e.provider, e.player_id, e.token_hash)
+                WHEN 'logout' THEN seamless_logout(e.provider, e.player_id, e.token_hash)
+                WHEN 'balance' THEN seamless_balance(e.provider, e.player_id)
             END;
             -- An expired row of a reused request_id not yet pruned is taken over; a live one can
             -- only be a delivery of the same request_id that committed while this one ran.
             INSERT INTO seamless_requests AS r (provider, request_id, event_hash, reason,
                                                 detail, wallet_transaction_id, duplicate)
-            VALUES (p_provider[i], p_request_id[i], p_event_hash[i], o.reason, o.detail,
+            VALUES (e.provider, e.request_id, e.event_hash, o.reason, o.detail,
                     o.wallet_transaction_id, o.duplicate)
             ON CONFLICT (provider, request_id) DO UPDATE
                 SET event_hash = EXCLUDED.event_hash,
@@ -522,7 +521,7 @@ BEGIN
             IF NOT FOUND THEN
                 -- Roll the batch back; posted again alone, this event finds that delivery's row.
                 RAISE EXCEPTION 'request_id % of % was processed concurrently',
-                    p_request_id[i], p_provider[i] USING ERRCODE = 'unique_violation';
+                    e.request_id, e.provider USING ERRCODE = 'unique_violation';
             END IF;
         END IF;
         reason := o.reason;

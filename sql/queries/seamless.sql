@@ -10,10 +10,9 @@ SELECT key_id, secret, state
 SELECT * FROM seamless_balance($1, $2);
 
 -- name: seamless_batch
--- Arrays, one element per event: event, provider, player, transaction_id, ref_transaction_id,
--- round, game, amount, currency, token hash, round_closed, request_id, event digest (sql/012);
--- then the lock timeout in ms (0: none) and the replay window in seconds.
-SELECT * FROM seamless_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15);
+-- The events, a seamless_event[] (app.seamless.batch.Posting rows); the lock timeout in ms (0:
+-- none) and the replay window in seconds.
+SELECT * FROM seamless_batch($1, $2, $3);
 
 -- name: prune_seamless_requests
 -- Durable replay records past the replay window, a bounded number at a time.
