@@ -24,6 +24,7 @@ import asyncpg
 import orjson
 
 from app import db, local, logs
+from app.audit import Actor
 from app.config import Settings
 from app.ledger import service as ledger
 from app.operator import history
@@ -34,7 +35,7 @@ from app.web.errors import WalletError
 
 T = TypeVar("T")
 # Changes made from the command line are audited as the machine user who made them.
-CLI_ACTOR = operator.Actor(f"cli:{getpass.getuser()}")
+CLI_ACTOR = Actor(f"cli:{getpass.getuser()}")
 DEMO_PROVIDER = "demo"
 DEMO_PLAYERS = {"demo-alice": 100_000, "demo-bob": 50_000}
 

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from app import db, logs, openapi
@@ -25,7 +25,8 @@ from app.config import ConfigError, Settings
 from app.locks import PlayerLocks
 from app.metrics import CONTENT_TYPE, Metrics
 from app.operator import endpoints as operator_endpoints
-from app.payments import endpoints as payments_endpoints
+from app.operator import providers
+from app.payments import deposits, events, reconciliation, webhook, withdrawals
 from app.payments.outbox import Outbox
 from app.payments.psp import build_psps
 from app.payments.service import Payments
@@ -38,10 +39,24 @@ from app.seamless.keys import KeyRing, master_key_bytes
 from app.seamless.replay import Gate
 from app.seamless.service import SeamlessService
 from app.state import Wallet, wallet
-from app.web import http
+from app.web import http, routing
 from app.web.errors import DatabaseUnavailable, InvalidRequest, NotFound, WalletError
 
 log = logging.getLogger(__name__)
+
+# The JSON APIs, domain by domain: what the document and the role matrix describe (the health
+# routes and the PSP webhook among them are public).
+API_ROUTES: list[BaseRoute] = [
+    *providers.routes,
+    *operator_endpoints.routes,
+    *deposits.routes,
+    *withdrawals.routes,
+    *events.routes,
+    *reconciliation.routes,
+    *webhook.routes,
+]
+# Who may call each (method, path) of API_ROUTES.
+PERMISSIONS = routing.permissions(API_ROUTES) | operator_endpoints.PERMISSIONS
 
 # What the API's handlers raise when Postgres is unreachable or cannot serve them now: the
 # connection refused or lost (OSError, asyncpg's connection errors and the internal error it
@@ -223,8 +238,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return WalletApp(
         routes=[
             *seamless_endpoints.routes,
-            *operator_endpoints.routes,  # payments' authenticated routes register here too
-            *payments_endpoints.routes,
+            *API_ROUTES,
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *openapi.routes,
         ],

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.metadata
-import inspect
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,15 +35,18 @@ from starlette.routing import Route
 from app.ledger.service import CHECKS, SAMPLE
 from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.operator import endpoints, service
-from app.payments import endpoints as payment_endpoints  # registers its routes in PERMISSIONS
 from app.payments import outbox, signing
-from app.payments import service as payment_service
-from app.payments.psp import EVENT_STATUS, PSP_STATUSES
-from app.payments.sandbox import model as sandbox
+from app.payments.events import DELIVERY, DELIVERY_TIMEOUT, OPERATOR_WEBHOOK
+from app.payments.models import DEPOSIT_STATUSES as DEPOSIT_STATUSES  # re-exported for tests
+from app.payments.models import WITHDRAWAL_STATUSES as WITHDRAWAL_STATUSES
+from app.payments.psp_messages import PSP_STATUSES as PSP_STATUSES  # re-exported for tests
+from app.payments.psp_messages import PspEvent
+from app.payments.service import WEBHOOK_OUTCOMES as WEBHOOK_OUTCOMES
+from app.payments.webhook import WebhookOutcome
 from app.seamless import envelope
 from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, MODELS
 from app.seamless.outcome import CODES, MESSAGES, REASONS
-from app.web import http, pagination
+from app.web import docgen, http, pagination, routing
 from app.web.auth import READ, ROLES
 from app.web.errors import WalletError
 
@@ -73,53 +75,10 @@ EXAMPLE_PROVIDER = "acme"
 EXAMPLE_KEY = bytes(range(32))
 EXAMPLE_TIME = 1779104538
 
-# Payments (docs/payments.md): the statuses of each state machine, as payment_state_edges in
-# sql/004_payments.sql allows them (the test compares), and what the PSP webhook answers.
-DEPOSIT_STATUSES = ("awaiting_method", "processing", "succeeded", "failed", "expired")
-WITHDRAWAL_STATUSES = ("requested", "held", "approved", "processing", "paid", "failed", "rejected")
-PSP_EVENT_TYPES = tuple(EVENT_STATUS)
-MISMATCHES = ("psp_payment_id_mismatch", "amount_mismatch", "currency_mismatch")
-# Reconciliation findings (app/payments/reconciliation.py, docs/payments.md section 5c).
-DISCREPANCIES = (
-    "missing_in_wallet",
-    "missing_at_psp",
-    "amount_mismatch",
-    "currency_mismatch",
-    "kind_mismatch",
-)
 KYC_TIERS = (0, 3)  # the lowest and the highest tier (players.kyc_tier)
-# moved_to_<status> for the statuses a PSP event can move a payment to (the test checks them
-# against the service's mapping).
-WEBHOOK_MOVES = ("processing", "succeeded", "failed", "paid")
-WEBHOOK_OUTCOMES = (
-    *(f"moved_to_{status}" for status in WEBHOOK_MOVES),
-    "duplicate",
-    "ignored",
-    *(f"refused_{reason}" for reason in (*MISMATCHES, *payment_service.CONTRADICTED)),
-)
-# Why a payment needs an operator (payments.flagged, the view's `attention`).
-ATTENTION = (
-    payment_service.OUTCOME_UNKNOWN,
-    payment_service.HELD_FOR_REVIEW,
-    *MISMATCHES,
-    *payment_service.CONTRADICTED,
-)
-# The PSP webhook's example is signed for real, with an example secret everyone may know.
+# The PSP webhook's and the operator events' examples are signed for real, with an example secret
+# everyone may know.
 EXAMPLE_WEBHOOK_SECRET = b"whsec_example"
-
-# Events to the operator's platform (app/payments/outbox.py): one when a payment is created and one
-# per status change, typed <kind>.<status>, so every status of each state machine is a type.
-EVENT_STATUSES = payment_endpoints.EVENT_STATUSES
-OPERATOR_EVENT_TYPES = (
-    *(f"deposit.{status}" for status in DEPOSIT_STATUSES),
-    *(f"withdrawal.{status}" for status in WITHDRAWAL_STATUSES),
-)
-OPERATOR_WEBHOOK = "operatorEvent"  # its name under the document's `webhooks`
-DELIVERY_TIMEOUT = inspect.signature(outbox.Outbox).parameters["timeout"].default
-# The delay after each failed attempt but the last, without jitter: the whole retry window.
-RETRY_WINDOW = sum(
-    min(outbox.BASE_DELAY * 2 ** (n - 1), outbox.MAX_DELAY) for n in range(1, outbox.MAX_ATTEMPTS)
-)
 
 
 # --- schema building blocks ---------------------------------------------------------------------
@@ -212,9 +171,16 @@ def _error_schemas() -> dict[str, Schema]:
             "http_status": {"type": "integer"},
             "docs_url": _text(format="uri"),
             "request_id": {"type": ["string", "null"], "description": "the X-Request-Id"},
-            "field": _text("the offending field of a validation error"),
+            "field": _text("the offending field of a validation error (the first, if several)"),
+            "errors": {
+                "type": "array",
+                "minItems": 1,
+                "items": _object({"field": _text(), "message": _text()}),
+                "description": "every bad field of a request body or query, when it has several "
+                "checks (a typed message)",
+            },
         },
-        optional=("field",),
+        optional=("field", "errors"),
     )
     return {"Error": _object({"error": error}, description="Every operator API error.")}
 
@@ -292,41 +258,6 @@ def _player_schemas() -> dict[str, Schema]:
         ),
         "StatementTotal": _object(
             {"count": {"type": "integer", "minimum": 1}, "total": _int64("sum of balance changes")}
-        ),
-    }
-
-
-def _provider_schemas() -> dict[str, Schema]:
-    shown_key = _object(
-        {
-            "key_id": IDENTIFIER,
-            "key": _text(
-                "base64 of 32 random bytes; shown only in this answer",
-                contentEncoding="base64",
-                minLength=44,
-                maxLength=44,
-            ),
-        }
-    )
-    active = _object(
-        {"key_id": IDENTIFIER, "state": {"type": "string", "enum": ["current", "previous"]}}
-    )
-    return {
-        "Provider": _object({"code": IDENTIFIER, "name": _text(), "created_at": TIME}),
-        "ProviderKey": shown_key,
-        "ProviderCreated": _object(
-            {
-                "code": IDENTIFIER,
-                "name": _text(),
-                "keys": {"type": "array", "items": _ref("ProviderKey")},
-            }
-        ),
-        "KeyRotation": _object(
-            {
-                "code": IDENTIFIER,
-                "keys": {"type": "array", "items": _ref("ProviderKey")},
-                "active": {"type": "array", "items": active},
-            }
         ),
     }
 
@@ -497,252 +428,6 @@ def _request_schemas() -> dict[str, Schema]:
 # --- component schemas: payments ----------------------------------------------------------------
 
 
-def _payment_schemas() -> dict[str, Schema]:
-    amount = _int64("minor units", minimum=1, maximum=MAX_AMOUNT)
-    reference = _text("yours, shown back", minLength=1, maxLength=payment_endpoints.MAX_REFERENCE)
-    statuses = [*DEPOSIT_STATUSES, *(s for s in WITHDRAWAL_STATUSES if s not in DEPOSIT_STATUSES)]
-    payment = _object(
-        {
-            "id": _text("dep_... for a deposit, wdr_... for a withdrawal", pattern="^(dep|wdr)_"),
-            "status": {"type": "string", "enum": statuses},
-            "player_id": IDENTIFIER,
-            "amount": amount,
-            "currency": CURRENCY,
-            "method": {**IDENTIFIER, "description": "as requested, like card or upi"},
-            "reference": _nullable(reference),
-            "metadata": {"type": "object", "description": "yours, as sent ({} when none)"},
-            "redirect_url": _nullable(
-                _text("the PSP's hosted page to send the player to (deposits)", format="uri")
-            ),
-            "deep_link": _nullable(_text("an app link, like upi://pay?... (UPI deposits)")),
-            "failure_code": _nullable(
-                _text(
-                    "why it failed: the PSP's code (like declined), route_degraded, or "
-                    "resolved_failed (an operator's resolve)"
-                )
-            ),
-            "needs_attention": {
-                "type": "boolean",
-                "description": "an operator should look: see `attention`, and "
-                "`GET /v1/withdrawals?attention=true`",
-            },
-            "attention": (
-                {
-                    "type": ["string", "null"],
-                    "enum": [*ATTENTION, None],
-                    "description": "payout_outcome_unknown: sent to its PSP, which has not "
-                    "said whether it paid; the funds stay held until that PSP reports or "
-                    "`POST /v1/withdrawals/{payment_id}/resolve`. The others: a PSP event "
-                    "refused as not matching, or a success after the wallet gave up",
-                }
-            ),
-            "created_at": TIME,
-            "expires_at": TIME,
-        },
-        description="A deposit or a withdrawal. Deposit statuses: "
-        f"{', '.join(DEPOSIT_STATUSES)}. Withdrawal statuses: {', '.join(WITHDRAWAL_STATUSES)}. "
-        "State machines: docs/payments.md.",
-    )
-    payment["allOf"] = [
-        {
-            "if": {"properties": {"id": {"pattern": f"^{prefix}_"}}},
-            "then": {"properties": {"status": {"enum": list(kind_statuses)}}},
-        }
-        for prefix, kind_statuses in (("dep", DEPOSIT_STATUSES), ("wdr", WITHDRAWAL_STATUSES))
-    ]
-    request = _object(
-        {
-            "player_id": IDENTIFIER,
-            "amount": amount,
-            "currency": {**CURRENCY, "description": "the player's wallet currency"},
-            "method": {**IDENTIFIER, "description": "one a payment route serves, like card or upi"},
-            "reference": _nullable(reference),
-            "metadata": {
-                "type": "object",
-                "default": {},
-                "description": "yours, shown back; with the sandbox PSP, `scenario` picks one of "
-                "its scenarios (docs/sandbox-psp.md)",
-            },
-        },
-        optional=("reference", "metadata"),
-        closed=False,
-        description="A deposit or a withdrawal to create. It is, with the Idempotency-Key, what "
-        "a repeated request must match.",
-    )
-    data = _object(
-        {
-            "psp_payment_id": {**IDENTIFIER, "description": "the PSP's id of the payment"},
-            "reference": {
-                **IDENTIFIER,
-                "description": "the wallet's payment id: events are matched by it",
-            },
-            "kind": {"type": "string", "enum": list(sandbox.KINDS)},
-            "amount": _int64("must equal the payment's", minimum=1, maximum=MAX_AMOUNT),
-            "currency": {**CURRENCY, "description": "must equal the payment's"},
-            "status": {
-                "type": "string",
-                "enum": list(PSP_STATUSES),
-                "description": "the one its event type carries (payment.processing: pending)",
-            },
-            "failure_code": _nullable(
-                {**IDENTIFIER, "description": "on failed payments, like declined or kyc_rejected"}
-            ),
-        },
-        optional=("failure_code",),
-        closed=False,
-        description="The payment at the PSP when the event happened.",
-    )
-    event = _object(
-        {
-            "id": {
-                **IDENTIFIER,
-                "description": "the event's id: an event is applied once, a repeat answers "
-                "duplicate",
-            },
-            "type": {"type": "string", "enum": list(PSP_EVENT_TYPES)},
-            "created": _int64("unix seconds when the event happened (not when it was sent)"),
-            "data": data,
-        },
-        closed=False,  # fields the wallet does not read are ignored
-        description="A PSP's webhook event (the sandbox PSP's format, docs/sandbox-psp.md).",
-    )
-    event["examples"] = [PSP_EVENT_EXAMPLE]
-    outcome = _object(
-        {
-            "outcome": {
-                "type": "string",
-                "enum": list(WEBHOOK_OUTCOMES),
-                "description": "moved_to_<status>: applied; duplicate: this event id was applied "
-                "before; ignored: out of order or already final, nothing changed; "
-                "refused_<reason>: does not match the payment, recorded and flagged, nothing "
-                "changed",
-            }
-        },
-        description="What the wallet did with a PSP event.",
-    )
-    return {
-        "Payment": payment,
-        "PaymentPage": _page("Payment"),
-        "PaymentRequest": request,
-        "WithdrawalResolve": _object(
-            {
-                "outcome": {"type": "string", "enum": ["paid", "failed"]},
-                "reason": _text("what the PSP said when checked (1 to 500 characters)"),
-            },
-            description="An operator's resolution of a withdrawal whose PSP has not reported.",
-        ),
-        "PspEvent": event,
-        "WebhookOutcome": outcome,
-        **_reconciliation_schemas(),
-    }
-
-
-def _reconciliation_schemas() -> dict[str, Schema]:
-    count = {"type": "integer", "minimum": 0}
-    report = _object(
-        {
-            "psp": {**IDENTIFIER, "description": "the PSP route, as asked"},
-            "date": _text("the UTC day reconciled", format="date"),
-            "ok": {"type": "boolean", "description": "true when there is no discrepancy"},
-            "matched": {**count, "description": "payments both sides have, identically"},
-            "wallet_count": {
-                **count,
-                "description": "payments at this route that the wallet moved to `succeeded` "
-                "(deposits) or `paid` (withdrawals) that day",
-            },
-            "psp_count": {**count, "description": "lines of the PSP's settlement report"},
-            "psp_totals": {
-                "type": "object",
-                "additionalProperties": _ref("ReconciliationTotals"),
-                "description": "per currency of the PSP's lines (only those it has)",
-            },
-            "discrepancies": {
-                "type": "array",
-                "items": _ref("Discrepancy"),
-                "description": "the PSP's lines in order of payment id, then the wallet's "
-                "payments missing at the PSP",
-            },
-        },
-        description="A PSP's settlement report for one UTC day matched against the wallet's "
-        "payments at that route, by payment id (the PSP's `reference`). See docs/payments.md, "
-        "section 5c.",
-    )
-    report["allOf"] = [
-        {
-            "if": {"properties": {"ok": {"const": True}}},
-            "then": {"properties": {"discrepancies": {"maxItems": 0}}},
-            "else": {"properties": {"discrepancies": {"minItems": 1}}},
-        }
-    ]
-    totals = _object(
-        {
-            "gross": _int64("the sum of the lines' amounts (deposits and payouts)"),
-            "fees": _int64("the PSP's fees: totalled here, never a discrepancy"),
-            "net": _int64(
-                "the sum of the lines' net: a deposit's amount less its fee, minus a "
-                "payout's amount and its fee"
-            ),
-        },
-        description="The totals of the PSP's settlement lines in one currency.",
-    )
-    nullable_amount = _nullable(_int64("minor units; null when this side has no such payment"))
-    discrepancy = _object(
-        {
-            "type": {
-                "type": "string",
-                "enum": list(DISCREPANCIES),
-                "description": "missing_in_wallet: the PSP settled a payment the wallet did not "
-                "credit or pay that day (like one paid after the wallet expired it); "
-                "missing_at_psp: the wallet credited or paid a payment the PSP does not settle; "
-                "amount_mismatch, currency_mismatch, kind_mismatch: both sides have it, "
-                "differently (only the first difference, in the order kind, currency, amount)",
-            },
-            "payment_id": _text("the wallet's payment id: the PSP line's `reference`"),
-            "psp_payment_id": _nullable(
-                _text("the PSP's id: its line's, or else the wallet's record of it")
-            ),
-            "wallet_amount": nullable_amount,
-            "psp_amount": nullable_amount,
-            "wallet_currency": _nullable(
-                {**CURRENCY, "description": "null when the wallet has no such payment"}
-            ),
-            "psp_currency": _nullable(
-                _text("as the PSP reports it; null when the PSP has no such line")
-            ),
-        },
-        description="A payment the two sides do not agree on.",
-    )
-    both = ["wallet_amount", "wallet_currency", "psp_amount", "psp_currency"]
-    null = {"type": "null"}
-    sides: dict[str, tuple[list[str], list[str]]] = {
-        # type: (fields that are null, fields that are not)
-        "missing_in_wallet": (both[:2], both[2:]),
-        "missing_at_psp": (both[2:], both[:2]),
-    }
-    discrepancy["allOf"] = [
-        {
-            "if": {"properties": {"type": {"const": kind}}},
-            "then": {
-                "properties": {
-                    **{name: null for name in nulls},
-                    **{name: {"not": null} for name in present},
-                }
-            },
-        }
-        for kind, (nulls, present) in sides.items()
-    ] + [
-        {
-            "if": {"properties": {"type": {"pattern": "_mismatch$"}}},
-            "then": {"properties": {name: {"not": null} for name in both}},
-        }
-    ]
-    return {
-        "Reconciliation": report,
-        "ReconciliationTotals": totals,
-        "Discrepancy": discrepancy,
-    }
-
-
 PSP_EVENT_EXAMPLE: Schema = {
     "id": "evt_8c1d0f3e5a7b9c2d4e6f8a0b",
     "type": "payment.succeeded",
@@ -762,107 +447,6 @@ def psp_example_signature() -> str:
     """The X-Signature of the compact JSON of :data:`PSP_EVENT_EXAMPLE`, sent at EXAMPLE_TIME under
     the example secret."""
     return signing.sign(EXAMPLE_WEBHOOK_SECRET, orjson.dumps(PSP_EVENT_EXAMPLE), EXAMPLE_TIME)
-
-
-# --- component schemas: events to the operator's platform ---------------------------------------
-
-
-def _event_schemas() -> dict[str, Schema]:
-    event_id = _text("evt_ and 32 hex digits", pattern="^evt_[0-9a-f]{32}$")
-    kinds = {"deposit": DEPOSIT_STATUSES, "withdrawal": WITHDRAWAL_STATUSES}
-    statuses = [*DEPOSIT_STATUSES, *(s for s in WITHDRAWAL_STATUSES if s not in DEPOSIT_STATUSES)]
-    data = _object(
-        {
-            "id": _text("the payment: dep_... or wdr_...", pattern="^(dep|wdr)_"),
-            "kind": {"type": "string", "enum": list(kinds)},
-            "status": {"type": "string", "enum": statuses, "description": "the status it moved to"},
-            "player_id": IDENTIFIER,
-            "amount": _int64("minor units", minimum=1, maximum=MAX_AMOUNT),
-            "currency": CURRENCY,
-            "method": IDENTIFIER,
-            "reference": _nullable(_text("yours, as sent when the payment was created")),
-            "failure_code": _nullable(_text("why it failed, once known")),
-        },
-        description="The payment as it was when the event was recorded (like Payment).",
-    )
-    data["allOf"] = [
-        {
-            "if": {"properties": {"kind": {"const": kind}}},
-            "then": {
-                "properties": {
-                    "id": {"pattern": f"^{kind[:3]}_"},
-                    "status": {"enum": list(kind_statuses)},
-                }
-            },
-        }
-        for kind, kind_statuses in kinds.items()
-    ]
-    payload = _object(
-        {
-            "id": {
-                **event_id,
-                "description": "evt_ and 32 hex digits; the same on every delivery and replay "
-                "of the event: deduplicate by it",
-            },
-            "type": {
-                "type": "string",
-                "enum": list(OPERATOR_EVENT_TYPES),
-                "description": "`<data.kind>.<data.status>`",
-            },
-            "created": _int64("unix seconds when the event was recorded (not when it was sent)"),
-            "data": _ref("OperatorEventData"),
-        },
-        description="The body of every delivery to the operator's platform: a deposit or a "
-        "withdrawal was created or changed status. Keys come in the order the wallet stores "
-        "them; check the signature over the raw body.",
-    )
-    payload["examples"] = [OPERATOR_EVENT_EXAMPLE]
-    nullable_time = _nullable(TIME)
-    event = _object(
-        {
-            "id": event_id,
-            "type": {"type": "string", "enum": list(OPERATOR_EVENT_TYPES)},
-            "payment_id": _text("the deposit or withdrawal", pattern="^(dep|wdr)_"),
-            "payload": _ref("OperatorEventPayload"),
-            "created_at": TIME,
-            "attempts": {
-                "type": "integer",
-                "minimum": 0,
-                "description": "delivery attempts so far, replays included (never reset)",
-            },
-            "next_attempt_at": {
-                **TIME,
-                "description": "while pending, when the next attempt is due (RFC 3339, UTC); "
-                "meaningless once delivered or dead",
-            },
-            "delivered_at": {**nullable_time, "description": "when a 2xx acknowledged it"},
-            "dead_at": {**nullable_time, "description": "when its last attempt failed"},
-            "last_error": _nullable(
-                _text("the last failed attempt's error, like `HTTP 503` or `ConnectTimeout: ...`")
-            ),
-            "replays": {"type": "integer", "minimum": 0, "description": "times replayed"},
-            "status": {
-                "type": "string",
-                "enum": list(EVENT_STATUSES),
-                "description": "pending: waiting for its first attempt, a retry or a replayed "
-                "delivery; delivered: acknowledged; dead: a dead letter",
-            },
-        },
-        description="An event to the operator's platform, with its delivery state.",
-    )
-    null, when = {"type": "null"}, {"type": "string"}
-    event["allOf"] = [
-        {
-            "if": {"properties": {"status": {"const": status}}},
-            "then": {"properties": {"delivered_at": delivered, "dead_at": dead}},
-        }
-        for status, delivered, dead in (
-            ("pending", null, null),
-            ("delivered", when, null),
-            ("dead", null, when),
-        )
-    ]
-    return {"OperatorEvent": event, "OperatorEventPayload": payload, "OperatorEventData": data}
 
 
 # In the order a delivery's body has them (Postgres jsonb's: shorter keys first).
@@ -1213,34 +797,7 @@ def _parameters() -> dict[str, Schema]:
         "PlayerId": _path_param("player_id", "the player"),
         "ProviderCode": _path_param("code", "the provider"),
         "KeyId": _path_param("key_id", "the API key's id"),
-        "PaymentId": _path_param("payment_id", "the payment's id"),
-        "EventId": _path_param("event_id", "the event's id (evt_...)"),
-        "EventStatus": _query(
-            "status",
-            {"type": "string", "enum": list(EVENT_STATUSES)},
-            "only the events in this delivery state (400 on `status` otherwise)",
-        ),
-        "EventPayment": _query(
-            "payment_id",
-            filter_id,
-            "only the events of this deposit or withdrawal (400 on `payment_id` when malformed; "
-            "an unknown payment gives an empty page)",
-        ),
         "PspName": _path_param("psp", "the PSP route's name, as configured in WALLET_PSPS"),
-        "ReconciliationPsp": {
-            **_query(
-                "psp",
-                IDENTIFIER,
-                "the PSP route's name, as configured in WALLET_PSPS (400 on `psp` when missing "
-                "or malformed; 404 when no route has this name)",
-            ),
-            "required": True,
-        },
-        "ReconciliationDate": _query(
-            "date",
-            _text(format="date"),
-            "the UTC day, YYYY-MM-DD; default yesterday (UTC) (400 on `date` otherwise)",
-        ),
         "IdempotencyKey": _idempotency_key(
             "printable; the same key and body again answers the same adjustment"
         ),
@@ -1259,11 +816,6 @@ def _parameters() -> dict[str, Schema]:
         "ResolveIdempotencyKey": _idempotency_key(
             "printable (400 on `Idempotency-Key` when missing): the same key and body again get "
             "the first answer again; another request with the key is 409"
-        ),
-        "Attention": _query(
-            "attention",
-            {"type": "string", "enum": ["true"]},
-            "required: `true` lists the withdrawals needing an operator (400 otherwise)",
         ),
         "RequestId": {
             "name": "X-Request-Id",
@@ -1362,24 +914,7 @@ class Op:
 PAGE = ("Limit", "Cursor")
 RANGE = ("From", "To")
 
-_HOURS = round(RETRY_WINDOW / 3600)
-OPERATOR_DELIVERY = f"""\
-**Delivery.** With WALLET_OPERATOR_WEBHOOK_URL set (it needs WALLET_OPERATOR_WEBHOOK_SECRET), \
-each event's `payload` is POSTed there as JSON (the `{OPERATOR_WEBHOOK}` webhook of this \
-document), signed like PSP webhooks under WALLET_OPERATOR_WEBHOOK_SECRET: \
-`X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of the bytes "{{t}}." followed by the raw \
-body>`, `t` being the time of each attempt. Without a URL, events stay `pending`.
-
-**At least once.** A 2xx answer within {DELIVERY_TIMEOUT:g} s delivers the event; the same event \
-may still come more than once, so deduplicate by its `id`. Anything else (another status, a \
-timeout, a connection error: see `last_error`) is retried with exponential backoff and ±10 % \
-jitter: {outbox.BASE_DELAY:g} s after the first attempt, doubling, capped at \
-{outbox.MAX_DELAY / 3600:g} h, {outbox.MAX_ATTEMPTS} attempts in all, about {_HOURS} h. Then the \
-event is `dead`, a dead letter, until replayed. An event being retried may arrive after a later \
-event of the same payment.
-
-**Replay.** `POST /v1/events/{{event_id}}/replay` sends an event again; every delivery of an \
-event that was replayed carries `X-Wallet-Replay: true`."""
+_HOURS = round(outbox.RETRY_WINDOW / 3600)
 IDEMPOTENT_ACTION = (
     "\n\nWith an `Idempotency-Key`, the same key and request again get the first answer "
     "again, refusals included, and racing requests with one key act once; another request "
@@ -1392,36 +927,6 @@ SEALED_ANSWER = (
 CALL_FILTERS = ("CallProvider", "CallEvent", "CallCode", "CallPlayer", *RANGE, *PAGE)
 
 OPERATIONS: dict[tuple[str, str], Op] = {
-    ("POST", "/v1/providers"): Op(
-        "createProvider",
-        "providers",
-        "Register a provider with its first key",
-        ((201, "The provider and its first key, shown only here", "ProviderCreated"),),
-        (400, 409),
-        ("ActionIdempotencyKey",),
-        body="ProviderCreate",
-        description="409 `idempotency_conflict` (field `code`) when the code exists."
-        + IDEMPOTENT_ACTION
-        + SEALED_ANSWER,
-    ),
-    ("GET", "/v1/providers"): Op(
-        "listProviders",
-        "providers",
-        "List providers, by code",
-        ((200, "A page of providers", "ProviderPage"),),
-        (400,),
-        PAGE,
-    ),
-    ("POST", "/v1/providers/{code}/keys"): Op(
-        "rotateProviderKey",
-        "providers",
-        "Rotate a provider's key",
-        ((201, "The new current key (shown only here) and the active keys", "KeyRotation"),),
-        (400, 404, 409),
-        ("ProviderCode", "ActionIdempotencyKey"),
-        description="The new key becomes current; the old current stays active as previous; "
-        "the old previous retires." + IDEMPOTENT_ACTION + SEALED_ANSWER,
-    ),
     ("POST", "/v1/players"): Op(
         "createPlayer",
         "players",
@@ -1599,177 +1104,6 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         (400, 404),
         ("KeyId",),
         description="404 when there is no active key with this id (also when already revoked).",
-    ),
-    ("POST", "/v1/deposits"): Op(
-        "createDeposit",
-        "payments",
-        "Start a deposit at a PSP",
-        ((201, "The deposit (the same key and body again: this answer again)", "Payment"),),
-        (400, 404, 409, 422, 503),
-        ("PaymentIdempotencyKey",),
-        body="PaymentRequest",
-        description="Starts the deposit at the first payment route (PSP) that serves its method "
-        "and currency, failing over to the next on retryable errors (timeouts, 5xx, 429) only. "
-        "It usually answers `awaiting_method` with a `redirect_url` to send the player to (and, "
-        "for UPI, a `deep_link`); a PSP's refusal answers `failed` with its `failure_code`. The "
-        "player is credited only when a verified PSP webhook says the deposit `succeeded`.\n\n"
-        "400 on a field, also on `currency` when it is not the player's; 404 for an unknown "
-        "player; 422 `method_unavailable` (field `method`) when no route serves the method and "
-        "currency or when the player's KYC tier (`PUT /v1/players/{player_id}/kyc`) is below "
-        "the minimum WALLET_KYC_METHOD_TIERS sets for deposits by this method, or "
-        "`player_limit_exceeded` (the player's deposit limit, or a player who is not active); "
-        "503 `route_degraded`: the deposit is `failed` and the same key and body again answer "
-        "it with 201.",
-    ),
-    ("GET", "/v1/deposits/{payment_id}"): Op(
-        "getDeposit",
-        "payments",
-        "Read a deposit",
-        ((200, "The deposit as it is now", "Payment"),),
-        (400, 404),
-        ("PaymentId",),
-        description="404 also for the id of a withdrawal.",
-    ),
-    ("POST", "/v1/withdrawals"): Op(
-        "createWithdrawal",
-        "payments",
-        "Withdraw from a player's balance through a PSP",
-        ((201, "The withdrawal (the same key and body again: this answer again)", "Payment"),),
-        (400, 404, 409, 422, 503),
-        ("PaymentIdempotencyKey",),
-        body="PaymentRequest",
-        description="Holds the amount on the player's balance at once. Above the review threshold "
-        "(WALLET_WITHDRAWAL_REVIEW_THRESHOLD) it answers `held`, for an operator to approve or "
-        "reject; otherwise it is approved and sent to the first payment route that serves its "
-        "method and currency (with failover on retryable errors), and usually answers "
-        "`processing`. `paid` settles the hold; `failed` and `rejected` give it back.\n\n"
-        "400 on a field, also on `currency` when it is not the player's and on `amount` when it "
-        "is more than the balance; 404 for an unknown player; 422 `method_unavailable` (field "
-        "`method`, checked first, nothing held) when no route serves the method and currency "
-        "or when the player's KYC tier (`PUT /v1/players/{player_id}/kyc`) is below the minimum "
-        "WALLET_KYC_METHOD_TIERS sets for withdrawals by this method; 503 `route_degraded`: the "
-        "withdrawal is `failed`, its hold released, and the same key and body again answer it "
-        "with 201.",
-    ),
-    ("GET", "/v1/withdrawals/{payment_id}"): Op(
-        "getWithdrawal",
-        "payments",
-        "Read a withdrawal",
-        ((200, "The withdrawal as it is now", "Payment"),),
-        (400, 404),
-        ("PaymentId",),
-        description="404 also for the id of a deposit.",
-    ),
-    ("POST", "/v1/withdrawals/{payment_id}/approve"): Op(
-        "approveWithdrawal",
-        "payments",
-        "Approve a held withdrawal and pay it out",
-        ((200, "The withdrawal, sent to a PSP (usually `processing`)", "Payment"),),
-        (400, 404, 409, 422, 503),
-        ("PaymentId", "ActionIdempotencyKey"),
-        description="400 on `status` unless the withdrawal is `held` (or `requested`), or "
-        "`approved` and never sent (its approving request died before the payout started: "
-        "this approval sends it). The approval is recorded before the payout starts: 422 "
-        "`method_unavailable` when no route serves the withdrawal's method and currency any "
-        "more (it stays `approved`); 503 "
-        "`route_degraded` when every route failed (it is `failed`, its hold released) or when "
-        "the payout's outcome is unknown (it stays `approved`, funds held, needing attention)."
-        + IDEMPOTENT_ACTION,
-    ),
-    ("POST", "/v1/withdrawals/{payment_id}/reject"): Op(
-        "rejectWithdrawal",
-        "payments",
-        "Reject a held withdrawal, giving the held amount back",
-        ((200, "The withdrawal, `rejected`", "Payment"),),
-        (400, 404, 409),
-        ("PaymentId", "ActionIdempotencyKey"),
-        description="400 on `status` unless the withdrawal is `held` (or `requested`)."
-        + IDEMPOTENT_ACTION,
-    ),
-    ("POST", "/v1/withdrawals/{payment_id}/resolve"): Op(
-        "resolveWithdrawal",
-        "payments",
-        "Resolve a sent withdrawal whose PSP has not reported, after checking with that PSP",
-        ((200, "The withdrawal, `paid` or `failed`", "Payment"),),
-        (400, 404, 409),
-        ("PaymentId", "ResolveIdempotencyKey"),
-        body="WithdrawalResolve",
-        description="For a withdrawal sent to its PSP (`approved` or `processing`) whose outcome "
-        "that PSP has not told, such as one with `attention: payout_outcome_unknown`: `paid` "
-        "settles its held funds, `failed` gives them back to the player. A payout that went "
-        "out to a PSP is never sent to another, so this is the way out when that PSP cannot "
-        "say. Audited (`withdrawal.resolve`, with the reason). 400 on `outcome` unless it is "
-        "`paid` or `failed`, or when the withdrawal is not `approved` or `processing` (a final "
-        "one, or a `held` one: approve or reject that); 409 for a key used with another "
-        "request. A PSP event that arrives after a `failed` resolve and says the payout "
-        "succeeded is refused and flagged `paid_after_release`.",
-    ),
-    ("GET", "/v1/withdrawals"): Op(
-        "listWithdrawalsNeedingAttention",
-        "payments",
-        "Withdrawals needing an operator, newest first",
-        ((200, "A page of withdrawals", "PaymentPage"),),
-        (400,),
-        ("Attention", *PAGE),
-        description="Every withdrawal with an `attention` reason: payouts whose outcome is "
-        "unknown (funds held until their PSP reports or an operator resolves them), PSP events "
-        "refused as not matching, a success after the hold was given back.",
-    ),
-    ("GET", "/v1/reconciliation"): Op(
-        "reconcilePsp",
-        "payments",
-        "Match a PSP's settlement report for one UTC day against the wallet",
-        ((200, "The reconciliation report; `ok` when nothing differs", "Reconciliation"),),
-        (400, 404, 503),
-        ("ReconciliationPsp", "ReconciliationDate"),
-        description="Fetches the PSP route's settlement report for the day and matches its "
-        "lines, by the wallet's payment id (the line's `reference`), against the payments at "
-        "that route that the wallet moved to `succeeded` (deposits) or `paid` (withdrawals) "
-        "that day, dated by that change. Findings: `missing_in_wallet`, `missing_at_psp`, "
-        "`amount_mismatch`, `currency_mismatch`, `kind_mismatch`; the PSP's fees are totalled "
-        "per currency, never a discrepancy. Like `wallet reconcile` (docs/payments.md, section "
-        "5c); nothing is changed or recorded.\n\n"
-        "400 on `psp` when missing or malformed, on `date` when not a day; 404 when no "
-        "configured route has this name; 503 `route_degraded` when the PSP's settlement report "
-        "cannot be fetched.",
-        error_notes=(
-            (
-                503,
-                "route_degraded: the PSP's settlement report could not be fetched (unreachable, "
-                "timed out, or an error answer); nothing was reconciled, ask again later",
-            ),
-        ),
-    ),
-    ("GET", "/v1/events"): Op(
-        "listOperatorEvents",
-        "events",
-        "Events to the operator's platform, with their delivery state, newest first",
-        ((200, "A page of events", "OperatorEventPage"),),
-        (400,),
-        ("EventStatus", "EventPayment", *PAGE),
-        description="A deposit or a withdrawal records one event when it is created and one at "
-        "each status change, of type `<kind>.<status>` (like `deposit.awaiting_method`, "
-        "`deposit.succeeded`, `withdrawal.requested`, `withdrawal.paid`), in the same "
-        "transaction as the change: none is lost, none is invented. `payload` is the body as "
-        "delivered. Newest first, by `created_at` then `id`.\n\n"
-        f"{OPERATOR_DELIVERY}\n\n"
-        "400 on `status`, `payment_id`, `limit` or `cursor`.",
-    ),
-    ("POST", "/v1/events/{event_id}/replay"): Op(
-        "replayOperatorEvent",
-        "events",
-        "Send an event to the operator's platform again",
-        ((200, "The event, `pending` again, `replays` counted", "OperatorEvent"),),
-        (400, 404, 409),
-        ("EventId", "ActionIdempotencyKey"),
-        description="Queues the event for delivery at once, whatever its state (usually `dead` "
-        "or `delivered`; a `pending` one is just due now): it is `pending`, `replays` goes up by "
-        "one, and this and every later delivery of it carries `X-Wallet-Replay: true`. "
-        "`attempts` is not reset, so a replayed dead letter gets one attempt (it is `dead` again "
-        "if that fails), and a replayed delivered event the rest of its "
-        f"{outbox.MAX_ATTEMPTS} attempts.\n\n"
-        f"{OPERATOR_DELIVERY}\n\n"
-        "404 for an unknown event; 400 on `event_id` when malformed." + IDEMPOTENT_ACTION,
     ),
 }
 
@@ -2095,18 +1429,20 @@ def _components() -> Schema:
     for part in (
         _error_schemas,
         _player_schemas,
-        _provider_schemas,
         _history_schemas,
         _admin_schemas,
         _request_schemas,
-        _payment_schemas,
-        _event_schemas,
         _seamless_schemas,
     ):
         schemas.update(part())
-    pages = ("Provider", "PlayerSummary", "Transaction", "Call", "AuditEntry", "ApiKey")
-    for item in (*pages, "OperatorEvent"):
+    schemas.update(docgen.schemas(docgen.models_of(_operations())))
+    # The PSP webhook is not an API-key route: its messages are added by hand.
+    schemas.update(docgen.schemas([(PspEvent, "validation"), (WebhookOutcome, "serialization")]))
+    schemas["PspEvent"]["examples"] = [PSP_EVENT_EXAMPLE]
+    pages = ("PlayerSummary", "Transaction", "Call", "AuditEntry", "ApiKey")
+    for item in pages:
         schemas[f"{item}Page"] = _page(item)
+    schemas["OperatorEventPayload"]["examples"] = [OPERATOR_EVENT_EXAMPLE]
     return {
         "schemas": dict(sorted(schemas.items())),
         "parameters": _parameters(),
@@ -2136,7 +1472,7 @@ def _webhooks() -> Schema:
         "description": "Sent by the wallet to the operator's platform, one event per request, "
         "when a deposit or a withdrawal is created and at each status change (listed by "
         "`GET /v1/events`).\n\n"
-        f"{OPERATOR_DELIVERY}\n\n"
+        f"{DELIVERY}\n\n"
         "**Example.** The example's signature is real: it signs the compact JSON of the example "
         f"(no spaces, in the order shown) at t={EXAMPLE_TIME} with the secret "
         f"`{EXAMPLE_WEBHOOK_SECRET.decode()}`.",
@@ -2188,11 +1524,20 @@ def _webhooks() -> Schema:
     return {OPERATOR_WEBHOOK: {"post": operation}}
 
 
+def _operations() -> list[routing.Operation]:
+    from app.main import API_ROUTES  # the app's routes, which import this module's users
+
+    return routing.operations(API_ROUTES)
+
+
 def _paths() -> Schema:
     operations = {
         key: _operator_operation(op, endpoints.PERMISSIONS.get(key))
         for key, op in OPERATIONS.items()
     }
+    errors = {status: name for status, (name, _) in ERROR_RESPONSES.items()}
+    for op in _operations():
+        operations[(op.method, op.path)] = docgen.operation(op, errors, database_down=DATABASE_DOWN)
     operations.update(_public_operations())
     paths: dict[str, dict[str, Schema]] = {}
     for (method, path), operation in operations.items():

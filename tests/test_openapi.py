@@ -33,7 +33,7 @@ from starlette.routing import Route
 from app.client import open_answer, seal_event
 from app.config import Settings
 from app.db import Queries
-from app.main import create_app
+from app.main import PERMISSIONS, create_app
 from app.openapi import (
     DEPOSIT_STATUSES,
     EVENTS,
@@ -50,7 +50,6 @@ from app.openapi import (
     document,
     event_schema_name,
 )
-from app.operator.endpoints import PERMISSIONS
 from app.payments import outbox, signing
 from app.payments.psp import Psp, SandboxPsp
 from app.payments.service import Payments, _target

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from app.operator.endpoints import PERMISSIONS
+from app.main import PERMISSIONS
 from app.web.auth import ROLES
 from tests.conftest import ADMIN_KEY, Operator, Table, TableFactory, wallet_cli
 

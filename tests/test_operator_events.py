@@ -162,6 +162,38 @@ async def test_failures_back_off_then_dead_letter_then_replay(
     assert bad["error"]["field"] == "status"
 
 
+async def test_a_payload_that_breaks_its_model_is_never_sent(
+    pool: asyncpg.Pool, operator: Operator, box: outbox.Outbox, receiver: Receiver
+) -> None:
+    """The body of a delivery is encoded through OperatorEventPayload: a stored payload that
+    does not fit it (a bug, here planted) is a failed attempt that says so, and is not sent."""
+    payments = Payments(
+        pool, Queries.load(), [ScriptedPsp("psp-a")], webhook_base="https://w/v1/psp"
+    )
+    player = await operator.player()
+    created = await payments.create_deposit(
+        PaymentRequest(player, 1_000, "EUR", "card"), "ev-" + secrets.token_hex(4)
+    )
+    event_id = await pool.fetchval(
+        "SELECT id FROM operator_events WHERE payment_id = $1", created["id"]
+    )
+    planted = "jsonb_set(payload, '{data,amount}', '\"1000\"')"
+    await pool.execute(f"UPDATE operator_events SET payload = {planted} WHERE id = $1", event_id)
+    try:
+        await box.deliver_due()
+        row = await pool.fetchrow("SELECT * FROM operator_events WHERE id = $1", event_id)
+        assert row["attempts"] == 1 and row["delivered_at"] is None
+        assert row["last_error"].startswith("invalid payload"), row["last_error"]
+        assert receiver.events_of(created["id"]) == []
+    finally:
+        # Put the stored payload back, and let it go: it is sent as recorded.
+        fixed = "jsonb_set(payload, '{data,amount}', '1000'), next_attempt_at = now()"
+        await pool.execute(f"UPDATE operator_events SET payload = {fixed} WHERE id = $1", event_id)
+    await box.deliver_due()
+    (event,) = receiver.events_of(created["id"])
+    assert event["id"] == event_id and event["data"]["amount"] == 1_000
+
+
 def test_backoff_spreads_attempts_over_about_a_day() -> None:
     total = sum(outbox.backoff(n) for n in range(1, outbox.MAX_ATTEMPTS))
     assert 20 * 3600 < total < 28 * 3600

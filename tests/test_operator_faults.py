@@ -27,7 +27,7 @@ import pytest
 from starlette.types import ASGIApp
 
 from app.config import Settings
-from app.operator.endpoints import PERMISSIONS
+from app.main import PERMISSIONS
 from loadtests.faults import FaultStack, wait_ready
 from tests.conftest import ADMIN_KEY, start_app
 from tests.test_openapi import check_response

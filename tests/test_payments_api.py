@@ -123,6 +123,40 @@ async def test_payment_request_validation(
     assert no_route["error"]["code"] == "method_unavailable"
 
 
+async def test_a_deposit_request_400_lists_every_bad_field(
+    operator: Operator, pool: asyncpg.Pool
+) -> None:
+    """One 400 names every bad field of the body, in declaration order: ``field`` is the first,
+    ``errors`` has them all, each with a message that names it; nothing is created."""
+    player = await operator.player(1_000)
+    before = await pool.fetchval("SELECT count(*) FROM payments WHERE player_id = $1", player)
+    bad = {
+        "player_id": player,
+        "amount": "100",  # a string is not an amount
+        "currency": "eur",
+        "method": "",
+        "reference": "x" * 129,
+        "metadata": {"country": "india", "scenario": "succeed"},
+    }
+    answer = await operator.call("POST", "/v1/deposits", bad, headers=key(), expect=400)
+    error = answer["error"]
+    fields = ["amount", "currency", "method", "reference", "metadata.country"]
+    assert (error["code"], error["field"]) == ("invalid_request", "amount")
+    assert [e["field"] for e in error["errors"]] == fields
+    for entry in error["errors"]:
+        assert entry["message"].startswith(entry["field"]), entry
+    assert error["message"] == error["errors"][0]["message"]
+    missing = await operator.call("POST", "/v1/deposits", {}, headers=key(), expect=400)
+    assert [e["field"] for e in missing["error"]["errors"]] == [
+        "player_id",
+        "amount",
+        "currency",
+        "method",
+    ]
+    after = await pool.fetchval("SELECT count(*) FROM payments WHERE player_id = $1", player)
+    assert after == before
+
+
 async def test_no_psp_routes_configured_is_method_unavailable(operator: Operator) -> None:
     player = await operator.player()
     answer = await operator.call(

@@ -15,8 +15,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app.audit import Actor
 from app.db import Queries
-from app.operator.service import Actor
 from app.payments.psp import Initiated, PspError
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
 from app.web.errors import IdempotencyConflict, InvalidRequest, RouteDegraded

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.audit import Actor
 from app.ledger import service as ledger
 from app.operator import history, service
-from app.operator.service import Actor
 from app.seamless.events import MAX_AMOUNT, MODELS
 from app.state import Wallet, wallet
 from app.web import http, pagination
@@ -160,45 +160,6 @@ def _query_text(request: Request, name: str) -> str | None:
 
 def _time_range(request: Request) -> tuple[datetime | None, datetime | None]:
     return _query_time(request, "from"), _query_time(request, "to")
-
-
-# --- providers ----------------------------------------------------------------------------------
-
-
-@route("POST", "/v1/providers", ADMIN, "register providers", idempotency="optional", secret=True)
-async def create_provider(request: Request, c: Call) -> Response:
-    data = await http.read_json(request)
-    code = http.identifier(data, "code")
-    name = http.text(data, "name")
-    return http.json_response(
-        await service.create_provider(
-            c.conn, c.w.queries, code, name, c.actor, master_key=c.w.keys.master_key
-        ),
-        201,
-    )
-
-
-@route("GET", "/v1/providers", READ, "list providers")
-async def list_providers(request: Request, c: Call) -> Response:
-    size, after = pagination.limit(request), pagination.cursor(request, 1)
-    return http.json_response(await history.providers(c.conn, c.w.queries, size, after))
-
-
-@route(
-    "POST",
-    "/v1/providers/{code}/keys",
-    ADMIN,
-    "rotate provider keys",
-    idempotency="optional",
-    secret=True,
-)
-async def rotate_key(request: Request, c: Call) -> Response:
-    code = _path(request, "code")
-    rotated = await service.rotate_key(
-        c.conn, c.w.queries, code, c.actor, master_key=c.w.keys.master_key
-    )
-    c.w.keys.forget(code)
-    return http.json_response(rotated, 201)
 
 
 # --- players ------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -12,6 +12,7 @@ from app.db import Queries
 from app.operator import views
 from app.web import pagination
 from app.web.errors import InvalidRequest, NotFound
+from app.web.query import day_bounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,15 +107,6 @@ async def api_keys(
     last = pagination.cursor_text(after[0]) if after else None
     rows = await conn.fetch(q.api_keys_page, last, size + 1)
     return pagination.page(rows, size, lambda r: [r["id"]], views.record)
-
-
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    """A UTC calendar day as [start, end)."""
-    start = datetime.combine(day, time.min, tzinfo=UTC)
-    try:
-        return start, start + timedelta(days=1)
-    except OverflowError:  # 9999-12-31 has no next day
-        raise InvalidRequest("date is out of range", field="date") from None
 
 
 async def daily_report(conn: asyncpg.Connection, q: Queries, day: date) -> dict[str, Any]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import base64
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from app.audit import Actor, audit
 from app.db import Queries
 from app.operator.views import record, rfc3339
 from app.seamless.keys import master_key_from_env, seal_key
@@ -24,26 +24,6 @@ from app.web.errors import IdempotencyConflict, InvalidRequest, NotFound
 STATUSES = ("active", "blocked", "self_excluded")
 LIMIT_KINDS = ("deposit", "wager", "loss")
 LIMIT_PERIODS = ("daily", "weekly", "monthly")
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who acts (for the audit log) and the request that carried it."""
-
-    name: str
-    request_id: str | None = None
-
-
-async def audit(
-    conn: asyncpg.Connection,
-    q: Queries,
-    actor: Actor,
-    action: str,
-    target: str,
-    before: Any,
-    after: Any,
-) -> None:
-    await conn.execute(q.insert_audit, actor.name, action, target, before, after, actor.request_id)
 
 
 def _new_provider_key() -> tuple[str, bytes]:

@@ -16,15 +16,19 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
+from typing import Annotated
 
 import asyncpg
 import httpx
 import orjson
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.config import JsonDict
 
 from app.db import CONNECTION_ERRORS, Queries
-from app.operator.views import record
+from app.fields import Currency, Identifier, OneOf, PositiveAmount, Timestamp
 from app.payments import signing
+from app.payments.models import ID_PREFIX, KINDS, PAYMENT_ID, STATUSES
+from app.web.messages import Answer
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,63 @@ MAX_ATTEMPTS = 15
 BASE_DELAY = 30.0
 MAX_DELAY = 4 * 3600.0
 LEASE_SECONDS = 120.0
+TIMEOUT = 10.0  # seconds an operator's platform has to acknowledge a delivery
+# The delay after each failed attempt but the last, without jitter: the whole retry window.
+RETRY_WINDOW = sum(min(BASE_DELAY * 2 ** (n - 1), MAX_DELAY) for n in range(1, MAX_ATTEMPTS))
+# One event when a payment is created and one per status change, typed <kind>.<status>, so every
+# status of each state machine is a type.
+EVENT_TYPES = tuple(f"{kind}.{status}" for kind, statuses in KINDS.items() for status in statuses)
+EVENT_ID = r"^evt_[0-9a-f]{32}$"
+
+
+def _statuses_by_kind(schema: JsonDict) -> None:
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"kind": {"const": kind}}},
+            "then": {
+                "properties": {
+                    "id": {"pattern": f"^{ID_PREFIX[kind]}_"},
+                    "status": {"enum": list(statuses)},
+                }
+            },
+        }
+        for kind, statuses in KINDS.items()
+    ]
+
+
+class OperatorEventData(Answer):
+    """The payment as it was when the event was recorded (like Payment)."""
+
+    # In the order a delivery's body has them: Postgres jsonb's (shorter keys first), in which
+    # operator_event() (sql/004_payments.sql) stores the payload.
+    model_config = ConfigDict(json_schema_extra=_statuses_by_kind)
+
+    id: str = Field(pattern=PAYMENT_ID, description="the payment: dep_... or wdr_...")
+    kind: Annotated[str, OneOf.of(KINDS)]
+    amount: PositiveAmount
+    method: Identifier
+    status: Annotated[str, OneOf.of(STATUSES)] = Field(description="the status it moved to")
+    currency: Currency
+    player_id: Identifier
+    reference: str | None = Field(description="yours, as sent when the payment was created")
+    failure_code: str | None = Field(description="why it failed, once known")
+
+
+class OperatorEventPayload(Answer):
+    """The body of every delivery to the operator's platform: a deposit or a withdrawal was
+    created or changed status. Keys come in the order the wallet stores them; check the
+    signature over the raw body."""
+
+    id: str = Field(
+        pattern=EVENT_ID,
+        description="evt_ and 32 hex digits; the same on every delivery and replay of the "
+        "event: deduplicate by it",
+    )
+    data: OperatorEventData
+    type: Annotated[str, OneOf.of(EVENT_TYPES)] = Field(description="`<data.kind>.<data.status>`")
+    created: Timestamp = Field(
+        description="unix seconds when the event was recorded (not when it was sent)"
+    )
 
 
 def backoff(attempts: int) -> float:
@@ -51,7 +112,7 @@ class Outbox:
         url: str,
         secret: bytes,
         *,
-        timeout: float = 10.0,
+        timeout: float = TIMEOUT,
     ) -> None:
         self.pool = pool
         self.q = queries
@@ -82,7 +143,14 @@ class Outbox:
 
     async def _post(self, event: asyncpg.Record) -> str | None:
         """None when the operator acknowledged the event (2xx), else what went wrong."""
-        body = orjson.dumps(event["payload"])
+        try:
+            # Strictly: a string where an amount should be is a bug to see, not to convert.
+            payload = OperatorEventPayload.model_validate(event["payload"], strict=True)
+        except ValidationError as exc:
+            # A bug, not the operator's: kept as the event's last error, never sent.
+            log.error("operator event %s has an invalid payload: %s", event["id"], exc)
+            return f"invalid payload: {exc.error_count()} field(s) not as documented"
+        body = orjson.dumps(payload.model_dump(mode="json"))
         headers = {
             "content-type": "application/json",
             "x-signature": signing.sign(self.secret, body, int(time.time())),
@@ -112,10 +180,3 @@ async def replay(conn: asyncpg.Connection, queries: Queries, event_id: str) -> b
     """Make an event due now, whatever its state; False when there is no such event. Attempts
     are not reset: a replayed dead letter gets one try before it is dead again."""
     return await conn.fetchval(queries.replay_event, event_id) is not None
-
-
-def event_view(row: asyncpg.Record) -> dict[str, Any]:
-    """An event as the API lists it, with its delivery status."""
-    out = record(row)
-    out["status"] = "delivered" if row["delivered_at"] else "dead" if row["dead_at"] else "pending"
-    return out

@@ -4,10 +4,11 @@
 decline, a method the PSP does not offer, a request it calls invalid). Only retryable errors are
 retried, or failed over to another route; a final error is an answer.
 
-Everything a PSP sends is read strictly (contract 3 [1.1]), field by field, before the wallet acts
-on it: amounts are JSON integers (never a bool, a float or a numeric string), ids are identifiers,
-statuses are ones the PSP documents. A webhook that breaks this raises :class:`MalformedPspData`
-naming the field (400, nothing written); an answer to the wallet's own call that breaks it is a
+Everything a PSP sends is read strictly (contract 3 [1.1]), with its typed message
+(:mod:`app.payments.psp_messages`), before the wallet acts on it: amounts are JSON integers (never
+a bool, a float or a numeric string), ids are identifiers, statuses are ones the PSP documents.
+A webhook that breaks this raises :class:`MalformedPspData` naming the field (400, nothing
+written); an answer to the wallet's own call that breaks it is a
 retryable, ambiguous :class:`PspError` ``invalid_answer``, as if the answer had been lost.
 """
 
@@ -15,41 +16,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from app import strict_json
 from app.config import PspSettings
+from app.payments import psp_messages as messages
 from app.payments import signing
-from app.payments.sandbox import model as sandbox
-from app.payments.sandbox.app import REFERENCE
-from app.seamless.events import MAX_AMOUNT
-from app.web.http import CURRENCY, IDENTIFIER
+from app.payments.psp_messages import EVENT_STATUS
 
 log = logging.getLogger(__name__)
-
-# The statuses the sandbox PSP documents for a payment (docs/sandbox-psp.md), and the status each
-# of its webhook types carries: a payment.processing event reports the payment still pending.
-PSP_STATUSES = (
-    sandbox.REQUIRES_ACTION,
-    sandbox.PENDING,
-    sandbox.SUCCEEDED,
-    sandbox.FAILED,
-    sandbox.HELD,
-)
-EVENT_STATUS = {
-    "payment.succeeded": sandbox.SUCCEEDED,
-    "payment.failed": sandbox.FAILED,
-    "payment.held": sandbox.HELD,
-    "payment.processing": sandbox.PENDING,
-}
-MAX_URL = 2048
-INT64 = (-(2**63), 2**63 - 1)
 
 
 class PspError(Exception):
@@ -85,73 +66,18 @@ class MalformedPspData(ValueError):
         self.field = field
 
 
-@dataclass(frozen=True, slots=True)
-class _Fields:
-    """Typed reads of one JSON object sent by a PSP; ``path`` prefixes the field names reported."""
+MessageT = TypeVar("MessageT", bound=BaseModel)
 
-    obj: dict[str, Any]
-    path: str = ""
 
-    @classmethod
-    def of(cls, value: Any, path: str = "") -> _Fields:
-        if type(value) is not dict:
-            raise MalformedPspData(path or None, "must be a JSON object")
-        return cls(value, path)
-
-    def name(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def nested(self, key: str) -> _Fields:
-        return _Fields.of(self.obj.get(key), self.name(key))
-
-    def identifier(self, key: str) -> str:
-        value = self.obj.get(key)
-        if type(value) is not str or not IDENTIFIER.fullmatch(value):
-            raise MalformedPspData(self.name(key), "must be 1 to 64 characters of [A-Za-z0-9_.:-]")
-        return value
-
-    def optional_identifier(self, key: str) -> str | None:
-        return None if self.obj.get(key) is None else self.identifier(key)
-
-    def reference(self, key: str) -> str:
-        """Any merchant reference the PSP accepts (a settlement line need not be the wallet's)."""
-        value = self.obj.get(key)
-        if type(value) is not str or not REFERENCE.fullmatch(value):
-            raise MalformedPspData(
-                self.name(key), "must be 1 to 128 characters of [A-Za-z0-9_.:/-]"
-            )
-        return value
-
-    def currency(self, key: str) -> str:
-        value = self.obj.get(key)
-        if type(value) is not str or not CURRENCY.fullmatch(value):
-            raise MalformedPspData(self.name(key), "must be an ISO 4217 code like EUR")
-        return value
-
-    def integer(self, key: str, minimum: int, maximum: int) -> int:
-        value = self.obj.get(key)
-        # type() rather than isinstance(): a JSON true is a Python int, and not an amount.
-        if type(value) is not int or not minimum <= value <= maximum:
-            raise MalformedPspData(
-                self.name(key), f"must be a JSON integer from {minimum} to {maximum}"
-            )
-        return value
-
-    def choice(self, key: str, allowed: Collection[str]) -> str:
-        value = self.obj.get(key)
-        if type(value) is not str or value not in allowed:
-            raise MalformedPspData(self.name(key), f"must be one of {', '.join(sorted(allowed))}")
-        return value
-
-    def optional_url(self, key: str) -> str | None:
-        value = self.obj.get(key)
-        if value is None:
-            return None
-        if type(value) is not str or not 1 <= len(value) <= MAX_URL or not value.isprintable():
-            raise MalformedPspData(
-                self.name(key), f"must be null or a string of 1 to {MAX_URL} printable characters"
-            )
-        return value
+def read(model: type[MessageT], data: Any) -> MessageT:
+    """``data`` (parsed JSON from a PSP) as ``model``, or :class:`MalformedPspData` naming the
+    first field that is not as documented (``data.amount``, ``lines.0.fee``)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        raise MalformedPspData(field, first["msg"]) from None
 
 
 def _invalid_answer(psp: str, what: str, exc: MalformedPspData) -> PspError:
@@ -255,23 +181,18 @@ class SandboxPsp:
         # Our payment id is the PSP's idempotency key: initiating again after a crash returns
         # the same PSP payment instead of creating a second one.
         data = await self._call("POST", "/v1/payments", body, idempotency_key=payment["id"])
-        try:
-            return Initiated(
-                psp_payment_id=data.identifier("psp_payment_id"),
-                status=data.choice("status", PSP_STATUSES),
-                redirect_url=data.optional_url("redirect_url"),
-                deep_link=data.optional_url("deep_link"),
-                failure_code=data.optional_identifier("failure_code"),
-            )
-        except MalformedPspData as exc:
-            raise _invalid_answer(self.name, "initiate", exc) from None
+        answer = self._answer(messages.Initiation, data, "initiate")
+        return Initiated(
+            psp_payment_id=answer.psp_payment_id,
+            status=answer.status,
+            redirect_url=answer.redirect_url,
+            deep_link=answer.deep_link,
+            failure_code=answer.failure_code,
+        )
 
     async def status(self, psp_payment_id: str) -> str:
         data = await self._call("GET", f"/v1/payments/{psp_payment_id}")
-        try:
-            return data.choice("status", PSP_STATUSES)
-        except MalformedPspData as exc:
-            raise _invalid_answer(self.name, "status", exc) from None
+        return self._answer(messages.PaymentStatus, data, "status").status
 
     async def find(self, reference: str) -> tuple[str, str] | None:
         try:
@@ -280,22 +201,30 @@ class SandboxPsp:
             if exc.code == "not_found":
                 return None
             raise
-        try:
-            return data.identifier("psp_payment_id"), data.choice("status", PSP_STATUSES)
-        except MalformedPspData as exc:
-            raise _invalid_answer(self.name, "find", exc) from None
+        found = self._answer(messages.FoundPayment, data, "find")
+        return found.psp_payment_id, found.status
 
     async def settlement(self, day: date) -> list[SettlementLine]:
         data = await self._call("GET", f"/v1/settlements?date={day.isoformat()}")
+        report = self._answer(messages.Settlement, data, "settlement")
+        return [
+            SettlementLine(
+                psp_payment_id=line.psp_payment_id,
+                reference=line.reference,
+                kind=line.kind,
+                amount=line.amount,
+                currency=line.currency,
+                fee=line.fee,
+                net=line.net,
+            )
+            for line in report.lines
+        ]
+
+    def _answer(self, model: type[MessageT], data: Any, what: str) -> MessageT:
         try:
-            lines = data.obj.get("lines")
-            if type(lines) is not list:
-                raise MalformedPspData("lines", "must be a JSON array")
-            return [
-                _settlement_line(_Fields.of(line, f"lines[{i}]")) for i, line in enumerate(lines)
-            ]
+            return read(model, data)
         except MalformedPspData as exc:
-            raise _invalid_answer(self.name, "settlement", exc) from None
+            raise _invalid_answer(self.name, what, exc) from None
 
     def parse_webhook(self, body: bytes, signature: str | None, now: float) -> PspEvent:
         """The verified event; :class:`signing.SignatureError` when the body cannot be trusted,
@@ -307,33 +236,28 @@ class SandboxPsp:
             raise MalformedPspData(exc.key, str(exc)) from None
         except ValueError:
             raise MalformedPspData(None, "the body is not UTF-8 JSON") from None
-        event = _Fields.of(parsed)
-        event_id = event.identifier("id")
-        event_type = event.choice("type", EVENT_STATUS)
-        # Read by nobody here, but documented and sent with every event: typed like the rest.
-        event.integer("created", 0, INT64[1])
-        data = event.nested("data")
-        data.choice("kind", sandbox.KINDS)
-        status = data.choice("status", PSP_STATUSES)
-        if status != EVENT_STATUS[event_type]:
+        event = read(messages.PspEvent, parsed)
+        data = event.data
+        if data.status != EVENT_STATUS[event.type]:
             raise MalformedPspData(
-                data.name("status"), f"must be {EVENT_STATUS[event_type]} in a {event_type} event"
+                "data.status", f"must be {EVENT_STATUS[event.type]} in a {event.type} event"
             )
         return PspEvent(
-            event_id=event_id,
-            type=event_type,
-            psp_payment_id=data.identifier("psp_payment_id"),
+            event_id=event.id,
+            type=event.type,
+            psp_payment_id=data.psp_payment_id,
             # The wallet's own payment id, sent as the reference when the payment was initiated.
-            reference=data.identifier("reference"),
-            amount=data.integer("amount", 1, MAX_AMOUNT),
-            currency=data.currency("currency"),
-            status=status,
-            failure_code=data.optional_identifier("failure_code"),
+            reference=data.reference,
+            amount=data.amount,
+            currency=data.currency,
+            status=data.status,
+            failure_code=data.failure_code,
         )
 
     async def _call(
         self, method: str, path: str, body: Any = None, *, idempotency_key: str | None = None
-    ) -> _Fields:
+    ) -> Any:
+        """The answer's parsed JSON (read by the caller with its model), or a :class:`PspError`."""
         headers = {"authorization": f"Bearer {self.api_key}"}
         if idempotency_key is not None:
             headers["idempotency-key"] = idempotency_key
@@ -367,34 +291,19 @@ class SandboxPsp:
         if response.status_code >= 500:
             raise PspError(f"http_{response.status_code}", retryable=True)
         try:
-            data = _Fields.of(strict_json.loads(response.content))
-        except ValueError as exc:  # MalformedPspData, or not JSON at all
+            data = strict_json.loads(response.content)
+        except ValueError as exc:  # not JSON at all
             if response.status_code >= 400:
                 raise PspError(f"http_{response.status_code}", retryable=False) from None
             raise _invalid_answer(self.name, path, MalformedPspData(None, str(exc))) from None
         if response.status_code >= 400:
             # The code becomes the payment's failure_code: only an identifier is taken as one.
             try:
-                code = data.nested("error").identifier("code")
+                code = read(messages.Refusal, data).error.code
             except MalformedPspData:
                 code = f"http_{response.status_code}"
             raise PspError(code, retryable=False)
         return data
-
-
-def _settlement_line(line: _Fields) -> SettlementLine:
-    """One line of a report. Its amounts are integers, but any integer: a report is compared,
-    not posted, and a line with an odd amount is a discrepancy to show, not a reason to lose the
-    whole report."""
-    return SettlementLine(
-        psp_payment_id=line.identifier("psp_payment_id"),
-        reference=line.reference("reference"),
-        kind=line.choice("kind", sandbox.KINDS),
-        amount=line.integer("amount", *INT64),
-        currency=line.currency("currency"),
-        fee=line.integer("fee", *INT64),
-        net=line.integer("net", *INT64),
-    )
 
 
 def now() -> float:

@@ -10,59 +10,187 @@ settlement report. They are matched by the wallet's payment id (the PSP's ``refe
 - ``amount_mismatch`` / ``currency_mismatch`` / ``kind_mismatch``: both have it, differently.
 
 Fees are the PSP's, summed per currency beside gross and net, and are not discrepancies.
+``GET /v1/reconciliation`` and ``wallet reconcile`` give the same report.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
-from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
+from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict
 
 from app.db import Queries
-from app.operator.history import day_bounds
-from app.payments.psp import Psp, SettlementLine
-from app.web.errors import NotFound
+from app.fields import Currency, Identifier, OneOf
+from app.payments.psp import Psp, PspError, SettlementLine
+from app.web.auth import READ
+from app.web.errors import NotFound, RouteDegraded
+from app.web.messages import Answer, Body
+from app.web.query import Day, day_bounds
+from app.web.routing import Api, Call
+
+MISSING_IN_WALLET = "missing_in_wallet"
+MISSING_AT_PSP = "missing_at_psp"
+# Both sides have the payment, differently: only the first difference, in this order.
+MISMATCHES = ("kind_mismatch", "currency_mismatch", "amount_mismatch")
+DISCREPANCIES = (MISSING_IN_WALLET, MISSING_AT_PSP, *MISMATCHES)
+
+Count = Annotated[int, Field(ge=0)]
+Int64 = Annotated[int, Field(json_schema_extra={"format": "int64"})]
+SideAmount = Annotated[
+    Int64 | None, Field(description="minor units; null when this side has no such payment")
+]
 
 
-async def reconcile(
-    conn: asyncpg.Connection, queries: Queries, psp: Psp, day: date
-) -> dict[str, Any]:
+def _sides(schema: JsonDict) -> None:
+    """Which side's fields are null follows from the finding's type."""
+    both = ["wallet_amount", "wallet_currency", "psp_amount", "psp_currency"]
+    null: JsonDict = {"type": "null"}
+    sides = {MISSING_IN_WALLET: (both[:2], both[2:]), MISSING_AT_PSP: (both[2:], both[:2])}
+    rules: list[Any] = [
+        {
+            "if": {"properties": {"type": {"const": kind}}},
+            "then": {
+                "properties": {
+                    **{name: null for name in nulls},
+                    **{name: {"not": null} for name in present},
+                }
+            },
+        }
+        for kind, (nulls, present) in sides.items()
+    ] + [
+        {
+            "if": {"properties": {"type": {"pattern": "_mismatch$"}}},
+            "then": {"properties": {name: {"not": null} for name in both}},
+        }
+    ]
+    schema["allOf"] = rules
+
+
+class Discrepancy(Answer):
+    """A payment the two sides do not agree on."""
+
+    model_config = ConfigDict(json_schema_extra=_sides)
+
+    type: Annotated[str, OneOf.of(DISCREPANCIES)] = Field(
+        description="missing_in_wallet: the PSP settled a payment the wallet did not credit or "
+        "pay that day (like one paid after the wallet expired it); missing_at_psp: the wallet "
+        "credited or paid a payment the PSP does not settle; amount_mismatch, "
+        "currency_mismatch, kind_mismatch: both sides have it, differently (only the first "
+        "difference, in the order kind, currency, amount)"
+    )
+    payment_id: str = Field(description="the wallet's payment id: the PSP line's `reference`")
+    psp_payment_id: str | None = Field(
+        description="the PSP's id: its line's, or else the wallet's record of it"
+    )
+    wallet_amount: SideAmount
+    psp_amount: SideAmount
+    wallet_currency: Currency | None = Field(description="null when the wallet has no such payment")
+    psp_currency: str | None = Field(
+        description="as the PSP reports it; null when the PSP has no such line"
+    )
+
+
+class ReconciliationTotals(Answer):
+    """The totals of the PSP's settlement lines in one currency."""
+
+    gross: Int64 = Field(description="the sum of the lines' amounts (deposits and payouts)")
+    fees: Int64 = Field(description="the PSP's fees: totalled here, never a discrepancy")
+    net: Int64 = Field(
+        description="the sum of the lines' net: a deposit's amount less its fee, minus a "
+        "payout's amount and its fee"
+    )
+
+
+def _ok_means_none(schema: JsonDict) -> None:
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"ok": {"const": True}}},
+            "then": {"properties": {"discrepancies": {"maxItems": 0}}},
+            "else": {"properties": {"discrepancies": {"minItems": 1}}},
+        }
+    ]
+
+
+class Reconciliation(Answer):
+    """A PSP's settlement report for one UTC day matched against the wallet's payments at that
+    route, by payment id (the PSP's `reference`). See docs/payments.md, section 5c."""
+
+    model_config = ConfigDict(json_schema_extra=_ok_means_none)
+
+    psp: Identifier = Field(description="the PSP route, as asked")
+    date: dt.date = Field(description="the UTC day reconciled")
+    ok: bool = Field(description="true when there is no discrepancy")
+    matched: Count = Field(description="payments both sides have, identically")
+    wallet_count: Count = Field(
+        description="payments at this route that the wallet moved to `succeeded` (deposits) or "
+        "`paid` (withdrawals) that day"
+    )
+    psp_count: Count = Field(description="lines of the PSP's settlement report")
+    psp_totals: dict[str, ReconciliationTotals] = Field(
+        description="per currency of the PSP's lines (only those it has)"
+    )
+    discrepancies: list[Discrepancy] = Field(
+        description="the PSP's lines in order of payment id, then the wallet's payments "
+        "missing at the PSP"
+    )
+
+
+class ReconciliationQuery(Body):
+    psp: Identifier = Field(
+        description="the PSP route's name, as configured in WALLET_PSPS (400 on `psp` when "
+        "missing or malformed; 404 when no route has this name)"
+    )
+    date: Day | None = Field(
+        None,
+        description="the UTC day, YYYY-MM-DD; default yesterday (UTC) (400 on `date` otherwise)",
+    )
+
+
+async def report(
+    conn: asyncpg.Connection, queries: Queries, psp: Psp, day: dt.date
+) -> Reconciliation:
     """The reconciliation report of one PSP for one day (``ok`` when nothing differs)."""
     start, end = day_bounds(day)
     ours = {r["id"]: r for r in await conn.fetch(queries.settled_payments, psp.name, start, end)}
     theirs: dict[str, SettlementLine] = {line.reference: line for line in await psp.settlement(day)}
-    discrepancies: list[dict[str, Any]] = []
-    matched = 0
+    discrepancies: list[Discrepancy] = []
     for payment_id, line in sorted(theirs.items()):
         mine = ours.get(payment_id)
         if mine is None:
-            discrepancies.append(_finding("missing_in_wallet", payment_id, None, line))
+            discrepancies.append(_finding(MISSING_IN_WALLET, payment_id, None, line))
             continue
         mismatch = _mismatch(mine, line)
-        if mismatch is None:
-            matched += 1
-        else:
+        if mismatch is not None:
             discrepancies.append(_finding(mismatch, payment_id, mine, line))
     for payment_id in sorted(ours.keys() - theirs.keys()):
-        discrepancies.append(_finding("missing_at_psp", payment_id, ours[payment_id], None))
+        discrepancies.append(_finding(MISSING_AT_PSP, payment_id, ours[payment_id], None))
     totals: dict[str, dict[str, int]] = defaultdict(lambda: {"gross": 0, "fees": 0, "net": 0})
     for line in theirs.values():
         totals[line.currency]["gross"] += line.amount
         totals[line.currency]["fees"] += line.fee
         totals[line.currency]["net"] += line.net
-    return {
-        "psp": psp.name,
-        "date": day.isoformat(),
-        "ok": not discrepancies,
-        "matched": len(ours.keys() & theirs.keys())
-        - sum(1 for d in discrepancies if d["type"].endswith("_mismatch")),
-        "wallet_count": len(ours),
-        "psp_count": len(theirs),
-        "psp_totals": dict(totals),
-        "discrepancies": discrepancies,
-    }
+    return Reconciliation(
+        psp=psp.name,
+        date=day,
+        ok=not discrepancies,
+        matched=len(ours.keys() & theirs.keys())
+        - sum(1 for d in discrepancies if d.type in MISMATCHES),
+        wallet_count=len(ours),
+        psp_count=len(theirs),
+        psp_totals={currency: ReconciliationTotals(**sums) for currency, sums in totals.items()},
+        discrepancies=discrepancies,
+    )
+
+
+async def reconcile(
+    conn: asyncpg.Connection, queries: Queries, psp: Psp, day: dt.date
+) -> dict[str, Any]:
+    """:func:`report` as JSON (``wallet reconcile`` prints it)."""
+    return (await report(conn, queries, psp, day)).model_dump(mode="json")
 
 
 def _mismatch(mine: asyncpg.Record, line: SettlementLine) -> str | None:
@@ -77,16 +205,16 @@ def _mismatch(mine: asyncpg.Record, line: SettlementLine) -> str | None:
 
 def _finding(
     kind: str, payment_id: str, mine: asyncpg.Record | None, line: SettlementLine | None
-) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "payment_id": payment_id,
-        "psp_payment_id": line.psp_payment_id if line else mine["psp_payment_id"] if mine else None,
-        "wallet_amount": mine["amount"] if mine else None,
-        "psp_amount": line.amount if line else None,
-        "wallet_currency": mine["currency"] if mine else None,
-        "psp_currency": line.currency if line else None,
-    }
+) -> Discrepancy:
+    return Discrepancy(
+        type=kind,
+        payment_id=payment_id,
+        psp_payment_id=line.psp_payment_id if line else mine["psp_payment_id"] if mine else None,
+        wallet_amount=mine["amount"] if mine else None,
+        psp_amount=line.amount if line else None,
+        wallet_currency=mine["currency"] if mine else None,
+        psp_currency=line.currency if line else None,
+    )
 
 
 def route_named(psps: list[Psp], name: str) -> Psp:
@@ -94,3 +222,45 @@ def route_named(psps: list[Psp], name: str) -> Psp:
         if psp.name == name:
             return psp
     raise NotFound(f"no PSP route named {name!r}")
+
+
+api = Api("payments")
+
+
+@api.get(
+    "/v1/reconciliation",
+    summary="Match a PSP's settlement report for one UTC day against the wallet",
+    roles=READ,
+    query=ReconciliationQuery,
+    answers=[(200, Reconciliation, "The reconciliation report; `ok` when nothing differs")],
+    errors=(400, 404, 503),
+    description="Fetches the PSP route's settlement report for the day and matches its "
+    "lines, by the wallet's payment id (the line's `reference`), against the payments at "
+    "that route that the wallet moved to `succeeded` (deposits) or `paid` (withdrawals) "
+    "that day, dated by that change. Findings: `missing_in_wallet`, `missing_at_psp`, "
+    "`amount_mismatch`, `currency_mismatch`, `kind_mismatch`; the PSP's fees are totalled "
+    "per currency, never a discrepancy. Like `wallet reconcile` (docs/payments.md, section "
+    "5c); nothing is changed or recorded.\n\n"
+    "400 on `psp` when missing or malformed, on `date` when not a day; 404 when no "
+    "configured route has this name; 503 `route_degraded` when the PSP's settlement report "
+    "cannot be fetched.",
+    error_notes=(
+        (
+            503,
+            "route_degraded: the PSP's settlement report could not be fetched (unreachable, "
+            "timed out, or an error answer); nothing was reconciled, ask again later",
+        ),
+    ),
+    operation_id="reconcilePsp",
+)
+async def reconciliation(c: Call, query: ReconciliationQuery) -> Reconciliation:
+    """``?psp=NAME&date=YYYY-MM-DD`` (default yesterday, UTC)."""
+    psp = route_named(c.w.payments.psps, query.psp)
+    day = query.date or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    try:
+        return await report(c.conn, c.w.queries, psp, day)
+    except PspError as exc:
+        raise RouteDegraded(f"the PSP's settlement report is unavailable: {exc.code}") from None
+
+
+routes = api.routes

@@ -22,22 +22,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import asyncpg
-import orjson
 
+from app.audit import Actor, audit
 from app.db import CONNECTION_ERRORS, Queries
-from app.operator.service import Actor, audit
-from app.operator.views import rfc3339
 from app.payments import signing
+from app.payments.models import (
+    CONTRADICTED,
+    FAILED_AFTER_PAID,
+    ID_PREFIX,
+    MISMATCHES,
+    OUTCOME_UNKNOWN,
+    PAID_AFTER_RELEASE,
+    RESOLUTIONS,
+    SUCCEEDED_AFTER_EXPIRY,
+    Payment,
+    PaymentRequest,
+)
 from app.payments.psp import Initiated, Psp, PspError, PspEvent, now
 from app.payments.routing import Breaker, retry_delay, serves
 from app.web import pagination
@@ -58,52 +66,13 @@ log = logging.getLogger(__name__)
 DEGRADED = {"error": "route_degraded"}
 DEGRADED_MESSAGE = "every payment route is unavailable; retry later with a new Idempotency-Key"
 IN_PROGRESS = "a request with this Idempotency-Key is still in progress"
-# Why a withdrawal waits for that PSP or an operator (payments.flagged).
-OUTCOME_UNKNOWN = "payout_outcome_unknown"
 RESOLVABLE = ("approved", "processing")  # sent, or about to be, and not final
-# A PSP's "succeeded" after the wallet had given up on the payment: refused and flagged.
-SUCCEEDED_AFTER_EXPIRY = "succeeded_after_expiry"  # a deposit, money held and not credited
-PAID_AFTER_RELEASE = "paid_after_release"  # a payout, its hold already given back
-# The opposite: a payout settled, then reported failed by its PSP.
-FAILED_AFTER_PAID = "failed_after_paid"
-CONTRADICTED = (SUCCEEDED_AFTER_EXPIRY, PAID_AFTER_RELEASE, FAILED_AFTER_PAID)
-# A withdrawal waiting for an operator's approval (no flag: its status says it).
-HELD_FOR_REVIEW = "held_for_review"
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentRequest:
-    player_id: str
-    amount: int
-    currency: str
-    method: str
-    reference: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def digest(self) -> bytes:
-        """The request's identity for Idempotency-Key comparisons."""
-        return hashlib.sha256(orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS)).digest()
 
 
 def view(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A payment as the API shows it."""
-    return {
-        "id": row["id"],
-        "status": row["status"],
-        "player_id": row["player_id"],
-        "amount": row["amount"],
-        "currency": row["currency"],
-        "method": row["method"],
-        "reference": row["reference"],
-        "metadata": row["metadata"],
-        "redirect_url": row["redirect_url"],
-        "deep_link": row["deep_link"],
-        "failure_code": row["failure_code"],
-        "needs_attention": _attention(row) is not None,
-        "attention": _attention(row),
-        "created_at": rfc3339(row["created_at"]),
-        "expires_at": rfc3339(row["expires_at"]),
-    }
+    """A payment as the API shows it (:class:`Payment`), in the JSON form that is also stored as
+    the first answer to its Idempotency-Key."""
+    return Payment.of(row).model_dump(mode="json")
 
 
 class Payments:
@@ -137,7 +106,7 @@ class Payments:
         answer = await self._first_answer("deposit", key, req)
         if answer is not None:
             return answer
-        payment_id = "dep_" + secrets.token_hex(10)
+        payment_id = f"{ID_PREFIX['deposit']}_{secrets.token_hex(10)}"
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 player = await conn.fetchrow("SELECT * FROM wallet_lock_player($1)", req.player_id)
@@ -229,7 +198,7 @@ class Payments:
         if answer is not None:
             return answer
         routes = self._routes(req)
-        payment_id = "wdr_" + secrets.token_hex(10)
+        payment_id = f"{ID_PREFIX['withdrawal']}_{secrets.token_hex(10)}"
         async with self.pool.acquire() as conn:
             await self._check_kyc(conn, "withdrawal", req)
             # One transaction from the hold to held-or-approved (and a held one's stored
@@ -298,9 +267,11 @@ class Payments:
     ) -> dict[str, Any]:
         """An operator's audited decision on a sent withdrawal whose PSP has not reported (after
         checking with that PSP): ``paid`` settles its hold, ``failed`` gives it back."""
-        target = {"paid": "paid", "failed": "failed"}.get(outcome)
-        if target is None:
-            raise InvalidRequest("outcome must be paid or failed", field="outcome")
+        if outcome not in RESOLUTIONS:
+            raise InvalidRequest(
+                f"outcome must be one of {', '.join(RESOLUTIONS)}", field="outcome"
+            )
+        target = outcome
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(self.q.payment_by_id, payment_id)
             if row is None or row["kind"] != "withdrawal":
@@ -706,14 +677,6 @@ def _mismatch(payment: asyncpg.Record, event: PspEvent) -> str | None:
     return None
 
 
-def _attention(row: Mapping[str, Any]) -> str | None:
-    """Why the payment waits for an operator, if it does."""
-    flagged: str | None = row["flagged"]
-    if flagged is None and row["kind"] == "withdrawal" and row["status"] == "held":
-        return HELD_FOR_REVIEW
-    return flagged
-
-
 def _stored(response: dict[str, Any] | None) -> dict[str, Any] | None:
     """A creation's stored first answer: the payment's view, or its error raised again."""
     if response is not None and "error" in response:
@@ -730,21 +693,34 @@ def _startable(payment: Mapping[str, Any]) -> bool:
     )
 
 
-def _target(kind: str, psp_status: str) -> str | None:
-    """The wallet status a PSP status leads to (None: nothing to do)."""
-    if kind == "deposit":
-        return {
-            "pending": "processing",
-            "succeeded": "succeeded",
-            "failed": "failed",
-            "processing": "processing",
-        }.get(psp_status)
-    return {
+# The wallet status each PSP status moves a payment to (absent: nothing to do).
+TARGETS = {
+    "deposit": {
+        "pending": "processing",
+        "succeeded": "succeeded",
+        "failed": "failed",
+        "processing": "processing",
+    },
+    "withdrawal": {
         "pending": "processing",
         "processing": "processing",
         "succeeded": "paid",
         "failed": "failed",
-    }.get(psp_status)
+    },
+}
+# What the PSP webhook answers: the event moved the payment (to one of TARGETS' statuses), was
+# applied before, changed nothing, or was refused as contradicting the payment.
+WEBHOOK_OUTCOMES = (
+    *(f"moved_to_{s}" for s in dict.fromkeys(t for m in TARGETS.values() for t in m.values())),
+    "duplicate",
+    "ignored",
+    *(f"refused_{reason}" for reason in (*MISMATCHES, *CONTRADICTED)),
+)
+
+
+def _target(kind: str, psp_status: str) -> str | None:
+    """The wallet status a PSP status leads to (None: nothing to do)."""
+    return TARGETS["deposit" if kind == "deposit" else "withdrawal"].get(psp_status)
 
 
 def _request_of(row: asyncpg.Record) -> PaymentRequest:

@@ -22,6 +22,8 @@ The seamless webhook never uses these: it always answers HTTP 200 with an R-code
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 DOCS_BASE = "https://wallet.invalid/docs/errors#"
 
 
@@ -52,9 +54,34 @@ class WalletError(Exception):
         return {}
 
 
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One bad field of a request: its dotted name and what is wrong with it."""
+
+    field: str
+    message: str
+
+
 class InvalidRequest(WalletError):
+    """400. ``field`` names the (first) offending field; ``errors`` lists every bad field when
+    a typed message found several (:func:`app.web.messages.parse`)."""
+
     http_status = 400
     code = "invalid_request"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, errors: tuple[FieldError, ...] = ()
+    ) -> None:
+        super().__init__(message, field=field)
+        self.errors = errors
+
+    def body(self, request_id: str | None) -> dict[str, object]:
+        body = super().body(request_id)
+        if self.errors:
+            error = body["error"]
+            assert isinstance(error, dict)
+            error["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
+        return body
 
 
 class AuthenticationFailed(WalletError):

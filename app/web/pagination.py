@@ -10,15 +10,43 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import BeforeValidator, Field
 from starlette.requests import Request
 
+from app.fields import Rule
 from app.web.errors import InvalidRequest
+from app.web.messages import Body
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+LIMIT_RULE = f"an integer from 1 to {MAX_LIMIT}"
+
+
+def _digits(raw: object) -> object:
+    # isdigit() alone accepts "²" and "٣", which int() refuses; and no limit needs 4 digits.
+    if isinstance(raw, str):
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 3):
+            raise ValueError(LIMIT_RULE)
+        return int(raw)
+    return raw
+
+
+Limit = Annotated[
+    int,
+    Field(ge=1, le=MAX_LIMIT, description="page size"),
+    BeforeValidator(_digits),
+    Rule(LIMIT_RULE),
+]
+
+
+class PageQuery(Body):
+    """``?limit=N&cursor=...`` of every list; a list with filters extends it."""
+
+    limit: Limit = DEFAULT_LIMIT
+    cursor: str | None = Field(None, description="`next_cursor` of the previous page")
 
 
 def limit(request: Request) -> int:
@@ -37,7 +65,11 @@ def encode(key: Sequence[Any]) -> str:
 
 def cursor(request: Request, size: int) -> list[Any] | None:
     """The decoded cursor (a list of ``size`` values), or None for the first page."""
-    raw = request.query_params.get("cursor")
+    return decode(request.query_params.get("cursor"), size)
+
+
+def decode(raw: str | None, size: int) -> list[Any] | None:
+    """A cursor this API gave out (a list of ``size`` values), or None for the first page."""
     if raw is None or raw == "":
         return None
     try:
@@ -93,9 +125,14 @@ def page(
     shape: Callable[[Any], dict[str, Any]],
 ) -> dict[str, Any]:
     """The response for ``rows`` fetched with ``LIMIT size + 1``."""
+    shown, next_cursor = window(rows, size, key)
+    return {"data": [shape(r) for r in shown], "next_cursor": next_cursor}
+
+
+def window(
+    rows: Sequence[Any], size: int, key: Callable[[Any], Sequence[Any]]
+) -> tuple[Sequence[Any], str | None]:
+    """The rows of the page (fetched with ``LIMIT size + 1``) and the cursor of the next one."""
     more = len(rows) > size
     rows = rows[:size]
-    return {
-        "data": [shape(r) for r in rows],
-        "next_cursor": encode(key(rows[-1])) if more and rows else None,
-    }
+    return rows, encode(key(rows[-1])) if more and rows else None
