@@ -145,10 +145,10 @@ Event = Annotated[
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 MODELS: dict[str, type[BaseEvent]] = {
-    model.model_fields["event"].annotation.__args__[0]: model  # type: ignore[union-attr]
-    for model in (Login, Balance, Logout, Bet, Cancel, Result, ResultChange)
+    get_args(model.model_fields["event"].annotation)[0]: model
+    for model in get_args(get_args(Event)[0])
 }
-"""The model of each event name, in the contract's order."""
+"""The model of each event name (its ``event`` literal), in the union's order."""
 
 MONEY_EVENTS = frozenset({"bet", "cancel", "result", "result_change"})
 
