@@ -6,7 +6,7 @@ A line looks like::
      "message": "posting bet r-1 failed: ...", "request_id": "req_3f9a0c1e2b4d5a6f",
      "provider_request_id": "r-1"}
 
-``request_id`` is the correlation id that :class:`app.web.http.RequestIdMiddleware` binds for each
+``request_id`` is the correlation id that :func:`app.web.http.tracked` binds for each
 request, the same that answers carry in ``X-Request-Id`` and in operator error bodies. Fields
 passed with ``extra=`` are added as they are.
 

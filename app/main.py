@@ -15,7 +15,6 @@ import asyncpg
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -103,15 +102,20 @@ async def _schema_is_current(pool: Any) -> None:
 
 
 class WalletApp(Starlette):
-    """The Starlette app, with one fast path: seamless deliveries skip routing and middleware,
-    doing only what those would do for that route (see :mod:`app.seamless.endpoints`)."""
+    """The Starlette app behind one pure-ASGI dispatcher. Every HTTP request gets its correlation
+    id and metrics here (:func:`app.web.http.tracked`); a seamless delivery then goes straight to
+    its handler, skipping routing and middleware (see :mod:`app.seamless.endpoints`), and
+    everything else to Starlette."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        provider = seamless_endpoints.provider_of(scope)
-        if provider is not None and "wallet" in scope.get("state", {}):
-            await seamless_endpoints.serve(scope, receive, send, provider)
-            return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+        elif seamless_endpoints.provider_of(scope) is not None:
+            await http.tracked(
+                scope, receive, send, seamless_endpoints.webhook, seamless_endpoints.ROUTE
+            )
+        else:
+            await http.tracked(scope, receive, send, super().__call__)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -250,7 +254,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *openapi.routes,
             *docs.routes,
         ],
-        middleware=[Middleware(http.RequestIdMiddleware)],
         exception_handlers={
             WalletError: _wallet_error,
             HTTPException: _http_error,
@@ -324,9 +327,5 @@ def _log_error(request: Request, exc: WalletError) -> None:
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    rid = http.request_id(request)
-    response = http.error_response(WalletError("internal error"), rid)
-    # This answer leaves through the outermost middleware, past the one that adds the header.
-    if rid is not None:
-        response.headers["x-request-id"] = rid
-    return response
+    # It leaves through app.web.http.tracked, which adds X-Request-Id as to every answer.
+    return http.error_response(WalletError("internal error"), http.request_id(request))

@@ -41,8 +41,8 @@ from app.payments.psp_messages import PspEvent
 from app.payments.service import WEBHOOK_OUTCOMES as WEBHOOK_OUTCOMES
 from app.payments.webhook import WebhookOutcome
 from app.seamless import envelope
-from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, PARSERS
-from app.seamless.outcome import MESSAGES
+from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, MODELS
+from app.seamless.outcome import CODES, MESSAGES, REASONS
 from app.web import docgen, docs, http, routing
 from app.web.idempotency import KEY, KEY_MAX
 
@@ -51,39 +51,7 @@ Schema = dict[str, Any]
 OPENAPI_VERSION = "3.1.0"
 TITLE = "Wallet API"
 JSON = "application/json"
-EVENTS = tuple(PARSERS)
-CODES = ("R0", "R1", "R2", "R3", "R4")
-# Which reasons go with which code (docs/seamless.md); the test checks they cover MESSAGES.
-REASONS: dict[str, tuple[str, ...]] = {
-    "R0": ("ok",),
-    "R1": (
-        "internal_error",
-        "player_blocked",
-        "limit_exceeded",
-        "round_closed",
-        "bet_already_settled",
-        "round_cancelled",
-        "transaction_cancelled",
-        "transaction_not_found",
-        "request_in_progress",
-    ),
-    "R2": (
-        "unknown_provider",
-        "bad_signature",
-        "stale_request",
-        "invalid_session",
-        "session_expired",
-    ),
-    "R3": (
-        "malformed_request",
-        "unknown_event",
-        "invalid_field",
-        "currency_mismatch",
-        "idempotency_conflict",
-        "player_not_found",
-    ),
-    "R4": ("insufficient_funds",),
-}
+EVENTS = tuple(MODELS)
 # The seamless examples are sealed for real, under a key everyone may know, so that integrators
 # can test their envelope code against them (and the test proves they open).
 EXAMPLE_PROVIDER = "acme"

@@ -44,6 +44,7 @@ from app.operator.adjustments import adjust
 from app.operator.players import LIMIT_PERIODS, create_player, issue_session, set_limits
 from app.operator.providers import create_provider
 from app.seamless.batch import GroupCommit, Posting
+from app.seamless.outcome import Reason
 from app.secrets import token_hash
 from loadtests.bench import fresh_database
 
@@ -133,7 +134,7 @@ async def time_bets(
                 started = time.perf_counter()
                 row = await poster.post(posting)
                 took[name].append((time.perf_counter() - started) * 1000)
-                if row["code"] != "R0":
+                if row["reason"] != Reason.OK:
                     raise SystemExit(f"bet {i} of {name} answered {dict(row)}")
             if (i + 1) % max(1, bets // 10) == 0:
                 progress(f"{i + 1:,}/{bets:,} bets of each")

@@ -13,8 +13,8 @@ from app.audit import ACTIONS
 from app.db import Queries
 from app.fields import Count, Currency, DigitsId, Identifier, Int64, OneOf, Rule, Time
 from app.ledger import service as ledger
-from app.seamless.events import PARSERS
-from app.seamless.outcome import MESSAGES
+from app.seamless.events import MODELS
+from app.seamless.outcome import CODES, MESSAGES
 from app.web import pagination, routing
 from app.web.auth import READ
 from app.web.messages import Answer, Body, Page
@@ -24,8 +24,7 @@ from app.web.routing import Api
 history = Api("history")
 api = Api("reports")
 
-EVENTS = tuple(PARSERS)
-CODES = ("R0", "R1", "R2", "R3", "R4")  # the seamless answer codes (docs/seamless.md)
+EVENTS = tuple(MODELS)
 FILTER_RULE = "at most 200 characters, without U+0000"
 Filter = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$"), Rule(FILTER_RULE)]
 

@@ -7,8 +7,9 @@ of one, and batches grow only when the database is the bottleneck, which is when
 pays. A sender keeps one pool connection for as long as it has batches to send, instead of taking
 one from the pool and giving it back per batch.
 
-A batch is one call of ``seamless_batch`` (sql/012): one transaction, each event run by its own
-function in order, sorted by player id so that two batches lock player rows in the same order.
+A batch is one call of ``seamless_batch`` (sql/functions/seamless.sql), its events one array of
+``seamless_event`` rows: one transaction, each event run by its own function in order, sorted by
+player id so that two batches lock player rows in the same order.
 When the batch raises for what its events hold (a unique violation because another player used
 the same transaction id at the same moment, a row held elsewhere for longer than the batch's lock
 timeout, a rule's own error), nothing of it committed: each event is then posted again alone, so
@@ -51,7 +52,9 @@ HELD_SECONDS = 1.0
 
 
 class Posting(NamedTuple):
-    """One event's arguments to ``seamless_batch``; a field the event does not have is None."""
+    """One event as ``seamless_batch`` takes it: a row of the SQL type ``seamless_event``
+    (sql/migrations/015), whose fields are these in this order; a field the event does not have
+    is None. asyncpg encodes a list of them as ``seamless_event[]``."""
 
     event: str
     provider: str
@@ -307,13 +310,8 @@ async def _fetch(
     timeout: float,
 ) -> list[asyncpg.Record]:
     """One call of ``seamless_batch``: a row per posting, in order."""
-    columns = [list(column) for column in zip(*postings, strict=True)]
     rows: list[asyncpg.Record] = await conn.fetch(
-        *query(
-            **dict(zip(Posting._fields, columns, strict=True)),
-            lock_timeout_ms=lock_timeout_ms,
-            replay_seconds=replay_seconds,
-        ),
+        *query(events=postings, lock_timeout_ms=lock_timeout_ms, replay_seconds=replay_seconds),
         timeout=timeout,
     )
     if len(rows) != len(postings):

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import asyncpg
 
 from app.db import CONNECTION_ERRORS
-from app.seamless.events import IDENTIFIER
+from app.fields import IDENTIFIER
 
 log = logging.getLogger(__name__)
 

@@ -1,169 +1,197 @@
-"""Parse and validate a decrypted seamless event into a typed event, or refuse it with R3.
+"""The seamless events, declared once as typed messages: validation, the OpenAPI schemas and the
+event digest all derive from the models below.
 
 Types are strict: a JSON boolean, float or string is never an amount, and a number is never an
 identifier. Unknown extra fields are ignored, as the contract says. The JSON itself is strict too
-(:mod:`app.strict_json`): a duplicate key or deep nesting makes the payload malformed.
+(:mod:`app.strict_json`, in front of the models: pydantic would keep the last of two equal keys):
+a duplicate key or deep nesting makes the payload malformed.
+
+The contract has one reason per answer, so a refusal names the first bad field in the order the
+model declares them (the order of docs/seamless.md): a missing or null field is R3
+``malformed_request`` "missing field: X", a wrong type or value R3 ``invalid_field`` "X: ..."
+with the text that the field's type carries (:class:`Says`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, get_args, get_origin
 
+import annotated_types
 import orjson
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
-from app import strict_json
-from app.seamless.outcome import Refusal
+from app import fields, strict_json
+from app.fields import IDENTIFIER as IDENTIFIER  # re-exported: what other modules import here
+from app.fields import MAX_AMOUNT as MAX_AMOUNT
+from app.seamless.outcome import Code, Reason, Refusal
 
-IDENTIFIER = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-CURRENCY = re.compile(r"[A-Z]{3}")
-# 10^15 minor units is ten trillion euros: far above any real stake, far below BIGINT overflow.
-MAX_AMOUNT = 10**15
 MAX_TOKEN_LENGTH = 256
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class Says:
+    """The refusal text of a field of this type whose value is wrong (``invalid``), and, for a
+    number, out of its bounds (``out_of_range``, with ``{ge}`` and ``{le}`` filled in)."""
+
+    invalid: str
+    out_of_range: str | None = None
+
+
+Identifier = Annotated[fields.Identifier, Says("must be 1 to 64 characters of [A-Za-z0-9_.:-]")]
+Currency = Annotated[fields.Currency, Says("must be an ISO 4217 code like EUR")]
+Timestamp = Annotated[fields.Timestamp, Says("must be integer unix seconds")]
+_IN_RANGE = "must be between {ge} and {le}"
+Amount = Annotated[fields.Amount, Says("must be an integer in minor units", _IN_RANGE)]
+PositiveAmount = Annotated[
+    fields.PositiveAmount, Says("must be an integer in minor units", _IN_RANGE)
+]
+SessionToken = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_TOKEN_LENGTH),
+    Field(description="The session token the operator gave the game client"),
+    Says("must be a non-empty string"),
+]
+# A null round_closed means the default, as an absent one does.
+RoundClosed = Annotated[
+    bool,
+    BeforeValidator(lambda value: True if value is None else value),
+    Field(description="false: more results of the round follow"),
+    Says("must be true or false"),
+]
+
+
+class BaseEvent(BaseModel):
+    """The fields every event has. ``event`` is the tag that picks the model."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
     event: str
-    request_id: str
-    timestamp: int
-    player_id: str
+    request_id: Identifier
+    timestamp: Timestamp
+    player_id: Identifier
 
 
-@dataclass(frozen=True, slots=True)
-class Login(Event):
-    session_token: str
+class Login(BaseEvent):
+    event: Literal["login"]
+    session_token: SessionToken
 
 
-@dataclass(frozen=True, slots=True)
-class Balance(Event):
-    session_token: str | None
+class Balance(BaseEvent):
+    event: Literal["balance"]
+    session_token: SessionToken | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Logout(Event):
-    session_token: str
+class Logout(BaseEvent):
+    event: Literal["logout"]
+    session_token: SessionToken
 
 
-@dataclass(frozen=True, slots=True)
-class Bet(Event):
-    session_token: str
-    transaction_id: str
-    round_id: str
-    game_id: str
-    amount: int
-    currency: str
+class Bet(BaseEvent):
+    event: Literal["bet"]
+    session_token: SessionToken
+    transaction_id: Identifier
+    round_id: Identifier
+    game_id: Identifier
+    amount: PositiveAmount
+    currency: Currency
 
 
-@dataclass(frozen=True, slots=True)
-class Cancel(Event):
-    transaction_id: str
-    ref_transaction_id: str
-    round_id: str
-    currency: str
-    amount: int | None
+class Cancel(BaseEvent):
+    event: Literal["cancel"]
+    transaction_id: Identifier
+    ref_transaction_id: Identifier
+    round_id: Identifier
+    currency: Currency
+    amount: PositiveAmount | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Result(Event):
-    transaction_id: str
-    round_id: str
-    game_id: str
-    amount: int
-    currency: str
-    round_closed: bool
+class Result(BaseEvent):
+    event: Literal["result"]
+    transaction_id: Identifier
+    round_id: Identifier
+    game_id: Identifier
+    amount: Amount
+    currency: Currency
+    round_closed: RoundClosed = True
 
 
-@dataclass(frozen=True, slots=True)
-class ResultChange(Event):
-    transaction_id: str
-    ref_transaction_id: str
-    round_id: str
-    amount: int
-    currency: str
+class ResultChange(BaseEvent):
+    event: Literal["result_change"]
+    transaction_id: Identifier
+    ref_transaction_id: Identifier
+    round_id: Identifier
+    amount: Amount
+    currency: Currency
 
+
+Event = Annotated[
+    Login | Balance | Logout | Bet | Cancel | Result | ResultChange,
+    Field(discriminator="event"),
+]
+"""Any seamless event, told apart by its ``event`` field (a tagged union)."""
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+MODELS: dict[str, type[BaseEvent]] = {
+    get_args(model.model_fields["event"].annotation)[0]: model
+    for model in get_args(get_args(Event)[0])
+}
+"""The model of each event name (its ``event`` literal), in the union's order."""
 
 MONEY_EVENTS = frozenset({"bet", "cancel", "result", "result_change"})
 
-# Per event class, the fields that make an event the same event: all but the timestamp, which a
+
+class Answer(BaseModel):
+    """The response object of every seamless answer (the plaintext that is sealed back)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: Code
+    reason: Reason
+    message: str
+    request_id: fields.Identifier | None = Field(
+        None, description="The event's request_id, when it could be read"
+    )
+    player_id: fields.Identifier | None = Field(
+        None, description="With the balance, on every answer about an existing player but R2"
+    )
+    balance: fields.Amount | None = None
+    currency: fields.Currency | None = None
+    transaction_id: str | None = Field(
+        None, description="The wallet's transaction id of an R0 money event", examples=["1042"]
+    )
+    duplicate: bool | None = Field(None, description="true: an earlier delivery already posted")
+
+
+# Per event model, the fields that make an event the same event: all but the timestamp, which a
 # provider refreshes when it seals a retry again.
-_IDENTITY: dict[type[Event], tuple[str, ...]] = {}
+_IDENTITY: dict[type[BaseEvent], tuple[str, ...]] = {
+    model: tuple(name for name in model.model_fields if name != "timestamp")
+    for model in MODELS.values()
+}
 
 
-def digest(event: Event) -> bytes:
+def digest(event: BaseEvent) -> bytes:
     """16 bytes that differ for two events with one request_id unless every field but the
-    timestamp is the same (the contract's test for a replay versus a conflicting reuse)."""
-    cls = type(event)
-    names = _IDENTITY.get(cls)
-    if names is None:
-        names = _IDENTITY[cls] = tuple(f.name for f in fields(cls) if f.name != "timestamp")
-    values = [getattr(event, name) for name in names]
+    timestamp is the same (the contract's test for a replay versus a conflicting reuse).
+
+    Stored claims and replay records carry it: its input (the field values in the models' order,
+    as a JSON array) must not change.
+    """
+    values = [getattr(event, name) for name in _IDENTITY[type(event)]]
     return hashlib.blake2b(orjson.dumps(values), digest_size=16).digest()
-
-
-class _Fields:
-    """Typed access to one event object; every failure names its field."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
-
-    def _present(self, name: str) -> Any:
-        if name not in self.data or self.data[name] is None:
-            raise Refusal("R3", "malformed_request", f"missing field: {name}")
-        return self.data[name]
-
-    def identifier(self, name: str) -> str:
-        value = self._present(name)
-        if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
-            raise Refusal(
-                "R3", "invalid_field", f"{name}: must be 1 to 64 characters of [A-Za-z0-9_.:-]"
-            )
-        return value
-
-    def token(self, name: str) -> str:
-        value = self._present(name)
-        if not isinstance(value, str) or not 1 <= len(value) <= MAX_TOKEN_LENGTH:
-            raise Refusal("R3", "invalid_field", f"{name}: must be a non-empty string")
-        return value
-
-    def optional_token(self, name: str) -> str | None:
-        return self.token(name) if self.data.get(name) is not None else None
-
-    def amount(self, name: str, *, minimum: int) -> int:
-        value = self._present(name)
-        # bool is a subclass of int in Python; a JSON true is not an amount.
-        if type(value) is not int:
-            raise Refusal("R3", "invalid_field", f"{name}: must be an integer in minor units")
-        if not minimum <= value <= MAX_AMOUNT:
-            raise Refusal(
-                "R3", "invalid_field", f"{name}: must be between {minimum} and {MAX_AMOUNT}"
-            )
-        return value
-
-    def optional_amount(self, name: str, *, minimum: int) -> int | None:
-        return self.amount(name, minimum=minimum) if self.data.get(name) is not None else None
-
-    def currency(self, name: str) -> str:
-        value = self._present(name)
-        if not isinstance(value, str) or not CURRENCY.fullmatch(value):
-            raise Refusal("R3", "invalid_field", f"{name}: must be an ISO 4217 code like EUR")
-        return value
-
-    def timestamp(self, name: str) -> int:
-        value = self._present(name)
-        if type(value) is not int:
-            raise Refusal("R3", "invalid_field", f"{name}: must be integer unix seconds")
-        return value
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self.data.get(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise Refusal("R3", "invalid_field", f"{name}: must be true or false")
-        return value
 
 
 def decode(plaintext: bytes) -> dict[str, Any]:
@@ -171,11 +199,11 @@ def decode(plaintext: bytes) -> dict[str, Any]:
     try:
         data = strict_json.loads(plaintext)
     except strict_json.StrictJsonError as exc:
-        raise Refusal("R3", "malformed_request", f"payload: {exc}") from None
+        raise Refusal(Reason.MALFORMED_REQUEST, f"payload: {exc}") from None
     except ValueError:
-        raise Refusal("R3", "malformed_request", "payload is not UTF-8 JSON") from None
+        raise Refusal(Reason.MALFORMED_REQUEST, "payload is not UTF-8 JSON") from None
     if not isinstance(data, dict):
-        raise Refusal("R3", "malformed_request", "payload is not a JSON object")
+        raise Refusal(Reason.MALFORMED_REQUEST, "payload is not a JSON object")
     return data
 
 
@@ -187,17 +215,57 @@ def readable(data: dict[str, Any], name: str) -> str | None:
 
 
 def parse(data: dict[str, Any]) -> Event:
-    """A typed event from a decoded object; raises :class:`Refusal` (R3) naming the field."""
-    f = _Fields(data)
+    """A typed event from a decoded object; raises :class:`Refusal` (R3) naming the field.
+
+    Validates the object :func:`decode` gave rather than the bytes again: faster (1.4 us for a
+    bet against 1.8 us for ``validate_json``, which would parse a second time), and the guard,
+    the models and the digest read numbers one way (orjson's: 2^64 and above are floats).
+    """
     name = data.get("event")
     if name is None:
-        raise Refusal("R3", "malformed_request", "missing field: event")
-    if not isinstance(name, str) or name not in PARSERS:
+        raise Refusal(Reason.MALFORMED_REQUEST, "missing field: event")
+    model = MODELS.get(name) if isinstance(name, str) else None
+    if model is None:
         # Never str() a value the caller chose: a deeply nested list cannot even be printed.
         shown = repr(name[:64]) if isinstance(name, str) else f"a JSON {_json_type(name)}"
-        raise Refusal("R3", "unknown_event", f"unknown event: {shown}")
-    base = (name, f.identifier("request_id"), f.timestamp("timestamp"), f.identifier("player_id"))
-    return PARSERS[name](base, f)
+        raise Refusal(Reason.UNKNOWN_EVENT, f"unknown event: {shown}")
+    try:
+        return EVENT_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise _refusal(model, exc.errors(include_url=False, include_context=False)) from None
+
+
+def _refusal(model: type[BaseEvent], errors: list[ErrorDetails]) -> Refusal:
+    """The contract's refusal for the first bad field, in the model's order of fields (an
+    error's ``loc`` is the tag, then the field)."""
+    order = list(model.model_fields)
+    error = min(errors, key=lambda e: order.index(str(e["loc"][1])))
+    name = str(error["loc"][1])
+    if error["type"] == "missing" or error["input"] is None:
+        return Refusal(Reason.MALFORMED_REQUEST, f"missing field: {name}")
+    says, ge, le = _SAYS[model][name]
+    if says.out_of_range is not None and error["type"] in ("greater_than_equal", "less_than_equal"):
+        return Refusal(Reason.INVALID_FIELD, f"{name}: {says.out_of_range.format(ge=ge, le=le)}")
+    return Refusal(Reason.INVALID_FIELD, f"{name}: {says.invalid}")
+
+
+def _explained(field: FieldInfo) -> tuple[Says, int | None, int | None]:
+    """The :class:`Says` of a field's type and its bounds (looking inside ``X | None``)."""
+    metadata = list(field.metadata)
+    for arg in get_args(field.annotation):
+        if get_origin(arg) is Annotated:
+            for m in arg.__metadata__:
+                metadata += m.metadata if isinstance(m, FieldInfo) else [m]
+    says = next((m for m in metadata if isinstance(m, Says)), Says("is not valid"))
+    ge = next((m.ge for m in metadata if isinstance(m, annotated_types.Ge)), None)
+    le = next((m.le for m in metadata if isinstance(m, annotated_types.Le)), None)
+    return says, ge, le  # type: ignore[return-value]
+
+
+_SAYS = {
+    model: {name: _explained(field) for name, field in model.model_fields.items()}
+    for model in MODELS.values()
+}
 
 
 def _json_type(value: Any) -> str:
@@ -206,72 +274,3 @@ def _json_type(value: Any) -> str:
     if isinstance(value, int | float):
         return "number"
     return "array" if isinstance(value, list) else "object"
-
-
-def _login(base: tuple[str, str, int, str], f: _Fields) -> Event:
-    return Login(*base, session_token=f.token("session_token"))
-
-
-def _balance(base: tuple[str, str, int, str], f: _Fields) -> Event:
-    return Balance(*base, session_token=f.optional_token("session_token"))
-
-
-def _logout(base: tuple[str, str, int, str], f: _Fields) -> Event:
-    return Logout(*base, session_token=f.token("session_token"))
-
-
-def _bet(base: tuple[str, str, int, str], f: _Fields) -> Event:
-    return Bet(
-        *base,
-        session_token=f.token("session_token"),
-        transaction_id=f.identifier("transaction_id"),
-        round_id=f.identifier("round_id"),
-        game_id=f.identifier("game_id"),
-        amount=f.amount("amount", minimum=1),
-        currency=f.currency("currency"),
-    )
-
-
-def _cancel(base: tuple[str, str, int, str], f: _Fields) -> Event:
-    return Cancel(
-        *base,
-        transaction_id=f.identifier("transaction_id"),
-        ref_transaction_id=f.identifier("ref_transaction_id"),
-        round_id=f.identifier("round_id"),
-        currency=f.currency("currency"),
-        amount=f.optional_amount("amount", minimum=1),
-    )
-
-
-def _result(base: tuple[str, str, int, str], f: _Fields) -> Event:
-    return Result(
-        *base,
-        transaction_id=f.identifier("transaction_id"),
-        round_id=f.identifier("round_id"),
-        game_id=f.identifier("game_id"),
-        amount=f.amount("amount", minimum=0),
-        currency=f.currency("currency"),
-        round_closed=f.flag("round_closed", True),
-    )
-
-
-def _result_change(base: tuple[str, str, int, str], f: _Fields) -> Event:
-    return ResultChange(
-        *base,
-        transaction_id=f.identifier("transaction_id"),
-        ref_transaction_id=f.identifier("ref_transaction_id"),
-        round_id=f.identifier("round_id"),
-        amount=f.amount("amount", minimum=0),
-        currency=f.currency("currency"),
-    )
-
-
-PARSERS = {
-    "login": _login,
-    "balance": _balance,
-    "logout": _logout,
-    "bet": _bet,
-    "cancel": _cancel,
-    "result": _result,
-    "result_change": _result_change,
-}

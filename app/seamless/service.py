@@ -37,7 +37,7 @@ from app.seamless import envelope, events
 from app.seamless.batch import GroupCommit, Posting
 from app.seamless.calls import CallLog, CallRecord, safe_text
 from app.seamless.keys import KeyRing, KeyUnavailable
-from app.seamless.outcome import MESSAGES, Outcome, Refusal
+from app.seamless.outcome import Outcome, Reason, Refusal
 from app.seamless.replay import Gate
 from app.secrets import token_hash
 
@@ -124,7 +124,7 @@ class SeamlessService:
                 label = name
             event = events.parse(data)
             if abs(time.time() - event.timestamp) > self.freshness_seconds:
-                raise Refusal("R2", "stale_request")
+                raise Refusal(Reason.STALE_REQUEST)
             outcome, replayed = await self._admitted(provider, event)
         except Refusal as refusal:
             outcome = Outcome.refused(refusal, request_id)
@@ -156,20 +156,20 @@ class SeamlessService:
 
     async def _open(self, provider: str, key_id: str | None, body: bytes) -> tuple[bytes, bytes]:
         if not events.IDENTIFIER.fullmatch(provider):
-            raise Refusal("R2", "unknown_provider")
+            raise Refusal(Reason.UNKNOWN_PROVIDER)
         try:
             wrapper = strict_json.loads(body)
         except strict_json.StrictJsonError as exc:
-            raise Refusal("R2", "bad_signature", f"body refused: {exc}") from None
+            raise Refusal(Reason.BAD_SIGNATURE, f"body refused: {exc}") from None
         except ValueError:
-            raise Refusal("R2", "bad_signature", "body is not JSON") from None
+            raise Refusal(Reason.BAD_SIGNATURE, "body is not JSON") from None
         payload = wrapper.get("payload") if isinstance(wrapper, dict) else None
         if not isinstance(payload, str):
-            raise Refusal("R2", "bad_signature", 'body must be {"payload": "<base64>"}')
+            raise Refusal(Reason.BAD_SIGNATURE, 'body must be {"payload": "<base64>"}')
         try:
             raw = envelope.decode(payload)
         except envelope.EnvelopeError as exc:
-            raise Refusal("R2", "bad_signature", str(exc)) from None
+            raise Refusal(Reason.BAD_SIGNATURE, str(exc)) from None
         try:
             for refresh in (False, True):
                 keys = await self.keys.keys(provider, refresh=refresh)
@@ -181,13 +181,13 @@ class SeamlessService:
                         return candidate.secret, plaintext
         except DATABASE_ERRORS as exc:
             log.error("provider keys unavailable: %s", exc)
-            raise Refusal("R1", "internal_error") from None
+            raise Refusal(Reason.INTERNAL_ERROR) from None
         except KeyUnavailable as exc:
             log.error("provider %s has no key this process can open: %s", provider, exc)
-            raise Refusal("R1", "internal_error") from None
+            raise Refusal(Reason.INTERNAL_ERROR) from None
         if not keys:
-            raise Refusal("R2", "unknown_provider")
-        raise Refusal("R2", "bad_signature")
+            raise Refusal(Reason.UNKNOWN_PROVIDER)
+        raise Refusal(Reason.BAD_SIGNATURE)
 
     async def _admitted(self, provider: str, event: events.Event) -> tuple[Outcome, bool]:
         """Process a fresh delivery, or answer a repeated request_id; (outcome, replayed)."""
@@ -208,8 +208,7 @@ class SeamlessService:
                 if self.metrics is not None:
                     self.metrics.rate_limited.labels("provider").inc()
                 raise Refusal(
-                    "R1",
-                    "internal_error",
+                    Reason.INTERNAL_ERROR,
                     f"more than {self.provider_limit} events per second from this provider: "
                     f"send it again in {rate.retry_after()} s",
                 )
@@ -220,15 +219,15 @@ class SeamlessService:
                 exc,
                 extra={"provider_request_id": event.request_id},
             )
-            raise Refusal("R1", "internal_error") from None
+            raise Refusal(Reason.INTERNAL_ERROR) from None
         if not admission.fresh:
             if admission.conflicts():
-                raise Refusal("R3", "idempotency_conflict", REQUEST_ID_REUSED)
+                raise Refusal(Reason.IDEMPOTENCY_CONFLICT, REQUEST_ID_REUSED)
             first = admission.first_outcome()
             if first is None:
-                raise Refusal("R1", "request_in_progress")
+                raise Refusal(Reason.REQUEST_IN_PROGRESS)
             return _replayed(orjson.loads(first)), True
-        outcome = Outcome("R1", "internal_error", MESSAGES["internal_error"], event.request_id)
+        outcome = Outcome(Reason.INTERNAL_ERROR, Reason.INTERNAL_ERROR.message, event.request_id)
         processed = replayed = False
         try:
             outcome, processed, replayed = await self._apply(provider, event, event_hash)
@@ -253,7 +252,7 @@ class SeamlessService:
         if not (processed or replayed) and outcome.reason == "idempotency_conflict":
             # The durable record holds this request_id for another event: a refusal like the
             # one Redis gives, with the player's balance added the same way.
-            raise Refusal("R3", "idempotency_conflict", REQUEST_ID_REUSED)
+            raise Refusal(Reason.IDEMPOTENCY_CONFLICT, REQUEST_ID_REUSED)
         return outcome, replayed
 
     async def _apply(
@@ -269,12 +268,12 @@ class SeamlessService:
                 exc,
                 extra={"provider_request_id": event.request_id},
             )
-            failed = Outcome("R1", "internal_error", MESSAGES["internal_error"], event.request_id)
+            failed = Outcome(Reason.INTERNAL_ERROR, Reason.INTERNAL_ERROR.message, event.request_id)
             return failed, False, False
+        reason = Reason.named(row["reason"])
         outcome = Outcome(
-            code=row["code"],
-            reason=row["reason"],
-            message=row["detail"] or MESSAGES[row["reason"]],
+            reason=reason,
+            message=row["detail"] or reason.message,
             request_id=event.request_id,
             player_id=event.player_id,
             balance=row["balance"],
@@ -405,11 +404,11 @@ def _posting(provider: str, e: events.Event, event_hash: bytes) -> Posting:
 
 
 def _replayed(obj: dict[str, Any]) -> Outcome:
-    """The stored response object of the first delivery, as an outcome."""
+    """The stored response object of the first delivery, as an outcome (its code follows from
+    its reason)."""
     tx = obj.get("transaction_id")
     return Outcome(
-        code=obj["code"],
-        reason=obj["reason"],
+        reason=Reason.named(obj["reason"]),
         message=obj["message"],
         request_id=obj.get("request_id"),
         player_id=obj.get("player_id"),

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -64,25 +64,50 @@ def body_timeout_ms(request: Request) -> int:
     return timeout
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it passes ``limit`` bytes (before reading it all),
-    or when it has not arrived whole within the app's body timeout (:class:`BodyTimedOut`)."""
-    declared = request.headers.get("content-length")
+async def receive_body(
+    receive: Receive, declared: str | bytes | None, limit: int, timeout_ms: int
+) -> bytes:
+    """The request body, read from ``receive``: the one capped reader of every route.
+
+    Refused as soon as it passes ``limit`` bytes, before reading it all (:class:`BodyTooLarge`;
+    a ``declared`` Content-Length over the limit is refused unread), or when it has not arrived
+    whole within ``timeout_ms`` (:class:`BodyTimedOut`). A client that disconnects first raises
+    Starlette's ``ClientDisconnect``, as its own reader does.
+    """
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    timeout_ms = body_timeout_ms(request)
     try:
         async with asyncio.timeout(timeout_ms / 1000):
-            async for chunk in request.stream():
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    raise ClientDisconnect
+                chunk: bytes = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
                     raise BodyTooLarge(f"body exceeds {limit} bytes")
                 chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     except TimeoutError:
         raise BodyTimedOut(timeout_ms) from None
-    return b"".join(chunks)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body of a routed request (:func:`receive_body` with the app's body timeout). Kept on
+    the request, so that reading it again (the handler after the idempotency check) serves it."""
+    cached: bytes | None = getattr(request, "_body", None)
+    if cached is not None:
+        if len(cached) > limit:
+            raise BodyTooLarge(f"body exceeds {limit} bytes")
+        return cached
+    body = await receive_body(
+        request.receive, request.headers.get("content-length"), limit, body_timeout_ms(request)
+    )
+    request._body = body
+    return body
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -174,39 +199,55 @@ def correlation_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
     return "req_" + unique_hex(8)
 
 
-class RequestIdMiddleware:
-    """Gives each request a correlation id (the caller's ``X-Request-Id`` when sane), binds it for
-    the log lines the request causes, and counts the request in the app's metrics."""
+def route_path(scope: Scope) -> str:
+    """The request's path below the app's root path (as Starlette's router matches it)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
+    return path
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        rid = correlation_id(scope["headers"])
-        state = scope.setdefault("state", {})
-        state["request_id"] = rid
-        bound = logs.bind_request_id(rid)
-        status = 500  # what the server answers when the app raises before it starts a response
+# The metrics' status of a request answered nothing, because its client disconnected before
+# sending its body (nginx's number for it).
+CLIENT_GONE = 499
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
-            await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            wallet = state.get("wallet")
-            if wallet is not None:
-                wallet.metrics.http_request(
-                    route_template(scope), scope["method"], status, time.perf_counter() - started
-                )
-        # Not reached when the app raised, on purpose: the outer error handler and the server log
-        # the escaped exception next, in this same task, and those lines need the id too.
-        logs.reset_request_id(bound)
+async def tracked(
+    scope: Scope, receive: Receive, send: Send, app: ASGIApp, route: str | None = None
+) -> None:
+    """Serve one HTTP request with ``app``: give it a correlation id (the caller's
+    ``X-Request-Id`` when sane) sent back as ``X-Request-Id`` and bound for the log lines it
+    causes, and count it in the app's metrics under ``route`` (else the route that answered)."""
+    started = time.perf_counter()
+    rid = correlation_id(scope["headers"])
+    state = scope.setdefault("state", {})
+    state["request_id"] = rid
+    bound = logs.bind_request_id(rid)
+    status = 0  # no response started
+    header = (b"x-request-id", rid.encode())
+
+    async def send_with_id(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            message.setdefault("headers", []).append(header)
+        await send(message)
+
+    try:
+        await app(scope, receive, send_with_id)
+    except BaseException:
+        status = status or 500  # what the server answers when the app raises before a response
+        raise
+    finally:
+        wallet = state.get("wallet")
+        if wallet is not None:
+            wallet.metrics.http_request(
+                route or route_template(scope),
+                scope["method"],
+                status or CLIENT_GONE,
+                time.perf_counter() - started,
+            )
+    # Not reached when the app raised, on purpose: the server logs the escaped exception next, in
+    # this same task, and that line needs the id too.
+    logs.reset_request_id(bound)

@@ -12,12 +12,13 @@ BEGIN
 END
 $$;
 
--- One answer of a money function (the wallet_outcome row every seamless function returns).
+-- One answer of a money function (the wallet_outcome row every seamless function returns): a
+-- reason of the contract; the app derives its R-code (app/seamless/outcome.py, Reason).
 CREATE OR REPLACE FUNCTION wallet_answer(
-    p_code text, p_reason text, p_balance bigint, p_currency text,
+    p_reason text, p_balance bigint, p_currency text,
     p_tx bigint DEFAULT NULL, p_duplicate boolean DEFAULT false, p_detail text DEFAULT NULL
 ) RETURNS wallet_outcome LANGUAGE sql IMMUTABLE AS $$
-    SELECT ROW(p_code, p_reason, p_detail, p_balance, p_currency, p_tx, p_duplicate)::wallet_outcome
+    SELECT ROW(p_reason, p_detail, p_balance, p_currency, p_tx, p_duplicate)::wallet_outcome
 $$;
 
 -- R1 internal_error when crediting p_credit to p_balance would pass the largest amount a
@@ -25,7 +26,7 @@ $$;
 -- event posts nothing and its batch carries on (raising mid-posting would fail the whole batch).
 CREATE OR REPLACE FUNCTION wallet_credit_overflow(p_balance bigint, p_credit bigint, p_currency text)
 RETURNS wallet_outcome LANGUAGE sql IMMUTABLE AS $$
-    SELECT wallet_answer('R1', 'internal_error', p_balance, p_currency, NULL, false,
+    SELECT wallet_answer('internal_error', p_balance, p_currency, NULL, false,
                format('the balance would pass the largest amount the wallet can hold (%s); '
                       'nothing was posted', 9223372036854775807))
      WHERE p_credit > 0 AND p_balance > 9223372036854775807 - p_credit

@@ -92,29 +92,29 @@ BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('#adjustment|' || p_key, 0));
     acc := wallet_lock_player(p_player);
     IF acc.account_id IS NULL THEN
-        RETURN wallet_answer('R3', 'player_not_found', NULL, NULL);
+        RETURN wallet_answer('player_not_found', NULL, NULL);
     END IF;
     SELECT id, player_id, amount, metadata ->> 'reason' AS reason INTO t
       FROM ledger_transactions WHERE source = '#adjustment' AND external_id = p_key;
     IF FOUND THEN
         IF t.player_id = p_player AND t.amount = p_amount AND t.reason = p_reason THEN
-            RETURN wallet_answer('R0', 'ok', acc.balance, acc.currency, t.id, true);
+            RETURN wallet_answer('ok', acc.balance, acc.currency, t.id, true);
         END IF;
-        RETURN wallet_answer('R3', 'idempotency_conflict', acc.balance, acc.currency);
+        RETURN wallet_answer('idempotency_conflict', acc.balance, acc.currency);
     END IF;
     -- Written so that the check itself cannot overflow: balance >= 0 and amount > 0 here.
     IF p_amount > 0 AND acc.balance > v_max - p_amount THEN
-        RETURN wallet_answer('R3', 'invalid_field', acc.balance, acc.currency, NULL, false,
+        RETURN wallet_answer('invalid_field', acc.balance, acc.currency, NULL, false,
             format('a credit of %s would take the balance of %s past the largest balance, %s',
                    p_amount, acc.balance, v_max));
     END IF;
     IF acc.balance + p_amount < 0 THEN
-        RETURN wallet_answer('R4', 'insufficient_funds', acc.balance, acc.currency);
+        RETURN wallet_answer('insufficient_funds', acc.balance, acc.currency);
     END IF;
     v_tx := wallet_post('#adjustment', p_key, 'adjustment', p_player, acc.account_id, acc.balance,
                         acc.currency, p_amount, p_amount, NULL, NULL, NULL, NULL,
                         'house', 'adjustments',
                         jsonb_build_object('reason', p_reason, 'actor', p_actor));
-    RETURN wallet_answer('R0', 'ok', acc.balance + p_amount, acc.currency, v_tx);
+    RETURN wallet_answer('ok', acc.balance + p_amount, acc.currency, v_tx);
 END
 $$;

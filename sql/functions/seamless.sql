@@ -53,9 +53,9 @@ BEGIN
     IF t.kind = p_kind AND t.player_id = p_player AND t.round_id IS NOT DISTINCT FROM p_round
        AND t.amount IS NOT DISTINCT FROM p_amount AND t.currency = p_currency
        AND t.ref_external_id IS NOT DISTINCT FROM p_ref THEN
-        RETURN wallet_answer('R0', 'ok', p_balance, p_player_currency, t.id, true);
+        RETURN wallet_answer('ok', p_balance, p_player_currency, t.id, true);
     END IF;
-    RETURN wallet_answer('R3', 'idempotency_conflict', p_balance, p_player_currency, NULL, false,
+    RETURN wallet_answer('idempotency_conflict', p_balance, p_player_currency, NULL, false,
         format('transaction_id %s was already used for a %s with different fields', p_txn, t.kind));
 END
 $$;
@@ -74,18 +74,18 @@ CREATE OR REPLACE FUNCTION seamless_open(
 ) LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT seamless_in_scope(p_provider, p_player) THEN
-        stop := wallet_answer('R3', 'player_not_found', NULL, NULL);
+        stop := wallet_answer('player_not_found', NULL, NULL);
         RETURN;
     END IF;
     acc := wallet_lock_player(p_player);
     IF acc.account_id IS NULL THEN
-        stop := wallet_answer('R3', 'player_not_found', NULL, NULL);
+        stop := wallet_answer('player_not_found', NULL, NULL);
         RETURN;
     END IF;
     stop := seamless_repeat(p_provider, p_txn, p_kind, p_player, p_round, p_amount, p_currency,
                             p_ref, acc.balance, acc.currency);
-    IF stop.code IS NULL AND p_currency <> acc.currency THEN
-        stop := wallet_answer('R3', 'currency_mismatch', acc.balance, acc.currency);
+    IF stop.reason IS NULL AND p_currency <> acc.currency THEN
+        stop := wallet_answer('currency_mismatch', acc.balance, acc.currency);
     END IF;
 END
 $$;
@@ -133,31 +133,31 @@ BEGIN
     IF EXISTS (SELECT 1 FROM ledger_transactions
                 WHERE source = p_provider AND kind = 'cancel' AND ref_external_id = p_txn) THEN
         -- Cancelled before it arrived, or posted and since refunded: either way not a live bet.
-        IF o.code IS NULL OR o.code = 'R0' THEN
-            RETURN wallet_answer('R1', 'transaction_cancelled', acc.balance, acc.currency);
+        IF o.reason IS NULL OR o.reason = 'ok' THEN
+            RETURN wallet_answer('transaction_cancelled', acc.balance, acc.currency);
         END IF;
     END IF;
-    IF o.code IS NOT NULL THEN
+    IF o.reason IS NOT NULL THEN
         RETURN o;
     END IF;
     v_problem := seamless_session_problem(p_token_hash, p_player, p_provider);
     IF v_problem IS NOT NULL THEN
-        RETURN wallet_answer('R2', v_problem, acc.balance, acc.currency);
+        RETURN wallet_answer(v_problem, acc.balance, acc.currency);
     END IF;
     IF acc.status <> 'active' THEN
-        RETURN wallet_answer('R1', 'player_blocked', acc.balance, acc.currency);
+        RETURN wallet_answer('player_blocked', acc.balance, acc.currency);
     END IF;
     SELECT closed_at INTO v_closed FROM rounds
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
     IF v_closed IS NOT NULL THEN
-        RETURN wallet_answer('R1', 'round_closed', acc.balance, acc.currency);
+        RETURN wallet_answer('round_closed', acc.balance, acc.currency);
     END IF;
     v_kept := wallet_limit_totals_kept(p_player);
     IF v_kept AND wallet_limit_exceeded(p_player, p_amount) THEN
-        RETURN wallet_answer('R1', 'limit_exceeded', acc.balance, acc.currency);
+        RETURN wallet_answer('limit_exceeded', acc.balance, acc.currency);
     END IF;
     IF acc.balance < p_amount THEN
-        RETURN wallet_answer('R4', 'insufficient_funds', acc.balance, acc.currency);
+        RETURN wallet_answer('insufficient_funds', acc.balance, acc.currency);
     END IF;
 
     v_tx := wallet_post(p_provider, p_txn, 'bet', p_player, acc.account_id, acc.balance,
@@ -169,7 +169,7 @@ BEGIN
     INSERT INTO rounds (provider, player_id, round_id, game_id, bets)
          VALUES (p_provider, p_player, p_round, p_game, 1)
     ON CONFLICT (provider, player_id, round_id) DO UPDATE SET bets = rounds.bets + 1;
-    RETURN wallet_answer('R0', 'ok', acc.balance - p_amount, acc.currency, v_tx);
+    RETURN wallet_answer('ok', acc.balance - p_amount, acc.currency, v_tx);
 END
 $$;
 
@@ -192,7 +192,7 @@ BEGIN
                                             p_amount, p_currency, p_ref);
     acc := opened.acc;
     o := opened.stop;
-    IF o.code IS NOT NULL THEN
+    IF o.reason IS NOT NULL THEN
         RETURN o;
     END IF;
     PERFORM seamless_lock_transaction_id(p_provider, p_ref);
@@ -204,10 +204,10 @@ BEGIN
     IF NOT FOUND THEN
         IF prior.id IS NOT NULL THEN
             IF prior.player_id <> p_player THEN
-                RETURN wallet_answer('R1', 'transaction_not_found', acc.balance, acc.currency,
+                RETURN wallet_answer('transaction_not_found', acc.balance, acc.currency,
                     NULL, false, 'ref_transaction_id was cancelled for another player');
             END IF;
-            RETURN wallet_answer('R0', 'ok', acc.balance, acc.currency, prior.id, true);
+            RETURN wallet_answer('ok', acc.balance, acc.currency, prior.id, true);
         END IF;
         -- Never posted: remember the cancel, so that a late bet with this id is refused and a
         -- result for a round with no other bet is refused as cancelled. It refunds nothing, so
@@ -219,26 +219,26 @@ BEGIN
              VALUES (p_provider, p_player, p_round, 1, 1)
         ON CONFLICT (provider, player_id, round_id) DO UPDATE
             SET bets = rounds.bets + 1, cancelled_bets = rounds.cancelled_bets + 1;
-        RETURN wallet_answer('R0', 'ok', acc.balance, acc.currency, v_tx);
+        RETURN wallet_answer('ok', acc.balance, acc.currency, v_tx);
     END IF;
     IF bet.kind <> 'bet' OR bet.player_id <> p_player OR bet.round_id <> p_round THEN
-        RETURN wallet_answer('R1', 'transaction_not_found', acc.balance, acc.currency, NULL, false,
+        RETURN wallet_answer('transaction_not_found', acc.balance, acc.currency, NULL, false,
             'ref_transaction_id is not a bet of this player and round');
     END IF;
     IF p_amount IS NOT NULL AND p_amount <> bet.amount THEN
-        RETURN wallet_answer('R3', 'invalid_field', acc.balance, acc.currency, NULL, false,
+        RETURN wallet_answer('invalid_field', acc.balance, acc.currency, NULL, false,
             format('amount must equal the bet''s amount (%s)', bet.amount));
     END IF;
     IF prior.id IS NOT NULL THEN
-        RETURN wallet_answer('R0', 'ok', acc.balance, acc.currency, prior.id, true);
+        RETURN wallet_answer('ok', acc.balance, acc.currency, prior.id, true);
     END IF;
     SELECT results INTO v_results FROM rounds
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
     IF v_results > 0 THEN
-        RETURN wallet_answer('R1', 'bet_already_settled', acc.balance, acc.currency);
+        RETURN wallet_answer('bet_already_settled', acc.balance, acc.currency);
     END IF;
     o := wallet_credit_overflow(acc.balance, bet.amount, acc.currency);
-    IF o.code IS NOT NULL THEN
+    IF o.reason IS NOT NULL THEN
         RETURN o;
     END IF;
 
@@ -250,7 +250,7 @@ BEGIN
     END IF;
     UPDATE rounds SET cancelled_bets = cancelled_bets + 1
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
-    RETURN wallet_answer('R0', 'ok', acc.balance + bet.amount, acc.currency, v_tx);
+    RETURN wallet_answer('ok', acc.balance + bet.amount, acc.currency, v_tx);
 END
 $$;
 
@@ -270,19 +270,19 @@ BEGIN
                                             p_amount, p_currency, NULL);
     acc := opened.acc;
     o := opened.stop;
-    IF o.code IS NOT NULL THEN
+    IF o.reason IS NOT NULL THEN
         RETURN o;
     END IF;
     SELECT bets, cancelled_bets, closed_at INTO r FROM rounds
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
     IF FOUND AND r.closed_at IS NOT NULL THEN
-        RETURN wallet_answer('R1', 'round_closed', acc.balance, acc.currency);
+        RETURN wallet_answer('round_closed', acc.balance, acc.currency);
     END IF;
     IF FOUND AND r.bets > 0 AND r.bets = r.cancelled_bets THEN
-        RETURN wallet_answer('R1', 'round_cancelled', acc.balance, acc.currency);
+        RETURN wallet_answer('round_cancelled', acc.balance, acc.currency);
     END IF;
     o := wallet_credit_overflow(acc.balance, p_amount, acc.currency);
-    IF o.code IS NOT NULL THEN
+    IF o.reason IS NOT NULL THEN
         RETURN o;
     END IF;
 
@@ -299,7 +299,7 @@ BEGIN
     ON CONFLICT (provider, player_id, round_id) DO UPDATE
         SET results = rounds.results + 1,
             closed_at = CASE WHEN p_round_closed THEN now() END;
-    RETURN wallet_answer('R0', 'ok', acc.balance + p_amount, acc.currency, v_tx);
+    RETURN wallet_answer('ok', acc.balance + p_amount, acc.currency, v_tx);
 END
 $$;
 
@@ -322,14 +322,14 @@ BEGIN
                                             p_round, p_amount, p_currency, p_ref);
     acc := opened.acc;
     o := opened.stop;
-    IF o.code IS NOT NULL THEN
+    IF o.reason IS NOT NULL THEN
         RETURN o;
     END IF;
     SELECT kind, player_id, round_id, amount INTO res FROM ledger_transactions
      WHERE source = p_provider AND external_id = p_ref;
     IF NOT FOUND OR res.kind <> 'result' OR res.player_id <> p_player
        OR res.round_id <> p_round THEN
-        RETURN wallet_answer('R1', 'transaction_not_found', acc.balance, acc.currency, NULL, false,
+        RETURN wallet_answer('transaction_not_found', acc.balance, acc.currency, NULL, false,
             'ref_transaction_id is not a result of this player and round');
     END IF;
     -- The result's current total is the latest correction, or the result itself. Both are
@@ -340,11 +340,11 @@ BEGIN
     v_diff := p_amount - coalesce(v_current, res.amount);
     -- First: with a positive difference, the sum below is what would overflow.
     o := wallet_credit_overflow(acc.balance, v_diff, acc.currency);
-    IF o.code IS NOT NULL THEN
+    IF o.reason IS NOT NULL THEN
         RETURN o;
     END IF;
     IF acc.balance + v_diff < 0 THEN
-        RETURN wallet_answer('R4', 'insufficient_funds', acc.balance, acc.currency);
+        RETURN wallet_answer('insufficient_funds', acc.balance, acc.currency);
     END IF;
 
     v_tx := wallet_post(p_provider, p_txn, 'result_change', p_player, acc.account_id, acc.balance,
@@ -353,7 +353,7 @@ BEGIN
     IF wallet_limit_totals_kept(p_player) THEN
         PERFORM wallet_limit_totals_add(p_player, v_tx);
     END IF;
-    RETURN wallet_answer('R0', 'ok', acc.balance + v_diff, acc.currency, v_tx);
+    RETURN wallet_answer('ok', acc.balance + v_diff, acc.currency, v_tx);
 END
 $$;
 
@@ -366,17 +366,17 @@ DECLARE
     v_problem text;
 BEGIN
     IF NOT seamless_in_scope(p_provider, p_player) THEN
-        RETURN wallet_answer('R2', 'invalid_session', NULL, NULL);
+        RETURN wallet_answer('invalid_session', NULL, NULL);
     END IF;
     acc := wallet_player_of(p_player);
     v_problem := seamless_session_problem(p_token_hash, p_player, p_provider);
     IF v_problem IS NOT NULL THEN
-        RETURN wallet_answer('R2', v_problem, acc.balance, acc.currency);
+        RETURN wallet_answer(v_problem, acc.balance, acc.currency);
     END IF;
     IF acc.status <> 'active' THEN
-        RETURN wallet_answer('R1', 'player_blocked', acc.balance, acc.currency);
+        RETURN wallet_answer('player_blocked', acc.balance, acc.currency);
     END IF;
-    RETURN wallet_answer('R0', 'ok', acc.balance, acc.currency);
+    RETURN wallet_answer('ok', acc.balance, acc.currency);
 END
 $$;
 
@@ -387,10 +387,10 @@ DECLARE
     acc wallet_player;
 BEGIN
     IF NOT seamless_in_scope(p_provider, p_player) THEN
-        RETURN wallet_answer('R3', 'player_not_found', NULL, NULL);
+        RETURN wallet_answer('player_not_found', NULL, NULL);
     END IF;
     acc := wallet_player_of(p_player);
-    RETURN wallet_answer('R0', 'ok', acc.balance, acc.currency);
+    RETURN wallet_answer('ok', acc.balance, acc.currency);
 END
 $$;
 
@@ -405,16 +405,16 @@ DECLARE
     s record;
 BEGIN
     IF NOT seamless_in_scope(p_provider, p_player) THEN
-        RETURN wallet_answer('R3', 'player_not_found', NULL, NULL);
+        RETURN wallet_answer('player_not_found', NULL, NULL);
     END IF;
     acc := wallet_lock_player(p_player);
     SELECT player_id, provider INTO s FROM sessions WHERE token_hash = p_token_hash;
     IF NOT FOUND OR s.player_id <> p_player OR s.provider <> p_provider THEN
-        RETURN wallet_answer('R2', 'invalid_session', acc.balance, acc.currency);
+        RETURN wallet_answer('invalid_session', acc.balance, acc.currency);
     END IF;
     UPDATE sessions SET ended_at = now()
      WHERE token_hash = p_token_hash AND ended_at IS NULL AND expires_at > now();
-    RETURN wallet_answer('R0', 'ok', acc.balance, acc.currency);
+    RETURN wallet_answer('ok', acc.balance, acc.currency);
 END
 $$;
 
@@ -434,23 +434,22 @@ $$;
 -- error per event instead would need a subtransaction per event, which costs more than the batch
 -- saves (measured: about 60 % more Postgres time per event).
 --
--- The arrays are the union of the events' fields, one element per event; a field an event does
--- not have is NULL. One row is returned per event, in the same order.
+-- Each event is one seamless_event row (sql/migrations/015: the union of the events' fields, a
+-- field an event does not have NULL), as the app's Posting holds it. One row is returned per
+-- event, in the same order.
 --
 -- It also takes each event's digest and the replay window, and answers two flags beside the
 -- outcome: `processed` (this delivery ran now: the app stores its outcome in Redis) and
 -- `replayed` (answered from an earlier delivery of the same request_id, seamless_requests).
 CREATE OR REPLACE FUNCTION seamless_batch(
-    p_event text[], p_provider text[], p_player text[], p_txn text[], p_ref text[],
-    p_round text[], p_game text[], p_amount bigint[], p_currency text[],
-    p_token_hash bytea[], p_round_closed boolean[], p_request_id text[], p_event_hash bytea[],
-    p_lock_timeout_ms integer, p_replay_seconds integer
+    p_events seamless_event[], p_lock_timeout_ms integer, p_replay_seconds integer
 ) RETURNS TABLE (
-    code text, reason text, detail text, balance bigint, currency text,
+    reason text, detail text, balance bigint, currency text,
     wallet_transaction_id bigint, duplicate boolean, processed boolean, replayed boolean
 ) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
+    e seamless_event;
     o wallet_outcome;
     prior seamless_requests%ROWTYPE;
     acc wallet_player;
@@ -466,56 +465,56 @@ BEGIN
     -- then stays, and cost 10 ms per event in `make bench` before autovacuum's ANALYZE
     -- replaced it. Plans made inside a batch never take one where an index serves.
     PERFORM set_config('enable_seqscan', 'off', true);
-    FOR i IN 1 .. coalesce(array_length(p_event, 1), 0) LOOP
-        IF p_event[i] NOT IN ('bet', 'result', 'cancel', 'result_change', 'login', 'logout',
-                              'balance') THEN
-            RAISE EXCEPTION 'seamless_batch: unknown event %', p_event[i]
+    FOREACH e IN ARRAY coalesce(p_events, ARRAY[]::seamless_event[]) LOOP
+        IF e.event NOT IN ('bet', 'result', 'cancel', 'result_change', 'login', 'logout',
+                           'balance') THEN
+            RAISE EXCEPTION 'seamless_batch: unknown event %', e.event
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         SELECT * INTO prior FROM seamless_requests r
-         WHERE r.provider = p_provider[i] AND r.request_id = p_request_id[i]
+         WHERE r.provider = e.provider AND r.request_id = e.request_id
            AND r.created_at > now() - v_window;
         IF FOUND THEN
             processed := false;
-            IF prior.event_hash <> p_event_hash[i] THEN
+            IF prior.event_hash <> e.event_hash THEN
                 replayed := false;
-                o := wallet_answer('R3', 'idempotency_conflict', NULL, NULL, NULL, false,
+                o := wallet_answer('idempotency_conflict', NULL, NULL, NULL, false,
                                    'request_id was already used for another event');
             ELSE
                 -- The first delivery's outcome, with the player's balance as it is now.
                 replayed := true;
-                acc := wallet_player_of(p_player[i]);
-                o := wallet_answer(prior.code, prior.reason, acc.balance, acc.currency,
+                acc := wallet_player_of(e.player_id);
+                o := wallet_answer(prior.reason, acc.balance, acc.currency,
                                    prior.wallet_transaction_id, prior.duplicate, prior.detail);
             END IF;
         ELSE
             processed := true;
             replayed := false;
-            o := CASE p_event[i]
+            o := CASE e.event
                 WHEN 'bet' THEN seamless_bet(
-                    p_provider[i], p_player[i], p_txn[i], p_round[i], p_game[i], p_amount[i],
-                    p_currency[i], p_token_hash[i], p_request_id[i])
+                    e.provider, e.player_id, e.transaction_id, e.round_id, e.game_id, e.amount,
+                    e.currency, e.token_hash, e.request_id)
                 WHEN 'result' THEN seamless_result(
-                    p_provider[i], p_player[i], p_txn[i], p_round[i], p_game[i], p_amount[i],
-                    p_currency[i], p_round_closed[i], p_request_id[i])
+                    e.provider, e.player_id, e.transaction_id, e.round_id, e.game_id, e.amount,
+                    e.currency, e.round_closed, e.request_id)
                 WHEN 'cancel' THEN seamless_cancel(
-                    p_provider[i], p_player[i], p_txn[i], p_ref[i], p_round[i], p_amount[i],
-                    p_currency[i], p_request_id[i])
+                    e.provider, e.player_id, e.transaction_id, e.ref_transaction_id, e.round_id,
+                    e.amount, e.currency, e.request_id)
                 WHEN 'result_change' THEN seamless_result_change(
-                    p_provider[i], p_player[i], p_txn[i], p_ref[i], p_round[i], p_amount[i],
-                    p_currency[i], p_request_id[i])
-                WHEN 'login' THEN seamless_login(p_provider[i], p_player[i], p_token_hash[i])
-                WHEN 'logout' THEN seamless_logout(p_provider[i], p_player[i], p_token_hash[i])
-                WHEN 'balance' THEN seamless_balance(p_provider[i], p_player[i])
+                    e.provider, e.player_id, e.transaction_id, e.ref_transaction_id, e.round_id,
+                    e.amount, e.currency, e.request_id)
+                WHEN 'login' THEN seamless_login(e.provider, e.player_id, e.token_hash)
+                WHEN 'logout' THEN seamless_logout(e.provider, e.player_id, e.token_hash)
+                WHEN 'balance' THEN seamless_balance(e.provider, e.player_id)
             END;
             -- An expired row of a reused request_id not yet pruned is taken over; a live one can
             -- only be a delivery of the same request_id that committed while this one ran.
-            INSERT INTO seamless_requests AS r (provider, request_id, event_hash, code, reason,
+            INSERT INTO seamless_requests AS r (provider, request_id, event_hash, reason,
                                                 detail, wallet_transaction_id, duplicate)
-            VALUES (p_provider[i], p_request_id[i], p_event_hash[i], o.code, o.reason, o.detail,
+            VALUES (e.provider, e.request_id, e.event_hash, o.reason, o.detail,
                     o.wallet_transaction_id, o.duplicate)
             ON CONFLICT (provider, request_id) DO UPDATE
-                SET event_hash = EXCLUDED.event_hash, code = EXCLUDED.code,
+                SET event_hash = EXCLUDED.event_hash,
                     reason = EXCLUDED.reason, detail = EXCLUDED.detail,
                     wallet_transaction_id = EXCLUDED.wallet_transaction_id,
                     duplicate = EXCLUDED.duplicate, created_at = EXCLUDED.created_at
@@ -523,10 +522,9 @@ BEGIN
             IF NOT FOUND THEN
                 -- Roll the batch back; posted again alone, this event finds that delivery's row.
                 RAISE EXCEPTION 'request_id % of % was processed concurrently',
-                    p_request_id[i], p_provider[i] USING ERRCODE = 'unique_violation';
+                    e.request_id, e.provider USING ERRCODE = 'unique_violation';
             END IF;
         END IF;
-        code := o.code;
         reason := o.reason;
         detail := o.detail;
         balance := o.balance;

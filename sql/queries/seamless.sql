@@ -10,12 +10,9 @@ SELECT key_id, secret, state
 SELECT * FROM seamless_balance(:provider, :player_id);
 
 -- name: seamless_batch
--- Arrays, one element per event (the fields of app.seamless.batch.Posting), then the lock
--- timeout in ms (0: none) and the replay window in seconds.
-SELECT * FROM seamless_batch(:event, :provider, :player_id, :transaction_id, :ref_transaction_id,
-                              :round_id, :game_id, :amount, :currency, :token_hash,
-                              :round_closed, :request_id, :event_hash, :lock_timeout_ms,
-                              :replay_seconds);
+-- The events, a seamless_event[] (app.seamless.batch.Posting rows); the lock timeout in ms (0:
+-- none) and the replay window in seconds.
+SELECT * FROM seamless_batch(:events, :lock_timeout_ms, :replay_seconds);
 
 -- name: prune_seamless_requests
 -- Durable replay records past the replay window, a bounded number at a time.

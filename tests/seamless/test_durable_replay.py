@@ -10,6 +10,8 @@ import asyncpg
 from redis.asyncio import Redis
 
 from app.config import Settings
+from app.seamless import events
+from app.seamless.outcome import Reason
 from app.seamless.replay import replay_key
 from tests.fixtures.app import Table
 
@@ -18,14 +20,15 @@ def seamless(asgi: Any) -> Any:
     return asgi.state["wallet"].seamless
 
 
-async def records(pool: asyncpg.Pool, table: Table, request_id: str) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await pool.fetch(
-        "SELECT code, reason, created_at FROM seamless_requests"
-        " WHERE provider = $1 AND request_id = $2",
+async def records(pool: asyncpg.Pool, table: Table, request_id: str) -> list[dict[str, Any]]:
+    """The delivery's replay records; each with the code its reason stands for (the record
+    holds the reason only, sql/migrations/014)."""
+    rows = await pool.fetch(
+        "SELECT reason, created_at FROM seamless_requests WHERE provider = $1 AND request_id = $2",
         table.provider,
         request_id,
     )
-    return rows
+    return [{**row, "code": Reason.named(row["reason"]).code} for row in rows]
 
 
 async def age(pool: asyncpg.Pool, table: Table, request_id: str, seconds: int) -> None:
@@ -90,3 +93,43 @@ async def test_a_request_id_reused_after_the_window_is_a_new_delivery(
     assert (later["code"], later["reason"]) == ("R0", "ok")
     rows = await records(pool, table, first["request_id"])
     assert [(r["code"], r["reason"]) for r in rows] == [("R0", "ok")]
+
+
+async def test_a_record_written_before_replays_with_the_code_of_its_reason(
+    table: Table, pool: asyncpg.Pool
+) -> None:
+    """A record left by an earlier delivery, written by the SQL of any version (the code column
+    went in sql/migrations/014), is answered as it was: its reason and detail, and the R-code
+    that the reason stands for. Nothing is posted again."""
+    for reason, detail in (
+        (Reason.INSUFFICIENT_FUNDS, None),
+        (Reason.LIMIT_EXCEEDED, "the bet passes the daily wager limit"),
+        (Reason.IDEMPOTENCY_CONFLICT, None),
+    ):
+        event = table.client.event(
+            "bet",
+            player_id=table.player_id,
+            session_token=table.token,
+            round_id="r-old",
+            game_id="g",
+            amount=10,
+            currency="EUR",
+            transaction_id="old-" + reason,
+        )
+        await pool.execute(
+            "INSERT INTO seamless_requests (provider, request_id, event_hash, reason, detail,"
+            " wallet_transaction_id, duplicate) VALUES ($1, $2, $3, $4, $5, NULL, false)",
+            table.provider,
+            event["request_id"],
+            events.digest(events.parse(event)),
+            reason.value,
+            detail,
+        )
+        answer = await table.client.send_event(event)
+        assert (answer["code"], answer["reason"], answer["message"]) == (
+            reason.code,
+            reason.value,
+            detail or reason.message,
+        )
+        assert answer["balance"] == 10_000
+    assert await table.operator.balance(table.player_id) == 10_000

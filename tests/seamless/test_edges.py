@@ -22,6 +22,7 @@ from app.db import Queries
 from app.locks import lock_key
 from app.seamless import envelope
 from app.seamless.keys import KeyRing
+from app.seamless.outcome import Reason
 from app.secrets import token_hash
 from tests.fixtures.app import Operator, Table, TableFactory, start_app
 
@@ -56,7 +57,7 @@ async def test_cancel_under_another_player_waits_for_the_bet(
             x,
             token_hash(a.token),
         )
-        assert bet["code"] == "R0"
+        assert Reason.named(bet["reason"]).code == "R0"
         cancel = asyncio.create_task(b.cancel(x, round_id="r1"))
         await asyncio.sleep(0.3)
         assert not cancel.done(), "the cancel must wait for the bet naming the same id"

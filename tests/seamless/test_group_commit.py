@@ -11,6 +11,7 @@ import pytest
 
 from app import db
 from app.seamless.batch import GroupCommit, Posting, _caused_by_events
+from app.seamless.outcome import Reason
 from app.secrets import token_hash
 from tests.fixtures.app import Operator, Table, TableFactory
 from tests.fixtures.servers import Services
@@ -66,7 +67,7 @@ async def test_events_arriving_together_share_one_batch(
     assert sizes == [8, 8, 4]  # everything queued before the first sender ran, cut at max_batch
     # Each event got its own answer, in its own order, whatever the sort by player did.
     for posting, row in zip(postings, rows, strict=True):
-        assert (row["code"], row["reason"]) == ("R0", "ok")
+        assert (Reason.named(row["reason"]).code, row["reason"]) == ("R0", "ok")
         mine = [p for p in postings if p.player_id == posting.player_id]
         spent = sum(p.amount or 0 for p in mine[: mine.index(posting) + 1])
         assert row["balance"] == 1_000 - spent
@@ -101,12 +102,12 @@ async def test_a_row_held_elsewhere_holds_up_only_its_own_player(
         try:
             waiting = asyncio.create_task(group.post(bet(held, 300)))
             answered = await asyncio.wait_for(group.post(bet(free, 200)), 30)
-            assert (answered["code"], answered["balance"]) == ("R0", 9_800)
+            assert (Reason.named(answered["reason"]).code, answered["balance"]) == ("R0", 9_800)
             assert not waiting.done()
         finally:
             await tx.rollback()
     row = await asyncio.wait_for(waiting, 30)
-    assert (row["code"], row["balance"]) == ("R0", 9_700)
+    assert (Reason.named(row["reason"]).code, row["balance"]) == ("R0", 9_700)
     assert sizes == [2]  # one batch was tried; its events were then posted alone
 
 
@@ -131,18 +132,15 @@ async def test_a_unique_violation_in_a_batch_is_settled_event_by_event(
         tx = conn.transaction()
         await tx.start()
         first = await conn.fetchrow(
-            f"SELECT * FROM seamless_batch({', '.join(f'${i}' for i in range(1, 16))})",
-            *[[value] for value in bet(a, 500, txn=x)],
-            0,
-            600,
+            "SELECT * FROM seamless_batch($1, 0, 600)", [bet(a, 500, txn=x)]
         )
-        assert first["code"] == "R0"
+        assert Reason.named(first["reason"]).code == "R0"
         contested = asyncio.create_task(group.post(bet(b, 500, txn=x)))
         other = await asyncio.wait_for(group.post(bet(c, 100)), 30)
-        assert (other["code"], other["balance"]) == ("R0", 9_900)
+        assert (Reason.named(other["reason"]).code, other["balance"]) == ("R0", 9_900)
         await tx.commit()
     row = await asyncio.wait_for(contested, 30)
-    assert (row["code"], row["reason"]) == ("R3", "idempotency_conflict")
+    assert (Reason.named(row["reason"]).code, row["reason"]) == ("R3", "idempotency_conflict")
     assert await b.balance() == 10_000
     assert await a.balance() == 10_000 - 1 - 500
 
@@ -199,10 +197,11 @@ async def test_a_held_players_next_events_skip_batches_for_a_while(
         tx = await hold_rows(holder, held.player_id)
         try:
             first = asyncio.create_task(group.post(bet(held, 100)))
-            assert (await group.post(bet(free, 100)))["code"] == "R0"
+            assert Reason.named((await group.post(bet(free, 100)))["reason"]).code == "R0"
             await asyncio.sleep(0.3)  # the held bet is waiting alone by now, marked held
             second = asyncio.create_task(group.post(bet(held, 100)))
-            assert (await asyncio.wait_for(group.post(bet(free, 100)), 5))["code"] == "R0"
+            answered = await asyncio.wait_for(group.post(bet(free, 100)), 5)
+            assert Reason.named(answered["reason"]).code == "R0"
             assert not first.done() and not second.done()
         finally:
             await tx.rollback()
@@ -225,7 +224,7 @@ async def test_events_that_waited_too_long_for_a_batch_are_refused(
                 await group.post(bet(late, 100))
         finally:
             await tx.rollback()
-    assert (await first)["code"] == "R0"
+    assert Reason.named((await first)["reason"]).code == "R0"
     assert await late.balance() == 10_000
 
 
@@ -249,7 +248,9 @@ async def test_a_batch_over_the_statement_timeout_is_posted_event_by_event(
     finally:
         await strict.close()
     assert isinstance(results[0], asyncpg.QueryCanceledError)
-    assert isinstance(results[1], asyncpg.Record) and results[1]["code"] == "R0"
+    assert (
+        isinstance(results[1], asyncpg.Record) and Reason.named(results[1]["reason"]).code == "R0"
+    )
 
 
 def test_which_failures_are_settled_event_by_event() -> None:

@@ -21,6 +21,8 @@ import pytest
 
 from app import db
 from app.operator.players import LIMIT_PERIODS
+from app.seamless.batch import Posting
+from app.seamless.outcome import Reason
 from app.secrets import token_hash
 from tests.fixtures.app import Table, TableFactory
 
@@ -185,7 +187,7 @@ async def rows_read_by_one_bet(pool: asyncpg.Pool, table: Table) -> int:
                 "cost-" + secrets.token_hex(4),
                 token_hash(table.token),
             )
-            assert answer["code"] == "R0", dict(answer)
+            assert Reason.named(answer["reason"]).code == "R0", dict(answer)
             after: int = await conn.fetchval(LEDGER_ROWS_READ)
         finally:
             await tx.rollback()
@@ -458,24 +460,23 @@ async def test_a_credit_past_the_largest_balance_does_not_fail_its_batch(
     old = await near_the_largest_balance(pool, rich, 10)
     try:
         rows = await pool.fetch(
-            "SELECT * FROM seamless_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-            " 0, 600)",
-            ["result", "bet"],
-            [rich.provider, other.provider],
-            [rich.player_id, other.player_id],
-            ["batch-too-big", "batch-bet"],
-            [None, None],
-            ["r", "r"],
-            ["slot-1", "slot-1"],
-            [11, 100],
-            ["EUR", "EUR"],
-            [None, token_hash(other.token)],
-            [True, None],
-            ["rq-1", "rq-2"],
-            [b"digest-1", b"digest-2"],
-        )
+            "SELECT * FROM seamless_batch($1, 0, 600)",
+            [
+                Posting(
+                    "result", rich.provider, rich.player_id, "batch-too-big", None, "r",
+                    "slot-1", 11, "EUR", None, True, "rq-1", b"digest-1",
+                ),
+                Posting(
+                    "bet", other.provider, other.player_id, "batch-bet", None, "r", "slot-1",
+                    100, "EUR", token_hash(other.token), None, "rq-2", b"digest-2",
+                ),
+            ],
+        )  # fmt: skip
     finally:
         await set_balance(pool, rich, old)
-    assert [(r["code"], r["reason"]) for r in rows] == [("R1", "internal_error"), ("R0", "ok")]
+    assert [(Reason.named(r["reason"]).code, r["reason"]) for r in rows] == [
+        ("R1", "internal_error"),
+        ("R0", "ok"),
+    ]
     assert await ledger_rows(pool, rich, "batch-too-big") == 0
     assert await other.balance() == 9_900

@@ -411,9 +411,9 @@ async def test_request_id_echoed_when_readable(table: Table) -> None:
 async def test_the_routed_webhook_answers_as_the_fast_path_does(
     asgi: object, table: Table, http: httpx.AsyncClient
 ) -> None:
-    """Deliveries skip the app's routing (app.main.WalletApp) except under a root path, where the
-    Starlette route serves them: both answer alike, with the same headers, and other methods are
-    still refused by the route table."""
+    """Deliveries skip the app's routing (app.main.WalletApp), under a root path too: both
+    answer alike, with the same headers, and other methods are still refused by the route
+    table."""
     mounted = httpx.ASGITransport(app=asgi, root_path="/wallet")  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=mounted, base_url="http://wallet.test") as routed:
         for client, prefix in ((http, ""), (routed, "/wallet")):

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import pytest
-from starlette.types import Message
+from starlette.types import Message, Receive, Send
 
 from app.config import Settings
 from tests.fixtures.app import start_app
@@ -130,8 +130,8 @@ def test_the_bound_is_a_setting() -> None:
 async def test_the_routed_handlers_are_bounded_too(
     settings: Settings, root_path: str, path: str, status: int
 ) -> None:
-    """In process: the Starlette routes (the webhook's too, taken when the app is mounted under
-    a root path and its fast path does not apply) read bodies with the same bound."""
+    """In process: the operator's routes and the webhook (here under a root path) read bodies
+    with the one capped reader, app.web.http.receive_body, and the same bound."""
     async with AsyncExitStack() as exits:
         app = await start_app(replace(settings, body_timeout_ms=BOUND_MS), exits)
         sent: list[Message] = []
@@ -177,3 +177,56 @@ async def test_the_routed_handlers_are_bounded_too(
     else:
         assert (answer["code"], answer["reason"]) == ("R2", "bad_signature")
         assert "did not arrive in time" in answer["message"]
+
+
+async def test_a_client_gone_before_its_body_is_counted_and_not_answered(
+    settings: Settings,
+) -> None:
+    """In process: a webhook client that disconnects mid-body gets nothing sent, and the
+    metrics count it as 499 under the route's template (with or without a root path)."""
+    async with AsyncExitStack() as exits:
+        app = await start_app(settings, exits)
+        for root_path in ("", "/wallet"):
+            parts: list[Message] = [
+                {"type": "http.disconnect"},
+                {"type": "http.request", "body": b"{", "more_body": True},
+            ]
+            sent: list[Message] = []
+            receive, send = _fake_connection(parts, sent)
+
+            path = f"{root_path}/v1/seamless/acme"
+            scope: dict[str, Any] = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": path,
+                "raw_path": path.encode(),
+                "root_path": root_path,
+                "query_string": b"",
+                "server": ("wallet.test", 80),
+                "client": ("127.0.0.1", 1),
+                "headers": [(b"content-type", b"application/json")],
+            }
+            await app(scope, receive, send)
+            assert sent == []
+        rendered = app.state["wallet"].metrics.render().decode()  # type: ignore[attr-defined]
+        gone = [
+            line
+            for line in rendered.splitlines()
+            if line.startswith("wallet_http_requests_total{")
+            and 'route="/v1/seamless/{provider}"' in line
+            and 'status="499"' in line
+        ]
+        assert len(gone) == 1 and gone[0].endswith(" 2.0"), gone
+
+
+def _fake_connection(parts: list[Message], sent: list[Message]) -> tuple[Receive, Send]:
+    async def receive() -> Message:
+        return parts.pop()
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    return receive, send
