@@ -20,7 +20,11 @@ should have done at creation is derived from the calls the PSPs saw (decisions o
   at most one more ask there under the same key, never another route; unanswered, it stays
   ``approved`` with its funds held, flagged ``payout_outcome_unknown``, answered 503
   ``route_degraded``, and that answer is the key's answer from then on;
-- a decline fails it and releases the hold; no route that may have acted: failed, 503.
+- a decline fails it and releases the hold; no route that may have acted: failed, 503;
+- a decline of the second ask after a timeout refuses that ask, not the first one, which may
+  have been taken: "When the same route, asked again, refuses (...), that says nothing about the
+  first request: the outcome stays unknown" (docs/payments.md, section 4). A payout stays
+  unknown; a deposit goes on to the next route.
 
 Invariants after every step:
 
@@ -604,7 +608,11 @@ class PaymentsMachine(RuleBasedStateMachine):
         last = calls[-1]
         if last.fault == "ok":
             return "answered", last.psp
-        if last.fault == "decline":
+        # A route is asked twice only after a timeout. A decline of that second ask is no
+        # answer about the first: the wallet cannot tell it from any other refusal of the
+        # second ask (a "key in use"), so it is not the payment's outcome.
+        reasked = len(calls) > 1 and calls[-2].psp == last.psp
+        if last.fault == "decline" and not reasked:
             return "declined", last.psp
         if pay.kind == "withdrawal" and acted:
             return "unknown", acted[0].psp
