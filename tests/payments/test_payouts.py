@@ -20,6 +20,7 @@ from app.payments.psp import Initiated, PspError
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
 from app.web.errors import IdempotencyConflict, InvalidRequest, RouteDegraded
 from tests.fixtures.app import Operator
+from tests.payments.fake_psps import FakePsp
 from tests.payments.psps import K, ScriptedPsp, SlowPsp, timeout, webhook
 
 ACTOR = Actor("apikey:test")
@@ -226,6 +227,99 @@ async def test_a_refusal_after_an_ask_that_may_have_been_taken_keeps_the_funds_h
     row = await pool.fetchrow("SELECT * FROM payments WHERE player_id = $1", player)
     assert (row["status"], row["flagged"]) == ("approved", "payout_outcome_unknown")
     assert b.calls == [] and await operator.balance(player) == 3_000
+
+
+async def events_and_postings(pool: asyncpg.Pool, payment_id: str) -> tuple[list[str], list[str]]:
+    """The operator events recorded for a payment, and its postings, in order."""
+    events = await pool.fetch(
+        "SELECT type FROM operator_events WHERE payment_id = $1 ORDER BY created_at, id", payment_id
+    )
+    postings = await pool.fetch(
+        "SELECT kind FROM ledger_transactions WHERE source = '#payment' AND external_id LIKE $1 "
+        "ORDER BY id",
+        payment_id + ":%",
+    )
+    return [r["type"] for r in events], [r["kind"] for r in postings]
+
+
+async def test_a_decline_when_asked_again_after_a_timeout_keeps_the_payout_unknown(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    """Found by tests/payments/test_model.py: route a's first ask timed out before the PSP did
+    anything, and asked again under the same key it declined. The wallet cannot tell that
+    timeout from one after the PSP acted, and a decline of the second ask "says nothing about
+    the first request: the outcome stays unknown" (docs/payments.md, section 4): the payout
+    stays with route a, approved, its funds held, until a PSP report or an operator. The model
+    expected a failed payout here; the model was wrong."""
+    a = FakePsp("psp-a", faults=["timeout_before", "decline"])
+    b = FakePsp("psp-b")
+    payments = Payments(pool, Queries.load(), [a, b], webhook_base="https://w/v1/psp")
+    try:
+        player = await operator.player(5_000)
+        key = K + secrets.token_hex(4)
+        with pytest.raises(RouteDegraded, match="did not answer whether it accepted"):
+            await payments.create_withdrawal(payout(player), key)
+        payment_id = await pool.fetchval("SELECT id FROM payments WHERE player_id = $1", player)
+        assert [(c.psp, c.fault, c.acted) for c in a.calls] == [
+            ("psp-a", "timeout_before", False),
+            ("psp-a", "decline", False),
+        ]
+        assert b.calls == [] and a.payments == {} and b.payments == {}
+        row = await pool.fetchrow("SELECT * FROM payments WHERE id = $1", payment_id)
+        assert (row["status"], row["psp"], row["flagged"], row["failure_code"]) == (
+            "approved",
+            "psp-a",
+            "payout_outcome_unknown",
+            None,
+        )
+        assert await operator.balance(player) == 3_000
+        assert await events_and_postings(pool, payment_id) == (
+            ["withdrawal.requested", "withdrawal.approved"],
+            ["withdrawal_hold"],
+        )
+        listed = await payments.needing_attention(100, None)
+        assert payment_id in [p["id"] for p in listed["data"]]
+        # The 503 is the key's answer: a repeat gets it again and asks no PSP.
+        with pytest.raises(RouteDegraded):
+            await payments.create_withdrawal(payout(player), key)
+        assert len(a.calls) == 2 and b.calls == []
+        # An operator who checked with psp-a (it has no payout) gives the funds back, once.
+        done = await payments.resolve(payment_id, "failed", "psp-a has no such payout", ACTOR)
+        assert (done["status"], done["failure_code"]) == ("failed", "resolved_failed")
+        assert await operator.balance(player) == 5_000
+        assert await events_and_postings(pool, payment_id) == (
+            ["withdrawal.requested", "withdrawal.approved", "withdrawal.failed"],
+            ["withdrawal_hold", "withdrawal_release"],
+        )
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_decline_after_a_refused_connection_fails_the_payout(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    """The contrast: a refused connection proves route a never saw the payout, so route b may
+    have it, and b's decline (its answer to a first ask) is the payout's outcome: failed, the
+    hold released, answered with the payment."""
+    a = FakePsp("psp-a", faults=["refused"])
+    b = FakePsp("psp-b", faults=["decline"])
+    payments = Payments(pool, Queries.load(), [a, b], webhook_base="https://w/v1/psp")
+    try:
+        player = await operator.player(5_000)
+        done = await payments.create_withdrawal(payout(player), K + secrets.token_hex(4))
+        assert (done["status"], done["failure_code"]) == ("failed", "declined")
+        assert [c.fault for c in a.calls] == ["refused"]
+        assert [c.fault for c in b.calls] == ["decline"]
+        assert await pool.fetchval("SELECT psp FROM payments WHERE id = $1", done["id"]) == "psp-b"
+        assert await operator.balance(player) == 5_000
+        assert await events_and_postings(pool, done["id"]) == (
+            ["withdrawal.requested", "withdrawal.approved", "withdrawal.failed"],
+            ["withdrawal_hold", "withdrawal_release"],
+        )
+    finally:
+        await a.aclose()
+        await b.aclose()
 
 
 async def approved_never_sent(pool: asyncpg.Pool, payments: Payments, player: str) -> str:
