@@ -5,12 +5,14 @@ OpenAPI ``webhooks`` entry), and the routes serving it.
 ``GET /openapi.json`` answers the document; ``GET /docs`` (:mod:`app.web.docs`) renders it for
 people with Swagger UI, served from this origin.
 
-Operations declared on an :class:`app.web.routing.Api` (every operator and payments route, and
-health) are generated from their declarations by :mod:`app.web.docgen`, with the shared error
-answers, headers and security scheme of app/web; what no route declares (the seamless and PSP
-webhooks, metrics, this document) is written here, next to the code it describes, with enums and
-patterns from the modules that own them. ``tests/web/test_openapi.py`` checks that every route is
-documented and that real responses validate against the document.
+Every route but the seamless webhook is declared on an :class:`app.web.routing.Api` (the public
+ones too: health, metrics, the PSP webhook, this document and its page), and its operation is
+generated from that declaration by :mod:`app.web.docgen`, with the shared error answers, headers
+and security scheme of app/web. What no declaration can say is here: the info and tags, the
+``webhooks`` entry, the seamless webhook's operation, and the examples, which are sealed or
+signed for real (the PSP webhook's is added to its generated operation).
+``tests/web/test_openapi.py`` checks that every route is documented and that real responses
+validate against the document.
 
 The seamless webhook is encrypted end to end, which OpenAPI cannot express: its operation
 describes the envelope, and the decrypted events and answers are component schemas that the
