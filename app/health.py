@@ -1,4 +1,5 @@
-"""Health probes, without an API key: liveness (``/healthz``) and readiness (``/readyz``)."""
+"""Health probes and metrics, without an API key: liveness (``/healthz``), readiness
+(``/readyz``) and the Prometheus exposition (``/metrics``), for an internal scraper."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import Literal
 from pydantic import Field
 from redis.exceptions import RedisError
 from starlette.requests import Request
+from starlette.responses import Response
 
+from app.metrics import CONTENT_TYPE
 from app.state import wallet
 from app.web.messages import Answer
-from app.web.routing import Api, Reply
+from app.web.routing import Api, Media, Reply
 
 api = Api("health")
 
@@ -62,6 +65,16 @@ async def readyz(request: Request) -> Ready | Reply:
     if database == redis == "ok":
         return Ready(status="ok", checks=checks)
     return Reply(Ready(status="unavailable", checks=checks), 503)
+
+
+@api.get(
+    "/metrics",
+    summary="Prometheus metrics of this process (for an internal scraper only)",
+    answers=[(200, Media(("text/plain",)), f"Prometheus text format ({CONTENT_TYPE})")],
+    public=True,
+)
+async def metrics(request: Request) -> Response:
+    return Response(wallet(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
 routes = api.routes

@@ -17,13 +17,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from app import db, health, logs, openapi
 from app.config import ConfigError, Settings
 from app.locks import PlayerLocks
-from app.metrics import CONTENT_TYPE, Metrics
+from app.metrics import Metrics
 from app.operator import adjustments, api_keys, players, postings, providers, reports
 from app.payments import deposits, events, reconciliation, webhook, withdrawals
 from app.payments.outbox import Outbox
@@ -38,14 +38,15 @@ from app.seamless.keys import KeyRing
 from app.seamless.replay import Gate
 from app.seamless.service import SeamlessService
 from app.secrets import master_key_bytes
-from app.state import Wallet, wallet
+from app.state import Wallet
 from app.web import docs, http, routing
 from app.web.errors import DatabaseUnavailable, InvalidRequest, NotFound, WalletError
 
 log = logging.getLogger(__name__)
 
-# The JSON APIs, domain by domain: what the document and the role matrix describe (the health
-# routes and the PSP webhook among them are public).
+# The documented routes, domain by domain: what the document and the role matrix describe (the
+# health routes, the PSP webhook, the document and its page among them are public). Only the
+# seamless webhook, served ahead of routing (WalletApp), is not among them.
 API_ROUTES: list[BaseRoute] = [
     *providers.routes,
     *players.routes,
@@ -59,6 +60,8 @@ API_ROUTES: list[BaseRoute] = [
     *events.routes,
     *reconciliation.routes,
     *webhook.routes,
+    *openapi.routes,
+    *docs.routes,
 ]
 # Who may call each (method, path) of API_ROUTES: the roles each route declares.
 PERMISSIONS = routing.permissions(API_ROUTES)
@@ -250,9 +253,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             *seamless_endpoints.routes,
             *API_ROUTES,
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-            *openapi.routes,
-            *docs.routes,
         ],
         exception_handlers={
             WalletError: _wallet_error,
@@ -276,11 +276,6 @@ def _tune_garbage_collection() -> None:
     gc.collect()  # what start-up left as garbage goes first, rather than being kept for good
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    """Prometheus exposition of this process's metrics; no auth, for an internal scraper."""
-    return Response(wallet(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
 async def _wallet_error(request: Request, exc: Exception) -> Response:

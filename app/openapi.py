@@ -5,12 +5,14 @@ OpenAPI ``webhooks`` entry), and the routes serving it.
 ``GET /openapi.json`` answers the document; ``GET /docs`` (:mod:`app.web.docs`) renders it for
 people with Swagger UI, served from this origin.
 
-Operations declared on an :class:`app.web.routing.Api` (every operator and payments route, and
-health) are generated from their declarations by :mod:`app.web.docgen`, with the shared error
-answers, headers and security scheme of app/web; what no route declares (the seamless and PSP
-webhooks, metrics, this document) is written here, next to the code it describes, with enums and
-patterns from the modules that own them. ``tests/web/test_openapi.py`` checks that every route is
-documented and that real responses validate against the document.
+Every route but the seamless webhook is declared on an :class:`app.web.routing.Api` (the public
+ones too: health, metrics, the PSP webhook, this document and its page), and its operation is
+generated from that declaration by :mod:`app.web.docgen`, with the shared error answers, headers
+and security scheme of app/web. What no declaration can say is here: the info and tags, the
+``webhooks`` entry, the seamless webhook's operation, and the examples, which are sealed or
+signed for real (the PSP webhook's is added to its generated operation).
+``tests/web/test_openapi.py`` checks that every route is documented and that real responses
+validate against the document.
 
 The seamless webhook is encrypted end to end, which OpenAPI cannot express: its operation
 describes the envelope, and the decrypted events and answers are component schemas that the
@@ -23,34 +25,31 @@ import base64
 import importlib.metadata
 import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from app.payments import outbox, signing
+from app.payments import outbox, signing, webhook
 from app.payments.events import DELIVERY, DELIVERY_TIMEOUT, OPERATOR_WEBHOOK
 from app.payments.models import DEPOSIT_STATUSES as DEPOSIT_STATUSES  # re-exported for tests
 from app.payments.models import WITHDRAWAL_STATUSES as WITHDRAWAL_STATUSES
 from app.payments.psp_messages import PSP_STATUSES as PSP_STATUSES  # re-exported for tests
-from app.payments.psp_messages import PspEvent
 from app.payments.service import WEBHOOK_OUTCOMES as WEBHOOK_OUTCOMES
-from app.payments.webhook import WebhookOutcome
 from app.seamless import envelope
 from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, MODELS
 from app.seamless.outcome import CODES, MESSAGES, REASONS
-from app.web import docgen, docs, http, routing
-from app.web.idempotency import KEY, KEY_MAX
+from app.web import docgen, http, routing
 
 Schema = dict[str, Any]
 
 OPENAPI_VERSION = "3.1.0"
 TITLE = "Wallet API"
 JSON = "application/json"
+PSP_WEBHOOK = webhook.PATH
 EVENTS = tuple(MODELS)
 # The seamless examples are sealed for real, under a key everyone may know, so that integrators
 # can test their envelope code against them (and the test proves they open).
@@ -430,48 +429,7 @@ def _seamless_examples() -> tuple[dict[str, Schema], dict[str, Schema]]:
     return requests, answers
 
 
-# --- parameters and shared responses -----------------------------------------------------------
-
-
-def _path_param(name: str, description: str) -> Schema:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "schema": IDENTIFIER,
-        "description": description + " (400 when not 1 to 64 characters of [A-Za-z0-9_.:-])",
-    }
-
-
-def _idempotency_key(description: str, *, required: bool = True) -> Schema:
-    return {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "required": required,
-        "schema": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": KEY_MAX,
-            "pattern": f"^{KEY.pattern}$",
-        },
-        "description": description,
-    }
-
-
-def _parameters() -> dict[str, Schema]:
-    return {
-        "PspName": _path_param("psp", "the PSP route's name, as configured in WALLET_PSPS"),
-        "PaymentIdempotencyKey": _idempotency_key(
-            "printable (400 on `Idempotency-Key` when missing); the same key and body again "
-            "gets the first answer again without side effects (201 and the same body, or the "
-            "same 503 when every route was degraded or a payout's outcome is unknown); another "
-            "body, or the same while the first request is still at the PSP, is 409"
-        ),
-        "ResolveIdempotencyKey": _idempotency_key(
-            "printable (400 on `Idempotency-Key` when missing): the same key and body again get "
-            "the first answer again; another request with the key is 409"
-        ),
-    }
+# --- shared responses ---------------------------------------------------------------------------
 
 
 def _json_response(description: str, schema: Schema, **extra: Any) -> Schema:
@@ -480,10 +438,6 @@ def _json_response(description: str, schema: Schema, **extra: Any) -> Schema:
 
 
 # --- operations -------------------------------------------------------------------------------
-
-
-def _p(name: str) -> Schema:
-    return {"$ref": f"#/components/parameters/{name}"}
 
 
 _HOURS = round(outbox.RETRY_WINDOW / 3600)
@@ -563,162 +517,6 @@ def _seamless_operation() -> Schema:
     }
 
 
-PSP_WEBHOOK_DESCRIPTION = f"""\
-Where a PSP route (WALLET_PSPS) sends its events about the payments it holds: the path names the \
-route. Not authenticated by an API key but by the body's signature, with the route's webhook \
-secret:
-
-`X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of the bytes "{{t}}." followed by the raw \
-body>`
-
-The MAC is checked in constant time, then the time, with a 300 s tolerance either way. A missing, \
-malformed, stale or wrong signature is 401 and changes nothing. Several `v1=` entries may be sent \
-(while a secret is rotated); entries of other schemes are ignored.
-
-Events are matched by `data.reference`, the wallet's payment id. Each event `id` is applied once: \
-a repeat answers `duplicate`. An event that does not match the payment's amount, currency or PSP \
-payment id answers `refused_<reason>` and flags the payment. An event out of order (like \
-`processing` after `succeeded`) answers `ignored`. 404 for an unknown route or payment is not \
-recorded, so the PSP's retry may succeed later. Fields are strictly typed: an amount that is not a \
-JSON integer (a string, a float, a boolean), a field of the wrong type or format, an unknown event \
-type or status is 400 naming the field, and changes nothing. Full rules: docs/payments.md, \
-section 5.
-
-**Example.** The example's signature is real: it signs the compact JSON of the example (no \
-spaces, in the order shown) at t={EXAMPLE_TIME} with the secret \
-`{EXAMPLE_WEBHOOK_SECRET.decode()}`."""
-
-
-def _psp_webhook_operation() -> Schema:
-    return {
-        "operationId": "pspWebhook",
-        "tags": ["payments"],
-        "summary": "A PSP's signed event about one of its payments",
-        "description": PSP_WEBHOOK_DESCRIPTION,
-        "security": [],
-        "parameters": [
-            _p("PspName"),
-            {
-                "name": "X-Signature",
-                "in": "header",
-                "required": True,
-                "schema": _text(minLength=1),
-                "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of `{t}.{raw body}`> "
-                "(401 when missing, malformed, stale or wrong)",
-                "example": psp_example_signature(),
-            },
-        ],
-        "requestBody": {
-            "required": True,
-            "content": {
-                JSON: {
-                    "schema": _ref("PspEvent"),
-                    "examples": {
-                        "succeeded": {
-                            "summary": "a deposit succeeded",
-                            "value": PSP_EVENT_EXAMPLE,
-                        }
-                    },
-                }
-            },
-        },
-        "responses": {
-            "200": _json_response(
-                "Verified: applied, applied before, ignored or refused (see `outcome`)",
-                _ref("WebhookOutcome"),
-            ),
-            "400": {"$ref": "#/components/responses/BadRequest"},
-            "401": _json_response(
-                "authentication_failed: X-Signature is missing, malformed, stale or wrong; "
-                "nothing changed",
-                _ref("Error"),
-            ),
-            "404": _json_response(
-                "resource_not_found: no such PSP route, or no payment with the event's reference "
-                "at this route; not recorded, so a retry may succeed",
-                _ref("Error"),
-            ),
-            "503": {"$ref": "#/components/responses/RouteDegraded"},
-            "default": {"$ref": "#/components/responses/Unexpected"},
-        },
-    }
-
-
-def _public_operations() -> dict[tuple[str, str], Schema]:
-    """Routes without an API key: health, metrics, this document, and the two webhooks."""
-
-    def plain(op_id: str, tag: str, summary: str, responses: dict[str, Schema]) -> Schema:
-        return {
-            "operationId": op_id,
-            "tags": [tag],
-            "summary": summary,
-            "security": [],
-            "responses": responses,
-        }
-
-    text = {"type": "string"}
-    return {
-        ("GET", "/metrics"): plain(
-            "metrics",
-            "health",
-            "Prometheus metrics of this process (for an internal scraper only)",
-            {
-                "200": {
-                    "description": f"Prometheus text format ({METRICS_CONTENT_TYPE})",
-                    "headers": docgen.REQUEST_ID_HEADER,
-                    "content": {"text/plain": {"schema": text}},
-                }
-            },
-        ),
-        ("GET", "/openapi.json"): plain(
-            "openapi",
-            "docs",
-            "This document",
-            {"200": _json_response("The OpenAPI 3.1 document", {"type": "object"})},
-        ),
-        ("GET", "/docs"): plain(
-            "docs",
-            "docs",
-            "This document, rendered for people (Swagger UI)",
-            {
-                "200": {
-                    "description": "An HTML page that renders openapi.json, beside it",
-                    "headers": docgen.REQUEST_ID_HEADER,
-                    "content": {"text/html": {"schema": text}},
-                }
-            },
-        ),
-        ("GET", docs.ASSETS_PATH + "/{name}"): {
-            **plain(
-                "docsAsset",
-                "docs",
-                "A file of the /docs page (Swagger UI's, vendored, and its start-up script)",
-                {
-                    "200": {
-                        "description": "The file",
-                        "headers": docgen.REQUEST_ID_HEADER,
-                        "content": dict.fromkeys(
-                            sorted({media.split(";")[0] for media in docs.ASSETS.values()}),
-                            {"schema": {"type": "string"}},
-                        ),
-                    },
-                    "404": {"$ref": "#/components/responses/NotFound"},
-                },
-            ),
-            "parameters": [
-                {
-                    "name": "name",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "enum": list(docs.ASSETS)},
-                }
-            ],
-        },
-        ("POST", "/v1/seamless/{provider}"): _seamless_operation(),
-        ("POST", "/v1/psp/{psp}/webhook"): _psp_webhook_operation(),
-    }
-
-
 # --- the document -----------------------------------------------------------------------------
 
 
@@ -781,16 +579,10 @@ def _components() -> Schema:
     for part in (_seamless_schemas,):
         schemas.update(part())
     schemas.update(docgen.schemas(docgen.models_of(_operations())))
-    # The PSP webhook is not an API-key route: its messages are added by hand.
-    schemas.update(docgen.schemas([(PspEvent, "validation"), (WebhookOutcome, "serialization")]))
     schemas["PspEvent"]["examples"] = [PSP_EVENT_EXAMPLE]
     schemas["OperatorEventPayload"]["examples"] = [OPERATOR_EVENT_EXAMPLE]
-    shared = docgen.components()
-    return {
-        **shared,
-        "schemas": dict(sorted({**schemas, **shared["schemas"]}.items())),
-        "parameters": {**_parameters(), **shared["parameters"]},
-    }
+    shared = docgen.components(_operations())
+    return {**shared, "schemas": dict(sorted({**schemas, **shared["schemas"]}.items()))}
 
 
 def _webhooks() -> Schema:
@@ -861,13 +653,32 @@ def _operations() -> list[routing.Operation]:
 
 
 def _paths() -> Schema:
+    """The app's routes, as they declare themselves, and the seamless webhook."""
     operations = {(op.method, op.path): docgen.operation(op) for op in _operations()}
-    operations.update(_public_operations())
+    operations["POST", "/v1/seamless/{provider}"] = _seamless_operation()
+    _sign_psp_example(operations["POST", PSP_WEBHOOK])
     paths: dict[str, dict[str, Schema]] = {}
     for (method, path), operation in operations.items():
-        operation["parameters"] = [*operation.get("parameters", []), _p("RequestId")]
+        operation["parameters"] = [
+            *operation.get("parameters", []),
+            docgen.ref("parameters", "RequestId"),
+        ]
         paths.setdefault(path, {})[method.lower()] = operation
     return paths
+
+
+def _sign_psp_example(operation: Schema) -> None:
+    """The PSP webhook's example event, and its real signature under the example secret."""
+    operation["requestBody"]["content"][JSON]["examples"] = {
+        "succeeded": {"summary": "a deposit succeeded", "value": PSP_EVENT_EXAMPLE}
+    }
+    (signature,) = (p for p in operation["parameters"] if p.get("name") == "X-Signature")
+    signature["example"] = psp_example_signature()
+    operation["description"] += (
+        "\n\n**Example.** The example's signature is real: it signs the compact JSON of the "
+        f"example (no spaces, in the order shown) at t={EXAMPLE_TIME} with the secret "
+        f"`{EXAMPLE_WEBHOOK_SECRET.decode()}`."
+    )
 
 
 @lru_cache(maxsize=1)
@@ -897,13 +708,31 @@ def document_json(root_path: str = "") -> bytes:
     return orjson.dumps(served)
 
 
-# --- the routes -------------------------------------------------------------------------------
+# --- the route ---------------------------------------------------------------------------------
 
 
+class OpenApiDocument(BaseModel):
+    """An OpenAPI 3.1 document: this one (only its top level is described here)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    openapi: Literal["3.1.0"]
+    info: dict[str, Any]
+    paths: dict[str, Any]
+
+
+api = routing.Api("docs")
+
+
+@api.get(
+    "/openapi.json",
+    summary="This document",
+    answers=[(200, OpenApiDocument, "The OpenAPI 3.1 document")],
+    public=True,
+    operation_id="openapi",
+)
 async def openapi_json(request: Request) -> Response:
     return Response(document_json(request.scope.get("root_path", "")), media_type=JSON)
 
 
-routes = [
-    Route("/openapi.json", openapi_json, methods=["GET"]),
-]
+routes = api.routes

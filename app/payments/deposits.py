@@ -6,13 +6,19 @@ from __future__ import annotations
 from app.payments.models import Payment, PaymentRequest
 from app.web.auth import PAYMENTS, READ
 from app.web.idempotency import required_key
-from app.web.routing import Api, Call
+from app.web.routing import Api, Call, KeyParameter
 
 # Shared with withdrawals: the path parameter, the errors of creating a payment, and the
 # document's description of the Idempotency-Key that the payment row keeps.
 PATH_PARAMS = {"payment_id": "the payment's id"}
 CREATE_ERRORS = (400, 404, 409, 422, 503)
-PAYMENT_KEY = "PaymentIdempotencyKey"
+PAYMENT_KEY = KeyParameter(
+    "PaymentIdempotencyKey",
+    "printable (400 on `Idempotency-Key` when missing); the same key and body again gets the "
+    "first answer again without side effects (201 and the same body, or the same 503 when every "
+    "route was degraded or a payout's outcome is unknown); another body, or the same while the "
+    "first request is still at the PSP, is 409",
+)
 
 api = Api("payments", path_params=PATH_PARAMS)
 

@@ -13,7 +13,7 @@ from app.payments.models import Payment, PaymentPage, PaymentRequest, Withdrawal
 from app.web import pagination
 from app.web.auth import MONEY, PAYMENTS, READ
 from app.web.idempotency import IDEMPOTENT_ACTION, required_key
-from app.web.routing import Api, Call
+from app.web.routing import Api, Call, KeyParameter
 
 api = Api("payments", path_params=PATH_PARAMS)
 
@@ -122,7 +122,11 @@ async def reject_withdrawal(c: Call, payment_id: str) -> Payment:
     answers=[(200, Payment, "The withdrawal, `paid` or `failed`")],
     errors=(400, 404, 409),
     idempotency="required",
-    key_parameter="ResolveIdempotencyKey",
+    key_parameter=KeyParameter(
+        "ResolveIdempotencyKey",
+        "printable (400 on `Idempotency-Key` when missing): the same key and body again get the "
+        "first answer again; another request with the key is 409",
+    ),
     description="For a withdrawal sent to its PSP (`approved` or `processing`) whose outcome "
     "that PSP has not told, such as one with `attention: payout_outcome_unknown`: `paid` "
     "settles its held funds, `failed` gives them back to the player. A payout that went "

@@ -22,7 +22,7 @@ from app.fields import IDENTIFIER_PATTERN, IDENTIFIER_RULE
 from app.web.auth import READ, ROLES
 from app.web.errors import DatabaseUnavailable, Error, error_classes
 from app.web.idempotency import KEY, KEY_MAX
-from app.web.routing import Operation
+from app.web.routing import KeyParameter, Media, Operation
 
 Schema = dict[str, Any]
 JSON = "application/json"
@@ -55,9 +55,10 @@ def schemas(models: Iterable[tuple[type[BaseModel], JsonSchemaMode]]) -> dict[st
 def models_of(operations: Iterable[Operation]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
     found: list[tuple[type[BaseModel], JsonSchemaMode]] = []
     for op in operations:
-        if op.body is not None:
-            found.append((op.body, "validation"))
-        found += [(model, "serialization") for _, model, _ in op.answers]
+        for body in (op.body, op.raw_body):
+            if body is not None:
+                found.append((body, "validation"))
+        found += [(m, "serialization") for _, m, _ in op.answers if not isinstance(m, Media)]
     return found
 
 
@@ -96,14 +97,19 @@ def _not_null(schema: Schema) -> Schema:
 
 
 def parameters(op: Operation) -> list[Schema]:
-    """Path parameters, then the query model's fields, then the Idempotency-Key header."""
+    """Path parameters, then the query model's fields, then the headers the operation reads,
+    then the Idempotency-Key header."""
     found: list[Schema] = [
         {
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "string", "pattern": IDENTIFIER_PATTERN},
-            "description": f"{description} (400 when not {IDENTIFIER_RULE})",
+            "schema": {"type": "string", "enum": list(op.path_values[name])}
+            if name in op.path_values
+            else {"type": "string", "pattern": IDENTIFIER_PATTERN},
+            "description": description
+            if name in op.path_values
+            else f"{description} (400 when not {IDENTIFIER_RULE})",
         }
         for name, description in op.path_params.items()
     ]
@@ -122,9 +128,15 @@ def parameters(op: Operation) -> list[Schema]:
                     "description": description,
                 }
             )
+    found += [
+        _header(
+            h.name, h.description, required=h.required, **({"minLength": 1} if h.required else {})
+        )
+        for h in op.headers
+    ]
     if op.idempotency is not None:
-        name = op.key_parameter or IDEMPOTENCY_PARAMETER[op.idempotency]
-        found.append(ref("parameters", name))
+        key = op.key_parameter or IDEMPOTENCY_PARAMETER[op.idempotency]
+        found.append(ref("parameters", key.name if isinstance(key, KeyParameter) else key))
     return found
 
 
@@ -173,20 +185,30 @@ def _header(name: str, description: str, *, required: bool, **schema: Any) -> Sc
     }
 
 
-def components() -> Schema:
-    """What every operation of the document shares: the Error schema, the error answers, the
-    ``Idempotency-Key`` and ``X-Request-Id`` headers, and the bearer scheme."""
+def _key_header(description: str, *, required: bool) -> Schema:
+    return _header(
+        "Idempotency-Key",
+        description,
+        required=required,
+        minLength=1,
+        maxLength=KEY_MAX,
+        pattern=f"^{KEY.pattern}$",
+    )
+
+
+def components(operations: Iterable[Operation] = ()) -> Schema:
+    """What the operations of the document share: the Error schema, the error answers, the
+    ``Idempotency-Key`` headers (the shared ones and those routes declare), the ``X-Request-Id``
+    header, and the bearer scheme."""
     parameters = {
-        IDEMPOTENCY_PARAMETER[kind]: _header(
-            "Idempotency-Key",
-            description,
-            required=kind != "optional",
-            minLength=1,
-            maxLength=KEY_MAX,
-            pattern=f"^{KEY.pattern}$",
-        )
+        IDEMPOTENCY_PARAMETER[kind]: _key_header(description, required=kind != "optional")
         for kind, description in IDEMPOTENCY_DESCRIPTIONS.items()
     }
+    for op in operations:
+        if isinstance(op.key_parameter, KeyParameter):
+            parameters[op.key_parameter.name] = _key_header(
+                op.key_parameter.description, required=op.idempotency != "optional"
+            )
     parameters["RequestId"] = _header(
         "X-Request-Id",
         "your correlation id, echoed; the wallet makes one when absent or not of this form "
@@ -228,12 +250,15 @@ def operation(
         str(status): {
             "description": description,
             "headers": REQUEST_ID_HEADER,
-            "content": {JSON: {"schema": ref("schemas", model.__name__)}},
+            "content": dict.fromkeys(model.types, {"schema": model.schema})
+            if isinstance(model, Media)
+            else {JSON: {"schema": ref("schemas", model.__name__)}},
         }
         for status, model, description in op.answers
     }
     if op.public:  # no key, no rate limit, no database: only what it declares
-        return {
+        _errors(op, set(op.errors), responses, error_responses, "")
+        schema: Schema = {
             "operationId": op.operation_id,
             "tags": [op.tag],
             "summary": op.summary,
@@ -242,9 +267,47 @@ def operation(
             "parameters": parameters(op),
             "responses": responses,
         }
+        _request_body(op, schema)
+        return schema
     # Every route authenticates (against the database: 503 when it cannot be reached) and counts
     # against its key's rate limit; only routes closed to some role can answer 403.
     statuses = {*op.errors, 401, 429, 503} | ({403} if op.roles != READ else set())
+    _errors(op, statuses, responses, error_responses, database_down)
+    roles = [role for role in ROLES if role in op.roles]
+    description = f"{op.description}\n\nRoles: {', '.join(roles)}.".strip()
+    schema = {
+        "operationId": op.operation_id,
+        "tags": [op.tag],
+        "summary": op.summary,
+        "description": description,
+        "parameters": parameters(op),
+        "responses": dict(sorted(responses.items())),
+        "x-roles": roles,
+    }
+    _request_body(op, schema)
+    return schema
+
+
+def _request_body(op: Operation, schema: Schema) -> None:
+    body = op.body or op.raw_body
+    if body is not None:
+        schema["requestBody"] = {
+            "required": True,
+            "content": {JSON: {"schema": ref("schemas", body.__name__)}},
+        }
+
+
+def _errors(
+    op: Operation,
+    statuses: set[int],
+    responses: dict[str, Schema],
+    error_responses: dict[int, str],
+    database_down: str,
+) -> None:
+    """The error answers of ``statuses`` (each the shared one, or the operation's own note),
+    and the default one; a public route that declares no errors lists only its answers."""
+    if not statuses:
+        return
     notes = dict(op.error_notes)
     assert notes.keys() <= statuses, (op.operation_id, notes.keys() - statuses)
     for status in statuses:
@@ -258,20 +321,3 @@ def operation(
         else:
             responses[str(status)] = ref("responses", error_responses[status])
     responses["default"] = ref("responses", "Unexpected")
-    roles = [role for role in ROLES if role in op.roles]
-    description = f"{op.description}\n\nRoles: {', '.join(roles)}.".strip()
-    schema: Schema = {
-        "operationId": op.operation_id,
-        "tags": [op.tag],
-        "summary": op.summary,
-        "description": description,
-        "parameters": parameters(op),
-        "responses": dict(sorted(responses.items())),
-        "x-roles": roles,
-    }
-    if op.body is not None:
-        schema["requestBody"] = {
-            "required": True,
-            "content": {JSON: {"schema": ref("schemas", op.body.__name__)}},
-        }
-    return schema

@@ -15,10 +15,10 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+
+from app.web.routing import Api, Media
 
 ASSETS_PATH = "/docs/assets"
 JAVASCRIPT = "text/javascript; charset=utf-8"
@@ -68,23 +68,38 @@ def asset(name: str) -> bytes:
     return resources.files(__package__).joinpath("docs_ui", name).read_bytes()
 
 
-async def docs_page(request: Request) -> Response:
+api = Api(
+    "docs",
+    path_params={"name": "a file of the page"},
+    path_values={"name": tuple(ASSETS)},  # any other name is 404
+)
+
+
+@api.get(
+    "/docs",
+    summary="This document, rendered for people (Swagger UI)",
+    answers=[(200, Media(("text/html",)), "An HTML page that renders openapi.json, beside it")],
+    public=True,
+)
+async def docs(request: Request) -> Response:
     return HTMLResponse(PAGE, headers={"Content-Security-Policy": CSP})
 
 
-async def docs_asset(request: Request) -> Response:
-    name = request.path_params["name"]
-    media_type = ASSETS.get(name)
-    if media_type is None:
-        raise HTTPException(404)
+@api.get(
+    ASSETS_PATH + "/{name}",
+    summary="A file of the /docs page (Swagger UI's, vendored, and its start-up script)",
+    answers=[
+        (200, Media(tuple(sorted({media.split(";")[0] for media in ASSETS.values()}))), "The file")
+    ],
+    errors=(404,),
+    public=True,
+)
+async def docs_asset(request: Request, name: str) -> Response:
     return Response(
         asset(name),
-        media_type=media_type,
+        media_type=ASSETS[name],
         headers={"Cache-Control": ASSET_CACHE, "X-Content-Type-Options": "nosniff"},
     )
 
 
-routes = [
-    Route("/docs", docs_page, methods=["GET"]),
-    Route(ASSETS_PATH + "/{name}", docs_asset, methods=["GET"]),
-]
+routes = api.routes

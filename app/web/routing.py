@@ -45,7 +45,7 @@ from app.fields import IDENTIFIER, IDENTIFIER_RULE
 from app.state import Wallet, wallet
 from app.web import http, messages
 from app.web.auth import Principal, authenticate, authorize
-from app.web.errors import InvalidRequest, RateLimited
+from app.web.errors import InvalidRequest, NotFound, RateLimited
 from app.web.idempotency import key_of, once, required_key
 
 # "optional" / "required": app.web.idempotency stores the first answer (``once``). "own": the key
@@ -74,6 +74,36 @@ class Reply:
     status: int
 
 
+@dataclass(frozen=True, slots=True)
+class Media:
+    """An answer that is not a JSON message (Prometheus text, a page, a file): its media types,
+    and the schema of its content when one can be given."""
+
+    types: tuple[str, ...]
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """A request header an operation reads itself (a signature), documented as a string."""
+
+    name: str
+    description: str
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class KeyParameter:
+    """An ``Idempotency-Key`` that means more on some routes than the shared one says: its
+    component name, shared by the routes that name it, and its description."""
+
+    name: str
+    description: str
+
+
+Answers = tuple[tuple[int, type[BaseModel] | Media, str], ...]
+
+
 @dataclass(frozen=True)
 class Operation:
     """What one route does, who may call it, what it takes and what it answers."""
@@ -84,7 +114,7 @@ class Operation:
     tag: str
     summary: str
     roles: frozenset[str]
-    answers: tuple[tuple[int, type[BaseModel], str], ...]
+    answers: Answers
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
@@ -97,8 +127,14 @@ class Operation:
     # Called without an API key (health probes): no roles, no rate limit, no connection taken;
     # the handler takes the ``request`` instead of a :class:`Call`.
     public: bool = False
-    # The document's Idempotency-Key parameter, when it says more than the shared one.
-    key_parameter: str | None = None
+    # The document's Idempotency-Key parameter, when it says more than the shared one (a shared
+    # one's name, or a parameter of its own).
+    key_parameter: str | KeyParameter | None = None
+    # A body the handler reads itself (its bytes are signed), documented as this message.
+    raw_body: type[BaseModel] | None = None
+    headers: tuple[Header, ...] = ()
+    # Path parameters that take one of these values: anything else is 404, not 400.
+    path_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class OperationRoute(Route):
@@ -115,9 +151,16 @@ Handler = Callable[..., Awaitable[Any]]
 class Api:
     """The documented routes of one domain (its OpenAPI tag)."""
 
-    def __init__(self, tag: str, *, path_params: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tag: str,
+        *,
+        path_params: dict[str, str] | None = None,
+        path_values: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self.tag = tag
         self.path_params = path_params or {}
+        self.path_values = path_values or {}
         self.routes: list[OperationRoute] = []
 
     def get(self, path: str, **declared: Any) -> Callable[[Handler], Handler]:
@@ -139,7 +182,7 @@ class Api:
         *,
         summary: str,
         roles: frozenset[str] = frozenset(),
-        answers: Sequence[tuple[int, type[BaseModel], str]],
+        answers: Sequence[tuple[int, type[BaseModel] | Media, str]],
         body: type[BaseModel] | None = None,
         query: type[BaseModel] | None = None,
         errors: tuple[int, ...] = (),
@@ -149,7 +192,9 @@ class Api:
         error_notes: tuple[tuple[int, str], ...] = (),
         operation_id: str | None = None,
         public: bool = False,
-        key_parameter: str | None = None,
+        key_parameter: str | KeyParameter | None = None,
+        raw_body: type[BaseModel] | None = None,
+        headers: tuple[Header, ...] = (),
     ) -> Callable[[Handler], Handler]:
         assert public != bool(roles), f"{path}: give roles, or declare it public"
         assert not (public and idempotency), f"{path}: a public route takes no Idempotency-Key"
@@ -157,6 +202,7 @@ class Api:
         unknown = [n for n in names if n not in self.path_params]
         assert not unknown, f"{path}: describe path parameters {unknown} on the Api"
         assert idempotency != "own" or key_parameter, f"{path}: document its own key"
+        assert not (body and raw_body), f"{path}: a body is parsed, or read by the handler"
 
         def register(handler: Handler) -> Handler:
             operation = Operation(
@@ -177,6 +223,9 @@ class Api:
                 error_notes=error_notes,
                 public=public,
                 key_parameter=key_parameter,
+                raw_body=raw_body,
+                headers=headers,
+                path_values={n: v for n, v in self.path_values.items() if n in names},
             )
             _check_signature(handler, operation)
             endpoint = (_public_endpoint if public else _endpoint)(operation, handler)
@@ -205,7 +254,9 @@ def _check_signature(handler: Handler, op: Operation) -> None:
 
 async def _inputs(op: Operation, request: Request) -> dict[str, Any]:
     """The path parameters, query and body the operation declares, each validated."""
-    values: dict[str, Any] = {name: path_param(request, name) for name in op.path_params}
+    values: dict[str, Any] = {
+        name: path_param(request, name, op.path_values.get(name)) for name in op.path_params
+    }
     if op.query is not None:
         values["query"] = messages.parse(op.query, dict(request.query_params))
     if op.body is not None:
@@ -266,10 +317,14 @@ def _endpoint(op: Operation, handler: Handler) -> Callable[[Request], Awaitable[
     return endpoint
 
 
-def path_param(request: Request, name: str) -> str:
-    """A path parameter; every one is an identifier (400 naming it otherwise)."""
+def path_param(request: Request, name: str, values: tuple[str, ...] | None = None) -> str:
+    """A path parameter: an identifier (400 naming it otherwise), or one of ``values`` (404
+    otherwise, as for a path no route serves)."""
     value: str = request.path_params[name]
-    if not IDENTIFIER.fullmatch(value):
+    if values is not None:
+        if value not in values:
+            raise NotFound(f"no route for {request.url.path}")
+    elif not IDENTIFIER.fullmatch(value):
         raise InvalidRequest(f"{name} must be {IDENTIFIER_RULE}", field=name)
     return value
 
