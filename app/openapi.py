@@ -149,11 +149,16 @@ def _seamless_schemas() -> dict[str, Schema]:
     )
     examples = {name: event for name, event, _ in _SEAMLESS_EXAMPLES}
     schemas = {
-        event_schema_name(name): {**generated[model.__name__], "examples": [examples[name]]}
+        event_schema_name(name): {
+            **generated[model.__name__],
+            "title": event_schema_name(name),
+            "examples": [examples[name]],
+        }
         for name, model in MODELS.items()
     }
     schemas["SeamlessResponse"] = {
         **generated[Answer.__name__],
+        "title": "SeamlessResponse",
         "examples": [answer for _, _, answer in _SEAMLESS_EXAMPLES],
     }
     schemas["SeamlessEnvelope"] = {

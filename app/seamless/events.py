@@ -129,10 +129,10 @@ class Cancel(BaseEvent):
 
     event: Literal["cancel"]
     transaction_id: Identifier
-    ref_transaction_id: Identifier
+    ref_transaction_id: Identifier = Field(description="The transaction_id of the bet")
     round_id: Identifier
     currency: Currency
-    amount: PositiveAmount | None = None
+    amount: PositiveAmount | None = Field(None, description="Must equal the bet's")
 
 
 class Result(BaseEvent):
@@ -142,7 +142,7 @@ class Result(BaseEvent):
     transaction_id: Identifier
     round_id: Identifier
     game_id: Identifier
-    amount: Amount
+    amount: Amount = Field(description="The win; 0 records a loss")
     currency: Currency
     round_closed: RoundClosed = True
 
@@ -152,9 +152,9 @@ class ResultChange(BaseEvent):
 
     event: Literal["result_change"]
     transaction_id: Identifier
-    ref_transaction_id: Identifier
+    ref_transaction_id: Identifier = Field(description="The transaction_id of the result")
     round_id: Identifier
-    amount: Amount
+    amount: Amount = Field(description="The corrected total of the result")
     currency: Currency
 
 
