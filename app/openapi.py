@@ -40,8 +40,8 @@ from app.payments.models import WITHDRAWAL_STATUSES as WITHDRAWAL_STATUSES
 from app.payments.psp_messages import PSP_STATUSES as PSP_STATUSES  # re-exported for tests
 from app.payments.service import WEBHOOK_OUTCOMES as WEBHOOK_OUTCOMES
 from app.seamless import envelope
-from app.seamless.events import MAX_AMOUNT, MAX_TOKEN_LENGTH, MODELS
-from app.seamless.outcome import CODES, MESSAGES, REASONS
+from app.seamless.events import MODELS, Answer
+from app.seamless.outcome import MESSAGES
 from app.web import docgen, http, routing
 
 Schema = dict[str, Any]
@@ -79,43 +79,10 @@ IDENTIFIER: Schema = {
     "pattern": _anchored(http.IDENTIFIER),
     "description": "1 to 64 characters of [A-Za-z0-9_.:-]",
 }
-CURRENCY: Schema = {"type": "string", "pattern": _anchored(http.CURRENCY), "examples": ["EUR"]}
-DIGITS_ID: Schema = {"type": "string", "pattern": "^[0-9]+$", "description": "a string of digits"}
 
 
 def _text(description: str = "", **extra: Any) -> Schema:
     schema: Schema = {"type": "string", **extra}
-    if description:
-        schema["description"] = description
-    return schema
-
-
-def _int64(description: str, **bounds: int) -> Schema:
-    """A money amount or a count: always an integer, never a JSON number with a fraction."""
-    return {"type": "integer", "format": "int64", **bounds, "description": description}
-
-
-def _nullable(schema: Schema) -> Schema:
-    kind = schema["type"]
-    return {**schema, "type": [*(kind if isinstance(kind, list) else [kind]), "null"]}
-
-
-def _object(
-    properties: dict[str, Schema],
-    *,
-    optional: tuple[str, ...] = (),
-    closed: bool = True,
-    description: str = "",
-) -> Schema:
-    """An object whose properties are all required but ``optional``; ``closed`` objects are the
-    answers whose shape the code fixes, so that an extra field in a real answer fails the test."""
-    schema: Schema = {
-        "type": "object",
-        "required": [name for name in properties if name not in optional],
-        "properties": properties,
-    }
-    if closed:
-        schema["additionalProperties"] = False
     if description:
         schema["description"] = description
     return schema
@@ -173,133 +140,47 @@ def operator_example_signature() -> str:
 # --- component schemas: the seamless webhook ---------------------------------------------------
 
 
-def _event(
-    name: str, fields: dict[str, Schema], optional: tuple[str, ...], example: Schema
-) -> Schema:
-    base: dict[str, Schema] = {
-        "event": {"const": name},
-        "request_id": IDENTIFIER,
-        "timestamp": _int64("unix seconds; more than 300 s off the wallet's clock is R2"),
-        "player_id": IDENTIFIER,
-    }
-    schema = _object(
-        {**base, **fields},
-        optional=optional,
-        closed=False,  # the contract: unknown extra fields are ignored
-        description=f"The decrypted `{name}` event.",
-    )
-    schema["examples"] = [example]
-    return schema
-
-
 def _seamless_schemas() -> dict[str, Schema]:
-    token = _text("issued by POST /v1/players/{player_id}/sessions", minLength=1)
-    token["maxLength"] = MAX_TOKEN_LENGTH
-    stake = _int64("minor units", minimum=1, maximum=MAX_AMOUNT)
-    win = _int64("minor units", minimum=0, maximum=MAX_AMOUNT)
-    money = {
-        "transaction_id": IDENTIFIER,
-        "round_id": IDENTIFIER,
-        "currency": CURRENCY,
-    }
-    fields: dict[str, tuple[dict[str, Schema], tuple[str, ...]]] = {
-        "login": ({"session_token": token}, ()),
-        "balance": ({"session_token": _nullable(token)}, ("session_token",)),
-        "bet": (
-            {"session_token": token, **money, "game_id": IDENTIFIER, "amount": stake},
-            (),
-        ),
-        "cancel": (
-            {
-                **money,
-                "ref_transaction_id": {**IDENTIFIER, "description": "the bet"},
-                "amount": _nullable({**stake, "description": "must equal the bet's"}),
-            },
-            ("amount",),
-        ),
-        "result": (
-            {
-                **money,
-                "game_id": IDENTIFIER,
-                "amount": {**win, "description": "the win; 0 records a loss"},
-                "round_closed": {"type": ["boolean", "null"], "default": True},
-            },
-            ("round_closed",),
-        ),
-        "result_change": (
-            {
-                **money,
-                "ref_transaction_id": {**IDENTIFIER, "description": "the result"},
-                "amount": {**win, "description": "the corrected total of the result"},
-            },
-            (),
-        ),
-        "logout": ({"session_token": token}, ()),
-    }
+    """The decrypted events and answer, generated from their models (:mod:`app.seamless.events`)
+    under the names the document gives them, each with its example; and the envelope."""
+    generated = docgen.schemas(
+        [*((model, "validation") for model in MODELS.values()), (Answer, "serialization")]
+    )
     examples = {name: event for name, event, _ in _SEAMLESS_EXAMPLES}
     schemas = {
-        event_schema_name(name): _event(name, props, optional, examples[name])
-        for name, (props, optional) in fields.items()
+        event_schema_name(name): {
+            **generated[model.__name__],
+            "title": event_schema_name(name),
+            "examples": [examples[name]],
+        }
+        for name, model in MODELS.items()
     }
-    schemas["SeamlessEnvelope"] = _object(
-        {
-            "payload": _text(
-                "base64 (standard alphabet, padded) of nonce (12 B) || ciphertext || tag (16 B)",
-                contentEncoding="base64",
-                pattern="^[A-Za-z0-9+/]*={0,2}$",
-            )
+    schemas["SeamlessResponse"] = {
+        **generated[Answer.__name__],
+        "title": "SeamlessResponse",
+        "examples": [answer for _, _, answer in _SEAMLESS_EXAMPLES],
+    }
+    schemas["SeamlessEnvelope"] = {
+        "type": "object",
+        "required": ["payload"],
+        "properties": {
+            "payload": {
+                "type": "string",
+                "contentEncoding": "base64",
+                "pattern": "^[A-Za-z0-9+/]*={0,2}$",
+                "description": "base64 (standard alphabet, padded) of nonce (12 B) || "
+                "ciphertext || tag (16 B)",
+            }
         },
-        description="The encrypted body of a request or an answer.",
-    )
-    schemas["SeamlessResponse"] = _seamless_response()
+        "additionalProperties": False,
+        "description": "The encrypted body of a request or an answer.",
+    }
     return schemas
 
 
 def event_schema_name(event: str) -> str:
     """`bet` -> `BetEvent`, `result_change` -> `ResultChangeEvent`."""
     return "".join(part.title() for part in event.split("_")) + "Event"
-
-
-def _seamless_response() -> Schema:
-    schema = _object(
-        {
-            "code": {"type": "string", "enum": list(CODES)},
-            "reason": {"type": "string", "enum": list(MESSAGES)},
-            "message": _text("for people; may name the offending field"),
-            "request_id": {**IDENTIFIER, "description": "echoed whenever it could be read"},
-            "player_id": IDENTIFIER,
-            "balance": _int64("minor units", minimum=0),
-            "currency": CURRENCY,
-            "transaction_id": {**DIGITS_ID, "description": "the wallet's id of the posting"},
-            "duplicate": {"const": True, "description": "an idempotent repeat"},
-        },
-        optional=(
-            "request_id",
-            "player_id",
-            "balance",
-            "currency",
-            "transaction_id",
-            "duplicate",
-        ),
-        description="The answer to every event (decrypted), or a plain R2 answer.",
-    )
-    schema["dependentRequired"] = {
-        "balance": ["player_id", "currency"],
-        "duplicate": ["transaction_id"],
-    }
-    schema["allOf"] = [_reasons_of(code) for code in CODES]
-    schema["examples"] = [answer for _, _, answer in _SEAMLESS_EXAMPLES]
-    return schema
-
-
-def _reasons_of(code: str) -> Schema:
-    """Each code allows its own reasons; only R0 carries a posting, and R2 never a balance."""
-    then: Schema = {"properties": {"reason": {"enum": list(REASONS[code])}}}
-    if code != "R0":
-        then["properties"].update(transaction_id=False, duplicate=False)
-    if code == "R2":
-        then["properties"].update(player_id=False, balance=False, currency=False)
-    return {"if": {"properties": {"code": {"const": code}}}, "then": then}
 
 
 def _event_example(name: str, n: int, **fields: Any) -> Schema:

@@ -25,9 +25,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
@@ -35,7 +37,7 @@ from pydantic_core import ErrorDetails
 from app import fields, strict_json
 from app.fields import IDENTIFIER as IDENTIFIER  # re-exported: what other modules import here
 from app.fields import MAX_AMOUNT as MAX_AMOUNT
-from app.seamless.outcome import Code, Reason, Refusal
+from app.seamless.outcome import REASONS, Code, Reason, Refusal
 
 MAX_TOKEN_LENGTH = 256
 
@@ -51,7 +53,11 @@ class Says:
 
 Identifier = Annotated[fields.Identifier, Says("must be 1 to 64 characters of [A-Za-z0-9_.:-]")]
 Currency = Annotated[fields.Currency, Says("must be an ISO 4217 code like EUR")]
-Timestamp = Annotated[fields.Timestamp, Says("must be integer unix seconds")]
+Timestamp = Annotated[
+    fields.Timestamp,
+    Field(description="Unix seconds; more than 300 s off the wallet's clock is R2"),
+    Says("must be integer unix seconds"),
+]
 _IN_RANGE = "must be between {ge} and {le}"
 Amount = Annotated[fields.Amount, Says("must be an integer in minor units", _IN_RANGE)]
 PositiveAmount = Annotated[
@@ -66,7 +72,9 @@ SessionToken = Annotated[
 # A null round_closed means the default, as an absent one does.
 RoundClosed = Annotated[
     bool,
-    BeforeValidator(lambda value: True if value is None else value),
+    BeforeValidator(
+        lambda value: True if value is None else value, json_schema_input_type=bool | None
+    ),
     Field(description="false: more results of the round follow"),
     Says("must be true or false"),
 ]
@@ -84,21 +92,29 @@ class BaseEvent(BaseModel):
 
 
 class Login(BaseEvent):
+    """Opens the game: checks the session, answers the balance."""
+
     event: Literal["login"]
     session_token: SessionToken
 
 
 class Balance(BaseEvent):
+    """Asks the balance; a session token is accepted but not checked."""
+
     event: Literal["balance"]
     session_token: SessionToken | None = None
 
 
 class Logout(BaseEvent):
+    """Ends the session; results and refunds may still arrive."""
+
     event: Literal["logout"]
     session_token: SessionToken
 
 
 class Bet(BaseEvent):
+    """Debits ``amount`` for a round of a game."""
+
     event: Literal["bet"]
     session_token: SessionToken
     transaction_id: Identifier
@@ -109,30 +125,36 @@ class Bet(BaseEvent):
 
 
 class Cancel(BaseEvent):
+    """Refunds the bet ``ref_transaction_id``; ``amount``, when sent, must equal the bet's."""
+
     event: Literal["cancel"]
     transaction_id: Identifier
-    ref_transaction_id: Identifier
+    ref_transaction_id: Identifier = Field(description="The transaction_id of the bet")
     round_id: Identifier
     currency: Currency
-    amount: PositiveAmount | None = None
+    amount: PositiveAmount | None = Field(None, description="Must equal the bet's")
 
 
 class Result(BaseEvent):
+    """Credits the win of a round (``amount`` 0 records a loss)."""
+
     event: Literal["result"]
     transaction_id: Identifier
     round_id: Identifier
     game_id: Identifier
-    amount: Amount
+    amount: Amount = Field(description="The win; 0 records a loss")
     currency: Currency
     round_closed: RoundClosed = True
 
 
 class ResultChange(BaseEvent):
+    """Corrects the result ``ref_transaction_id`` to the total ``amount``."""
+
     event: Literal["result_change"]
     transaction_id: Identifier
-    ref_transaction_id: Identifier
+    ref_transaction_id: Identifier = Field(description="The transaction_id of the result")
     round_id: Identifier
-    amount: Amount
+    amount: Amount = Field(description="The corrected total of the result")
     currency: Currency
 
 
@@ -153,26 +175,59 @@ MODELS: dict[str, type[BaseEvent]] = {
 MONEY_EVENTS = frozenset({"bet", "cancel", "result", "result_change"})
 
 
-class Answer(BaseModel):
-    """The response object of every seamless answer (the plaintext that is sealed back)."""
+def _answer_rules() -> list[JsonValue]:
+    """The schema's rules that no field's type says, from the :class:`Reason` enum: each code
+    allows its own reasons, only R0 carries a posting, and R2 (sent in plain text) never a
+    balance; :meth:`Outcome.to_object` is the code that keeps them."""
+    rules: list[JsonValue] = []
+    for code, reasons in REASONS.items():
+        then: dict[str, Any] = {"reason": {"enum": [reason.value for reason in reasons]}}
+        if code != "R0":
+            then.update(transaction_id=False, duplicate=False)
+        if code == "R2":
+            then.update(player_id=False, balance=False, currency=False)
+        rules.append(
+            {"if": {"properties": {"code": {"const": code}}}, "then": {"properties": then}}
+        )
+    return rules
 
-    model_config = ConfigDict(frozen=True)
+
+class Answer(BaseModel):
+    """The answer to every event (decrypted), or a plain R2 answer."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "dependentRequired": {
+                "balance": ["player_id", "currency"],
+                "duplicate": ["transaction_id"],
+            },
+            "allOf": _answer_rules(),
+        },
+    )
 
     code: Code
-    reason: Reason
-    message: str
-    request_id: fields.Identifier | None = Field(
-        None, description="The event's request_id, when it could be read"
+    reason: Annotated[
+        Reason, WithJsonSchema({"type": "string", "enum": [reason.value for reason in Reason]})
+    ]
+    message: str = Field(description="For people; may name the offending field")
+    # Absent, never null: the wire object leaves out what an answer does not carry.
+    request_id: fields.Identifier = Field(  # type: ignore[assignment]
+        None, description="The event's request_id, echoed whenever it could be read"
     )
-    player_id: fields.Identifier | None = Field(
+    player_id: fields.Identifier = Field(  # type: ignore[assignment]
         None, description="With the balance, on every answer about an existing player but R2"
     )
-    balance: fields.Amount | None = None
-    currency: fields.Currency | None = None
-    transaction_id: str | None = Field(
+    balance: fields.Amount = Field(None)  # type: ignore[assignment]
+    currency: fields.Currency = Field(None)  # type: ignore[assignment]
+    transaction_id: fields.DigitsId = Field(  # type: ignore[assignment]
         None, description="The wallet's transaction id of an R0 money event", examples=["1042"]
     )
-    duplicate: bool | None = Field(None, description="true: an earlier delivery already posted")
+    duplicate: Literal[True] = Field(
+        None,  # type: ignore[arg-type]
+        description="true: an earlier delivery already posted (an idempotent repeat)",
+    )
 
 
 # Per event model, the fields that make an event the same event: all but the timestamp, which a

@@ -26,18 +26,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.types import ASGIApp, Message
 
-from app import openapi, strict_json
+from app import strict_json
 from app.client import open_answer, seal_event
 from app.seamless import envelope, events
+from app.seamless.outcome import REASONS as CONTRACT_REASONS
 from app.strict_json import MAX_DEPTH
 from tests.fixtures.app import Operator, Table
 
 # The reasons each R-code may carry: the contract's table (docs/seamless.md, "Response object",
-# as the OpenAPI document gives it), less two that no hostile request can earn: internal_error
+# as the Reason enum declares it), less two that no hostile request can earn: internal_error
 # is the wallet's own failure, and session_expired needs a session that lived.
 REASONS = {
     code: set(reasons) - {"internal_error", "session_expired"}
-    for code, reasons in openapi.REASONS.items()
+    for code, reasons in CONTRACT_REASONS.items()
 }
 # The operator API's error codes by status (docs/operator.md).
 ERROR_CODES = {
