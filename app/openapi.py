@@ -1,29 +1,21 @@
-"""The OpenAPI 3.1 document of the operator API (payments and their events included), the
-seamless webhook, the PSP webhook and the events the wallet sends to the operator's platform (an
-OpenAPI ``webhooks`` entry), and the routes serving it.
+"""The OpenAPI 3.1 document: the operator and payments APIs, the seamless webhook, the PSP
+webhook, the events the wallet sends to the operator's platform (an OpenAPI ``webhooks`` entry),
+and the route serving it (``GET /openapi.json``; ``/docs`` renders it, :mod:`app.web.docs`).
 
-``GET /openapi.json`` answers the document; ``GET /docs`` (:mod:`app.web.docs`) renders it for
-people with Swagger UI, served from this origin.
-
-Every route but the seamless webhook is declared on an :class:`app.web.routing.Api` (the public
-ones too: health, metrics, the PSP webhook, this document and its page), and its operation is
-generated from that declaration by :mod:`app.web.docgen`, with the shared error answers, headers
-and security scheme of app/web. What no declaration can say is here: the info and tags, the
-``webhooks`` entry, the seamless webhook's operation, and the examples, which are sealed or
-signed for real (the PSP webhook's is added to its generated operation).
-``tests/web/test_openapi.py`` checks that every route is documented and that real responses
-validate against the document.
-
-The seamless webhook is encrypted end to end, which OpenAPI cannot express: its operation
-describes the envelope, and the decrypted events and answers are component schemas that the
-operation names in ``x-decrypted-request`` and ``x-decrypted-response``.
+Every route declares itself (:class:`app.web.routing.Operation`, mostly through an ``Api``): the
+operations and the schemas are generated from those declarations and their typed messages by
+:mod:`app.web.docgen`. What no declaration can say is here: the info and tags, the ``webhooks``
+entry, and the examples, which are sealed or signed for real. The seamless webhook is encrypted
+end to end, which OpenAPI cannot express: its route (:mod:`app.seamless.endpoints`) describes the
+envelope and names the decrypted events and answer in ``x-decrypted-request`` and
+``x-decrypted-response``. ``tests/web/test_openapi.py`` checks that every route is documented and
+that real responses validate against the document.
 """
 
 from __future__ import annotations
 
 import base64
 import importlib.metadata
-import re
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -35,14 +27,11 @@ from starlette.responses import Response
 
 from app.payments import outbox, signing, webhook
 from app.payments.events import DELIVERY, DELIVERY_TIMEOUT, OPERATOR_WEBHOOK
-from app.payments.models import DEPOSIT_STATUSES as DEPOSIT_STATUSES  # re-exported for tests
-from app.payments.models import WITHDRAWAL_STATUSES as WITHDRAWAL_STATUSES
-from app.payments.psp_messages import PSP_STATUSES as PSP_STATUSES  # re-exported for tests
-from app.payments.service import WEBHOOK_OUTCOMES as WEBHOOK_OUTCOMES
+from app.seamless import endpoints as seamless_endpoints
 from app.seamless import envelope
-from app.seamless.events import MODELS, Answer
+from app.seamless.events import MODELS, Answer, schema_name
 from app.seamless.outcome import MESSAGES
-from app.web import docgen, http, routing
+from app.web import docgen, routing
 
 Schema = dict[str, Any]
 
@@ -60,32 +49,6 @@ EXAMPLE_TIME = 1779104538
 # The PSP webhook's and the operator events' examples are signed for real, with an example secret
 # everyone may know.
 EXAMPLE_WEBHOOK_SECRET = b"whsec_example"
-
-
-# --- schema building blocks ---------------------------------------------------------------------
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _anchored(pattern: re.Pattern[str]) -> str:
-    # JSON Schema patterns search anywhere in the string; the code's patterns must match whole.
-    return f"^(?:{pattern.pattern})$"
-
-
-IDENTIFIER: Schema = {
-    "type": "string",
-    "pattern": _anchored(http.IDENTIFIER),
-    "description": "1 to 64 characters of [A-Za-z0-9_.:-]",
-}
-
-
-def _text(description: str = "", **extra: Any) -> Schema:
-    schema: Schema = {"type": "string", **extra}
-    if description:
-        schema["description"] = description
-    return schema
 
 
 # --- component schemas: payments ----------------------------------------------------------------
@@ -144,13 +107,17 @@ def _seamless_schemas() -> dict[str, Schema]:
     """The decrypted events and answer, generated from their models (:mod:`app.seamless.events`)
     under the names the document gives them, each with its example; and the envelope."""
     generated = docgen.schemas(
-        [*((model, "validation") for model in MODELS.values()), (Answer, "serialization")]
+        [
+            *((model, "validation") for model in MODELS.values()),
+            (Answer, "serialization"),
+            (envelope.SeamlessEnvelope, "validation"),
+        ]
     )
     examples = {name: event for name, event, _ in _SEAMLESS_EXAMPLES}
     schemas = {
-        event_schema_name(name): {
+        schema_name(name): {
             **generated[model.__name__],
-            "title": event_schema_name(name),
+            "title": schema_name(name),
             "examples": [examples[name]],
         }
         for name, model in MODELS.items()
@@ -160,27 +127,8 @@ def _seamless_schemas() -> dict[str, Schema]:
         "title": "SeamlessResponse",
         "examples": [answer for _, _, answer in _SEAMLESS_EXAMPLES],
     }
-    schemas["SeamlessEnvelope"] = {
-        "type": "object",
-        "required": ["payload"],
-        "properties": {
-            "payload": {
-                "type": "string",
-                "contentEncoding": "base64",
-                "pattern": "^[A-Za-z0-9+/]*={0,2}$",
-                "description": "base64 (standard alphabet, padded) of nonce (12 B) || "
-                "ciphertext || tag (16 B)",
-            }
-        },
-        "additionalProperties": False,
-        "description": "The encrypted body of a request or an answer.",
-    }
+    schemas["SeamlessEnvelope"] = generated["SeamlessEnvelope"]
     return schemas
-
-
-def event_schema_name(event: str) -> str:
-    """`bet` -> `BetEvent`, `result_change` -> `ResultChangeEvent`."""
-    return "".join(part.title() for part in event.split("_")) + "Event"
 
 
 def _event_example(name: str, n: int, **fields: Any) -> Schema:
@@ -310,94 +258,6 @@ def _seamless_examples() -> tuple[dict[str, Schema], dict[str, Schema]]:
     return requests, answers
 
 
-# --- shared responses ---------------------------------------------------------------------------
-
-
-def _json_response(description: str, schema: Schema, **extra: Any) -> Schema:
-    content = {JSON: {"schema": schema, **extra}}
-    return {"description": description, "headers": docgen.REQUEST_ID_HEADER, "content": content}
-
-
-# --- operations -------------------------------------------------------------------------------
-
-
-_HOURS = round(outbox.RETRY_WINDOW / 3600)
-SEAMLESS_DESCRIPTION = f"""\
-One endpoint receives every game action of a provider. It always answers HTTP 200: the outcome \
-is the `code` of the response object (R0 success, R1 failed processing, R2 unauthorized, R3 \
-validation failed, R4 not enough balance). The full contract (freshness, delivery replay, \
-idempotency, sessions, limits) is docs/seamless.md.
-
-**Envelope.** The body is `{{"payload": "<base64>"}}`, standard alphabet with padding. The \
-decoded bytes are `nonce (12 B) || ciphertext || tag (16 B)`: AES-256-GCM under the provider's \
-32-byte key, with the provider code (UTF-8 bytes) as the associated data. The plaintext is one \
-event, a UTF-8 JSON object: one of the schemas in `x-decrypted-request` (LoginEvent, \
-BalanceEvent, BetEvent, CancelEvent, ResultEvent, ResultChangeEvent, LogoutEvent). The answer \
-is `{{"payload": ...}}` sealed the same way, with the key that opened the request and a fresh \
-nonce; its plaintext is a SeamlessResponse (`x-decrypted-response`).
-
-**Plain answers.** R2 answers are plain JSON SeamlessResponse objects, without the `payload` \
-wrapper, because the wallet could not or would not authenticate the request; they never carry \
-a balance. So is the R1 `internal_error` sent when no key of the provider can be loaded.
-
-**Keys.** Send `X-Key-Id` to name the key you used; without it the wallet tries your current \
-key, then your previous one. Bodies over 64 KiB (WALLET_MAX_BODY_BYTES) get a plain R2 \
-`bad_signature` without being read whole.
-
-**Examples.** Every example payload is real: sealed for provider `{EXAMPLE_PROVIDER}` with the \
-example key `{base64.b64encode(EXAMPLE_KEY).decode()}` (bytes 0 to 31), so you can check your \
-envelope code against them. `x-decrypted` shows the plaintext of each."""
-
-
-def _seamless_operation() -> Schema:
-    request_examples, answer_examples = _seamless_examples()
-    events = [_ref(event_schema_name(name)) for name in EVENTS]
-    return {
-        "operationId": "seamlessWebhook",
-        "tags": ["seamless"],
-        "summary": "The game provider webhook: every event, encrypted",
-        "description": SEAMLESS_DESCRIPTION,
-        "security": [],
-        "parameters": [
-            {
-                "name": "provider",
-                "in": "path",
-                "required": True,
-                "schema": IDENTIFIER,
-                "description": "your provider code (anything else: plain R2 unknown_provider)",
-            },
-            {
-                "name": "X-Key-Id",
-                "in": "header",
-                "required": False,
-                "schema": _text(),
-                "description": "the key_id of the key that sealed the payload",
-            },
-        ],
-        "requestBody": {
-            "required": True,
-            "content": {JSON: {"schema": _ref("SeamlessEnvelope"), "examples": request_examples}},
-        },
-        "responses": {
-            "200": _json_response(
-                "Always 200: the sealed answer, or a plain R2 (or key-less R1) answer",
-                {"oneOf": [_ref("SeamlessEnvelope"), _ref("SeamlessResponse")]},
-                examples=answer_examples,
-            )
-        },
-        "x-decrypted-request": {
-            "oneOf": events,
-            "discriminator": {
-                "propertyName": "event",
-                "mapping": {
-                    name: f"#/components/schemas/{event_schema_name(name)}" for name in EVENTS
-                },
-            },
-        },
-        "x-decrypted-response": {"oneOf": [_ref("SeamlessResponse")]},
-    }
-
-
 # --- the document -----------------------------------------------------------------------------
 
 
@@ -420,9 +280,9 @@ operator's platform at WALLET_OPERATOR_WEBHOOK_URL, signed \
 WALLET_OPERATOR_WEBHOOK_SECRET. Delivery is at least once: deduplicate by the event `id`. \
 Failures are retried with exponential backoff and jitter \
 ({outbox.BASE_DELAY:g} s doubling, capped at {outbox.MAX_DELAY / 3600:g} h, \
-{outbox.MAX_ATTEMPTS} attempts, about {_HOURS} h), then dead-lettered. `GET /v1/events` lists \
-events and their delivery state; a replay (`POST /v1/events/{{event_id}}/replay`) carries \
-`X-Wallet-Replay: true`.
+{outbox.MAX_ATTEMPTS} attempts, about {round(outbox.RETRY_WINDOW / 3600)} h), then \
+dead-lettered. `GET /v1/events` lists events and their delivery state; a replay \
+(`POST /v1/events/{{event_id}}/replay`) carries `X-Wallet-Replay: true`.
 
 Prose: docs/operator.md, docs/seamless.md and docs/payments.md."""
 
@@ -485,7 +345,7 @@ def _webhooks() -> Schema:
                 "name": "X-Signature",
                 "in": "header",
                 "required": True,
-                "schema": _text(minLength=1),
+                "schema": {"type": "string", "minLength": 1},
                 "description": "t=<unix seconds of this attempt>,v1=<hex HMAC-SHA256 of "
                 "`{t}.{raw body}`> under WALLET_OPERATOR_WEBHOOK_SECRET; refuse the request "
                 "unless it verifies, and check that t is recent",
@@ -504,7 +364,7 @@ def _webhooks() -> Schema:
             "required": True,
             "content": {
                 JSON: {
-                    "schema": _ref("OperatorEventPayload"),
+                    "schema": docgen.ref("schemas", "OperatorEventPayload"),
                     "examples": {
                         "succeeded": {
                             "summary": "a deposit succeeded",
@@ -530,13 +390,13 @@ def _webhooks() -> Schema:
 def _operations() -> list[routing.Operation]:
     from app.main import API_ROUTES  # the app's routes, which import this module's users
 
-    return routing.operations(API_ROUTES)
+    return routing.operations([*seamless_endpoints.routes, *API_ROUTES])
 
 
 def _paths() -> Schema:
     """The app's routes, as they declare themselves, and the seamless webhook."""
     operations = {(op.method, op.path): docgen.operation(op) for op in _operations()}
-    operations["POST", "/v1/seamless/{provider}"] = _seamless_operation()
+    _seal_seamless_examples(operations["POST", seamless_endpoints.ROUTE])
     _sign_psp_example(operations["POST", PSP_WEBHOOK])
     paths: dict[str, dict[str, Schema]] = {}
     for (method, path), operation in operations.items():
@@ -546,6 +406,19 @@ def _paths() -> Schema:
         ]
         paths.setdefault(path, {})[method.lower()] = operation
     return paths
+
+
+def _seal_seamless_examples(operation: Schema) -> None:
+    """Every event and answer of the story above, sealed for real under the example key."""
+    requests, answers = _seamless_examples()
+    operation["requestBody"]["content"][JSON]["examples"] = requests
+    operation["responses"]["200"]["content"][JSON]["examples"] = answers
+    operation["description"] += (
+        "\n\n**Examples.** Every example payload is real: sealed for provider "
+        f"`{EXAMPLE_PROVIDER}` with the example key `{base64.b64encode(EXAMPLE_KEY).decode()}` "
+        "(bytes 0 to 31), so you can check your envelope code against them. `x-decrypted` "
+        "shows the plaintext of each."
+    )
 
 
 def _sign_psp_example(operation: Schema) -> None:

@@ -16,14 +16,14 @@ import logging
 
 import orjson
 from starlette.requests import ClientDisconnect
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from app.seamless import envelope
+from app.seamless import envelope, events
 from app.seamless.outcome import Outcome, Reason
 from app.seamless.service import Reply
 from app.state import Wallet
 from app.web.http import BodyTimedOut, BodyTooLarge, receive_body, route_path
+from app.web.routing import Header, Media, Operation, OperationRoute
 
 log = logging.getLogger(__name__)
 
@@ -100,5 +100,68 @@ class Webhook:
         await send({"type": "http.response.body", "body": content})
 
 
+def _schema(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+DESCRIPTION = """\
+One endpoint receives every game action of a provider. It always answers HTTP 200: the outcome \
+is the `code` of the response object (R0 success, R1 failed processing, R2 unauthorized, R3 \
+validation failed, R4 not enough balance). The full contract (freshness, delivery replay, \
+idempotency, sessions, limits) is docs/seamless.md.
+
+**Envelope.** The body is `{"payload": "<base64>"}`, standard alphabet with padding. The \
+decoded bytes are `nonce (12 B) || ciphertext || tag (16 B)`: AES-256-GCM under the provider's \
+32-byte key, with the provider code (UTF-8 bytes) as the associated data. The plaintext is one \
+event, a UTF-8 JSON object: one of the schemas in `x-decrypted-request` (LoginEvent, \
+BalanceEvent, BetEvent, CancelEvent, ResultEvent, ResultChangeEvent, LogoutEvent). The answer \
+is `{"payload": ...}` sealed the same way, with the key that opened the request and a fresh \
+nonce; its plaintext is a SeamlessResponse (`x-decrypted-response`).
+
+**Plain answers.** R2 answers are plain JSON SeamlessResponse objects, without the `payload` \
+wrapper, because the wallet could not or would not authenticate the request; they never carry \
+a balance. So is the R1 `internal_error` sent when no key of the provider can be loaded.
+
+**Keys.** Send `X-Key-Id` to name the key you used; without it the wallet tries your current \
+key, then your previous one. Bodies over 64 KiB (WALLET_MAX_BODY_BYTES) get a plain R2 \
+`bad_signature` without being read whole."""
+
+# The webhook as the document shows it: its envelope, and under x-decrypted-* the events and
+# the answer inside (the components named by events.schema_name), which OpenAPI cannot express.
+OPERATION = Operation(
+    method="POST",
+    path=ROUTE,
+    operation_id="seamlessWebhook",
+    tag="seamless",
+    summary="The game provider webhook: every event, encrypted",
+    description=DESCRIPTION,
+    roles=frozenset(),
+    public=True,
+    path_params={"provider": "your provider code (anything else: plain R2 unknown_provider)"},
+    headers=(Header("X-Key-Id", "the key_id of the key that sealed the payload", required=False),),
+    raw_body=envelope.SeamlessEnvelope,
+    answers=(
+        (
+            200,
+            Media(
+                ("application/json",),
+                {"oneOf": [_schema("SeamlessEnvelope"), _schema("SeamlessResponse")]},
+            ),
+            "Always 200: the sealed answer, or a plain R2 (or key-less R1) answer",
+        ),
+    ),
+    extensions={
+        "x-decrypted-request": {
+            "oneOf": [_schema(events.schema_name(name)) for name in events.MODELS],
+            "discriminator": {
+                "propertyName": "event",
+                "mapping": {
+                    name: _schema(events.schema_name(name))["$ref"] for name in events.MODELS
+                },
+            },
+        },
+        "x-decrypted-response": {"oneOf": [_schema("SeamlessResponse")]},
+    },
+)
 webhook = Webhook()
-routes = [Route(ROUTE, webhook, methods=["POST"])]
+routes = [OperationRoute(OPERATION, webhook)]

@@ -14,13 +14,33 @@ import base64
 import binascii
 import functools
 import os
+from typing import Annotated
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import BaseModel, ConfigDict, Field
 
 NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
+
+
+# The document's declaration of the envelope. A delivery's body is checked by :func:`decode` and
+# the service itself, which answer each way it can be wrong with its own R2.
+class SeamlessEnvelope(BaseModel):
+    """The encrypted body of a request or an answer."""
+
+    model_config = ConfigDict(extra="forbid", title="SeamlessEnvelope")
+
+    payload: Annotated[
+        str,
+        Field(
+            pattern="^[A-Za-z0-9+/]*={0,2}$",
+            description="base64 (standard alphabet, padded) of nonce (12 B) || ciphertext || "
+            "tag (16 B)",
+            json_schema_extra={"contentEncoding": "base64"},
+        ),
+    ]
 
 
 class EnvelopeError(ValueError):

@@ -175,6 +175,11 @@ MODELS: dict[str, type[BaseEvent]] = {
 MONEY_EVENTS = frozenset({"bet", "cancel", "result", "result_change"})
 
 
+def schema_name(event: str) -> str:
+    """The document's name of an event's schema: `bet` -> `BetEvent`."""
+    return "".join(part.title() for part in event.split("_")) + "Event"
+
+
 def _answer_rules() -> list[JsonValue]:
     """The schema's rules that no field's type says, from the :class:`Reason` enum: each code
     allows its own reasons, only R0 carries a posting, and R2 (sent in plain text) never a

@@ -108,7 +108,7 @@ def parameters(op: Operation) -> list[Schema]:
             if name in op.path_values
             else {"type": "string", "pattern": IDENTIFIER_PATTERN},
             "description": description
-            if name in op.path_values
+            if name in op.path_values or op.public
             else f"{description} (400 when not {IDENTIFIER_RULE})",
         }
         for name, description in op.path_params.items()
@@ -268,7 +268,7 @@ def operation(
             "responses": responses,
         }
         _request_body(op, schema)
-        return schema
+        return {**schema, **op.extensions}
     # Every route authenticates (against the database: 503 when it cannot be reached) and counts
     # against its key's rate limit; only routes closed to some role can answer 403.
     statuses = {*op.errors, 401, 429, 503} | ({403} if op.roles != READ else set())
@@ -285,7 +285,7 @@ def operation(
         "x-roles": roles,
     }
     _request_body(op, schema)
-    return schema
+    return {**schema, **op.extensions}
 
 
 def _request_body(op: Operation, schema: Schema) -> None:

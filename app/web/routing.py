@@ -39,6 +39,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from app.audit import Actor
 from app.fields import IDENTIFIER, IDENTIFIER_RULE
@@ -135,12 +136,18 @@ class Operation:
     headers: tuple[Header, ...] = ()
     # Path parameters that take one of these values: anything else is 404, not 400.
     path_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # What OpenAPI's own fields cannot say (the seamless webhook's decrypted messages, as
+    # ``x-decrypted-request`` / ``x-decrypted-response``), added to the operation as it is.
+    extensions: dict[str, Any] = field(default_factory=dict)
 
 
 class OperationRoute(Route):
-    """A Starlette route that keeps its :class:`Operation`."""
+    """A Starlette route that keeps its :class:`Operation`; its endpoint is a request handler,
+    or a plain ASGI app (the seamless webhook's)."""
 
-    def __init__(self, operation: Operation, endpoint: Callable[[Request], Awaitable[Response]]):
+    def __init__(
+        self, operation: Operation, endpoint: Callable[[Request], Awaitable[Response]] | ASGIApp
+    ):
         super().__init__(operation.path, endpoint, methods=[operation.method])
         self.operation = operation
 

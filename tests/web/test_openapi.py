@@ -35,7 +35,6 @@ from app.config import Settings
 from app.db import Queries
 from app.main import PERMISSIONS, create_app
 from app.openapi import (
-    DEPOSIT_STATUSES,
     EVENTS,
     EXAMPLE_KEY,
     EXAMPLE_PROVIDER,
@@ -43,17 +42,15 @@ from app.openapi import (
     EXAMPLE_WEBHOOK_SECRET,
     OPERATOR_EVENT_EXAMPLE,
     OPERATOR_WEBHOOK,
-    PSP_STATUSES,
-    WEBHOOK_OUTCOMES,
-    WITHDRAWAL_STATUSES,
     document,
-    event_schema_name,
 )
 from app.payments import outbox, signing
-from app.payments.models import ID_PREFIX
+from app.payments.models import DEPOSIT_STATUSES, ID_PREFIX, WITHDRAWAL_STATUSES
 from app.payments.psp import Psp, SandboxPsp
-from app.payments.service import Payments, _target
+from app.payments.psp_messages import PSP_STATUSES
+from app.payments.service import WEBHOOK_OUTCOMES, Payments, _target
 from app.seamless import envelope, events
+from app.seamless.events import schema_name as event_schema_name
 from app.web import idempotency
 from app.web.auth import READ
 from app.web.errors import InvalidRequest
