@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app import aead
 from app.payments import outbox, signing, webhook
 from app.payments.events import DELIVERY, DELIVERY_TIMEOUT, OPERATOR_WEBHOOK
 from app.seamless import endpoints as seamless_endpoints
@@ -230,7 +231,7 @@ _EXAMPLE_NOTES = {
 def seal_example(plaintext: Schema, nonce_seed: int) -> str:
     """``plaintext`` sealed for the example provider under the example key, with a fixed nonce
     so that the document is the same every time (never do this with a real key)."""
-    nonce = nonce_seed.to_bytes(envelope.NONCE_BYTES, "big")
+    nonce = nonce_seed.to_bytes(aead.NONCE_BYTES, "big")
     sealed = AESGCM(EXAMPLE_KEY).encrypt(nonce, orjson.dumps(plaintext), EXAMPLE_PROVIDER.encode())
     return base64.b64encode(nonce + sealed).decode("ascii")
 

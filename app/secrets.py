@@ -15,8 +15,8 @@ import hashlib
 import os
 from collections.abc import Mapping
 
+from app import aead
 from app.config import ConfigError, parse_master_key
-from app.seamless import envelope
 
 
 def token_hash(token: str) -> bytes:
@@ -26,7 +26,7 @@ def token_hash(token: str) -> bytes:
 
 KEY_BYTES = 32
 SEALED_VERSION = 1
-SEALED_BYTES = 1 + envelope.NONCE_BYTES + KEY_BYTES + envelope.TAG_BYTES
+SEALED_BYTES = 1 + aead.NONCE_BYTES + KEY_BYTES + aead.TAG_BYTES
 
 
 class SealedKeyError(ValueError):
@@ -61,7 +61,7 @@ def seal_key(master: bytes, provider: str, key_id: str, secret: bytes) -> bytes:
     """The stored form of provider key ``secret`` (61 bytes)."""
     if len(secret) != KEY_BYTES:
         raise ValueError("a provider key is 32 bytes")
-    sealed = envelope.seal_raw(master, _associated_data(provider, key_id), secret)
+    sealed = aead.seal_raw(master, _associated_data(provider, key_id), secret)
     return bytes([SEALED_VERSION]) + sealed
 
 
@@ -73,7 +73,7 @@ def open_key(master: bytes, provider: str, key_id: str, stored: bytes) -> bytes:
     """The provider key inside ``stored``; :class:`SealedKeyError` when it does not open."""
     if not is_sealed(stored):
         raise SealedKeyError("stored unsealed: run `wallet keys encrypt`")
-    secret = envelope.open_raw(master, _associated_data(provider, key_id), stored[1:])
+    secret = aead.open_raw(master, _associated_data(provider, key_id), stored[1:])
     if secret is None:
         raise SealedKeyError("does not open under WALLET_MASTER_KEY")
     return secret

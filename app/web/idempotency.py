@@ -27,8 +27,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.aead import open_raw, seal_raw
 from app.db import Queries
-from app.seamless.envelope import open_raw, seal_raw
 from app.web import http
 from app.web.errors import IdempotencyConflict, InProgress, InvalidRequest, WalletError
 

@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from app import aead
 from app.client import ProviderClient, open_answer, seal_event
 from app.seamless import envelope
 from tests.fixtures.app import Operator, Table
@@ -41,7 +42,7 @@ async def test_answers_are_encrypted_with_fresh_nonce(
     first = await raw_post(http, table.provider, body)
     payload = first.json()["payload"]
     raw = base64.b64decode(payload)
-    assert len(raw) > envelope.NONCE_BYTES + envelope.TAG_BYTES
+    assert len(raw) > aead.NONCE_BYTES + aead.TAG_BYTES
     answer = open_answer(table.client.key, table.provider, first.content)
     assert answer["code"] == "R0" and answer["balance"] == 10_000
     second = table.client.event("balance", player_id=table.player_id)
