@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -17,14 +16,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import logs, strict_json
 from app.config import Settings
+from app.fields import IDENTIFIER
 from app.ids import unique_hex
 from app.metrics import UNMATCHED_ROUTE
 from app.web.errors import InvalidRequest, WalletError
 
 log = logging.getLogger(__name__)
 
-IDENTIFIER = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-CURRENCY = re.compile(r"[A-Z]{3}")
 MAX_JSON_BYTES = 64 * 1024
 
 
@@ -144,36 +142,6 @@ def _holds_nul(data: Any) -> bool:
     if isinstance(data, list):
         return any(_holds_nul(v) for v in data)
     return False
-
-
-def identifier(data: dict[str, Any], name: str) -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
-        raise InvalidRequest(f"{name} must be 1 to 64 characters of [A-Za-z0-9_.:-]", field=name)
-    return value
-
-
-def currency(data: dict[str, Any], name: str = "currency") -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or not CURRENCY.fullmatch(value):
-        raise InvalidRequest(f"{name} must be an ISO 4217 code like EUR", field=name)
-    return value
-
-
-def text(data: dict[str, Any], name: str, *, max_length: int = 200) -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or not 1 <= len(value.strip()) <= max_length:
-        raise InvalidRequest(f"{name} must be a string of 1 to {max_length} characters", field=name)
-    return value.strip()
-
-
-def integer(data: dict[str, Any], name: str, *, minimum: int, maximum: int) -> int:
-    value = data.get(name)
-    if type(value) is not int or not minimum <= value <= maximum:
-        raise InvalidRequest(
-            f"{name} must be an integer (minor units) from {minimum} to {maximum}", field=name
-        )
-    return value
 
 
 def error_response(exc: WalletError, rid: str | None) -> Response:

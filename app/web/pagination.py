@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import orjson
 from pydantic import BeforeValidator, Field
-from starlette.requests import Request
 
 from app.fields import Rule
 from app.web.errors import InvalidRequest
@@ -49,23 +48,8 @@ class PageQuery(Body):
     cursor: str | None = Field(None, description="`next_cursor` of the previous page")
 
 
-def limit(request: Request) -> int:
-    raw = request.query_params.get("limit")
-    if raw is None:
-        return DEFAULT_LIMIT
-    # isdigit() alone accepts "²" and "٣", which int() refuses; and no limit needs 4 digits.
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
-    return int(raw)
-
-
 def encode(key: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
-
-
-def cursor(request: Request, size: int) -> list[Any] | None:
-    """The decoded cursor (a list of ``size`` values), or None for the first page."""
-    return decode(request.query_params.get("cursor"), size)
 
 
 def decode(raw: str | None, size: int) -> list[Any] | None:

@@ -37,7 +37,7 @@ from app.config import Settings
 from app.dev.devstack import EmbeddedPostgres, EmbeddedRedis
 from app.payments import service, signing
 from app.payments.psp import PspError, SandboxPsp
-from app.web import http as app_http
+from app.web import messages
 from tests.payments.test_model import (
     FULL,
     MAIN_SAFE,
@@ -148,15 +148,15 @@ def ignore_amount_mismatch(mp: pytest.MonkeyPatch) -> None:
 
 def accept_float_amount(mp: pytest.MonkeyPatch) -> None:
     """The API takes 1000.0 for 1000 (and so any float that happens to be whole)."""
-    real = app_http.integer
+    real = messages.parse
 
-    def integer(data: dict[str, Any], name: str, *, minimum: int, maximum: int) -> int:
-        value = data.get(name)
-        if isinstance(value, float) and value.is_integer():
-            data = {**data, name: int(value)}
-        return real(data, name, minimum=minimum, maximum=maximum)
+    def parse(model: Any, data: Any, *, strict: bool | None = None) -> Any:
+        whole = {
+            k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in data.items()
+        }
+        return real(model, whole, strict=strict)
 
-    mp.setattr(app_http, "integer", integer)
+    mp.setattr(messages, "parse", parse)
 
 
 def credit_deposit_on_pending(mp: pytest.MonkeyPatch) -> None:
