@@ -9,7 +9,7 @@ import asyncpg
 from pydantic import ConfigDict, Field
 
 from app.db import Queries
-from app.fields import Balance, Currency, DigitsId, Identifier, Int64, Time
+from app.fields import Balance, Count, Currency, DigitsId, Identifier, Int64, Time
 from app.web import pagination
 from app.web.auth import READ
 from app.web.errors import InvalidRequest, NotFound
@@ -26,12 +26,19 @@ Kind = Literal[
     "result",
     "result_change",
     "adjustment",
+    "promo_win",
     "deposit",
     "withdrawal_hold",
     "withdrawal_release",
     "withdrawal_settle",
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)
+# What a result's credit was (ledger_transactions.result_kind, carried by its corrections too; a
+# test compares the table's CHECK). A row of before contract 1.1 has none: it was a win.
+ResultKind = Literal["win", "jackpot", "bonus", "free_round"]
+RESULT_KINDS: tuple[ResultKind, ...] = get_args(ResultKind)
+CREDITED_RESULTS = ("result", "result_change")
+"""The postings that carry a result's kind."""
 
 
 class Transaction(Answer):
@@ -45,7 +52,19 @@ class Transaction(Answer):
     )
     round_id: str | None
     game_id: str | None
-    ref_transaction_id: str | None
+    ref_transaction_id: str | None = Field(
+        description="the bet a cancel refunds, the result a correction changes"
+    )
+    result_kind: ResultKind | None = Field(
+        description="a result's or a correction's kind of credit (`win` for those posted before "
+        "kinds existed); null on other postings"
+    )
+    free_round_id: DigitsId | None = Field(
+        description="a bet of a free round: its grant (the bet stakes 0); null otherwise"
+    )
+    promo_id: str | None = Field(
+        description="a promo_win's promotion (tournament, cash drop, campaign); null otherwise"
+    )
     amount: Int64 = Field(description="as sent (a cancel's refund, an adjustment's signed amount)")
     delta: Int64 = Field(description="the change of the player's balance")
     balance_after: Balance
@@ -74,12 +93,20 @@ class Statement(Answer):
     opening_balance: Balance = Field(description="balance just before `from`")
     closing_balance: Balance = Field(description="balance just before `to`")
     totals: dict[Kind, StatementTotal] = Field(
-        description="per kind of posting, the kinds that occurred"
+        description="per kind of posting, the kinds that occurred; `promo_win` (credits "
+        "outside game rounds) is its own line"
     )
+    results_by_kind: dict[ResultKind, StatementTotal] = Field(
+        description="the results and their corrections (the `result` and `result_change` "
+        "lines) split by the result's kind of credit, the kinds that occurred"
+    )
+    free_round_bets: Count = Field(description="bets of free rounds (in `bet`, each staking 0)")
 
 
 def transaction(row: asyncpg.Record) -> Transaction:
     source: str = row["source"]
+    promo = row["kind"] == "promo_win"  # its reference is the promotion, not a posting
+    free_round = row["free_round_id"]
     return Transaction(
         id=str(row["id"]),
         kind=row["kind"],
@@ -87,7 +114,10 @@ def transaction(row: asyncpg.Record) -> Transaction:
         transaction_id=row["external_id"],
         round_id=row["round_id"],
         game_id=row["game_id"],
-        ref_transaction_id=row["ref_external_id"],
+        ref_transaction_id=None if promo else row["ref_external_id"],
+        result_kind=(row["result_kind"] or "win") if row["kind"] in CREDITED_RESULTS else None,
+        free_round_id=None if free_round is None else str(free_round),
+        promo_id=row["ref_external_id"] if promo else None,
         amount=row["amount"],
         delta=row["delta"],
         balance_after=row["balance_after"],
@@ -101,18 +131,24 @@ def transaction(row: asyncpg.Record) -> Transaction:
 async def statement(
     conn: asyncpg.Connection, q: Queries, player_id: str, since: datetime, until: datetime
 ) -> Statement:
-    """Opening and closing balance over [since, until) and what moved it, by kind."""
+    """Opening and closing balance over [since, until) and what moved it, by kind of posting;
+    the results again by their kind of credit, and how many bets were of free rounds."""
     if until <= since:
         raise InvalidRequest("to must be after from", field="to")
     player = await conn.fetchrow(*q.get_player(player_id=player_id))
     if player is None:
         raise NotFound(f"player {player_id!r} not found")
-    totals = {
-        r["kind"]: StatementTotal(count=r["count"], total=r["total"])
-        for r in await conn.fetch(
-            *q.statement_totals(player_id=player_id, since=since, until=until)
-        )
-    }
+    rows = await conn.fetch(*q.statement_totals(player_id=player_id, since=since, until=until))
+    totals: dict[Kind, StatementTotal] = {}
+    by_result: dict[ResultKind, StatementTotal] = {}
+    free_round_bets = 0
+    for r in rows:
+        line = StatementTotal(count=r["count"], total=r["total"])
+        totals[r["kind"]] = _add(totals.get(r["kind"]), line)
+        if r["result_kind"] is not None:
+            by_result[r["result_kind"]] = _add(by_result.get(r["result_kind"]), line)
+        if r["free_round"]:
+            free_round_bets += r["count"]
     return Statement(
         player_id=player_id,
         currency=player["currency"],
@@ -121,7 +157,13 @@ async def statement(
         opening_balance=await conn.fetchval(*q.balance_before(player_id=player_id, at=since)),
         closing_balance=await conn.fetchval(*q.balance_before(player_id=player_id, at=until)),
         totals=totals,
+        results_by_kind=by_result,
+        free_round_bets=free_round_bets,
     )
+
+
+def _add(a: StatementTotal | None, b: StatementTotal) -> StatementTotal:
+    return b if a is None else StatementTotal(count=a.count + b.count, total=a.total + b.total)
 
 
 @api.get(

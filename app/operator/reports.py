@@ -13,6 +13,7 @@ from app.audit import ACTIONS
 from app.db import Queries
 from app.fields import Count, Currency, DigitsId, Identifier, Int64, OneOf, Rule, Time
 from app.ledger import service as ledger
+from app.operator.postings import CREDITED_RESULTS, RESULT_KINDS, ResultKind
 from app.seamless.events import MODELS
 from app.seamless.outcome import CODES, MESSAGES
 from app.web import pagination, routing
@@ -164,16 +165,37 @@ class DailyQuery(Body):
     date: Day | None = Field(None, description="YYYY-MM-DD; default today (UTC)")
 
 
+class WinTotal(Answer):
+    count: Count = Field(description="results of this kind")
+    sum: Int64 = Field(description="their credits plus their corrections")
+
+
 class DailyReportRow(Answer):
+    """One provider and currency over the day.
+
+    GGR is the game's: bets - refunds - wins, the wins of every kind (jackpots, bonuses and the
+    wins of free rounds are paid in rounds of the game). Promotions (`promo_win`: tournament
+    prizes, cash drops, campaign payouts) are credits outside rounds, reported apart: a cost of
+    marketing, not of play, so they are taken off only in `ggr_after_promos`."""
+
     provider: str
     currency: Currency
-    bet_count: Count
+    bet_count: Count = Field(description="bets that staked money (free-round bets are apart)")
     bet_sum: Int64 = Field(description="bets placed")
-    result_count: Count
-    win_sum: Int64 = Field(description="results plus corrections")
-    cancel_count: Count
+    free_round_bet_count: Count = Field(description="bets of free rounds, each staking 0")
+    result_count: Count = Field(description="results of every kind")
+    win_sum: Int64 = Field(description="results plus corrections, of every kind")
+    wins: dict[ResultKind, WinTotal] = Field(
+        description="`result_count` and `win_sum` split by the result's kind of credit (a "
+        "correction counts with its result's kind): every kind, zero when none",
+        json_schema_extra={"required": list(RESULT_KINDS)},
+    )
+    cancel_count: Count = Field(description="cancels that refunded money")
     cancel_sum: Int64 = Field(description="refunds")
-    ggr: Int64 = Field(description="bets - refunds - wins")
+    promo_count: Count = Field(description="promo_win credits")
+    promo_sum: Int64 = Field(description="promo_win credits, apart from the game's wins")
+    ggr: Int64 = Field(description="bets - refunds - wins (of every kind); promo wins excluded")
+    ggr_after_promos: Int64 = Field(description="ggr - promo_sum")
 
 
 class DailyReport(Answer):
@@ -182,16 +204,59 @@ class DailyReport(Answer):
     rows: list[DailyReportRow]
 
 
+def _report_row(provider: str, currency: str, groups: list[asyncpg.Record]) -> DailyReportRow:
+    """Add up one provider's and currency's groups of postings (the daily_report query)."""
+
+    def count(kind: str, **where: object) -> int:
+        return sum(g["count"] for g in groups if g["kind"] == kind and _has(g, where))
+
+    def total(*kinds: str, **where: object) -> int:
+        return sum(g["total"] for g in groups if g["kind"] in kinds and _has(g, where))
+
+    bets, refunds = -total("bet"), total("cancel")
+    wins, promos = total(*CREDITED_RESULTS), total("promo_win")
+    return DailyReportRow(
+        provider=provider,
+        currency=currency,
+        bet_count=count("bet", free_round=False),
+        bet_sum=bets,
+        free_round_bet_count=count("bet", free_round=True),
+        result_count=count("result"),
+        win_sum=wins,
+        wins={
+            kind: WinTotal(
+                count=count("result", result_kind=kind),
+                sum=total(*CREDITED_RESULTS, result_kind=kind),
+            )
+            for kind in RESULT_KINDS
+        },
+        cancel_count=sum(g["moved"] for g in groups if g["kind"] == "cancel"),
+        cancel_sum=refunds,
+        promo_count=count("promo_win"),
+        promo_sum=promos,
+        ggr=bets - refunds - wins,
+        ggr_after_promos=bets - refunds - wins - promos,
+    )
+
+
+def _has(group: asyncpg.Record, where: dict[str, object]) -> bool:
+    return all(group[k] == v for k, v in where.items())
+
+
 async def daily_report(conn: asyncpg.Connection, q: Queries, day: date) -> DailyReport:
-    """Per provider and currency for one UTC day: bets, wins, refunds and GGR."""
+    """Per provider and currency for one UTC day: bets, wins by kind, refunds, promotions, GGR."""
     start, end = day_bounds(day)
-    rows = await conn.fetch(*q.daily_report(since=start, until=end))
-    return DailyReport(date=day, time_zone="UTC", rows=[DailyReportRow(**r) for r in rows])
+    groups: dict[tuple[str, str], list[asyncpg.Record]] = {}
+    for g in await conn.fetch(*q.daily_report(since=start, until=end)):
+        groups.setdefault((g["provider"], g["currency"]), []).append(g)
+    rows = [_report_row(p, c, found) for (p, c), found in groups.items()]
+    return DailyReport(date=day, time_zone="UTC", rows=rows)
 
 
 @api.get(
     "/v1/reports/daily",
-    summary="Bets, wins, refunds and GGR per provider and currency for one UTC day",
+    summary="Bets, wins by kind, refunds, promotions and GGR per provider and currency for "
+    "one UTC day",
     roles=READ,
     query=DailyQuery,
     answers=[(200, DailyReport, "The report")],

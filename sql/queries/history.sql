@@ -2,8 +2,8 @@
 -- Optional filters are NULL when not given.
 
 -- name: player_transactions
-SELECT id, kind, source, external_id, round_id, game_id, ref_external_id, amount, delta,
-       balance_after, currency, request_id, metadata, created_at
+SELECT id, kind, source, external_id, round_id, game_id, ref_external_id, result_kind,
+       free_round_id, amount, delta, balance_after, currency, request_id, metadata, created_at
   FROM ledger_transactions
  WHERE player_id = :player_id
    AND (:since::timestamptz IS NULL OR created_at >= :since)
@@ -92,28 +92,35 @@ SELECT kind, period, wallet_limit_in_force(amount, next_amount, next_from) AS am
  ORDER BY kind, period;
 
 -- name: daily_report
--- Per provider and currency for one UTC day. Wins are results plus corrections; refunds are the
--- cancels that moved money; GGR (gross gaming revenue) = bets - refunds - wins.
-SELECT source AS provider, currency,
-       count(*) FILTER (WHERE kind = 'bet') AS bet_count,
-       coalesce(sum(-delta) FILTER (WHERE kind = 'bet'), 0)::bigint AS bet_sum,
-       count(*) FILTER (WHERE kind = 'result') AS result_count,
-       coalesce(sum(delta) FILTER (WHERE kind IN ('result', 'result_change')), 0)::bigint
-           AS win_sum,
-       count(*) FILTER (WHERE kind = 'cancel' AND delta > 0) AS cancel_count,
-       coalesce(sum(delta) FILTER (WHERE kind = 'cancel'), 0)::bigint AS cancel_sum,
-       (-coalesce(sum(delta), 0))::bigint AS ggr
+-- Per provider, currency and kind of game posting for one UTC day, in one snapshot;
+-- app/operator/reports.py adds the groups up into the report's rows. A result and its
+-- corrections are grouped by the result's kind of credit (NULL, on rows of before the kinds:
+-- a win), a bet by whether it was of a free round. Adjustments and payments are no game's.
+SELECT source AS provider, currency, kind,
+       CASE WHEN kind IN ('result', 'result_change') THEN coalesce(result_kind, 'win') END
+           AS result_kind,
+       free_round_id IS NOT NULL AS free_round,
+       count(*) AS count,
+       count(*) FILTER (WHERE delta <> 0) AS moved,
+       coalesce(sum(delta), 0)::bigint AS total
   FROM ledger_transactions
- WHERE kind <> 'adjustment' AND created_at >= :since AND created_at < :until
- GROUP BY source, currency
- ORDER BY source, currency;
+ WHERE kind IN ('bet', 'cancel', 'result', 'result_change', 'promo_win')
+   AND created_at >= :since AND created_at < :until
+ GROUP BY 1, 2, 3, 4, 5
+ ORDER BY 1, 2;
 
 -- name: statement_totals
-SELECT kind, count(*) AS count, coalesce(sum(delta), 0)::bigint AS total
+-- The player's postings over a period, grouped by kind; the results and their corrections also
+-- by the result's kind of credit (NULL before the kinds: a win), the bets by free round or not.
+SELECT kind,
+       CASE WHEN kind IN ('result', 'result_change') THEN coalesce(result_kind, 'win') END
+           AS result_kind,
+       kind = 'bet' AND free_round_id IS NOT NULL AS free_round,
+       count(*) AS count, coalesce(sum(delta), 0)::bigint AS total
   FROM ledger_transactions
  WHERE player_id = :player_id AND created_at >= :since AND created_at < :until
- GROUP BY kind
- ORDER BY kind;
+ GROUP BY 1, 2, 3
+ ORDER BY 1, 2, 3;
 
 -- name: balance_before
 -- The player's balance just before a moment: the last posting's balance_after, or 0.
