@@ -137,6 +137,10 @@ async def test_a_grant_is_active_in_the_players_currency_and_audited(
         ({"expires_at": "tomorrow"}, "expires_at"),
         ({"expires_at": "2020-01-01T00:00:00Z"}, "expires_at"),  # past
         ({"expires_at": "now"}, "expires_at"),
+        ({"expires_at": "2030-01-01T00:00:60Z"}, "expires_at"),
+        ({"expires_at": "2030-01-01T00:00:00+24:00"}, "expires_at"),
+        ({"expires_at": "9999-12-31T23:59:59-01:00"}, "expires_at"),  # past year 9999 in UTC
+        ({"expires_at": "0001-01-01T00:00:00+01:00"}, "expires_at"),
     ],
 )
 async def test_a_bad_field_is_refused_naming_it(
@@ -170,6 +174,10 @@ async def test_expiry_must_be_ahead_and_within_366_days(
         "active"
     )
     assert (await grant(operator, player, provider, rounds=100_000))["remaining"] == 100_000
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=456789)
+    lower = tomorrow.strftime("%Y-%m-%dt%H:%M:%S.456789z")  # RFC 3339 allows t and z
+    kept = await grant(operator, player, provider, expires_at=lower)
+    assert kept["expires_at"] == tomorrow.strftime("%Y-%m-%dT%H:%M:%S.456Z")  # floored to ms
 
 
 async def test_unknown_player_and_provider_are_refused(
@@ -318,6 +326,7 @@ async def test_a_grant_is_read_only_under_its_player(
         f"/v1/players/{player}/free-rounds/abc",
         f"/v1/players/{player}/free-rounds/{2**63}",
         f"/v1/players/{player}/free-rounds/-1",
+        f"/v1/players/{player}/free-rounds/0{free_round_id}",  # its id, but not as given out
     ):
         missing = await operator.call("GET", url, expect=404)
         assert missing["error"]["code"] == "resource_not_found"
@@ -404,3 +413,6 @@ async def test_a_withdrawal_racing_a_bet_waits_for_its_row_lock(
     assert (answer.json()["state"], answer.json()["used"]) == ("withdrawn", 1)
     assert await pool.execute(TAKE_ROUND, free_round_id) == "UPDATE 0"
     assert await pool.fetchval("SELECT used FROM free_rounds WHERE id = $1", free_round_id) == 1
+    # What the withdrawal found is what it locked: the bet's round already taken.
+    withdrawal_entry, _ = await audit_of(operator, str(free_round_id))
+    assert withdrawal_entry["before"] == {"state": "active", "used": 1, "remaining": 1}
