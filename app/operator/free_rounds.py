@@ -149,8 +149,10 @@ def free_round(row: asyncpg.Record) -> FreeRound:
 
 
 def _grant_id(free_round_id: str) -> int:
-    """The grant's key: ids are digits within a bigint, so anything else names no grant."""
-    if not (free_round_id.isascii() and free_round_id.isdigit()) or int(free_round_id) >= _BIGINT:
+    """The grant's key. An id is given out as the bigint's digits, so anything else (a sign,
+    a leading zero, too many digits) names no grant: one grant, one spelling of its id."""
+    digits = free_round_id.isascii() and free_round_id.isdigit()
+    if not digits or str(int(free_round_id)) != free_round_id or int(free_round_id) >= _BIGINT:
         raise NotFound(f"free round {free_round_id!r} not found")
     return int(free_round_id)
 
