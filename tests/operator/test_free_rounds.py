@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from app.operator.free_rounds import STATES
-from tests.fixtures.app import Operator
+from tests.fixtures.app import Operator, Table
 from tests.operator.test_api import api_key, as_role
 
 # The bet function's use of a round (the lead's seamless_bet), as sql/migrations/016 states it.
@@ -416,3 +416,34 @@ async def test_a_withdrawal_racing_a_bet_waits_for_its_row_lock(
     # What the withdrawal found is what it locked: the bet's round already taken.
     withdrawal_entry, _ = await audit_of(operator, str(free_round_id))
     assert withdrawal_entry["before"] == {"state": "active", "used": 1, "remaining": 1}
+
+
+async def test_a_grant_is_spent_by_the_providers_bets(table: Table) -> None:
+    """End to end with the seamless bet (sql/functions/seamless.sql): a grant made here is what
+    the provider's `bet.free_round_id` spends; cancelling gives the round back; a withdrawal
+    ends it."""
+    operator = table.operator
+    granted = await grant(operator, table.player_id, table.provider, rounds=2, bet_value=100)
+    free_round_id = granted["free_round_id"]
+    url = f"/v1/players/{table.player_id}/free-rounds/{free_round_id}"
+    balance = await table.balance()
+    first = await table.bet(0, free_round_id=free_round_id, txn="fr-1")
+    assert first["code"] == "R0", first
+    assert await table.balance() == balance  # it debits nothing
+    state = await operator.call("GET", url, expect=200)
+    assert (state["used"], state["remaining"], state["state"]) == (1, 1, "active")
+    # Another game, or a grant id that is no grant: no round taken.
+    other_game = await table.bet(0, free_round_id=free_round_id, game_id="slot-2")
+    assert other_game["reason"] == "free_round_unavailable", other_game
+    assert (await table.bet(0, free_round_id="999999999"))["reason"] == "free_round_unavailable"
+    assert (await table.bet(0, free_round_id=free_round_id, round_id="r2"))["code"] == "R0"
+    used_up = await operator.call("GET", url, expect=200)
+    assert (used_up["used"], used_up["remaining"], used_up["state"]) == (2, 0, "used_up")
+    assert (await table.cancel("fr-1"))["code"] == "R0"
+    back = await operator.call("GET", url, expect=200)
+    assert (back["used"], back["remaining"], back["state"]) == (1, 1, "active")
+    withdrawn = await operator.call("DELETE", url, expect=200)
+    assert (withdrawn["used"], withdrawn["remaining"], withdrawn["state"]) == (1, 0, "withdrawn")
+    refused = await table.bet(0, free_round_id=free_round_id, round_id="r3")
+    assert (refused["code"], refused["reason"]) == ("R1", "free_round_unavailable")
+    assert await table.balance() == balance
