@@ -27,6 +27,8 @@ Action = Literal[
     "apikey.revoke",
     "event.replay",
     "withdrawal.resolve",
+    "free_rounds.grant",
+    "free_rounds.withdraw",
 ]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 

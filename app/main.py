@@ -24,7 +24,15 @@ from app import db, health, logs, openapi
 from app.config import ConfigError, Settings
 from app.locks import PlayerLocks
 from app.metrics import Metrics
-from app.operator import adjustments, api_keys, players, postings, providers, reports
+from app.operator import (
+    adjustments,
+    api_keys,
+    free_rounds,
+    players,
+    postings,
+    providers,
+    reports,
+)
 from app.payments import deposits, events, reconciliation, webhook, withdrawals
 from app.payments.outbox import Outbox
 from app.payments.psp import build_psps
@@ -51,6 +59,7 @@ API_ROUTES: list[BaseRoute] = [
     *providers.routes,
     *players.routes,
     *adjustments.routes,
+    *free_rounds.routes,
     *postings.routes,
     *reports.routes,
     *api_keys.routes,

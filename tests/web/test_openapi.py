@@ -500,6 +500,7 @@ async def test_operator_answers_match_the_document(
     await _sealed_answers(record, table, spare)
     await _players(record, table, spare)
     await _adjustments(record, table)
+    await _free_rounds(record, table)
     await _history(record, table)
     await _reports(record, table)
     await _payments(record, operator, sandbox_routes, pool, asgi.state["wallet"].payments)
@@ -637,6 +638,37 @@ async def _adjustments(record: Recorder, table: Table) -> None:
     await record("POST", url, 404, path=ghost, json=body, headers=fresh)
 
 
+async def _free_rounds(record: Recorder, table: Table) -> None:
+    grants = "/v1/players/{player_id}/free-rounds"
+    one = grants + "/{free_round_id}"
+    mine = {"player_id": table.player_id}
+    ghost = {"player_id": "ghost-" + secrets.token_hex(4)}
+    expires_at = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    body = {"provider": table.provider, "game_id": "g", "rounds": 3, "bet_value": 10}
+    body |= {"expires_at": expires_at}
+    key = record.keyed()
+    granted = await record("POST", grants, 201, path=mine, json=body, headers=key)
+    assert await record("POST", grants, 201, path=mine, json=body, headers=key) == granted
+    await record("POST", grants, 409, path=mine, json={**body, "rounds": 4}, headers=key)
+    await record(
+        "POST", grants, 400, path=mine, json={**body, "rounds": 2.0}, headers=record.keyed()
+    )
+    await record("POST", grants, 404, path=ghost, json=body, headers=record.keyed())
+    assert (await record("GET", grants, 200, path=mine, query="state=active"))["data"]
+    await record("GET", grants, 400, path=mine, query="state=spent")
+    await record("GET", grants, 404, path=ghost)
+    it = {**mine, "free_round_id": granted["free_round_id"]}
+    assert await record("GET", one, 200, path=it) == granted
+    await record("GET", one, 400, path={**it, "free_round_id": "bad id"})
+    await record("GET", one, 404, path={**it, "free_round_id": "0"})
+    key = record.keyed()
+    withdrawn = await record("DELETE", one, 200, path=it, headers=key)
+    assert withdrawn["state"] == "withdrawn"
+    await record("DELETE", one, 409, path={**it, "free_round_id": "0"}, headers=key)
+    await record("DELETE", one, 400, path={**it, "free_round_id": "bad id"})
+    await record("DELETE", one, 404, path={**it, "free_round_id": "0"})
+
+
 async def _history(record: Recorder, table: Table) -> None:
     mine = {"player_id": table.player_id}
     ghost = {"player_id": "ghost-" + secrets.token_hex(4)}
@@ -675,6 +707,7 @@ async def _auth_errors(record: Recorder, table: Table, provider: str, support: s
         "key_id": "ak_000000000000",
         "payment_id": "dep_" + "0" * 20,
         "event_id": NO_EVENT["event_id"],
+        "free_round_id": "1",
     }
     reader = {"authorization": f"Bearer {support}"}
     for (method, path), roles in PERMISSIONS.items():
