@@ -27,6 +27,7 @@ Action = Literal[
     "apikey.revoke",
     "event.replay",
     "withdrawal.resolve",
+    "round.settle",
 ]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 
