@@ -394,6 +394,29 @@ async def test_a_refund_gives_the_open_bets_back_and_the_provider_is_then_late(
     assert await operator.call("GET", "/v1/ledger/check", expect=200) == {"ok": True}
 
 
+async def test_a_refund_of_a_free_round_bet_gives_the_round_back(
+    table: Table, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    grant = await pool.fetchval(
+        "INSERT INTO free_rounds (player_id, provider, game_id, rounds, bet_value, currency, "
+        "expires_at) VALUES ($1, $2, 'slot-1', 2, 100, 'EUR', now() + interval '1 day') "
+        "RETURNING id",
+        table.player_id,
+        table.provider,
+    )
+    start = await table.balance()
+    free = await table.bet(0, round_id="free", free_round_id=str(grant))
+    assert free["code"] == "R0", free
+    assert await pool.fetchval("SELECT used FROM free_rounds WHERE id = $1", grant) == 1
+    await age(pool, table, "free")
+    settled = await settle(table, "free")
+    refund = settled["timeline"][-2]
+    assert (refund["event"], refund["amount"], refund["delta"]) == ("cancel", 0, 0)
+    assert settled["timeline"][0]["free_round_id"] == str(grant)
+    assert await pool.fetchval("SELECT used FROM free_rounds WHERE id = $1", grant) == 0
+    assert await table.balance() == start
+
+
 async def test_a_refund_keeps_the_limit_totals(
     table: Table, operator: Operator, pool: asyncpg.Pool
 ) -> None:
