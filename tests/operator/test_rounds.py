@@ -308,6 +308,56 @@ async def test_the_timeline_reads_the_postings_the_round_lists(
     assert [e["transaction_id"] for e in detail["timeline"]] == ["lb-1"]
 
 
+async def test_a_round_from_before_its_postings_were_listed_shows_them_all(
+    table: Table, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    """A round of migration 016's upgrade lists no postings: they are found in the player's
+    ledger, and a settlement records them with its own."""
+    start = await table.balance()
+    bets = await stale_round(table, pool, "legacy", 100, 200)
+    await pool.execute(
+        "UPDATE rounds SET transactions = '{}' "
+        "WHERE provider = $1 AND player_id = $2 AND round_id = 'legacy'",
+        table.provider,
+        table.player_id,
+    )
+    await table.bet(50, round_id="elsewhere")  # the player's other postings stay out
+    detail = await operator.call("GET", path(table, "legacy"), expect=200)
+    assert [e["transaction_id"] for e in detail["timeline"]] == bets
+    settled = await settle(table, "legacy")
+    assert [e["transaction_id"] for e in settled["timeline"] if e["transaction_id"]] == [
+        *bets,
+        *(f"#settle:{b}" for b in bets),
+    ]
+    listed = await pool.fetchval(
+        "SELECT cardinality(transactions) FROM rounds "
+        "WHERE provider = $1 AND player_id = $2 AND round_id = 'legacy'",
+        table.provider,
+        table.player_id,
+    )
+    assert listed == 4
+    assert await table.balance() == start - 50
+
+
+async def test_an_end_round_is_in_the_timeline_and_the_round_is_closed(
+    table: Table, operator: Operator, pool: asyncpg.Pool
+) -> None:
+    await table.bet(100, round_id="ended")
+    ended = await table.client.send(
+        "end_round", player_id=table.player_id, round_id="ended", request_id="req-end"
+    )
+    assert ended["code"] == "R0", ended
+    detail = await operator.call("GET", path(table, "ended"), expect=200)
+    assert (detail["state"], detail["closed_by"]) == ("closed", "end_round")
+    assert [(e["event"], e["request_id"]) for e in detail["timeline"]][-1] == (
+        "end_round",
+        "req-end",
+    )
+    await age(pool, table, "ended")
+    refused = await settle(table, "ended", expect=400)
+    assert "closed (by end_round)" in refused["error"]["message"]
+
+
 async def test_an_unknown_round_is_404(table: Table, operator: Operator) -> None:
     await table.bet(100, round_id="known")
     for url in (
