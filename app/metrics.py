@@ -66,6 +66,20 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.credits = Counter(
+            "wallet_seamless_credits",
+            "Credits posted by game providers, by kind: win, jackpot, bonus, free_round (results "
+            "and their corrections) and promo_win",
+            ["kind"],
+            registry=r,
+        )
+        self.credited = Counter(
+            "wallet_seamless_credited_minor_units",
+            "Minor units credited by results and promo wins, by kind and currency (corrections "
+            "are counted in wallet_seamless_credits, not here: they may take money back)",
+            ["kind", "currency"],
+            registry=r,
+        )
         self.replays = Counter(
             "wallet_seamless_replays",
             "Deliveries answered from the request_id replay cache",
@@ -165,6 +179,13 @@ class Metrics:
             self.duplicates.labels(event).inc()
         elif reason == "idempotency_conflict":
             self.idempotency_conflicts.labels(event).inc()
+
+    def credit(self, kind: str, currency: str, amount: int) -> None:
+        """Count one credit posted now, of ``kind`` (as the ledger stored it); ``amount`` is
+        what it credited, 0 for a correction."""
+        self.credits.labels(kind).inc()
+        if amount > 0:
+            self.credited.labels(kind, currency).inc(amount)
 
     def lock_waited(self, seconds: float, acquired: bool) -> None:
         """Record one wait for a player's lock (see :class:`app.locks.PlayerLocks`)."""

@@ -1304,7 +1304,7 @@ class Provider:
 
 
 async def test_seamless_answers_match_the_document(http: httpx.AsyncClient, table: Table) -> None:
-    """Each of the seven events answered R0, as the document says."""
+    """Each of the events answered R0, as the document says."""
     provider = Provider(http, table)
     send = provider.send
     token = {"session_token": table.token}
@@ -1320,6 +1320,11 @@ async def test_seamless_answers_match_the_document(http: httpx.AsyncClient, tabl
     assert (await send("result", **won, amount=400))["balance"] == 10_400
     fix = {**money, "round_id": "r-doc2", "transaction_id": "w-fix", "ref_transaction_id": "w-doc"}
     assert (await send("result_change", **fix, amount=300))["balance"] == 10_300
+    jackpot = {**money, "round_id": "r-doc3", "transaction_id": "j-doc", "game_id": "slot-1"}
+    assert (await send("result", **jackpot, amount=700, kind="jackpot"))["balance"] == 11_000
+    assert (await send("end_round", round_id="r-doc3"))["code"] == "R0"
+    promo = {"transaction_id": "pw-doc", "promo_id": "cup-1", "currency": "EUR"}
+    assert (await send("promo_win", **promo, amount=500))["balance"] == 11_500
     assert (await send("logout", **token))["code"] == "R0"
     assert provider.answered == set(EVENTS)
 
