@@ -486,7 +486,7 @@ async def test_a_close_keeps_the_bets_as_lost(
     table: Table, operator: Operator, pool: asyncpg.Pool
 ) -> None:
     start = await table.balance()
-    await stale_round(table, pool, "gone", 100, 200)
+    bets = await stale_round(table, pool, "gone", 100, 200)
     settled = await settle(table, "gone", "close", reason="provider confirmed: lost")
     assert await table.balance() == start - 300
     assert (settled["state"], settled["settled_action"], settled["cancelled_bets"]) == (
@@ -498,6 +498,9 @@ async def test_a_close_keeps_the_bets_as_lost(
     assert settled["timeline"][-1]["reason"] == "provider confirmed: lost"
     late = await table.result(900, round_id="gone")
     assert (late["code"], late["reason"]) == ("R1", "round_closed")
+    # A bet of a round closed as lost is settled: the provider's late cancel refunds nothing.
+    late_cancel = await table.cancel(bets[0], round_id="gone")
+    assert (late_cancel["code"], late_cancel["reason"]) == ("R1", "bet_already_settled")
     assert await table.balance() == start - 300
     assert await operator.call("GET", "/v1/ledger/check", expect=200) == {"ok": True}
 
