@@ -29,6 +29,7 @@ Action = Literal[
     "withdrawal.resolve",
     "free_rounds.grant",
     "free_rounds.withdraw",
+    "round.settle",
 ]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 

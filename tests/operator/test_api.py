@@ -98,6 +98,8 @@ async def test_every_route_enforces_its_roles(
         "payment_id": "dep_00000000000000000000",
         "event_id": "evt_0",
         "free_round_id": "1",
+        "provider": table.provider,
+        "round_id": "r-none",
     }
     for (method, path), allowed in PERMISSIONS.items():
         url = path.format(**values)

@@ -503,6 +503,7 @@ async def test_operator_answers_match_the_document(
     await _free_rounds(record, table)
     await _history(record, table)
     await _reports(record, table)
+    await _rounds(record, table, pool)
     await _payments(record, operator, sandbox_routes, pool, asgi.state["wallet"].payments)
     await _auth_errors(record, table, spare, support)
     for (method, path), operation in _operations():
@@ -699,6 +700,40 @@ async def _reports(record: Recorder, table: Table) -> None:
     await record("GET", "/v1/audit", 400, query="from=yesterday")
 
 
+async def _rounds(record: Recorder, table: Table, pool: asyncpg.Pool) -> None:
+    """The round listing, a timeline, and the settlement of a stale round and its refusals."""
+    assert (await table.bet(50, round_id="doc-stale"))["code"] == "R0"
+    await pool.execute(
+        "UPDATE rounds SET created_at = now() - interval '2 days' "
+        "WHERE provider = $1 AND player_id = $2 AND round_id = 'doc-stale'",
+        table.provider,
+        table.player_id,
+    )
+    mine = f"player_id={table.player_id}"
+    assert (await record("GET", "/v1/rounds", 200, query=mine))["data"]
+    stale = f"provider={table.provider}&state=stale"
+    assert (await record("GET", "/v1/rounds", 200, query=stale))["data"]
+    await record("GET", "/v1/rounds", 400, query="state=closed")
+    one = "/v1/rounds/{provider}/{player_id}/{round_id}"
+    doc = {"provider": table.provider, "player_id": table.player_id, "round_id": "doc"}
+    assert (await record("GET", one, 200, path=doc))["timeline"]
+    await record("GET", one, 404, path={**doc, "round_id": "none"})
+    await record("GET", one, 400, path={**doc, "round_id": "a b"})
+    settle = one + "/settle"
+    body = {"action": "refund", "reason": "provider never closed it"}
+    key = record.keyed()
+    stale_round = {**doc, "round_id": "doc-stale"}
+    settled = await record("POST", settle, 200, path=stale_round, json=body, headers=key)
+    assert settled["timeline"][-1]["event"] == "settle_refund"
+    await record(
+        "POST", settle, 409, path=stale_round, json={**body, "action": "close"}, headers=key
+    )
+    await record("POST", settle, 400, path=doc, json=body, headers=record.keyed())
+    await record(
+        "POST", settle, 404, path={**doc, "round_id": "none"}, json=body, headers=record.keyed()
+    )
+
+
 async def _auth_errors(record: Recorder, table: Table, provider: str, support: str) -> None:
     """401 on every route without a key; 403 with a support key on every route it may not use."""
     values = {
@@ -708,6 +743,8 @@ async def _auth_errors(record: Recorder, table: Table, provider: str, support: s
         "payment_id": "dep_" + "0" * 20,
         "event_id": NO_EVENT["event_id"],
         "free_round_id": "1",
+        "provider": table.provider,
+        "round_id": "doc",
     }
     reader = {"authorization": f"Bearer {support}"}
     for (method, path), roles in PERMISSIONS.items():
