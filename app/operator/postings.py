@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import asyncpg
 from pydantic import ConfigDict, Field
 
 from app.db import Queries
-from app.fields import Balance, Count, Currency, DigitsId, Identifier, Int64, Time
+from app.fields import Balance, Count, Currency, DigitsId, Identifier, Int64, OneOf, Time
+from app.seamless import events
 from app.web import pagination
 from app.web.auth import READ
 from app.web.errors import InvalidRequest, NotFound
@@ -27,17 +28,16 @@ Kind = Literal[
     "result_change",
     "promo_win",
     "adjustment",
-    "promo_win",
     "deposit",
     "withdrawal_hold",
     "withdrawal_release",
     "withdrawal_settle",
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)
-# What a result's credit was (ledger_transactions.result_kind, carried by its corrections too; a
-# test compares the table's CHECK). A row of before contract 1.1 has none: it was a win.
-ResultKind = Literal["win", "jackpot", "bonus", "free_round"]
-RESULT_KINDS: tuple[ResultKind, ...] = get_args(ResultKind)
+# What a result's credit was: the event's kinds (ledger_transactions.result_kind, carried by its
+# corrections too; a test compares the table's CHECK). A row of before contract 1.1 has none: a win.
+RESULT_KINDS: tuple[str, ...] = events.KINDS
+ResultKind = Annotated[str, OneOf.of(RESULT_KINDS)]
 CREDITED_RESULTS = ("result", "result_change")
 """The postings that carry a result's kind."""
 

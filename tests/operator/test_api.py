@@ -371,6 +371,10 @@ async def test_players_and_providers_lists(operator: Operator) -> None:
 # --- reports -------------------------------------------------------------------------------------
 
 
+DAILY_FIELDS_1_0 = {"provider", "currency", "bet_count", "bet_sum", "result_count", "win_sum",
+                    "cancel_count", "cancel_sum", "ggr"}  # fmt: skip
+
+
 async def test_daily_report_per_provider(table: Table) -> None:
     b1 = "b-" + secrets.token_hex(4)
     await table.bet(1_000, round_id="a", txn=b1)
@@ -382,7 +386,9 @@ async def test_daily_report_per_provider(table: Table) -> None:
     today = datetime.now(UTC).date().isoformat()
     report = await table.operator.call("GET", f"/v1/reports/daily?date={today}", expect=200)
     (row,) = [r for r in report["rows"] if r["provider"] == table.provider]
-    assert row == {
+    # The fields of before the kinds of credit keep their meaning (tests/operator/test_kinds.py
+    # has the others).
+    assert {k: v for k, v in row.items() if k in DAILY_FIELDS_1_0} == {
         "provider": table.provider,
         "currency": "EUR",
         "bet_count": 3,

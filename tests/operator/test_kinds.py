@@ -70,6 +70,48 @@ async def post(
     return txn
 
 
+async def promo(table: Table, amount: int, promo_id: str) -> str:
+    txn = "pw-" + secrets.token_hex(6)
+    answer = await table.client.send(
+        "promo_win",
+        player_id=table.player_id,
+        transaction_id=txn,
+        promo_id=promo_id,
+        amount=amount,
+        currency="EUR",
+    )
+    assert answer["code"] == "R0", answer
+    return txn
+
+
+async def free_round_bet(table: Table, round_id: str) -> str:
+    """A grant of free rounds through the operator API, and a bet that uses one; the grant."""
+    granted = await table.operator.call(
+        "POST",
+        f"/v1/players/{table.player_id}/free-rounds",
+        {
+            "provider": table.provider,
+            "game_id": "slot-1",
+            "rounds": 3,
+            "bet_value": 20,
+            "expires_at": (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        headers={"idempotency-key": "fr-" + secrets.token_hex(6)},
+        expect=201,
+    )
+    grant: str = granted["free_round_id"]
+    answer = await table.bet(0, round_id=round_id, free_round_id=grant)
+    assert answer["code"] == "R0", answer
+    return grant
+
+
+async def ok(answer: Any) -> dict[str, Any]:
+    """An answer of the webhook that must be R0."""
+    found: dict[str, Any] = await answer
+    assert found["code"] == "R0", found
+    return found
+
+
 async def report_row(table: Table) -> dict[str, Any]:
     today = datetime.now(UTC).date().isoformat()
     report = await table.operator.call("GET", f"/v1/reports/daily?date={today}", expect=200)
@@ -87,17 +129,29 @@ async def test_result_kinds_are_those_the_ledger_allows(pool: asyncpg.Pool) -> N
 
 
 async def test_daily_report_splits_wins_by_kind(table: Table, pool: asyncpg.Pool) -> None:
-    await table.bet(1_000, round_id="a")
-    await table.result(300, round_id="a")  # a posting of before the kinds: NULL, a win
-    await post(pool, table, "result", 5_000, 5_000, round_id="b", result_kind="jackpot")
-    ref = await post(pool, table, "result", 200, 200, round_id="c", result_kind="bonus")
+    await ok(table.bet(1_000, round_id="a"))
+    await ok(table.result(300, round_id="a", round_closed=False))  # kind absent: a win
+    await ok(table.result(5_000, round_id="a", kind="jackpot", round_closed=False))
+    bonus = "res-" + secrets.token_hex(6)
+    await ok(table.result(200, round_id="a", kind="bonus", txn=bonus))
     # A correction of the bonus, down by 50: it counts with its result's kind.
-    await post(pool, table, "result_change", 150, -50, round_id="c", ref=ref, result_kind="bonus")
-    await post(pool, table, "bet", 0, 0, round_id="f", free_round=7)
-    await post(pool, table, "result", 40, 40, round_id="f", result_kind="free_round")
-    await post(pool, table, "result", 10, 10, round_id="d", result_kind="win")
-    await post(pool, table, "promo_win", 900, 900, round_id=None, ref="tournament-1")
-    await post(pool, table, "promo_win", 100, 100, round_id=None, ref="drop-2")
+    await ok(
+        table.client.send(
+            "result_change",
+            player_id=table.player_id,
+            transaction_id="rc-" + secrets.token_hex(6),
+            ref_transaction_id=bonus,
+            round_id="a",
+            amount=150,
+            currency="EUR",
+        )
+    )
+    await free_round_bet(table, "f")
+    await ok(table.result(40, round_id="f"))  # a free round's win: kind free_round
+    # A posting of before the kinds (result_kind NULL) is a win.
+    await post(pool, table, "result", 10, 10, round_id="d")
+    await promo(table, 900, "tournament-1")
+    await promo(table, 100, "drop-2")
     # A deposit moves the player's balance but is no game's: not in the report.
     await post(pool, table, "deposit", 700, 700, round_id=None, source="#payment")
     row = await report_row(table)
@@ -134,22 +188,36 @@ async def test_daily_report_without_kinds_has_every_kind_at_zero(table: Table) -
     assert row["ggr"] == row["ggr_after_promos"] == 500
 
 
-async def test_a_free_round_bet_cancelled_is_no_refund(table: Table, pool: asyncpg.Pool) -> None:
+async def test_a_free_round_bet_cancelled_is_no_refund(table: Table) -> None:
     """A free-round bet staked nothing: its cancel moves nothing and is not counted a refund."""
-    bet = await post(pool, table, "bet", 0, 0, round_id="fc", free_round=9)
-    await post(pool, table, "cancel", 0, 0, round_id="fc", ref=bet)
+    await free_round_bet(table, "fc")
+    (bet,) = (
+        await table.operator.call("GET", f"/v1/players/{table.player_id}/transactions?limit=1")
+    )["data"]
+    await ok(table.cancel(bet["transaction_id"], round_id="fc"))
     row = await report_row(table)
     assert (row["bet_count"], row["free_round_bet_count"]) == (0, 1)
     assert (row["cancel_count"], row["cancel_sum"], row["ggr"]) == (0, 0, 0)
 
 
 async def test_transactions_show_the_kind_of_credit(table: Table, pool: asyncpg.Pool) -> None:
-    await table.result(20, round_id="old")  # before the kinds: shown as a win
-    jackpot = await post(pool, table, "result", 800, 800, round_id="j", result_kind="jackpot")
-    await post(pool, table, "result_change", 700, -100, round_id="j", ref=jackpot,
-               result_kind="jackpot")  # fmt: skip
-    await post(pool, table, "bet", 0, 0, round_id="fr", free_round=12345678901)
-    await post(pool, table, "promo_win", 50, 50, round_id=None, ref="cash-drop-3")
+    await post(pool, table, "result", 20, 20, round_id="old")  # before the kinds: a win
+    await ok(table.bet(100, round_id="j"))
+    jackpot = "res-" + secrets.token_hex(6)
+    await ok(table.result(800, round_id="j", kind="jackpot", txn=jackpot))
+    await ok(
+        table.client.send(
+            "result_change",
+            player_id=table.player_id,
+            transaction_id="rc-" + secrets.token_hex(6),
+            ref_transaction_id=jackpot,
+            round_id="j",
+            amount=700,
+            currency="EUR",
+        )
+    )
+    grant = await free_round_bet(table, "fr")
+    await promo(table, 50, "cash-drop-3")
     page = await table.operator.call(
         "GET", f"/v1/players/{table.player_id}/transactions", expect=200
     )
@@ -159,26 +227,39 @@ async def test_transactions_show_the_kind_of_credit(table: Table, pool: asyncpg.
     ]
     assert shown == [
         ("promo_win", None, None, "cash-drop-3", None),
-        ("bet", None, "12345678901", None, None),
+        ("bet", None, grant, None, None),
         ("result_change", "jackpot", None, None, jackpot),
         ("result", "jackpot", None, None, None),
+        ("bet", None, None, None, None),
         ("result", "win", None, None, None),
         ("adjustment", None, None, None, None),
     ]
-    promo = page["data"][0]
-    assert (promo["amount"], promo["delta"], promo["round_id"]) == (50, 50, None)
+    promo_row, free_bet = page["data"][0], page["data"][1]
+    assert (promo_row["amount"], promo_row["delta"], promo_row["round_id"]) == (50, 50, None)
+    assert (free_bet["amount"], free_bet["delta"]) == (0, 0)
 
 
 async def test_statement_splits_results_by_kind(table: Table, pool: asyncpg.Pool) -> None:
     start = datetime.now(UTC) - timedelta(milliseconds=1)
-    await table.bet(300, round_id="s")
-    await table.result(100, round_id="s")  # NULL kind: a win
-    ref = await post(pool, table, "result", 2_000, 2_000, round_id="t", result_kind="jackpot")
-    await post(pool, table, "result_change", 1_500, -500, round_id="t", ref=ref,
-               result_kind="jackpot")  # fmt: skip
-    await post(pool, table, "bet", 0, 0, round_id="u", free_round=4)
-    await post(pool, table, "result", 60, 60, round_id="u", result_kind="free_round")
-    await post(pool, table, "promo_win", 250, 250, round_id=None, ref="campaign-9")
+    await ok(table.bet(300, round_id="s"))
+    await ok(table.result(100, round_id="s", round_closed=False))
+    await post(pool, table, "result", 5, 5, round_id="s")  # NULL kind: a win
+    jackpot = "res-" + secrets.token_hex(6)
+    await ok(table.result(2_000, round_id="s", kind="jackpot", txn=jackpot))
+    await ok(
+        table.client.send(
+            "result_change",
+            player_id=table.player_id,
+            transaction_id="rc-" + secrets.token_hex(6),
+            ref_transaction_id=jackpot,
+            round_id="s",
+            amount=1_500,
+            currency="EUR",
+        )
+    )
+    await free_round_bet(table, "u")
+    await ok(table.result(60, round_id="u"))
+    await promo(table, 250, "campaign-9")
     statement = await table.operator.call(
         "GET",
         f"/v1/players/{table.player_id}/statement?from={start.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}",
@@ -186,15 +267,15 @@ async def test_statement_splits_results_by_kind(table: Table, pool: asyncpg.Pool
     )
     assert statement["totals"] == {
         "bet": {"count": 2, "total": -300},
-        "result": {"count": 3, "total": 2_160},
+        "result": {"count": 4, "total": 2_165},
         "result_change": {"count": 1, "total": -500},
         "promo_win": {"count": 1, "total": 250},
     }
     assert statement["results_by_kind"] == {
-        "win": {"count": 1, "total": 100},
+        "win": {"count": 2, "total": 105},
         "jackpot": {"count": 2, "total": 1_500},
         "free_round": {"count": 1, "total": 60},
     }
     assert statement["free_round_bets"] == 1
     moved = sum(t["total"] for t in statement["totals"].values())
-    assert statement["opening_balance"] + moved == statement["closing_balance"] == 10_000 + 1_610
+    assert statement["opening_balance"] + moved == statement["closing_balance"] == 10_000 + 1_615
