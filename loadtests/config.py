@@ -16,12 +16,19 @@ import orjson
 
 GAME_ID = "load-slot"  # the game of every seeded session and every round
 
-# The mixed profile's task weights, per event (and the two variants that are not plain events).
+# The mixed profile's task weights, per event (and the variants that are not plain events).
 # Roughly one session of ~50 rounds: a bet and its result per round, a few balance looks, now and
-# then a cancel or a correction, and one login and one logout per session.
+# then a cancel or a correction, and one login and one logout per session. Of contract 1.1: a
+# jackpot and a bonus now and then, a round closed by end_round, free rounds from a grant, and a
+# promotion's credit.
 DEFAULT_MIX = {
     "bet": 45,
     "result": 40,
+    "jackpot": 1,
+    "bonus": 1,
+    "end_round": 2,
+    "free_round": 2,
+    "promo_win": 1,
     "balance": 6,
     "cancel": 3,
     "cancel_unknown": 1,

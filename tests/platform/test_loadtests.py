@@ -137,7 +137,7 @@ def test_config_takes_the_first_players_and_environment_overrides(tmp_path: Path
     for bad in (
         {"WALLET_LOAD_PLAYERS": "6"},
         {"WALLET_LOAD_BET_AMOUNT": "1.5"},
-        {"WALLET_LOAD_MIX": "bet=1,jackpot=2"},
+        {"WALLET_LOAD_MIX": "bet=1,megaways=2"},
         {"WALLET_LOAD_MIX": "bet=0"},
         {"WALLET_LOAD_SEED": str(tmp_path / "missing.json")},
     ):
@@ -243,7 +243,7 @@ async def wallet_failures(host: str, provider: str) -> list[tuple[str, str, str]
                 return found
 
 
-# What each profile must have done, by name in Locust's report; the name counted once per posted
+# What each profile must have done, by name in Locust's report; the names counted once per posted
 # bet; and the only R1 to R3 answers the wallet may have given it: those the contract requires
 # and the profile expects.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -255,7 +255,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "WALLET_LOAD_BURST_SECONDS": "1",
         },
         "names": {"bet R0", "result R0"},
-        "one_bet_each": "bet R0",
+        "one_bet_each": ("bet R0",),
         "refusals": set(),
     },
     "HotPlayer": {
@@ -264,7 +264,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "balance": 100,
         "env": {"WALLET_LOAD_HOT_PLAYERS": "2"},
         "names": {"bet R0", "bet R4", "result R0"},
-        "one_bet_each": "bet R0",
+        "one_bet_each": ("bet R0",),
         "refusals": set(),
     },
     "Mixed": {
@@ -281,8 +281,18 @@ PROFILES: dict[str, dict[str, Any]] = {
             "balance R0",
             "logout R0",
             "bet R4",
+            # Of contract 1.1: kinds of result, end of round, free rounds, promotions.
+            "result jackpot R0",
+            "result bonus R0",
+            "result open R0",
+            "end_round R0",
+            "operator free rounds 201",
+            "free bet R0",
+            "result free R0",
+            "promo_win R0",
         },
-        "one_bet_each": "bet R0",  # not the overdraft (R4) or the late bets (R1)
+        # Not the overdraft (R4) or the late bets (R1); the free-round bets are bets too.
+        "one_bet_each": ("bet R0", "free bet R0"),
         "refusals": {("bet", "R1", "transaction_cancelled")},
     },
     "DuplicateStorm": {
@@ -297,7 +307,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "replay check",
             "retry check",
         },
-        "one_bet_each": "bet replay R0",  # the one replay per round that found the posting
+        "one_bet_each": ("bet replay R0",),  # the one replay per round that found the posting
         "refusals": {
             ("bet", "R1", "request_in_progress"),
             ("result", "R1", "request_in_progress"),
@@ -345,7 +355,7 @@ async def test_every_profile_runs_clean_and_leaves_the_ledger_exact(
         assert spec["names"] <= set(stats), f"{profile} made only {sorted(stats)}"
         # Every bet Locust saw posted is in the ledger once: under a storm too. Only a bet still
         # in flight when a user was stopped (one per user at most) may be posted unseen.
-        seen = stats[spec["one_bet_each"]][0]
+        seen = sum(stats[name][0] for name in spec["one_bet_each"])
         async with pool.acquire() as conn:
             posted = await conn.fetchval(
                 "SELECT count(*) FROM ledger_transactions WHERE source = $1 AND kind = 'bet'",
@@ -354,6 +364,23 @@ async def test_every_profile_runs_clean_and_leaves_the_ledger_exact(
         assert seen <= posted <= seen + USERS, f"{profile}: {seen} bets seen, {posted} posted"
         refusals = await wallet_failures(served, seeds[profile]["provider"])
         assert set(refusals) <= spec["refusals"], f"{profile}: {refusals}"
+
+    # Mixed's events of contract 1.1 reached the ledger as what they are.
+    async with pool.acquire() as conn:
+        kinds = await conn.fetch(
+            "SELECT DISTINCT kind, result_kind, free_round_id IS NOT NULL AS free"
+            " FROM ledger_transactions WHERE source = $1",
+            seeds["Mixed"]["provider"],
+        )
+    found = {(k["kind"], k["result_kind"], k["free"]) for k in kinds}
+    for expected in (
+        ("result", "jackpot", False),
+        ("result", "bonus", False),
+        ("result", "free_round", False),
+        ("bet", None, True),
+        ("promo_win", None, False),
+    ):
+        assert expected in found, f"Mixed posted only {sorted(found, key=str)}"
 
     async with httpx.AsyncClient(base_url=served) as http:
         check = await http.get("/v1/ledger/check", headers={"authorization": f"Bearer {ADMIN_KEY}"})
