@@ -25,6 +25,7 @@ from app.config import ConfigError, Settings
 from app.locks import PlayerLocks
 from app.metrics import Metrics
 from app.operator import adjustments, api_keys, players, postings, providers, reports
+from app.operator import reconciliation as provider_reconciliation
 from app.payments import deposits, events, reconciliation, webhook, withdrawals
 from app.payments.outbox import Outbox
 from app.payments.psp import build_psps
@@ -53,6 +54,7 @@ API_ROUTES: list[BaseRoute] = [
     *adjustments.routes,
     *postings.routes,
     *reports.routes,
+    *provider_reconciliation.routes,
     *api_keys.routes,
     *health.routes,
     *deposits.routes,
