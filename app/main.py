@@ -24,7 +24,16 @@ from app import db, health, logs, openapi
 from app.config import ConfigError, Settings
 from app.locks import PlayerLocks
 from app.metrics import Metrics
-from app.operator import adjustments, api_keys, players, postings, providers, reports
+from app.operator import (
+    adjustments,
+    api_keys,
+    free_rounds,
+    players,
+    postings,
+    providers,
+    reports,
+    rounds,
+)
 from app.operator import reconciliation as provider_reconciliation
 from app.payments import deposits, events, reconciliation, webhook, withdrawals
 from app.payments.outbox import Outbox
@@ -52,10 +61,12 @@ API_ROUTES: list[BaseRoute] = [
     *providers.routes,
     *players.routes,
     *adjustments.routes,
+    *free_rounds.routes,
     *postings.routes,
     *reports.routes,
     *provider_reconciliation.routes,
     *api_keys.routes,
+    *rounds.routes,
     *health.routes,
     *deposits.routes,
     *withdrawals.routes,
@@ -149,6 +160,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         poller: asyncio.Task[None] | None = None
         deliverer: asyncio.Task[None] | None = None
         pruner: asyncio.Task[None] | None = None
+        stale_counter: asyncio.Task[None] | None = None
         seamless: SeamlessService | None = None
         metrics = Metrics()
         metrics.watch_pool(pool)
@@ -201,6 +213,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             pruner = asyncio.get_running_loop().create_task(
                 seamless.prune_forever(60.0), name="replay-pruner"
             )
+            stale_counter = asyncio.get_running_loop().create_task(
+                rounds.count_stale_forever(
+                    pool, queries, metrics, settings.round_stale_seconds, rounds.STALE_GAUGE_SECONDS
+                ),
+                name="stale-rounds",
+            )
             # Late or unverifiable webhooks are not waited for forever: ask the PSPs.
             poller = (
                 asyncio.get_running_loop().create_task(
@@ -238,7 +256,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 )
             }
         finally:
-            for task in (poller, deliverer, pruner):
+            for task in (poller, deliverer, pruner, stale_counter):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
