@@ -103,7 +103,8 @@ def parse_report(data: bytes) -> list[Line]:
     try:
         header = next(reader, None)
         if header is None or tuple(header) != HEADER:
-            raise InvalidRequest(f"line 1: the header must be {','.join(HEADER)}", field="header")
+            bad = FieldError("header", f"line 1: the header must be {','.join(HEADER)}")
+            raise InvalidRequest(bad.message, field=bad.field, errors=(bad,))
         for row in reader:
             number = reader.line_num
             found = _line(number, row, first_seen, faults)

@@ -45,8 +45,8 @@ async def send(
 async def post_as(
     pool: asyncpg.Pool, provider: str, player: str, txn: str, kind: str, **f: Any
 ) -> None:
-    """A posting the seamless API cannot make here: a promo_win (its event is the lead's), or an
-    operator's settlement refund (external id '#settle:<bet>'), through the ledger's function."""
+    """An operator's settlement refund (external id '#settle:<bet>'), as app/operator/rounds.py
+    posts it, without waiting for the round to become stale."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             """SELECT wallet_post($1, $2, $3, $4, (p).account_id, (p).balance, (p).currency,
@@ -106,7 +106,15 @@ async def played(table: Table, pool: asyncpg.Pool) -> dict[str, str]:
         currency="EUR",
     )
     assert changed["code"] == "R0", changed
-    await post_as(pool, table.provider, table.player_id, ids["promo"], "promo_win", amount=1000)
+    promo = await table.client.send(
+        "promo_win",
+        player_id=table.player_id,
+        transaction_id=ids["promo"],
+        promo_id="drop-1",
+        amount=1000,
+        currency="EUR",
+    )
+    assert promo["code"] == "R0", promo
     for n, amount in (("bet4", 40), ("bet6", 60), ("bet7", 70), ("bet8", 80), ("bet9", 90)):
         assert (await table.bet(amount, round_id="r4", txn=ids[n]))["code"] == "R0"
     assert (await table.bet(50, round_id="r5", txn=ids["bet5"]))["code"] == "R0"
