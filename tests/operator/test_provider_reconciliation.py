@@ -271,6 +271,9 @@ BAD_REPORTS = [
     ("t1,r1,p1,bet,100,EUR,x", "line[2]"),
     ("t1,r1,p1,bet,100,EUR\n\nt2,r1,p1,bet,100,EUR", "line[3]"),
     ('t1,r1,p1,bet,100,"EUR', "line[2]"),
+    ("t1,r1,p\x00,bet,100,EUR", "line[2].player_id"),
+    ("t1,r1,p1,bet,100,EUR\nt2,r1,p1,bet,1,E" + "U" * 200_000, "line[3]"),
+    ("t1,r1,p1,bet,\u0661,EUR", "line[2].amount"),
     ("t1,r1,p1,bet,100,EUR\nt2,r1,p1,bet,5,EUR\nt1,r2,p1,result,0,EUR", "line[4].transaction_id"),
 ]
 
