@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from app.config import Settings
-from app.operator.reconciliation import DISCREPANCIES, HEADER, MAX_FAULTS
+from app.operator.reconciliation import DISCREPANCIES, HEADER, MAX_FAULTS, MAX_LISTED
 from tests.fixtures.app import Operator, Table, TableFactory, start_app
 from tests.support.cli import wallet_cli
 from tests.support.keys import ADMIN_KEY
@@ -40,26 +40,6 @@ async def send(
     )
     assert response.status_code == expect, response.text
     return response.json()
-
-
-async def post_as(
-    pool: asyncpg.Pool, provider: str, player: str, txn: str, kind: str, **f: Any
-) -> None:
-    """An operator's settlement refund (external id '#settle:<bet>'), as app/operator/rounds.py
-    posts it, without waiting for the round to become stale."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """SELECT wallet_post($1, $2, $3, $4, (p).account_id, (p).balance, (p).currency,
-                                  $5, $5, $6, NULL, $7, NULL, 'provider', $1)
-                 FROM (SELECT wallet_lock_player($4) AS p) s""",
-            provider,
-            txn,
-            kind,
-            player,
-            f["amount"],
-            f.get("round_id"),
-            f.get("ref"),
-        )
 
 
 async def played(table: Table, pool: asyncpg.Pool) -> dict[str, str]:
@@ -120,18 +100,21 @@ async def played(table: Table, pool: asyncpg.Pool) -> dict[str, str]:
     assert (await table.bet(50, round_id="r5", txn=ids["bet5"]))["code"] == "R0"
     assert (await table.result(0, round_id="r5", txn=ids["res5"]))["code"] == "R0"
     assert (await table.bet(11, round_id="r6", txn=ids["bet10"]))["code"] == "R0"
-    # The operator settled round r6: the wallet's own refund, no provider line can name it.
-    ids["settle"] = "#settle:" + ids["bet10"]
-    await post_as(
-        pool,
+    # The operator settles round r6, stale: the wallet's own refund, no provider line names it.
+    await pool.execute(
+        "UPDATE rounds SET created_at = now() - interval '2 days' "
+        "WHERE provider = $1 AND player_id = $2 AND round_id = 'r6'",
         table.provider,
         table.player_id,
-        ids["settle"],
-        "cancel",
-        amount=11,
-        round_id="r6",
-        ref=ids["bet10"],
     )
+    await table.operator.call(
+        "POST",
+        f"/v1/rounds/{table.provider}/{table.player_id}/r6/settle",
+        {"action": "refund", "reason": "provider gone quiet"},
+        headers={"idempotency-key": secrets.token_hex(8)},
+        expect=200,
+    )
+    ids["settle"] = "#settle:" + ids["bet10"]
     return ids
 
 
@@ -228,6 +211,15 @@ async def test_every_finding_with_totals(
     alone = await send(operator, stranger.provider, csv(f"{ids['bet1']},r1,{me},bet,500,EUR"))
     assert [d["type"] for d in alone["discrepancies"]] == ["missing_in_wallet"]
     assert alone["wallet_count"] == 0
+
+
+async def test_a_long_list_is_cut_and_counted(operator: Operator, table: Table) -> None:
+    lines = [f"gone-{n},r1,{table.player_id},bet,1,EUR" for n in range(MAX_LISTED + 5)]
+    answer = await send(operator, table.provider, csv(*lines))
+    assert answer["truncated"] is True and len(answer["discrepancies"]) == MAX_LISTED
+    assert answer["findings"]["missing_in_wallet"] == MAX_LISTED + 5
+    assert answer["discrepancies"][-1]["line"] == MAX_LISTED + 1
+    assert answer["totals"]["EUR"]["provider_count"] == MAX_LISTED + 5
 
 
 async def test_a_clean_day_and_postings_of_another_day(operator: Operator, table: Table) -> None:
