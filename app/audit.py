@@ -27,6 +27,9 @@ Action = Literal[
     "apikey.revoke",
     "event.replay",
     "withdrawal.resolve",
+    "free_rounds.grant",
+    "free_rounds.withdraw",
+    "round.settle",
 ]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 

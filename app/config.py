@@ -189,6 +189,8 @@ class Settings:
     rate_limit_api_key: int = 100
     # Raising or removing a responsible-gaming limit waits this long; lowering applies at once.
     limit_cooling_off_seconds: int = 24 * 3600
+    # A round open this long with a bet not cancelled is stale: listed, counted, settleable.
+    round_stale_seconds: int = 24 * 3600
     # Payments: where PSPs send webhooks (this service's public address), the routes, and the
     # amount above which a withdrawal waits for an operator.
     public_url: str | None = None
@@ -249,6 +251,7 @@ class Settings:
             limit_cooling_off_seconds=_int(
                 env, "WALLET_LIMIT_COOLING_OFF_SECONDS", 24 * 3600, minimum=0
             ),
+            round_stale_seconds=_int(env, "WALLET_ROUND_STALE_SECONDS", 24 * 3600, minimum=1),
             master_key=parse_master_key(env),
         )
         if settings.port > 65535:

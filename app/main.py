@@ -24,7 +24,16 @@ from app import db, health, logs, openapi
 from app.config import ConfigError, Settings
 from app.locks import PlayerLocks
 from app.metrics import Metrics
-from app.operator import adjustments, api_keys, players, postings, providers, reports
+from app.operator import (
+    adjustments,
+    api_keys,
+    free_rounds,
+    players,
+    postings,
+    providers,
+    reports,
+    rounds,
+)
 from app.payments import deposits, events, reconciliation, webhook, withdrawals
 from app.payments.outbox import Outbox
 from app.payments.psp import build_psps
@@ -51,9 +60,11 @@ API_ROUTES: list[BaseRoute] = [
     *providers.routes,
     *players.routes,
     *adjustments.routes,
+    *free_rounds.routes,
     *postings.routes,
     *reports.routes,
     *api_keys.routes,
+    *rounds.routes,
     *health.routes,
     *deposits.routes,
     *withdrawals.routes,
@@ -147,6 +158,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         poller: asyncio.Task[None] | None = None
         deliverer: asyncio.Task[None] | None = None
         pruner: asyncio.Task[None] | None = None
+        stale_counter: asyncio.Task[None] | None = None
         seamless: SeamlessService | None = None
         metrics = Metrics()
         metrics.watch_pool(pool)
@@ -199,6 +211,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             pruner = asyncio.get_running_loop().create_task(
                 seamless.prune_forever(60.0), name="replay-pruner"
             )
+            stale_counter = asyncio.get_running_loop().create_task(
+                rounds.count_stale_forever(
+                    pool, queries, metrics, settings.round_stale_seconds, rounds.STALE_GAUGE_SECONDS
+                ),
+                name="stale-rounds",
+            )
             # Late or unverifiable webhooks are not waited for forever: ask the PSPs.
             poller = (
                 asyncio.get_running_loop().create_task(
@@ -236,7 +254,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 )
             }
         finally:
-            for task in (poller, deliverer, pruner):
+            for task in (poller, deliverer, pruner, stale_counter):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -66,6 +66,20 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.credits = Counter(
+            "wallet_seamless_credits",
+            "Credits posted by game providers, by kind: win, jackpot, bonus, free_round (results "
+            "and their corrections) and promo_win",
+            ["kind"],
+            registry=r,
+        )
+        self.credited = Counter(
+            "wallet_seamless_credited_minor_units",
+            "Minor units credited by results and promo wins, by kind and currency (corrections "
+            "are counted in wallet_seamless_credits, not here: they may take money back)",
+            ["kind", "currency"],
+            registry=r,
+        )
         self.replays = Counter(
             "wallet_seamless_replays",
             "Deliveries answered from the request_id replay cache",
@@ -117,6 +131,14 @@ class Metrics:
             "wallet_db_pool_max", "Largest size of the Postgres pool", registry=r
         )
 
+        # Stale rounds per provider, as last counted (app/operator/rounds.py, every 60 s).
+        self.stale_rounds: dict[str, int] = {}
+        self.registry.register(_StaleRoundsCollector(self))
+
+    def stale_rounds_counted(self, counts: dict[str, int]) -> None:
+        """The stale rounds per provider, as just counted: a provider with none drops out."""
+        self.stale_rounds = dict(counts)
+
     def watch_pool(self, pool: asyncpg.Pool) -> None:
         """Read the pool's gauges from ``pool`` at every scrape."""
         self.db_pool_size.set_function(lambda: float(pool.get_size()))
@@ -157,6 +179,13 @@ class Metrics:
             self.duplicates.labels(event).inc()
         elif reason == "idempotency_conflict":
             self.idempotency_conflicts.labels(event).inc()
+
+    def credit(self, kind: str, currency: str, amount: int) -> None:
+        """Count one credit posted now, of ``kind`` (as the ledger stored it); ``amount`` is
+        what it credited, 0 for a correction."""
+        self.credits.labels(kind).inc()
+        if amount > 0:
+            self.credited.labels(kind, currency).inc(amount)
 
     def lock_waited(self, seconds: float, acquired: bool) -> None:
         """Record one wait for a player's lock (see :class:`app.locks.PlayerLocks`)."""
@@ -212,3 +241,21 @@ class _CallLogCollector(Collector):
             "Call-history rows waiting to be written",
             value=self.calls.buffered,
         )
+
+
+class _StaleRoundsCollector(Collector):
+    """``wallet_rounds_stale`` from the last count: a scrape runs no query."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "wallet_rounds_stale",
+            "Stale rounds (open, a bet not cancelled, older than WALLET_ROUND_STALE_SECONDS) "
+            "per provider, counted every 60 s by each process",
+            labels=["provider"],
+        )
+        for provider, count in sorted(self.metrics.stale_rounds.items()):
+            family.add_metric([provider], count)
+        yield family

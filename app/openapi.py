@@ -215,7 +215,24 @@ _SEAMLESS_EXAMPLES: tuple[tuple[str, Schema, Schema], ...] = (
         ),
         _answer(6, 10_800, 1190),
     ),
-    ("logout", _event_example("logout", 7, session_token=TOKEN_EXAMPLE), _answer(7, 10_800)),
+    (
+        "end_round",
+        _event_example("end_round", 8, round_id="r-3", game_id="slot-7"),
+        _answer(8, 10_800),
+    ),
+    (
+        "promo_win",
+        _event_example(
+            "promo_win",
+            9,
+            transaction_id="pw-1",
+            promo_id="spring-cup",
+            amount=5000,
+            currency="EUR",
+        ),
+        _answer(9, 15_800, 1191),
+    ),
+    ("logout", _event_example("logout", 7, session_token=TOKEN_EXAMPLE), _answer(7, 15_800)),
 )
 _EXAMPLE_NOTES = {
     "login": "Opens the game: checks the session, answers the balance.",
@@ -224,6 +241,8 @@ _EXAMPLE_NOTES = {
     "cancel": "Refunds bet b-1 (the bet's round has no result yet).",
     "result": "A free-round win: a round without a bet is allowed.",
     "result_change": "Corrects result w-1 from 1000 to 800: posts -200.",
+    "end_round": "Closes round r-3 without a result (a closed or unknown round: ok, unchanged).",
+    "promo_win": "A tournament prize of 5000, outside any round.",
     "logout": "Ends the session; results and refunds may still arrive.",
 }
 

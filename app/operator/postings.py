@@ -25,6 +25,7 @@ Kind = Literal[
     "cancel",
     "result",
     "result_change",
+    "promo_win",
     "adjustment",
     "deposit",
     "withdrawal_hold",

@@ -69,6 +69,9 @@ class Posting(NamedTuple):
     round_closed: bool | None
     request_id: str
     event_hash: bytes  # app.seamless.events.digest(): a reused request_id is told from a replay
+    result_kind: str | None = None  # sql/migrations/016 added these three
+    free_round_id: str | None = None
+    promo_id: str | None = None
 
 
 _Pending = tuple[Posting, "asyncio.Future[asyncpg.Record]"]

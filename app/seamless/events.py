@@ -69,6 +69,31 @@ SessionToken = Annotated[
     Field(description="The session token the operator gave the game client"),
     Says("must be a non-empty string"),
 ]
+FreeRoundAmount = Annotated[
+    int,
+    annotated_types.Ge(0),
+    annotated_types.Le(0),
+    Says("must be 0 for a bet of a free round", "must be 0 for a bet of a free round"),
+]
+FreeRoundId = Annotated[
+    fields.Identifier,
+    Field(
+        description="A free-round grant's `free_round_id`: the bet debits nothing and uses a round"
+    ),
+    Says("must be 1 to 64 characters of [A-Za-z0-9_.:-]"),
+]
+KINDS = ("win", "jackpot", "bonus", "free_round")
+"""The kinds of a result's credit (``result.kind``), reported apart."""
+# A null kind means the default, as an absent one does.
+ResultKind = Annotated[
+    Literal["win", "jackpot", "bonus", "free_round"],
+    BeforeValidator(lambda value: "win" if value is None else value),
+    Field(
+        description="What the credit is; a win of a round played with free rounds is stored "
+        "as `free_round`"
+    ),
+    Says(f"must be one of {', '.join(KINDS)}"),
+]
 # A null round_closed means the default, as an absent one does.
 RoundClosed = Annotated[
     bool,
@@ -113,15 +138,28 @@ class Logout(BaseEvent):
 
 
 class Bet(BaseEvent):
-    """Debits ``amount`` for a round of a game."""
+    """Debits ``amount`` for a round of a game; with ``free_round_id``, uses a round of that
+    free-round grant instead (``amount`` 0: :class:`FreeRoundBet` checks such a bet)."""
 
     event: Literal["bet"]
     session_token: SessionToken
     transaction_id: Identifier
     round_id: Identifier
     game_id: Identifier
-    amount: PositiveAmount
+    amount: Annotated[
+        PositiveAmount,
+        WithJsonSchema({"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_AMOUNT}),
+    ] = Field(description="Minor units, more than 0; exactly 0 with `free_round_id`")
     currency: Currency
+    free_round_id: FreeRoundId | None = None
+
+
+class FreeRoundBet(Bet):
+    """A bet of a free round: what :func:`parse` checks a bet with a ``free_round_id`` against
+    (its amount is 0). The document shows one bet schema (:class:`Bet`)."""
+
+    amount: FreeRoundAmount
+    free_round_id: FreeRoundId
 
 
 class Cancel(BaseEvent):
@@ -132,7 +170,7 @@ class Cancel(BaseEvent):
     ref_transaction_id: Identifier = Field(description="The transaction_id of the bet")
     round_id: Identifier
     currency: Currency
-    amount: PositiveAmount | None = Field(None, description="Must equal the bet's")
+    amount: Amount | None = Field(None, description="Must equal the bet's (0 for a free round)")
 
 
 class Result(BaseEvent):
@@ -145,6 +183,7 @@ class Result(BaseEvent):
     amount: Amount = Field(description="The win; 0 records a loss")
     currency: Currency
     round_closed: RoundClosed = True
+    kind: ResultKind = "win"
 
 
 class ResultChange(BaseEvent):
@@ -158,8 +197,28 @@ class ResultChange(BaseEvent):
     currency: Currency
 
 
+class EndRound(BaseEvent):
+    """Closes a round without a result; a closed or unknown round is answered ok, unchanged."""
+
+    event: Literal["end_round"]
+    round_id: Identifier
+    game_id: Identifier | None = None
+
+
+class PromoWin(BaseEvent):
+    """Credits ``amount`` outside game rounds: a tournament prize, a cash drop, a campaign."""
+
+    event: Literal["promo_win"]
+    transaction_id: Identifier
+    promo_id: Identifier = Field(description="The tournament, cash drop or campaign")
+    amount: PositiveAmount
+    currency: Currency
+    round_id: Identifier | None = Field(None, description="Recorded only; no round is opened")
+    game_id: Identifier | None = None
+
+
 Event = Annotated[
-    Login | Balance | Logout | Bet | Cancel | Result | ResultChange,
+    Login | Balance | Logout | Bet | Cancel | Result | ResultChange | EndRound | PromoWin,
     Field(discriminator="event"),
 ]
 """Any seamless event, told apart by its ``event`` field (a tagged union)."""
@@ -172,7 +231,7 @@ MODELS: dict[str, type[BaseEvent]] = {
 }
 """The model of each event name (its ``event`` literal), in the union's order."""
 
-MONEY_EVENTS = frozenset({"bet", "cancel", "result", "result_change"})
+MONEY_EVENTS = frozenset({"bet", "cancel", "result", "result_change", "promo_win"})
 
 
 def schema_name(event: str) -> str:
@@ -235,11 +294,24 @@ class Answer(BaseModel):
     )
 
 
+# Optional fields that events gained after digests were first stored: one of them is part of the
+# digest only when it is not at its default, so an event that does not use it keeps the digest
+# it always had (a replay across the upgrade is still a replay).
+_ADDED_LATER = frozenset({"free_round_id", "kind"})
+
 # Per event model, the fields that make an event the same event: all but the timestamp, which a
 # provider refreshes when it seals a retry again.
+_CHECKED: tuple[type[BaseEvent], ...] = (*MODELS.values(), FreeRoundBet)
+"""Every model :func:`parse` validates with."""
 _IDENTITY: dict[type[BaseEvent], tuple[str, ...]] = {
-    model: tuple(name for name in model.model_fields if name != "timestamp")
-    for model in MODELS.values()
+    model: tuple(name for name in model.model_fields if name not in _ADDED_LATER | {"timestamp"})
+    for model in _CHECKED
+}
+_ADDED: dict[type[BaseEvent], tuple[tuple[str, Any], ...]] = {
+    model: tuple(
+        (name, field.default) for name, field in model.model_fields.items() if name in _ADDED_LATER
+    )
+    for model in _IDENTITY
 }
 
 
@@ -248,9 +320,15 @@ def digest(event: BaseEvent) -> bytes:
     timestamp is the same (the contract's test for a replay versus a conflicting reuse).
 
     Stored claims and replay records carry it: its input (the field values in the models' order,
-    as a JSON array) must not change.
+    as a JSON array, then ``[name, value]`` of each later field not at its default) must not
+    change.
     """
-    values = [getattr(event, name) for name in _IDENTITY[type(event)]]
+    model = type(event)
+    values: list[Any] = [getattr(event, name) for name in _IDENTITY[model]]
+    for name, default in _ADDED[model]:
+        value = getattr(event, name)
+        if value != default:
+            values.append([name, value])
     return hashlib.blake2b(orjson.dumps(values), digest_size=16).digest()
 
 
@@ -289,18 +367,20 @@ def parse(data: dict[str, Any]) -> Event:
         # Never str() a value the caller chose: a deeply nested list cannot even be printed.
         shown = repr(name[:64]) if isinstance(name, str) else f"a JSON {_json_type(name)}"
         raise Refusal(Reason.UNKNOWN_EVENT, f"unknown event: {shown}")
+    if model is Bet and isinstance(data.get("free_round_id"), str):
+        model = FreeRoundBet
     try:
-        return EVENT_ADAPTER.validate_python(data)
+        return model.model_validate(data)  # type: ignore[return-value]
     except ValidationError as exc:
         raise _refusal(model, exc.errors(include_url=False, include_context=False)) from None
 
 
 def _refusal(model: type[BaseEvent], errors: list[ErrorDetails]) -> Refusal:
     """The contract's refusal for the first bad field, in the model's order of fields (an
-    error's ``loc`` is the tag, then the field)."""
+    error's ``loc`` is the field)."""
     order = list(model.model_fields)
-    error = min(errors, key=lambda e: order.index(str(e["loc"][1])))
-    name = str(error["loc"][1])
+    error = min(errors, key=lambda e: order.index(str(e["loc"][0])))
+    name = str(error["loc"][0])
     if error["type"] == "missing" or error["input"] is None:
         return Refusal(Reason.MALFORMED_REQUEST, f"missing field: {name}")
     says, ge, le = _SAYS[model][name]
@@ -324,7 +404,7 @@ def _explained(field: FieldInfo) -> tuple[Says, int | None, int | None]:
 
 _SAYS = {
     model: {name: _explained(field) for name, field in model.model_fields.items()}
-    for model in MODELS.values()
+    for model in _IDENTITY
 }
 
 

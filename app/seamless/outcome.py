@@ -57,6 +57,11 @@ class Reason(enum.StrEnum):
         "R1",
         "A delivery with this request_id is still being processed",
     )
+    FREE_ROUND_UNAVAILABLE = (
+        "free_round_unavailable",
+        "R1",
+        "No round left of that free-round grant for this player, provider and game",
+    )
     UNKNOWN_PROVIDER = "unknown_provider", "R2", "Unknown provider"
     BAD_SIGNATURE = "bad_signature", "R2", "The request could not be authenticated"
     STALE_REQUEST = (

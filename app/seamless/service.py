@@ -50,7 +50,7 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, asyncio.Time
 REQUEST_ID_REUSED = "request_id was already used for another event"
 
 # The values the metrics' ``event`` label may take: a label must not take any value a caller sends.
-EVENT_LABELS = events.MONEY_EVENTS | {"balance", "login", "logout"}
+EVENT_LABELS = frozenset(events.MODELS)
 
 
 @dataclass(slots=True)
@@ -271,6 +271,10 @@ class SeamlessService:
             failed = Outcome(Reason.INTERNAL_ERROR, Reason.INTERNAL_ERROR.message, event.request_id)
             return failed, False, False
         reason = Reason.named(row["reason"])
+        kind = row["credit_kind"]
+        if kind is not None and self.metrics is not None and row["processed"]:
+            amount = event.amount if isinstance(event, events.Result | events.PromoWin) else 0
+            self.metrics.credit(kind, row["currency"], amount)
         outcome = Outcome(
             reason=reason,
             message=row["detail"] or reason.message,
@@ -373,7 +377,7 @@ def _posting(provider: str, e: events.Event, event_hash: bytes) -> Posting:
             return Posting(
                 "bet", provider, e.player_id, e.transaction_id, None, e.round_id, e.game_id,
                 e.amount, e.currency, token_hash(e.session_token), None, e.request_id,
-                event_hash,
+                event_hash, free_round_id=e.free_round_id,
             )  # fmt: skip
         case events.Cancel():
             return Posting(
@@ -384,11 +388,23 @@ def _posting(provider: str, e: events.Event, event_hash: bytes) -> Posting:
             return Posting(
                 "result", provider, e.player_id, e.transaction_id, None, e.round_id, e.game_id,
                 e.amount, e.currency, None, e.round_closed, e.request_id, event_hash,
+                result_kind=e.kind,
             )  # fmt: skip
         case events.ResultChange():
             return Posting(
                 "result_change", provider, e.player_id, e.transaction_id, e.ref_transaction_id,
                 e.round_id, None, e.amount, e.currency, None, None, e.request_id, event_hash,
+            )  # fmt: skip
+        case events.PromoWin():
+            return Posting(
+                "promo_win", provider, e.player_id, e.transaction_id, None, e.round_id,
+                e.game_id, e.amount, e.currency, None, None, e.request_id, event_hash,
+                promo_id=e.promo_id,
+            )  # fmt: skip
+        case events.EndRound():
+            return Posting(
+                "end_round", provider, e.player_id, None, None, e.round_id, e.game_id, None,
+                None, None, None, e.request_id, event_hash,
             )  # fmt: skip
         case events.Login() | events.Logout():
             return Posting(

@@ -13,12 +13,13 @@ END
 $$;
 
 -- One answer of a money function (the wallet_outcome row every seamless function returns): a
--- reason of the contract; the app derives its R-code (app/seamless/outcome.py, Reason).
+-- reason of the contract; the app derives its R-code (app/seamless/outcome.py, Reason). The
+-- function that credits sets the outcome's credit_kind itself.
 CREATE OR REPLACE FUNCTION wallet_answer(
     p_reason text, p_balance bigint, p_currency text,
     p_tx bigint DEFAULT NULL, p_duplicate boolean DEFAULT false, p_detail text DEFAULT NULL
 ) RETURNS wallet_outcome LANGUAGE sql IMMUTABLE AS $$
-    SELECT ROW(p_reason, p_detail, p_balance, p_currency, p_tx, p_duplicate)::wallet_outcome
+    SELECT ROW(p_reason, p_detail, p_balance, p_currency, p_tx, p_duplicate, NULL)::wallet_outcome
 $$;
 
 -- R1 internal_error when crediting p_credit to p_balance would pass the largest amount a
@@ -59,12 +60,14 @@ $$;
 -- recorded without entries. The caller holds the player's account row lock, and the posting is
 -- stamped when written (clock_timestamp, after that lock), not when its transaction began: then
 -- one player's postings are in the same order by time as by balance, and statements and history
--- pages never show a balance_after out of sequence.
+-- pages never show a balance_after out of sequence. A result (and its corrections) carries its
+-- kind of win, a bet of a free round its grant.
 CREATE OR REPLACE FUNCTION wallet_post(
     p_source text, p_external_id text, p_kind text, p_player text, p_account bigint,
     p_balance bigint, p_currency text, p_amount bigint, p_delta bigint,
     p_round text, p_game text, p_ref text, p_request_id text,
-    p_counter_kind text, p_counter_owner text, p_metadata jsonb DEFAULT NULL
+    p_counter_kind text, p_counter_owner text, p_metadata jsonb DEFAULT NULL,
+    p_result_kind text DEFAULT NULL, p_free_round bigint DEFAULT NULL
 ) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     v_tx bigint;
@@ -75,10 +78,12 @@ BEGIN
     END IF;
     INSERT INTO ledger_transactions (
         source, external_id, kind, player_id, currency, amount, delta, balance_after,
-        round_id, game_id, ref_external_id, request_id, metadata, created_at)
+        round_id, game_id, ref_external_id, request_id, metadata, result_kind, free_round_id,
+        created_at)
     VALUES (
         p_source, p_external_id, p_kind, p_player, p_currency, p_amount, p_delta,
-        p_balance + p_delta, p_round, p_game, p_ref, p_request_id, p_metadata, clock_timestamp())
+        p_balance + p_delta, p_round, p_game, p_ref, p_request_id, p_metadata, p_result_kind,
+        p_free_round, clock_timestamp())
     RETURNING id INTO v_tx;
     IF p_delta <> 0 THEN
         INSERT INTO entries (transaction_id, account_id, amount) VALUES

@@ -1,5 +1,5 @@
--- Seamless wallet functions: one per provider event (bet, cancel, result, result_change, login,
--- balance, logout), what they share (seamless_open: scope, lock, idempotency), and
+-- Seamless wallet functions: one per provider event (bet, cancel, result, result_change,
+-- promo_win, end_round, login, balance, logout), what they share (seamless_open: scope, lock, idempotency), and
 -- seamless_batch, which runs a group-commit batch of them in one transaction.
 --
 -- The current definition of each function (see sql/README.md): edit it here, in place;
@@ -37,22 +37,29 @@ RETURNS void LANGUAGE sql AS $$
 $$;
 
 -- Idempotency by (provider, transaction_id): NULL when the id is new; R0 duplicate when the
--- earlier posting carried the same fields; R3 idempotency_conflict otherwise.
+-- earlier posting carried the same fields; R3 idempotency_conflict otherwise. A bet's grant and
+-- a result's kind are fields of the event too; a result sent as a plain win was stored as
+-- free_round when its round was played with free rounds, and is the same result.
 CREATE OR REPLACE FUNCTION seamless_repeat(
     p_source text, p_txn text, p_kind text, p_player text, p_round text,
-    p_amount bigint, p_currency text, p_ref text, p_balance bigint, p_player_currency text
+    p_amount bigint, p_currency text, p_ref text, p_balance bigint, p_player_currency text,
+    p_free_round bigint, p_result_kind text
 ) RETURNS wallet_outcome LANGUAGE plpgsql AS $$
 DECLARE
     t record;
 BEGIN
-    SELECT id, kind, player_id, round_id, amount, currency, ref_external_id INTO t
+    SELECT id, kind, player_id, round_id, amount, currency, ref_external_id, free_round_id,
+           result_kind INTO t
       FROM ledger_transactions WHERE source = p_source AND external_id = p_txn;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
     IF t.kind = p_kind AND t.player_id = p_player AND t.round_id IS NOT DISTINCT FROM p_round
        AND t.amount IS NOT DISTINCT FROM p_amount AND t.currency = p_currency
-       AND t.ref_external_id IS NOT DISTINCT FROM p_ref THEN
+       AND t.ref_external_id IS NOT DISTINCT FROM p_ref
+       AND t.free_round_id IS NOT DISTINCT FROM p_free_round
+       AND (p_kind <> 'result' OR coalesce(t.result_kind, 'win') = p_result_kind
+            OR (p_result_kind = 'win' AND t.result_kind = 'free_round')) THEN
         RETURN wallet_answer('ok', p_balance, p_player_currency, t.id, true);
     END IF;
     RETURN wallet_answer('idempotency_conflict', p_balance, p_player_currency, NULL, false,
@@ -69,7 +76,7 @@ $$;
 -- are only ever added, so what the check saw still holds under the lock.
 CREATE OR REPLACE FUNCTION seamless_open(
     p_provider text, p_player text, p_txn text, p_kind text, p_round text,
-    p_amount bigint, p_currency text, p_ref text,
+    p_amount bigint, p_currency text, p_ref text, p_free_round bigint, p_result_kind text,
     OUT acc wallet_player, OUT stop wallet_outcome
 ) LANGUAGE plpgsql AS $$
 BEGIN
@@ -83,7 +90,7 @@ BEGIN
         RETURN;
     END IF;
     stop := seamless_repeat(p_provider, p_txn, p_kind, p_player, p_round, p_amount, p_currency,
-                            p_ref, acc.balance, acc.currency);
+                            p_ref, acc.balance, acc.currency, p_free_round, p_result_kind);
     IF stop.reason IS NULL AND p_currency <> acc.currency THEN
         stop := wallet_answer('currency_mismatch', acc.balance, acc.currency);
     END IF;
@@ -112,9 +119,15 @@ $$;
 -- bet: debit the stake. Refused when a cancel of it came first (transaction_cancelled), on a
 -- session that is not live (R2), for a blocked player or a closed round, when it breaks a wager
 -- or loss limit (limit_exceeded) and when the stake is more than the balance (R4).
+--
+-- A bet of a free round (p_free_round, the grant's id as the provider sent it; the app makes
+-- sure its amount is 0) debits nothing and takes one round of the grant instead, in one
+-- conditional update: two bets for a grant's last round take it once, whichever commits first,
+-- and a grant withdrawn meanwhile gives none. No limit counts it: it stakes nothing.
 CREATE OR REPLACE FUNCTION seamless_bet(
     p_provider text, p_player text, p_txn text, p_round text, p_game text,
-    p_amount bigint, p_currency text, p_token_hash bytea, p_request_id text
+    p_amount bigint, p_currency text, p_token_hash bytea, p_request_id text,
+    p_free_round text DEFAULT NULL
 ) RETURNS wallet_outcome LANGUAGE plpgsql AS $$
 DECLARE
     opened record;
@@ -122,11 +135,16 @@ DECLARE
     o wallet_outcome;
     v_problem text;
     v_closed timestamptz;
-    v_kept boolean;
+    v_kept boolean := false;
+    v_grant bigint;
     v_tx bigint;
 BEGIN
+    -- A grant id is the wallet's own (digits); any other value names no grant.
+    IF p_free_round IS NOT NULL THEN
+        v_grant := CASE WHEN p_free_round ~ '^[0-9]{1,18}$' THEN p_free_round::bigint ELSE -1 END;
+    END IF;
     SELECT * INTO opened FROM seamless_open(p_provider, p_player, p_txn, 'bet', p_round,
-                                            p_amount, p_currency, NULL);
+                                            p_amount, p_currency, NULL, v_grant, NULL);
     acc := opened.acc;
     o := opened.stop;
     PERFORM seamless_lock_transaction_id(p_provider, p_txn);
@@ -152,29 +170,46 @@ BEGIN
     IF v_closed IS NOT NULL THEN
         RETURN wallet_answer('round_closed', acc.balance, acc.currency);
     END IF;
-    v_kept := wallet_limit_totals_kept(p_player);
-    IF v_kept AND wallet_limit_exceeded(p_player, p_amount) THEN
-        RETURN wallet_answer('limit_exceeded', acc.balance, acc.currency);
-    END IF;
-    IF acc.balance < p_amount THEN
-        RETURN wallet_answer('insufficient_funds', acc.balance, acc.currency);
+    IF v_grant IS NOT NULL THEN
+        UPDATE free_rounds SET used = used + 1
+         WHERE id = v_grant AND player_id = p_player AND provider = p_provider
+           AND game_id = p_game AND withdrawn_at IS NULL AND expires_at > now()
+           AND used < rounds;
+        IF NOT FOUND THEN
+            RETURN wallet_answer('free_round_unavailable', acc.balance, acc.currency);
+        END IF;
+    ELSE
+        v_kept := wallet_limit_totals_kept(p_player);
+        IF v_kept AND wallet_limit_exceeded(p_player, p_amount) THEN
+            RETURN wallet_answer('limit_exceeded', acc.balance, acc.currency);
+        END IF;
+        IF acc.balance < p_amount THEN
+            RETURN wallet_answer('insufficient_funds', acc.balance, acc.currency);
+        END IF;
     END IF;
 
     v_tx := wallet_post(p_provider, p_txn, 'bet', p_player, acc.account_id, acc.balance,
                         acc.currency, p_amount, -p_amount, p_round, p_game, NULL, p_request_id,
-                        'provider', p_provider);
+                        'provider', p_provider, NULL, NULL, v_grant);
     IF v_kept THEN
         PERFORM wallet_limit_totals_add(p_player, v_tx);
     END IF;
-    INSERT INTO rounds (provider, player_id, round_id, game_id, bets)
-         VALUES (p_provider, p_player, p_round, p_game, 1)
-    ON CONFLICT (provider, player_id, round_id) DO UPDATE SET bets = rounds.bets + 1;
+    INSERT INTO rounds AS rnd (provider, player_id, round_id, game_id, bets, free_round_bets,
+                             transactions)
+         VALUES (p_provider, p_player, p_round, p_game, 1, (v_grant IS NOT NULL)::integer,
+                 ARRAY[v_tx])
+    ON CONFLICT (provider, player_id, round_id) DO UPDATE
+        SET bets = rnd.bets + 1,
+            free_round_bets = rnd.free_round_bets + EXCLUDED.free_round_bets,
+            transactions = rnd.transactions || v_tx;
     RETURN wallet_answer('ok', acc.balance - p_amount, acc.currency, v_tx);
 END
 $$;
 
--- cancel: refund a bet by its transaction id (p_ref), unless its round has results. A cancel
--- of a bet never posted records a tombstone, so the bet is refused should it arrive later.
+-- cancel: refund a bet by its transaction id (p_ref), unless its round has results or an
+-- operator settled it as lost. A cancel of a bet never posted records a tombstone, so the bet is
+-- refused should it arrive later. A bet of a free round is refunded nothing and gets its round
+-- back (the grant's count goes down, even past its expiry: it then simply has none left to use).
 CREATE OR REPLACE FUNCTION seamless_cancel(
     p_provider text, p_player text, p_txn text, p_ref text, p_round text,
     p_amount bigint, p_currency text, p_request_id text
@@ -185,11 +220,11 @@ DECLARE
     o wallet_outcome;
     bet record;
     prior record;
-    v_results integer;
+    r record;
     v_tx bigint;
 BEGIN
     SELECT * INTO opened FROM seamless_open(p_provider, p_player, p_txn, 'cancel', p_round,
-                                            p_amount, p_currency, p_ref);
+                                            p_amount, p_currency, p_ref, NULL, NULL);
     acc := opened.acc;
     o := opened.stop;
     IF o.reason IS NOT NULL THEN
@@ -199,7 +234,7 @@ BEGIN
     SELECT id, player_id INTO prior FROM ledger_transactions
      WHERE source = p_provider AND kind = 'cancel' AND ref_external_id = p_ref;
 
-    SELECT kind, player_id, round_id, amount INTO bet FROM ledger_transactions
+    SELECT kind, player_id, round_id, amount, free_round_id INTO bet FROM ledger_transactions
      WHERE source = p_provider AND external_id = p_ref;
     IF NOT FOUND THEN
         IF prior.id IS NOT NULL THEN
@@ -215,10 +250,12 @@ BEGIN
         v_tx := wallet_post(p_provider, p_txn, 'cancel', p_player, acc.account_id, acc.balance,
                             acc.currency, p_amount, 0, p_round, NULL, p_ref, p_request_id,
                             'provider', p_provider);
-        INSERT INTO rounds (provider, player_id, round_id, bets, cancelled_bets)
-             VALUES (p_provider, p_player, p_round, 1, 1)
+        INSERT INTO rounds AS rnd (provider, player_id, round_id, bets, cancelled_bets,
+                                 transactions)
+             VALUES (p_provider, p_player, p_round, 1, 1, ARRAY[v_tx])
         ON CONFLICT (provider, player_id, round_id) DO UPDATE
-            SET bets = rounds.bets + 1, cancelled_bets = rounds.cancelled_bets + 1;
+            SET bets = rnd.bets + 1, cancelled_bets = rnd.cancelled_bets + 1,
+                transactions = rnd.transactions || v_tx;
         RETURN wallet_answer('ok', acc.balance, acc.currency, v_tx);
     END IF;
     IF bet.kind <> 'bet' OR bet.player_id <> p_player OR bet.round_id <> p_round THEN
@@ -230,11 +267,12 @@ BEGIN
             format('amount must equal the bet''s amount (%s)', bet.amount));
     END IF;
     IF prior.id IS NOT NULL THEN
+        -- Refunded already: by an earlier cancel, or by an operator's settlement of the round.
         RETURN wallet_answer('ok', acc.balance, acc.currency, prior.id, true);
     END IF;
-    SELECT results INTO v_results FROM rounds
+    SELECT results, settled_action INTO r FROM rounds
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
-    IF v_results > 0 THEN
+    IF r.results > 0 OR r.settled_action = 'close' THEN
         RETURN wallet_answer('bet_already_settled', acc.balance, acc.currency);
     END IF;
     o := wallet_credit_overflow(acc.balance, bet.amount, acc.currency);
@@ -245,35 +283,41 @@ BEGIN
     v_tx := wallet_post(p_provider, p_txn, 'cancel', p_player, acc.account_id, acc.balance,
                         acc.currency, p_amount, bet.amount, p_round, NULL, p_ref, p_request_id,
                         'provider', p_provider);
-    IF wallet_limit_totals_kept(p_player) THEN
+    IF bet.free_round_id IS NOT NULL THEN
+        UPDATE free_rounds SET used = used - 1 WHERE id = bet.free_round_id AND used > 0;
+    ELSIF wallet_limit_totals_kept(p_player) THEN
         PERFORM wallet_limit_totals_add(p_player, v_tx);
     END IF;
-    UPDATE rounds SET cancelled_bets = cancelled_bets + 1
+    UPDATE rounds SET cancelled_bets = cancelled_bets + 1, transactions = transactions || v_tx
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
     RETURN wallet_answer('ok', acc.balance + bet.amount, acc.currency, v_tx);
 END
 $$;
 
--- result: credit a round's win (0 for a lost round); refused on a closed or cancelled round.
+-- result: credit a round's win (0 for a lost round), of its kind (win, jackpot, bonus,
+-- free_round); refused on a closed or cancelled round. A plain win of a round played with free
+-- rounds is credited as free_round.
 CREATE OR REPLACE FUNCTION seamless_result(
     p_provider text, p_player text, p_txn text, p_round text, p_game text,
-    p_amount bigint, p_currency text, p_round_closed boolean, p_request_id text
+    p_amount bigint, p_currency text, p_round_closed boolean, p_request_id text,
+    p_kind text DEFAULT 'win'
 ) RETURNS wallet_outcome LANGUAGE plpgsql AS $$
 DECLARE
     opened record;
     acc wallet_player;
     o wallet_outcome;
     r record;
+    v_kind text := p_kind;
     v_tx bigint;
 BEGIN
     SELECT * INTO opened FROM seamless_open(p_provider, p_player, p_txn, 'result', p_round,
-                                            p_amount, p_currency, NULL);
+                                            p_amount, p_currency, NULL, NULL, p_kind);
     acc := opened.acc;
     o := opened.stop;
     IF o.reason IS NOT NULL THEN
         RETURN o;
     END IF;
-    SELECT bets, cancelled_bets, closed_at INTO r FROM rounds
+    SELECT bets, cancelled_bets, closed_at, free_round_bets INTO r FROM rounds
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
     IF FOUND AND r.closed_at IS NOT NULL THEN
         RETURN wallet_answer('round_closed', acc.balance, acc.currency);
@@ -285,26 +329,34 @@ BEGIN
     IF o.reason IS NOT NULL THEN
         RETURN o;
     END IF;
+    IF v_kind = 'win' AND r.free_round_bets > 0 THEN
+        v_kind := 'free_round';
+    END IF;
 
     -- Wins land whatever the player's status or session: the stake was taken when it was allowed.
     v_tx := wallet_post(p_provider, p_txn, 'result', p_player, acc.account_id, acc.balance,
                         acc.currency, p_amount, p_amount, p_round, p_game, NULL, p_request_id,
-                        'provider', p_provider);
+                        'provider', p_provider, NULL, v_kind);
     IF wallet_limit_totals_kept(p_player) THEN
         PERFORM wallet_limit_totals_add(p_player, v_tx);
     END IF;
-    INSERT INTO rounds (provider, player_id, round_id, game_id, results, closed_at)
+    INSERT INTO rounds AS rnd (provider, player_id, round_id, game_id, results, closed_at,
+                             closed_by, transactions)
          VALUES (p_provider, p_player, p_round, p_game, 1,
-                 CASE WHEN p_round_closed THEN now() END)
+                 CASE WHEN p_round_closed THEN now() END,
+                 CASE WHEN p_round_closed THEN 'result' END, ARRAY[v_tx])
     ON CONFLICT (provider, player_id, round_id) DO UPDATE
-        SET results = rounds.results + 1,
-            closed_at = CASE WHEN p_round_closed THEN now() END;
-    RETURN wallet_answer('ok', acc.balance + p_amount, acc.currency, v_tx);
+        SET results = rnd.results + 1, closed_at = EXCLUDED.closed_at,
+            closed_by = EXCLUDED.closed_by, transactions = rnd.transactions || v_tx;
+    o := wallet_answer('ok', acc.balance + p_amount, acc.currency, v_tx);
+    o.credit_kind := v_kind;
+    RETURN o;
 END
 $$;
 
 -- result_change: set an earlier result's total to p_amount, posting the difference from its
--- current total; a debit may not overdraw.
+-- current total (0 when they are equal: the correction is still recorded); a debit may not
+-- overdraw. The correction is of the result's kind.
 CREATE OR REPLACE FUNCTION seamless_result_change(
     p_provider text, p_player text, p_txn text, p_ref text, p_round text,
     p_amount bigint, p_currency text, p_request_id text
@@ -319,13 +371,14 @@ DECLARE
     v_tx bigint;
 BEGIN
     SELECT * INTO opened FROM seamless_open(p_provider, p_player, p_txn, 'result_change',
-                                            p_round, p_amount, p_currency, p_ref);
+                                            p_round, p_amount, p_currency, p_ref, NULL, NULL);
     acc := opened.acc;
     o := opened.stop;
     IF o.reason IS NOT NULL THEN
         RETURN o;
     END IF;
-    SELECT kind, player_id, round_id, amount INTO res FROM ledger_transactions
+    SELECT kind, player_id, round_id, amount, coalesce(result_kind, 'win') AS result_kind
+      INTO res FROM ledger_transactions
      WHERE source = p_provider AND external_id = p_ref;
     IF NOT FOUND OR res.kind <> 'result' OR res.player_id <> p_player
        OR res.round_id <> p_round THEN
@@ -349,11 +402,74 @@ BEGIN
 
     v_tx := wallet_post(p_provider, p_txn, 'result_change', p_player, acc.account_id, acc.balance,
                         acc.currency, p_amount, v_diff, p_round, NULL, p_ref, p_request_id,
-                        'provider', p_provider);
+                        'provider', p_provider, NULL, res.result_kind);
     IF wallet_limit_totals_kept(p_player) THEN
         PERFORM wallet_limit_totals_add(p_player, v_tx);
     END IF;
-    RETURN wallet_answer('ok', acc.balance + v_diff, acc.currency, v_tx);
+    UPDATE rounds SET transactions = transactions || v_tx
+     WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
+    o := wallet_answer('ok', acc.balance + v_diff, acc.currency, v_tx);
+    o.credit_kind := res.result_kind;
+    RETURN o;
+END
+$$;
+
+-- promo_win: a credit outside game rounds (a tournament prize, a cash drop, a campaign payout),
+-- whatever the player's status or session. Idempotent by transaction id like every money event;
+-- the promotion's id is its reference. It is the provider's money, as wins are, and no play
+-- limit counts it: it is not play. A round id, when sent, is only recorded.
+CREATE OR REPLACE FUNCTION seamless_promo_win(
+    p_provider text, p_player text, p_txn text, p_promo text, p_round text, p_game text,
+    p_amount bigint, p_currency text, p_request_id text
+) RETURNS wallet_outcome LANGUAGE plpgsql AS $$
+DECLARE
+    opened record;
+    acc wallet_player;
+    o wallet_outcome;
+    v_tx bigint;
+BEGIN
+    SELECT * INTO opened FROM seamless_open(p_provider, p_player, p_txn, 'promo_win', p_round,
+                                            p_amount, p_currency, p_promo, NULL, NULL);
+    acc := opened.acc;
+    o := opened.stop;
+    IF o.reason IS NOT NULL THEN
+        RETURN o;
+    END IF;
+    o := wallet_credit_overflow(acc.balance, p_amount, acc.currency);
+    IF o.reason IS NOT NULL THEN
+        RETURN o;
+    END IF;
+    v_tx := wallet_post(p_provider, p_txn, 'promo_win', p_player, acc.account_id, acc.balance,
+                        acc.currency, p_amount, p_amount, p_round, p_game, p_promo, p_request_id,
+                        'provider', p_provider);
+    o := wallet_answer('ok', acc.balance + p_amount, acc.currency, v_tx);
+    o.credit_kind := 'promo_win';
+    RETURN o;
+END
+$$;
+
+-- end_round: closes a round without a result (later bets and results on it are refused as
+-- round_closed). A round already closed, or one the wallet never saw, is answered ok with
+-- nothing changed. Under the player's lock, like every event that changes a round, so it and a
+-- result for the round fit one order or the other. Needs no session.
+CREATE OR REPLACE FUNCTION seamless_end_round(
+    p_provider text, p_player text, p_round text, p_request_id text
+) RETURNS wallet_outcome LANGUAGE plpgsql AS $$
+DECLARE
+    acc wallet_player;
+BEGIN
+    IF NOT seamless_in_scope(p_provider, p_player) THEN
+        RETURN wallet_answer('player_not_found', NULL, NULL);
+    END IF;
+    acc := wallet_lock_player(p_player);
+    UPDATE rounds SET closed_at = now(), closed_by = 'end_round'
+     WHERE provider = p_provider AND player_id = p_player AND round_id = p_round
+       AND closed_at IS NULL;
+    IF FOUND THEN
+        INSERT INTO round_events (provider, player_id, round_id, event, request_id)
+             VALUES (p_provider, p_player, p_round, 'end_round', p_request_id);
+    END IF;
+    RETURN wallet_answer('ok', acc.balance, acc.currency);
 END
 $$;
 
@@ -445,7 +561,8 @@ CREATE OR REPLACE FUNCTION seamless_batch(
     p_events seamless_event[], p_lock_timeout_ms integer, p_replay_seconds integer
 ) RETURNS TABLE (
     reason text, detail text, balance bigint, currency text,
-    wallet_transaction_id bigint, duplicate boolean, processed boolean, replayed boolean
+    wallet_transaction_id bigint, duplicate boolean, processed boolean, replayed boolean,
+    credit_kind text
 ) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -466,8 +583,8 @@ BEGIN
     -- replaced it. Plans made inside a batch never take one where an index serves.
     PERFORM set_config('enable_seqscan', 'off', true);
     FOREACH e IN ARRAY coalesce(p_events, ARRAY[]::seamless_event[]) LOOP
-        IF e.event NOT IN ('bet', 'result', 'cancel', 'result_change', 'login', 'logout',
-                           'balance') THEN
+        IF e.event NOT IN ('bet', 'result', 'cancel', 'result_change', 'promo_win',
+                           'end_round', 'login', 'logout', 'balance') THEN
             RAISE EXCEPTION 'seamless_batch: unknown event %', e.event
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
@@ -481,10 +598,15 @@ BEGIN
                 o := wallet_answer('idempotency_conflict', NULL, NULL, NULL, false,
                                    'request_id was already used for another event');
             ELSE
-                -- The first delivery's outcome, with the player's balance as it is now.
+                -- The first delivery's outcome, its balance included, as Redis would have
+                -- answered it (records written before the balance was kept: the balance now).
                 replayed := true;
-                acc := wallet_player_of(e.player_id);
-                o := wallet_answer(prior.reason, acc.balance, acc.currency,
+                IF prior.currency IS NULL THEN
+                    acc := wallet_player_of(e.player_id);
+                    prior.balance := acc.balance;
+                    prior.currency := acc.currency;
+                END IF;
+                o := wallet_answer(prior.reason, prior.balance, prior.currency,
                                    prior.wallet_transaction_id, prior.duplicate, prior.detail);
             END IF;
         ELSE
@@ -493,16 +615,21 @@ BEGIN
             o := CASE e.event
                 WHEN 'bet' THEN seamless_bet(
                     e.provider, e.player_id, e.transaction_id, e.round_id, e.game_id, e.amount,
-                    e.currency, e.token_hash, e.request_id)
+                    e.currency, e.token_hash, e.request_id, e.free_round_id)
                 WHEN 'result' THEN seamless_result(
                     e.provider, e.player_id, e.transaction_id, e.round_id, e.game_id, e.amount,
-                    e.currency, e.round_closed, e.request_id)
+                    e.currency, e.round_closed, e.request_id, e.result_kind)
                 WHEN 'cancel' THEN seamless_cancel(
                     e.provider, e.player_id, e.transaction_id, e.ref_transaction_id, e.round_id,
                     e.amount, e.currency, e.request_id)
                 WHEN 'result_change' THEN seamless_result_change(
                     e.provider, e.player_id, e.transaction_id, e.ref_transaction_id, e.round_id,
                     e.amount, e.currency, e.request_id)
+                WHEN 'promo_win' THEN seamless_promo_win(
+                    e.provider, e.player_id, e.transaction_id, e.promo_id, e.round_id, e.game_id,
+                    e.amount, e.currency, e.request_id)
+                WHEN 'end_round' THEN seamless_end_round(
+                    e.provider, e.player_id, e.round_id, e.request_id)
                 WHEN 'login' THEN seamless_login(e.provider, e.player_id, e.token_hash)
                 WHEN 'logout' THEN seamless_logout(e.provider, e.player_id, e.token_hash)
                 WHEN 'balance' THEN seamless_balance(e.provider, e.player_id)
@@ -510,14 +637,16 @@ BEGIN
             -- An expired row of a reused request_id not yet pruned is taken over; a live one can
             -- only be a delivery of the same request_id that committed while this one ran.
             INSERT INTO seamless_requests AS r (provider, request_id, event_hash, reason,
-                                                detail, wallet_transaction_id, duplicate)
+                                                detail, wallet_transaction_id, duplicate,
+                                                balance, currency)
             VALUES (e.provider, e.request_id, e.event_hash, o.reason, o.detail,
-                    o.wallet_transaction_id, o.duplicate)
+                    o.wallet_transaction_id, o.duplicate, o.balance, o.currency)
             ON CONFLICT (provider, request_id) DO UPDATE
                 SET event_hash = EXCLUDED.event_hash,
                     reason = EXCLUDED.reason, detail = EXCLUDED.detail,
                     wallet_transaction_id = EXCLUDED.wallet_transaction_id,
-                    duplicate = EXCLUDED.duplicate, created_at = EXCLUDED.created_at
+                    duplicate = EXCLUDED.duplicate, balance = EXCLUDED.balance,
+                    currency = EXCLUDED.currency, created_at = EXCLUDED.created_at
               WHERE r.created_at <= now() - v_window;
             IF NOT FOUND THEN
                 -- Roll the batch back; posted again alone, this event finds that delivery's row.
@@ -531,6 +660,7 @@ BEGIN
         currency := o.currency;
         wallet_transaction_id := o.wallet_transaction_id;
         duplicate := o.duplicate;
+        credit_kind := o.credit_kind;
         RETURN NEXT;
     END LOOP;
 END

@@ -97,6 +97,9 @@ async def test_every_route_enforces_its_roles(
         "key_id": "ak_000000000000",
         "payment_id": "dep_00000000000000000000",
         "event_id": "evt_0",
+        "free_round_id": "1",
+        "provider": table.provider,
+        "round_id": "r-none",
     }
     for (method, path), allowed in PERMISSIONS.items():
         url = path.format(**values)

@@ -18,11 +18,13 @@ and the ledger check compares the ids of all postings.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 FRESHNESS_SECONDS = 300
+KINDS = ("win", "jackpot", "bonus", "free_round")
 MAX_AMOUNT = 10**15
 # Expected instead of a new posting's id when the actual answer carries none that is fresh.
 NOT_A_NEW_ID = "<a new wallet transaction id>"
@@ -54,11 +56,13 @@ class Posting:
     txn: str
     kind: str
     player_id: str
-    round_id: str
+    round_id: str | None
     amount: int | None
     currency: str
-    ref: str | None
+    ref: str | None  # the referenced transaction; a promo_win's promo_id
     delta: int
+    result_kind: str | None = None  # a result's (and its corrections') kind of win
+    free_round: int | None = None  # a bet's free-round grant
 
 
 @dataclass
@@ -67,6 +71,28 @@ class Round:
     cancelled: int = 0
     results: int = 0
     closed: bool = False
+    free_bets: int = 0
+    settled: str | None = None  # an operator's settlement: refund or close
+
+
+@dataclass
+class Grant:
+    """A free-round grant (docs/operator.md, Free rounds)."""
+
+    player_id: str
+    provider: str
+    game_id: str
+    rounds: int
+    used: int = 0
+    withdrawn: bool = False
+    expired: bool = False
+
+    def usable(self, player_id: str, provider: str, game_id: str) -> bool:
+        return (
+            (self.player_id, self.provider, self.game_id) == (player_id, provider, game_id)
+            and not (self.withdrawn or self.expired)
+            and self.used < self.rounds
+        )
 
 
 @dataclass(frozen=True)
@@ -100,11 +126,9 @@ class Wallet:
         self.cancel_of: dict[str, str] = {}  # referenced transaction_id -> the cancel's id
         self.rounds: dict[tuple[str, str], Round] = {}  # (player, round): rounds are per player
         self.totals: dict[str, int] = {}  # result transaction_id -> its corrected total
+        self.grants: dict[str, Grant] = {}  # by free_round_id
         # request_id -> the first delivery's answer, and what makes an event that event
         self.replies: dict[str, tuple[Answer, dict[str, Any]]] = {}
-        # request_ids whose first answer only Postgres still holds (Redis lost it): replayed
-        # from there, with the player's balance as it is now (docs/design.md, Replay)
-        self.forgotten: set[str] = set()
         self.wallet_ids: set[int] = set()
 
     # --- set-up and operator actions ------------------------------------------------------
@@ -114,6 +138,45 @@ class Wallet:
 
     def add_session(self, token: str, player_id: str, provider: str) -> None:
         self.sessions[token] = Session(player_id, provider)
+
+    def add_grant(self, grant_id: str, grant: Grant) -> None:
+        self.grants[grant_id] = grant
+
+    def settle(self, player_id: str, round_id: str, action: str) -> list[str]:
+        """An operator settles a stale round (docs/operator.md, Rounds): ``refund`` refunds each
+        bet not cancelled yet, as a cancel ``#settle:<bet>``; both close the round. The
+        transaction ids of the refunds, in the order posted (the bets' order)."""
+        player = self.players[player_id]
+        round_ = self.rounds[(player_id, round_id)]
+        refunds = []
+        if action == "refund":
+            for bet in list(self.postings.values()):
+                if bet.kind != "bet" or bet.player_id != player_id or bet.round_id != round_id:
+                    continue
+                if bet.txn in self.cancel_of:
+                    continue
+                txn = "#settle:" + bet.txn
+                assert bet.amount is not None
+                player.balance += bet.amount
+                self.postings[txn] = Posting(
+                    -1, txn, "cancel", player_id, round_id, bet.amount, player.currency,
+                    bet.txn, bet.amount,
+                )  # fmt: skip
+                self.cancel_of[bet.txn] = txn
+                if bet.free_round is not None:
+                    grant = self.grants[str(bet.free_round)]
+                    grant.used = max(grant.used - 1, 0)
+                refunds.append(txn)
+            round_.cancelled = round_.bets
+        round_.closed = True
+        round_.settled = action
+        return refunds
+
+    def settled_ids(self, ids: dict[str, int]) -> None:
+        """The wallet ids of a settlement's refunds, as the ledger gave them."""
+        for txn, wallet_id in ids.items():
+            self.postings[txn] = dataclasses.replace(self.postings[txn], wallet_id=wallet_id)
+            self.wallet_ids.add(wallet_id)
 
     def set_limit(self, player_id: str, kind: str, period: str, amount: int | None) -> int | None:
         """docs/operator.md, Limits: a new or lower limit applies at once; a raise or a removal
@@ -145,35 +208,29 @@ class Wallet:
                 # nothing is processed or remembered.
                 player = self.players.get(event["player_id"])
                 return Expectation(self._answer("R3", "idempotency_conflict", rid, player))
-            if rid in self.forgotten:
-                return Expectation(self._from_record(first), exact=True)
+            # From Redis or, when Redis forgot it, from Postgres: the first answer, exactly (its
+            # balance included).
             return Expectation(first, exact=True)
         apply = getattr(self, "_" + event["event"])
         expected: Answer = apply(event, actual)
         self.replies[rid] = (actual, identity)
         return Expectation(expected)
 
-    def forget_replies(self) -> None:
-        """Redis lost every key: each request_id answered so far is now replayed from the
-        durable record."""
-        self.forgotten = set(self.replies)
-
-    def _from_record(self, first: Answer) -> Answer:
-        """A first answer as the durable record gives it again: the same code, reason, message
-        and transaction_id, and the balance of now."""
-        again = dict(first)
-        player = self.players.get(str(first.get("player_id")))
-        if "balance" in again and player is not None:
-            again["balance"] = player.balance
-        return again
-
     def _invalid_field(self, e: dict[str, Any]) -> str | None:
-        """The field a parser refuses, for the invalid values the test sends (amounts only)."""
+        """The field a parser refuses, for the invalid values the test sends (amounts and
+        kinds only)."""
         amount = e.get("amount")
-        if amount is None:
-            return None
-        lowest = 0 if e["event"] in ("result", "result_change") else 1
-        return None if lowest <= amount <= MAX_AMOUNT else "amount"
+        if amount is not None:  # declared before the kind: named first
+            if e["event"] == "bet" and isinstance(e.get("free_round_id"), str):
+                if amount != 0:  # a free round stakes nothing
+                    return "amount"
+            elif not (0 if e["event"] in ("result", "result_change", "cancel") else 1) <= amount:
+                return "amount"
+            elif amount > MAX_AMOUNT:
+                return "amount"
+        if e.get("kind", "win") not in KINDS:
+            return "kind"
+        return None
 
     def _bet(self, e: dict[str, Any], actual: Answer) -> Answer:
         rid, txn = e["request_id"], e["transaction_id"]
@@ -195,12 +252,21 @@ class Wallet:
         round_ = self.rounds.get((player.player_id, e["round_id"]))
         if round_ is not None and round_.closed:
             return self._answer("R1", "round_closed", rid, player)
-        if self._limit_exceeded(player, e["amount"]):
-            return self._answer("R1", "limit_exceeded", rid, player)
-        if player.balance < e["amount"]:
-            return self._answer("R4", "insufficient_funds", rid, player)
+        grant_id = e.get("free_round_id")
+        if grant_id is not None:
+            grant = self.grants.get(grant_id)
+            if grant is None or not grant.usable(player.player_id, self.provider, e["game_id"]):
+                return self._answer("R1", "free_round_unavailable", rid, player)
+            grant.used += 1
+        else:
+            if self._limit_exceeded(player, e["amount"]):
+                return self._answer("R1", "limit_exceeded", rid, player)
+            if player.balance < e["amount"]:
+                return self._answer("R4", "insufficient_funds", rid, player)
         tx = self._post(e, "bet", player, e["amount"], None, -e["amount"], actual)
-        self.rounds.setdefault((player.player_id, e["round_id"]), Round()).bets += 1
+        round_ = self.rounds.setdefault((player.player_id, e["round_id"]), Round())
+        round_.bets += 1
+        round_.free_bets += grant_id is not None
         return self._answer("R0", "ok", rid, player, tx)
 
     def _cancel(self, e: dict[str, Any], actual: Answer) -> Answer:
@@ -234,12 +300,15 @@ class Wallet:
         if prior is not None:
             return self._answer("R0", "ok", rid, player, prior.wallet_id, duplicate=True)
         round_ = self.rounds[(player.player_id, e["round_id"])]
-        if round_.results > 0:
+        if round_.results > 0 or round_.settled == "close":
             return self._answer("R1", "bet_already_settled", rid, player)
         assert bet.amount is not None
         tx = self._post(e, "cancel", player, amount, ref, bet.amount, actual)
         self.cancel_of[ref] = e["transaction_id"]
         round_.cancelled += 1
+        if bet.free_round is not None:  # the round goes back to its grant
+            grant = self.grants[str(bet.free_round)]
+            grant.used = max(grant.used - 1, 0)
         return self._answer("R0", "ok", rid, player, tx)
 
     def _result(self, e: dict[str, Any], actual: Answer) -> Answer:
@@ -255,8 +324,11 @@ class Wallet:
             return self._answer("R1", "round_closed", rid, player)
         if round_ is not None and round_.bets > 0 and round_.bets == round_.cancelled:
             return self._answer("R1", "round_cancelled", rid, player)
+        kind = e.get("kind") or "win"
+        if kind == "win" and round_ is not None and round_.free_bets > 0:
+            kind = "free_round"
         # Whatever the player's status or session: the stake was taken when it was allowed.
-        tx = self._post(e, "result", player, e["amount"], None, e["amount"], actual)
+        tx = self._post(e, "result", player, e["amount"], None, e["amount"], actual, kind)
         round_ = self.rounds.setdefault((player.player_id, e["round_id"]), Round())
         round_.results += 1
         round_.closed = e.get("round_closed", True)
@@ -282,9 +354,32 @@ class Wallet:
         diff = e["amount"] - self.totals.get(ref, result.amount)
         if player.balance + diff < 0:
             return self._answer("R4", "insufficient_funds", rid, player)
-        tx = self._post(e, "result_change", player, e["amount"], ref, diff, actual)
+        kind = result.result_kind or "win"
+        tx = self._post(e, "result_change", player, e["amount"], ref, diff, actual, kind)
         self.totals[ref] = e["amount"]
         return self._answer("R0", "ok", rid, player, tx)
+
+    def _promo_win(self, e: dict[str, Any], actual: Answer) -> Answer:
+        rid = e["request_id"]
+        player = self.players.get(e["player_id"])
+        if player is None:
+            return self._answer("R3", "player_not_found", rid)
+        stop = self._opened(e, "promo_win", player, e["amount"], e["promo_id"])
+        if stop is not None:
+            return stop
+        # Whatever the player's status or session, and outside any round.
+        tx = self._post(e, "promo_win", player, e["amount"], e["promo_id"], e["amount"], actual)
+        return self._answer("R0", "ok", rid, player, tx)
+
+    def _end_round(self, e: dict[str, Any], actual: Answer) -> Answer:
+        rid = e["request_id"]
+        player = self.players.get(e["player_id"])
+        if player is None:
+            return self._answer("R3", "player_not_found", rid)
+        round_ = self.rounds.get((player.player_id, e["round_id"]))
+        if round_ is not None:  # closed already, or unknown: nothing changes
+            round_.closed = True
+        return self._answer("R0", "ok", rid, player)
 
     def _login(self, e: dict[str, Any], actual: Answer) -> Answer:
         rid = e["request_id"]
@@ -330,13 +425,20 @@ class Wallet:
         rid = e["request_id"]
         earlier = self.postings.get(e["transaction_id"])
         if earlier is not None:
+            sent_kind = e.get("kind") or "win"
             same = (
                 earlier.kind == kind
                 and earlier.player_id == player.player_id
-                and earlier.round_id == e["round_id"]
+                and earlier.round_id == e.get("round_id")
                 and earlier.amount == amount
                 and earlier.currency == e["currency"]
                 and earlier.ref == ref
+                and earlier.free_round == _grant_number(e.get("free_round_id"))
+                and (
+                    kind != "result"
+                    or earlier.result_kind == sent_kind
+                    or (sent_kind == "win" and earlier.result_kind == "free_round")
+                )
             )
             if same:
                 return self._answer("R0", "ok", rid, player, earlier.wallet_id, duplicate=True)
@@ -391,6 +493,7 @@ class Wallet:
         ref: str | None,
         delta: int,
         actual: Answer,
+        result_kind: str | None = None,
     ) -> int | str:
         """Record a new posting; its wallet id is the actual answer's when that is a fresh one
         (otherwise NOT_A_NEW_ID, which no answer matches)."""
@@ -405,11 +508,13 @@ class Wallet:
             txn=e["transaction_id"],
             kind=kind,
             player_id=player.player_id,
-            round_id=e["round_id"],
+            round_id=e.get("round_id"),
             amount=amount,
             currency=player.currency,
             ref=ref,
             delta=delta,
+            result_kind=result_kind,
+            free_round=_grant_number(e.get("free_round_id")) if kind == "bet" else None,
         )
         return wallet_id if wallet_id is not None else NOT_A_NEW_ID
 
@@ -436,9 +541,21 @@ class Wallet:
         return answer
 
 
+def _grant_number(free_round_id: str | None) -> int | None:
+    """A grant id as the ledger keeps it: the wallet's ids are digits; any other names none."""
+    if free_round_id is None:
+        return None
+    return int(free_round_id) if free_round_id.isdigit() and len(free_round_id) <= 18 else -1
+
+
 def _identity(event: dict[str, Any]) -> dict[str, Any]:
-    """An event as the replay rule compares it: every field but the timestamp."""
-    return {k: v for k, v in event.items() if k != "timestamp"}
+    """An event as the replay rule compares it: every field but the timestamp (a result's
+    ``kind: win`` is the default, and a null optional field an absent one)."""
+    return {
+        k: v
+        for k, v in event.items()
+        if k != "timestamp" and v is not None and not (k == "kind" and v == "win")
+    }
 
 
 def serial_order(

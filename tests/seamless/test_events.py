@@ -141,9 +141,27 @@ def test_the_first_bad_field_in_the_contracts_order_is_named() -> None:
         "malformed_request",
         "missing field: amount",
     )
+    # A bet of a free round stakes 0, and only such a bet may.
+    assert refusal({**bet, "free_round_id": "7"}) == (
+        "R3",
+        "invalid_field",
+        "amount: must be 0 for a bet of a free round",
+    )
+    free = events.parse({**bet, "amount": 0, "free_round_id": "7"})
+    assert isinstance(free, events.Bet) and (free.amount, free.free_round_id) == (0, "7")
+    # A grant id that is not a string is named as itself, not as a bad amount.
+    assert refusal({**bet, "free_round_id": 7})[2].startswith("free_round_id: ")
+    # A cancel may say 0: the amount of the free round's bet it cancels (the ledger checks it).
     cancel = event_of(DIGESTS[6][0])
+    assert events.parse({**cancel, "amount": 0}).amount == 0  # type: ignore[union-attr]
     assert (
-        refusal({**cancel, "amount": 0})[2] == f"amount: must be between 1 and {events.MAX_AMOUNT}"
+        refusal({**cancel, "amount": -1})[2] == f"amount: must be between 0 and {events.MAX_AMOUNT}"
+    )
+    result = event_of(DIGESTS[7][0])
+    assert refusal({**result, "kind": "prize"}) == (
+        "R3",
+        "invalid_field",
+        "kind: must be one of win, jackpot, bonus, free_round",
     )
     assert refusal({**bet, "event": "wager"}) == ("R3", "unknown_event", "unknown event: 'wager'")
     assert refusal({**bet, "event": 7}) == ("R3", "unknown_event", "unknown event: a JSON number")
@@ -163,7 +181,9 @@ def test_the_union_gives_one_schema_per_event() -> None:
     assert schema["discriminator"]["propertyName"] == "event"
     assert sorted(schema["discriminator"]["mapping"]) == sorted(events.MODELS)
     bet = schema["$defs"]["Bet"]
-    assert bet["properties"]["amount"]["minimum"] == 1
+    # One bet schema for both kinds of bet: 0 is the amount of a free round's.
+    assert bet["properties"]["amount"]["minimum"] == 0
+    assert "free_round_id" in bet["properties"]["amount"]["description"]
     assert bet["properties"]["amount"]["maximum"] == events.MAX_AMOUNT
     assert "extra" not in bet["properties"]
 
@@ -192,3 +212,32 @@ def test_the_docs_reason_table_is_the_enum() -> None:
     }
     assert table == {code: tuple(r.value for r in reasons) for code, reasons in REASONS.items()}
     assert all(reason.code in CODES and reason.message for reason in Reason)
+
+
+def test_fields_added_later_keep_the_digest_of_events_that_do_not_use_them() -> None:
+    """A result that says ``kind: win`` (the default) is the same event as one that says no kind,
+    across the upgrade that added it; a jackpot, or a bet of a free round, is another event."""
+    result = event_of(DIGESTS[7][0])
+    plain = events.digest(events.parse(result))
+    assert events.digest(events.parse({**result, "kind": "win"})) == plain
+    assert events.digest(events.parse({**result, "kind": None})) == plain
+    assert events.digest(events.parse({**result, "kind": "jackpot"})) != plain
+    bet = event_of(DIGESTS[4][0])
+    free = {**bet, "amount": 0, "free_round_id": "7"}
+    assert events.digest(events.parse(free)) != events.digest(
+        events.parse({**free, "free_round_id": "8"})
+    )
+
+
+def test_the_new_events_parse_with_their_optional_fields() -> None:
+    end = events.parse({**BASE, "event": "end_round", "round_id": "r-1"})
+    assert isinstance(end, events.EndRound) and end.game_id is None
+    promo = {**BASE, "event": "promo_win", "transaction_id": "p-1", "promo_id": "cup-7",
+             "amount": 500, "currency": "EUR"}  # fmt: skip
+    parsed = events.parse(promo)
+    assert isinstance(parsed, events.PromoWin) and parsed.round_id is None
+    assert refusal({**promo, "amount": 0})[1] == "invalid_field"
+    assert (
+        refusal({k: v for k, v in promo.items() if k != "promo_id"})[2] == "missing field: promo_id"
+    )
+    assert refusal({**BASE, "event": "end_round"})[2] == "missing field: round_id"

@@ -83,7 +83,7 @@ from app import db
 from app.client import ProviderClient, new_id, seal_event
 from app.config import Settings
 from tests.fixtures.app import Operator, start_app
-from tests.seamless.model import Answer, Expectation, Posting, Wallet, serial_order
+from tests.seamless.model import Answer, Expectation, Grant, Posting, Wallet, serial_order
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,6 +127,9 @@ class Spec:
     round_closed: bool | None = None
     wrong_currency: bool = False
     skew: int = 0  # seconds added to the timestamp: 400 makes the event stale
+    kind: str | None = None  # a result's kind
+    grant: str | None = None  # a bet's free-round grant, by its name in GRANTS (or "bogus")
+    promo: str | None = None
 
     def __repr__(self) -> str:
         shown = [
@@ -213,6 +216,7 @@ def result_specs(*, valid_only: bool = False) -> st.SearchStrategy[Spec]:
         amount=sometimes_invalid(st.integers(0, 2_000), st.just(-1), valid_only=valid_only),
         round_closed=st.sampled_from([None, True, False]),
         wrong_currency=WRONG_CURRENCY,
+        kind=sometimes_invalid(KINDS, st.just("prize"), valid_only=valid_only),
     )
 
 
@@ -234,6 +238,52 @@ def change_specs(*, valid_only: bool = False) -> st.SearchStrategy[Spec]:
     )
 
 
+# The free-round grants of an example, made at its start: name -> (owner, game, rounds, what
+# else). "mine": the provider's; "elsewhere": another provider's; "expired", "withdrawn".
+GRANTS = {
+    "a": ("p0", "g1", 2, "mine"),
+    "b": ("p1", "g1", 1, "mine"),
+    "c": ("p0", "g2", 1, "mine"),
+    "e": ("p0", "g1", 3, "expired"),
+    "w": ("p1", "g1", 3, "withdrawn"),
+    "f": ("p0", "g1", 3, "elsewhere"),
+}
+FREE_GRANT = {"p0": "a", "p1": "b", "p2": "a"}  # p2 has none: p0's is refused
+KINDS = st.sampled_from([None, None, None, "win", "jackpot", "bonus", "free_round"])
+
+
+def free_bet_specs(*, valid_only: bool = False) -> st.SearchStrategy[Spec]:
+    """Bets of free rounds: grants of the player or not, of the game or not, used up, gone."""
+    return st.builds(
+        Spec,
+        event=st.just("bet"),
+        player=PLAYERS,
+        token=TOKENS,
+        txn=ids("fb", 5, "b0"),
+        round=BET_ROUNDS,
+        game=GAMES,
+        amount=sometimes_invalid(st.just(0), st.just(5), valid_only=valid_only),
+        grant=st.sampled_from(["a", "a", "a", "b", "c", "e", "w", "f", "bogus"]),
+    )
+
+
+def promo_specs(*, valid_only: bool = False) -> st.SearchStrategy[Spec]:
+    return st.builds(
+        Spec,
+        event=st.just("promo_win"),
+        player=PLAYERS,
+        txn=ids("pw", 3, "w0"),
+        promo=st.sampled_from(["cup-1", "drop-2"]),
+        round=st.sampled_from([None, None, "r0"]),
+        amount=sometimes_invalid(st.integers(1, 1_000), st.just(0), valid_only=valid_only),
+        wrong_currency=WRONG_CURRENCY,
+    )
+
+
+def end_round_specs(*, valid_only: bool = False) -> st.SearchStrategy[Spec]:
+    return st.builds(Spec, event=st.just("end_round"), player=PLAYERS, round=ROUNDS)
+
+
 def session_specs(*, valid_only: bool = False) -> st.SearchStrategy[Spec]:
     # A session_token on a balance is accepted and not checked.
     return st.builds(
@@ -253,6 +303,9 @@ def any_specs(*, valid_only: bool = False) -> st.SearchStrategy[Spec]:
         result_specs(valid_only=valid_only),
         change_specs(valid_only=valid_only),
         session_specs(valid_only=valid_only),
+        free_bet_specs(valid_only=valid_only),
+        promo_specs(valid_only=valid_only),
+        end_round_specs(valid_only=valid_only),
     )
 
 
@@ -286,6 +339,7 @@ class PlayRound:
     spend_all_but: int | None
     changes: tuple[int | str, ...]
     cancel_last: bool
+    free: bool = False  # the bets are of the player's free-round grant (FREE_GRANT)
 
 
 @dataclass(frozen=True)
@@ -350,6 +404,15 @@ class NewSession:
     player: str
 
 
+@dataclass(frozen=True)
+class Settle:
+    """The operator settles the round of the player's latest bet as stale (``refund`` or
+    ``close``); a round not open is refused (400), which the model predicts too."""
+
+    player: str
+    action: str
+
+
 Action = (
     Send
     | PlayRound
@@ -362,6 +425,7 @@ Action = (
     | SetLimit
     | Fund
     | NewSession
+    | Settle
 )
 
 BACK = st.one_of(st.integers(0, 3), st.integers(0, 40))  # mostly a recent delivery
@@ -381,8 +445,11 @@ ACTIONS: dict[str, tuple[int, st.SearchStrategy[Any]]] = {
     "result": (2, st.builds(Send, result_specs())),
     "result_change": (2, st.builds(Send, change_specs())),
     "session": (2, st.builds(Send, session_specs())),
+    "free_bet": (2, st.builds(Send, free_bet_specs())),
+    "promo_win": (1, st.builds(Send, promo_specs())),
+    "end_round": (1, st.builds(Send, end_round_specs())),
     "round": (
-        3,
+        4,
         st.builds(
             PlayRound,
             player=REAL_PLAYERS,
@@ -395,6 +462,7 @@ ACTIONS: dict[str, tuple[int, st.SearchStrategy[Any]]] = {
             spend_all_but=st.one_of(st.none(), st.integers(0, 300)),
             changes=st.lists(ROUND_CORRECTIONS, max_size=2).map(tuple),
             cancel_last=st.booleans(),
+            free=st.sampled_from([False, False, True]),
         ),
     ),
     "replay": (1, st.builds(Replay, BACK)),
@@ -471,6 +539,23 @@ class Sent:
     body: bytes
 
 
+# A free-round grant as the operator API makes one (written here directly: the grants' own API
+# is tested in tests/operator/), used up by the example's bets.
+GRANT = """
+INSERT INTO free_rounds (player_id, provider, game_id, rounds, bet_value, currency, expires_at,
+                         withdrawn_at)
+VALUES ($1, $2, $3, $4, 10, $5,
+        CASE WHEN $6 = 'expired' THEN now() - interval '1 second' ELSE now() + interval '1 day' END,
+        CASE WHEN $6 = 'withdrawn' THEN now() END)
+RETURNING id
+"""
+
+# An open round made old enough to be stale, as the model has no clock.
+AGE_ROUND = """
+UPDATE rounds SET created_at = now() - interval '30 days'
+ WHERE provider = $1 AND player_id = $2 AND round_id = $3
+"""
+
 # The ledger as it concerns one example (its players and its provider), in one statement and so
 # one snapshot. The problems are the rules of `wallet ledger check` (sql/queries/ledger.sql) for
 # these players' postings only: the whole-ledger queries read every entry of the session, too
@@ -517,7 +602,7 @@ SELECT
     (SELECT jsonb_object_agg(player_id, balance) FROM mine) AS balances,
     (SELECT coalesce(jsonb_agg(jsonb_build_array(
                 id, external_id, kind, player_id, round_id, amount, currency,
-                ref_external_id, delta)), '[]')
+                ref_external_id, delta, result_kind, free_round_id)), '[]')
        FROM ledger_transactions WHERE source = $2) AS postings,
     (SELECT coalesce(jsonb_object_agg(currency, total), '{}') FROM clearing) AS clearing,
     (SELECT coalesce(jsonb_agg(jsonb_build_array(problem, detail)), '[]') FROM problems)
@@ -543,6 +628,7 @@ class SeamlessMachine(RuleBasedStateMachine):
         self.sent: list[Sent] = []  # every delivery, for replays and reused request_ids
         self.money: list[Sent] = []  # deliveries of money events, for retries
         self.rounds_played = 0
+        self.grants: dict[str, str] = {}  # GRANTS name -> free_round_id
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -566,6 +652,20 @@ class SeamlessMachine(RuleBasedStateMachine):
             self.tokens[name] = [token]
             self.wallet.add_session(token, player_id, code)
         self.ids["ghost"] = "ghost-" + secrets.token_hex(5)
+        for name, (owner, game, rounds, state) in GRANTS.items():
+            provider = self.services.elsewhere if state == "elsewhere" else code
+            player_id = self.ids[owner]
+            grant_id = await self.services.pool.fetchval(
+                GRANT, player_id, provider, game, rounds, CURRENCIES[owner], state
+            )
+            self.grants[name] = str(grant_id)
+            self.wallet.add_grant(
+                str(grant_id),
+                Grant(
+                    player_id, provider, game, rounds,
+                    withdrawn=state == "withdrawn", expired=state == "expired",
+                ),
+            )  # fmt: skip
 
     # --- one step ---------------------------------------------------------------------------
 
@@ -597,8 +697,9 @@ class SeamlessMachine(RuleBasedStateMachine):
                 self.send(event)
             case ForgetRedis():
                 # Keys only: the wallet's scripts stay loaded (a real restart is a fault test).
+                # Replays are answered from Postgres then, exactly as before (the model
+                # needs no change).
                 self.portal.call(self.services.redis.flushdb)
-                self.wallet.forget_replies()
             case Burst(items):
                 self.burst(items)
             case SetStatus(player, status):
@@ -617,6 +718,8 @@ class SeamlessMachine(RuleBasedStateMachine):
                 adjustment = self.portal.call(self.services.operator.fund, player_id, amount)
                 self.wallet.players[player_id].balance += amount
                 assert adjustment["balance_after"] == self.wallet.players[player_id].balance
+            case Settle(player, action):
+                self.settle(player, action)
             case NewSession(player):
                 assert self.client is not None
                 player_id, provider = self.ids[player], self.client.provider
@@ -637,13 +740,15 @@ class SeamlessMachine(RuleBasedStateMachine):
         self.send(self.client.event("login", player_id=player_id, session_token=token))
         bets = []
         for i, amount in enumerate(play.bets):
+            grant = {"free_round_id": self.grants[FREE_GRANT[play.player]]} if play.free else {}
             bet = self.client.event(
                 "bet",
                 **common,
                 session_token=token,
                 transaction_id=f"{prefix}-b{i}",
                 game_id="g1",
-                amount=self.stake(player_id, amount),
+                amount=0 if play.free else self.stake(player_id, amount),
+                **grant,
             )
             self.send(bet)
             bets.append(bet)
@@ -704,6 +809,33 @@ class SeamlessMachine(RuleBasedStateMachine):
                     ref_transaction_id=bets[-1]["transaction_id"],
                 )
             )
+
+    def settle(self, player: str, action: str) -> None:
+        """Settle the round of the player's latest bet through the operator API, as stale (its
+        round is aged first: the model has no clock)."""
+        assert self.client is not None
+        player_id = self.ids[player]
+        bet = self.latest(player_id, "bet")
+        if bet is None or bet.round_id is None:
+            return
+        round_ = self.wallet.rounds[(player_id, bet.round_id)]
+        self.portal.call(
+            self.services.pool.execute, AGE_ROUND, self.client.provider, player_id, bet.round_id
+        )
+        path = f"/v1/rounds/{self.client.provider}/{player_id}/{bet.round_id}/settle"
+        body = {"action": action, "reason": "stale in the model test"}
+        open_ = not round_.closed and round_.bets > round_.cancelled
+        answer = self.portal.call(self.services.operator.settle, path, body, 200 if open_ else 400)
+        if not open_:
+            return
+        refunds = self.wallet.settle(player_id, bet.round_id, action)
+        posted = {
+            entry["transaction_id"]: int(entry["wallet_transaction_id"])
+            for entry in answer["timeline"]
+            if entry.get("transaction_id") in refunds
+        }
+        assert sorted(posted) == sorted(refunds), answer
+        self.wallet.settled_ids(posted)
 
     def stake(self, player_id: str, amount: int | str) -> int:
         if isinstance(amount, int):
@@ -804,7 +936,8 @@ class SeamlessMachine(RuleBasedStateMachine):
             wire["ref_transaction_id"] = ref
         if spec.round == "@":
             anchor = referenced or self.latest(wire["player_id"], "bet")
-            wire["round_id"] = anchor.round_id if anchor is not None else "r0"
+            round_id = anchor.round_id if anchor is not None else None
+            wire["round_id"] = round_id if round_id is not None else "r0"  # a promo has none
         elif spec.round is not None:
             wire["round_id"] = spec.round
         if spec.game is not None:
@@ -816,7 +949,13 @@ class SeamlessMachine(RuleBasedStateMachine):
             wire["amount"] = spec.amount
         if spec.round_closed is not None:
             wire["round_closed"] = spec.round_closed
-        if spec.event in ("bet", "cancel", "result", "result_change"):
+        if spec.kind is not None:
+            wire["kind"] = spec.kind
+        if spec.grant is not None:
+            wire["free_round_id"] = self.grants.get(spec.grant, "no-such-grant")
+        if spec.promo is not None:
+            wire["promo_id"] = spec.promo
+        if spec.event in ("bet", "cancel", "result", "result_change", "promo_win"):
             currency = CURRENCIES[spec.player]
             if spec.wrong_currency:
                 currency = "USD" if currency == "EUR" else "EUR"
@@ -864,7 +1003,7 @@ class SeamlessMachine(RuleBasedStateMachine):
 
     def remember(self, sent: Sent) -> None:
         self.sent.append(sent)
-        if sent.event["event"] in ("bet", "cancel", "result", "result_change"):
+        if sent.event["event"] in ("bet", "cancel", "result", "result_change", "promo_win"):
             self.money.append(sent)
 
     def check_in_progress(self, event: dict[str, Any], answer: Answer) -> None:

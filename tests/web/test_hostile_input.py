@@ -308,7 +308,41 @@ def bet_of(table: Table) -> dict[str, Any]:
 
 
 def result_of(table: Table) -> dict[str, Any]:
-    return {**bet_of(table), "event": "result"}
+    return {**bet_of(table), "event": "result", "kind": "jackpot"}
+
+
+def promo_of(table: Table) -> dict[str, Any]:
+    return table.client.event(
+        "promo_win",
+        player_id=table.player_id,
+        transaction_id="fz-" + secrets.token_hex(6),
+        promo_id="cup-1",
+        amount=5,
+        currency="EUR",
+        round_id="fz-" + secrets.token_hex(3),
+    )
+
+
+def end_round_of(table: Table) -> dict[str, Any]:
+    return table.client.event(
+        "end_round", player_id=table.player_id, round_id="fz-" + secrets.token_hex(3)
+    )
+
+
+async def free_bets_of(table: Table, api: Api) -> Callable[[Table], dict[str, Any]]:
+    """Bets of a free-round grant of the table's player with rounds enough for any test."""
+    grant = await api.pool.fetchval(
+        "INSERT INTO free_rounds (player_id, provider, game_id, rounds, bet_value, currency,"
+        " expires_at) VALUES ($1, $2, 'slot-1', 100000, 10, 'EUR', now() + interval '1 day')"
+        " RETURNING id",
+        table.player_id,
+        table.provider,
+    )
+
+    def free_bet_of(table: Table) -> dict[str, Any]:
+        return {**bet_of(table), "amount": 0, "free_round_id": str(grant)}
+
+    return free_bet_of
 
 
 async def send_plaintext(table: Table, plaintext: bytes) -> dict[str, Any]:
@@ -324,7 +358,8 @@ async def test_hostile_events_get_contract_codes_and_move_no_money_when_refused(
     table: Table, api: Api, data: st.DataObject
 ) -> None:
     before = await api.balance(table.player_id)
-    base = data.draw(st.sampled_from([bet_of, result_of]))(table)
+    makers = [bet_of, result_of, promo_of, end_round_of, await free_bets_of(table, api)]
+    base = data.draw(st.sampled_from(makers))(table)
     plaintext, broken = data.draw(hostile(base))
     answer = await send_plaintext(table, plaintext)
     contract_answer(answer)
@@ -341,7 +376,7 @@ async def test_hostile_events_get_contract_codes_and_move_no_money_when_refused(
 
 async def test_every_event_field_with_every_hostile_value(table: Table, api: Api) -> None:
     balance = 10_000
-    for make in (bet_of, result_of):
+    for make in (bet_of, result_of, promo_of, end_round_of, await free_bets_of(table, api)):
         for plaintext in sweep(partial(make, table)):
             answer = await send_plaintext(table, plaintext)
             contract_answer(answer)

@@ -500,8 +500,10 @@ async def test_operator_answers_match_the_document(
     await _sealed_answers(record, table, spare)
     await _players(record, table, spare)
     await _adjustments(record, table)
+    await _free_rounds(record, table)
     await _history(record, table)
     await _reports(record, table)
+    await _rounds(record, table, pool)
     await _payments(record, operator, sandbox_routes, pool, asgi.state["wallet"].payments)
     await _auth_errors(record, table, spare, support)
     for (method, path), operation in _operations():
@@ -637,6 +639,37 @@ async def _adjustments(record: Recorder, table: Table) -> None:
     await record("POST", url, 404, path=ghost, json=body, headers=fresh)
 
 
+async def _free_rounds(record: Recorder, table: Table) -> None:
+    grants = "/v1/players/{player_id}/free-rounds"
+    one = grants + "/{free_round_id}"
+    mine = {"player_id": table.player_id}
+    ghost = {"player_id": "ghost-" + secrets.token_hex(4)}
+    expires_at = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    body = {"provider": table.provider, "game_id": "g", "rounds": 3, "bet_value": 10}
+    body |= {"expires_at": expires_at}
+    key = record.keyed()
+    granted = await record("POST", grants, 201, path=mine, json=body, headers=key)
+    assert await record("POST", grants, 201, path=mine, json=body, headers=key) == granted
+    await record("POST", grants, 409, path=mine, json={**body, "rounds": 4}, headers=key)
+    await record(
+        "POST", grants, 400, path=mine, json={**body, "rounds": 2.0}, headers=record.keyed()
+    )
+    await record("POST", grants, 404, path=ghost, json=body, headers=record.keyed())
+    assert (await record("GET", grants, 200, path=mine, query="state=active"))["data"]
+    await record("GET", grants, 400, path=mine, query="state=spent")
+    await record("GET", grants, 404, path=ghost)
+    it = {**mine, "free_round_id": granted["free_round_id"]}
+    assert await record("GET", one, 200, path=it) == granted
+    await record("GET", one, 400, path={**it, "free_round_id": "bad id"})
+    await record("GET", one, 404, path={**it, "free_round_id": "0"})
+    key = record.keyed()
+    withdrawn = await record("DELETE", one, 200, path=it, headers=key)
+    assert withdrawn["state"] == "withdrawn"
+    await record("DELETE", one, 409, path={**it, "free_round_id": "0"}, headers=key)
+    await record("DELETE", one, 400, path={**it, "free_round_id": "bad id"})
+    await record("DELETE", one, 404, path={**it, "free_round_id": "0"})
+
+
 async def _history(record: Recorder, table: Table) -> None:
     mine = {"player_id": table.player_id}
     ghost = {"player_id": "ghost-" + secrets.token_hex(4)}
@@ -667,6 +700,40 @@ async def _reports(record: Recorder, table: Table) -> None:
     await record("GET", "/v1/audit", 400, query="from=yesterday")
 
 
+async def _rounds(record: Recorder, table: Table, pool: asyncpg.Pool) -> None:
+    """The round listing, a timeline, and the settlement of a stale round and its refusals."""
+    assert (await table.bet(50, round_id="doc-stale"))["code"] == "R0"
+    await pool.execute(
+        "UPDATE rounds SET created_at = now() - interval '2 days' "
+        "WHERE provider = $1 AND player_id = $2 AND round_id = 'doc-stale'",
+        table.provider,
+        table.player_id,
+    )
+    mine = f"player_id={table.player_id}"
+    assert (await record("GET", "/v1/rounds", 200, query=mine))["data"]
+    stale = f"provider={table.provider}&state=stale"
+    assert (await record("GET", "/v1/rounds", 200, query=stale))["data"]
+    await record("GET", "/v1/rounds", 400, query="state=closed")
+    one = "/v1/rounds/{provider}/{player_id}/{round_id}"
+    doc = {"provider": table.provider, "player_id": table.player_id, "round_id": "doc"}
+    assert (await record("GET", one, 200, path=doc))["timeline"]
+    await record("GET", one, 404, path={**doc, "round_id": "none"})
+    await record("GET", one, 400, path={**doc, "round_id": "a b"})
+    settle = one + "/settle"
+    body = {"action": "refund", "reason": "provider never closed it"}
+    key = record.keyed()
+    stale_round = {**doc, "round_id": "doc-stale"}
+    settled = await record("POST", settle, 200, path=stale_round, json=body, headers=key)
+    assert settled["timeline"][-1]["event"] == "settle_refund"
+    await record(
+        "POST", settle, 409, path=stale_round, json={**body, "action": "close"}, headers=key
+    )
+    await record("POST", settle, 400, path=doc, json=body, headers=record.keyed())
+    await record(
+        "POST", settle, 404, path={**doc, "round_id": "none"}, json=body, headers=record.keyed()
+    )
+
+
 async def _auth_errors(record: Recorder, table: Table, provider: str, support: str) -> None:
     """401 on every route without a key; 403 with a support key on every route it may not use."""
     values = {
@@ -675,6 +742,9 @@ async def _auth_errors(record: Recorder, table: Table, provider: str, support: s
         "key_id": "ak_000000000000",
         "payment_id": "dep_" + "0" * 20,
         "event_id": NO_EVENT["event_id"],
+        "free_round_id": "1",
+        "provider": table.provider,
+        "round_id": "doc",
     }
     reader = {"authorization": f"Bearer {support}"}
     for (method, path), roles in PERMISSIONS.items():
@@ -1267,7 +1337,7 @@ class Provider:
 
 
 async def test_seamless_answers_match_the_document(http: httpx.AsyncClient, table: Table) -> None:
-    """Each of the seven events answered R0, as the document says."""
+    """Each of the events answered R0, as the document says."""
     provider = Provider(http, table)
     send = provider.send
     token = {"session_token": table.token}
@@ -1283,6 +1353,11 @@ async def test_seamless_answers_match_the_document(http: httpx.AsyncClient, tabl
     assert (await send("result", **won, amount=400))["balance"] == 10_400
     fix = {**money, "round_id": "r-doc2", "transaction_id": "w-fix", "ref_transaction_id": "w-doc"}
     assert (await send("result_change", **fix, amount=300))["balance"] == 10_300
+    jackpot = {**money, "round_id": "r-doc3", "transaction_id": "j-doc", "game_id": "slot-1"}
+    assert (await send("result", **jackpot, amount=700, kind="jackpot"))["balance"] == 11_000
+    assert (await send("end_round", round_id="r-doc3"))["code"] == "R0"
+    promo = {"transaction_id": "pw-doc", "promo_id": "cup-1", "currency": "EUR"}
+    assert (await send("promo_win", **promo, amount=500))["balance"] == 11_500
     assert (await send("logout", **token))["code"] == "R0"
     assert provider.answered == set(EVENTS)
 

@@ -1,0 +1,132 @@
+-- Rounds for operators: when a round is stale, which postings are its timeline, and the
+-- operator's settlement of a stale round (app/operator/rounds.py).
+--
+-- The current definition of each function (see sql/README.md): edit it here, in place;
+-- `wallet migrate` re-applies this file when it changes.
+
+-- Stale: open, with a bet not cancelled, and older than the configured age
+-- (WALLET_ROUND_STALE_SECONDS). The one definition the listing, the gauge and the settlement
+-- read. A simple SQL function, inlined by the planner: a listing's `created_at < ...` still
+-- reaches the rounds_open index.
+CREATE OR REPLACE FUNCTION wallet_round_stale(
+    p_state text, p_bets integer, p_cancelled_bets integer, p_created_at timestamptz,
+    p_age_seconds integer
+) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT p_state = 'open' AND p_bets > p_cancelled_bets
+       AND p_created_at < now() - make_interval(secs => p_age_seconds)
+$$;
+
+-- The ledger ids of a round's postings, in order. Rounds posted since migration 016 list them
+-- in `transactions`; a round from before that lists none, and its postings are found among its
+-- player's postings since the round began (ledger_by_player), all of them stamped after it.
+CREATE OR REPLACE FUNCTION wallet_round_transactions(
+    p_provider text, p_player text, p_round text
+) RETURNS bigint[] LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT transactions, created_at INTO r FROM rounds
+     WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
+    IF NOT FOUND THEN
+        RETURN '{}';
+    END IF;
+    IF cardinality(r.transactions) > 0 THEN
+        RETURN r.transactions;
+    END IF;
+    RETURN ARRAY(
+        SELECT id FROM ledger_transactions
+         WHERE player_id = p_player AND created_at >= r.created_at
+           AND source = p_provider AND round_id = p_round
+           AND kind IN ('bet', 'cancel', 'result', 'result_change')
+         ORDER BY id);
+END
+$$;
+
+-- Settles a stale round for an operator: `refund` gives back every bet of the round not yet
+-- cancelled (a cancel posted as the provider's, its external id '#settle:<bet id>', one a
+-- provider can never send), `close` closes it as it stands (the bets lost). Either way the
+-- round is closed by the operator and the settlement is a round event.
+--
+-- Under the player's account row lock, the lock of every money event of the player: a late
+-- result or cancel of the provider waits for the settlement and then finds the round closed
+-- (R1 round_closed) or the bet refunded (R0 duplicate), or it went first and the round is
+-- re-checked here under its own row lock. Answers 'ok', or why the round may not be settled:
+-- 'round_not_found', its state ('closed', 'cancelled', 'settled'), 'no_open_bets' (open, with
+-- no bet left to settle), 'not_stale' (open and younger than the age). A refund that would take
+-- the balance past the largest bigint raises, and nothing of it stays.
+CREATE OR REPLACE FUNCTION wallet_settle_round(
+    p_provider text, p_player text, p_round text, p_action text, p_reason text,
+    p_actor text, p_request_id text, p_age_seconds integer
+) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    acc wallet_player;
+    r record;
+    bet record;
+    v_txs bigint[];
+    v_balance bigint;
+    v_tx bigint;
+BEGIN
+    IF p_action NOT IN ('refund', 'close') THEN
+        RAISE EXCEPTION 'unknown settle action %', p_action USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    acc := wallet_lock_player(p_player);
+    IF acc.account_id IS NULL THEN
+        RETURN 'round_not_found';
+    END IF;
+    SELECT state, bets, cancelled_bets, created_at INTO r FROM rounds
+     WHERE provider = p_provider AND player_id = p_player AND round_id = p_round
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'round_not_found';
+    END IF;
+    IF r.state <> 'open' THEN
+        RETURN r.state;
+    END IF;
+    IF r.bets <= r.cancelled_bets THEN
+        RETURN 'no_open_bets';
+    END IF;
+    IF NOT wallet_round_stale(r.state, r.bets, r.cancelled_bets, r.created_at, p_age_seconds) THEN
+        RETURN 'not_stale';
+    END IF;
+    v_txs := wallet_round_transactions(p_provider, p_player, p_round);
+    v_balance := acc.balance;
+    IF p_action = 'refund' THEN
+        FOR bet IN
+            SELECT b.external_id, b.amount, b.free_round_id FROM ledger_transactions b
+             WHERE b.id = ANY(v_txs) AND b.kind = 'bet'
+               AND NOT EXISTS (
+                   SELECT 1 FROM ledger_transactions c
+                    WHERE c.source = p_provider AND c.kind = 'cancel'
+                      AND c.ref_external_id = b.external_id)
+             ORDER BY b.id
+        LOOP
+            IF wallet_credit_overflow(v_balance, bet.amount, acc.currency) IS NOT NULL THEN
+                -- Nothing of the settlement stays: the whole function's work rolls back.
+                RAISE EXCEPTION 'settlement would overflow the balance'
+                    USING ERRCODE = 'numeric_value_out_of_range';
+            END IF;
+            v_tx := wallet_post(p_provider, '#settle:' || bet.external_id, 'cancel', p_player,
+                                acc.account_id, v_balance, acc.currency, bet.amount, bet.amount,
+                                p_round, NULL, bet.external_id, p_request_id,
+                                'provider', p_provider,
+                                jsonb_build_object('settled_by', p_actor, 'reason', p_reason));
+            v_balance := v_balance + bet.amount;
+            IF wallet_limit_totals_kept(p_player) THEN
+                PERFORM wallet_limit_totals_add(p_player, v_tx);
+            END IF;
+            IF bet.free_round_id IS NOT NULL THEN
+                UPDATE free_rounds SET used = used - 1 WHERE id = bet.free_round_id AND used > 0;
+            END IF;
+            v_txs := v_txs || v_tx;
+        END LOOP;
+    END IF;
+    UPDATE rounds
+       SET closed_at = now(), closed_by = 'operator', settled_action = p_action,
+           transactions = v_txs,
+           cancelled_bets = CASE WHEN p_action = 'refund' THEN bets ELSE cancelled_bets END
+     WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
+    INSERT INTO round_events (provider, player_id, round_id, event, request_id, actor, reason)
+    VALUES (p_provider, p_player, p_round, 'settle_' || p_action, p_request_id, p_actor, p_reason);
+    RETURN 'ok';
+END
+$$;
