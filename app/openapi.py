@@ -219,22 +219,22 @@ _SEAMLESS_EXAMPLES: tuple[tuple[str, Schema, Schema], ...] = (
     ),
     (
         "end_round",
-        _event_example("end_round", 8, round_id="r-3", game_id="slot-7"),
-        _answer(8, 10_800),
+        _event_example("end_round", 7, round_id="r-3", game_id="slot-7"),
+        _answer(7, 10_800),
     ),
     (
         "promo_win",
         _event_example(
             "promo_win",
-            9,
+            8,
             transaction_id="pw-1",
             promo_id="spring-cup",
             amount=5000,
             currency="EUR",
         ),
-        _answer(9, 15_800, 1191),
+        _answer(8, 15_800, 1191),
     ),
-    ("logout", _event_example("logout", 7, session_token=TOKEN_EXAMPLE), _answer(7, 15_800)),
+    ("logout", _event_example("logout", 9, session_token=TOKEN_EXAMPLE), _answer(9, 15_800)),
 )
 _EXAMPLE_NOTES = {
     "login": "Opens the game: checks the session, answers the balance.",
