@@ -47,7 +47,10 @@ class Transaction(Answer):
     round_id: str | None
     game_id: str | None
     ref_transaction_id: str | None
-    amount: Int64 = Field(description="as sent (a cancel's refund, an adjustment's signed amount)")
+    amount: Int64 | None = Field(
+        description="as sent (a cancel's refund, an adjustment's signed amount); null for a "
+        "cancel sent without `amount` (its refund is in `delta`, 0 for a bet never posted)"
+    )
     delta: Int64 = Field(description="the change of the player's balance")
     balance_after: Balance
     currency: Currency
