@@ -203,15 +203,29 @@ def _print_demo(demo: dict[str, Any], url: str, admin_key: str, configured: obje
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    """Print the reconciliation report; exit 3 when it found discrepancies (for cron alerts)."""
+    """Print the reconciliation report of a PSP (``--psp``) or of a game provider's transaction
+    report (``--provider`` and ``--file``); exit 3 when it found discrepancies (for cron
+    alerts)."""
     import httpx
 
+    from app.operator import reconciliation as provider_reconciliation
     from app.payments.psp import build_psps
     from app.payments.reconciliation import reconcile, route_named
+    from app.reconciliation import default_day
 
-    day = args.date or datetime.now(UTC).date() - timedelta(days=1)
+    day = default_day(args.date)
+    if args.provider is not None and args.file is None:
+        raise SystemExit("wallet reconcile --provider needs --file (the provider's CSV report)")
+    if args.psp is not None and args.file is not None:
+        raise SystemExit("--file goes with --provider, not --psp")
 
     async def run(dsn: str) -> dict[str, Any]:
+        if args.provider is not None:
+            data = args.file.read_bytes()
+            return await _with_conn(
+                dsn,
+                lambda c, q: provider_reconciliation.reconcile(c, q, args.provider, day, data),
+            )
         async with httpx.AsyncClient() as http:
             psp = route_named(build_psps(settings.psps, http), args.psp)
             return await _with_conn(dsn, lambda c, q: reconcile(c, q, psp, day))
@@ -435,8 +449,19 @@ def build_parser() -> argparse.ArgumentParser:
         )(s, a)
     )
 
-    rec = sub.add_parser("reconcile", help="match a PSP's settlement report against the ledger")
-    rec.add_argument("--psp", required=True, help="a route name from WALLET_PSPS")
+    rec = sub.add_parser(
+        "reconcile",
+        help="match a PSP's settlement report, or a game provider's transaction report, "
+        "against the ledger",
+    )
+    counterpart = rec.add_mutually_exclusive_group(required=True)
+    counterpart.add_argument("--psp", help="a route name from WALLET_PSPS")
+    counterpart.add_argument("--provider", help="a game provider's code (with --file)")
+    rec.add_argument(
+        "--file",
+        type=Path,
+        help="the provider's CSV report (transaction_id,round_id,player_id,event,amount,currency)",
+    )
     rec.add_argument("--date", type=date.fromisoformat, help="YYYY-MM-DD (default yesterday)")
     rec.set_defaults(run=cmd_reconcile)
 

@@ -166,6 +166,8 @@ class Settings:
     replay_seconds: int = 600
     session_ttl_seconds: int = 4 * 3600
     max_body_bytes: int = 64 * 1024
+    # The largest provider transaction report a reconciliation reads (CSV, operator API).
+    reconciliation_max_bytes: int = 32 * 1024 * 1024
     # How long a request's whole body may take to arrive; a slower one is refused and closed.
     body_timeout_ms: int = 10_000
     # A player lock outlives any sane posting; it only bounds how long a crashed holder blocks.
@@ -219,6 +221,9 @@ class Settings:
             data_dir=Path(env.get("WALLET_DATA_DIR") or ".data"),
             session_ttl_seconds=_int(env, "WALLET_SESSION_TTL_SECONDS", 4 * 3600, minimum=1),
             max_body_bytes=_int(env, "WALLET_MAX_BODY_BYTES", 64 * 1024, minimum=256),
+            reconciliation_max_bytes=_int(
+                env, "WALLET_RECONCILIATION_MAX_BYTES", 32 * 1024 * 1024, minimum=1024
+            ),
             body_timeout_ms=_int(env, "WALLET_BODY_TIMEOUT_MS", 10_000, minimum=1),
             lock_ttl_ms=_int(env, "WALLET_LOCK_TTL_MS", 5000, minimum=100),
             lock_wait_ms=_int(env, "WALLET_LOCK_WAIT_MS", 2000, minimum=0),

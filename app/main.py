@@ -34,6 +34,7 @@ from app.operator import (
     reports,
     rounds,
 )
+from app.operator import reconciliation as provider_reconciliation
 from app.payments import deposits, events, reconciliation, webhook, withdrawals
 from app.payments.outbox import Outbox
 from app.payments.psp import build_psps
@@ -63,6 +64,7 @@ API_ROUTES: list[BaseRoute] = [
     *free_rounds.routes,
     *postings.routes,
     *reports.routes,
+    *provider_reconciliation.routes,
     *api_keys.routes,
     *rounds.routes,
     *health.routes,

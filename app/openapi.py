@@ -158,7 +158,9 @@ def _answer(n: int, balance: int, transaction_id: int | None = None) -> Schema:
 
 
 TOKEN_EXAMPLE = "q3VbX0s9y2jz0Nq5m8p7tK1c4wR6vH2dL5fA9gE3uJ0"
-# One short story in order: each answer's balance follows from the one before.
+# One short story in order: each answer's balance follows from the one before. docs/seamless.md
+# quotes it (Examples), with the bet and its answer as the published test vectors that the samples
+# in docs/clients/ check themselves against; tests/seamless/test_docs_examples.py keeps them equal.
 _SEAMLESS_EXAMPLES: tuple[tuple[str, Schema, Schema], ...] = (
     ("login", _event_example("login", 1, session_token=TOKEN_EXAMPLE), _answer(1, 10_000)),
     ("balance", _event_example("balance", 2), _answer(2, 10_000)),
@@ -217,22 +219,22 @@ _SEAMLESS_EXAMPLES: tuple[tuple[str, Schema, Schema], ...] = (
     ),
     (
         "end_round",
-        _event_example("end_round", 8, round_id="r-3", game_id="slot-7"),
-        _answer(8, 10_800),
+        _event_example("end_round", 7, round_id="r-3", game_id="slot-7"),
+        _answer(7, 10_800),
     ),
     (
         "promo_win",
         _event_example(
             "promo_win",
-            9,
+            8,
             transaction_id="pw-1",
             promo_id="spring-cup",
             amount=5000,
             currency="EUR",
         ),
-        _answer(9, 15_800, 1191),
+        _answer(8, 15_800, 1191),
     ),
-    ("logout", _event_example("logout", 7, session_token=TOKEN_EXAMPLE), _answer(7, 15_800)),
+    ("logout", _event_example("logout", 9, session_token=TOKEN_EXAMPLE), _answer(9, 15_800)),
 )
 _EXAMPLE_NOTES = {
     "login": "Opens the game: checks the session, answers the balance.",
@@ -437,7 +439,9 @@ def _seal_seamless_examples(operation: Schema) -> None:
         "\n\n**Examples.** Every example payload is real: sealed for provider "
         f"`{EXAMPLE_PROVIDER}` with the example key `{base64.b64encode(EXAMPLE_KEY).decode()}` "
         "(bytes 0 to 31), so you can check your envelope code against them. `x-decrypted` "
-        "shows the plaintext of each."
+        "shows the plaintext of each. docs/seamless.md (Test vectors) lists the bet's key, nonce, "
+        "plaintext and payload, and docs/clients/ has envelope code in Node.js, Java, Go and PHP "
+        "that checks itself against them."
     )
 
 

@@ -11,7 +11,8 @@ Each module holds, in this order, its messages (the typed bodies, queries and an
 - :mod:`.postings`: a player's postings and statements;
 - :mod:`.reports`: the seamless call history, the ledger check, the daily report, the audit log;
 - :mod:`.api_keys`: the operator API's own keys;
-- :mod:`.rounds`: game rounds, their timelines, the settlement of stale ones.
+- :mod:`.rounds`: game rounds, their timelines, the settlement of stale ones;
+- :mod:`.reconciliation`: a game provider's transaction report against the ledger.
 
 Every administrative write records an audit entry (:mod:`app.audit`) in the same transaction as
 the change itself, so the log can neither miss a change nor invent one.

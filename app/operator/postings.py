@@ -66,7 +66,10 @@ class Transaction(Answer):
     promo_id: str | None = Field(
         description="a promo_win's promotion (tournament, cash drop, campaign); null otherwise"
     )
-    amount: Int64 = Field(description="as sent (a cancel's refund, an adjustment's signed amount)")
+    amount: Int64 | None = Field(
+        description="as sent (a cancel's refund, an adjustment's signed amount); null for a "
+        "cancel sent without `amount` (its refund is in `delta`, 0 for a bet never posted)"
+    )
     delta: Int64 = Field(description="the change of the player's balance")
     balance_after: Balance
     currency: Currency

@@ -10,7 +10,8 @@ settlement report. They are matched by the wallet's payment id (the PSP's ``refe
 - ``amount_mismatch`` / ``currency_mismatch`` / ``kind_mismatch``: both have it, differently.
 
 Fees are the PSP's, summed per currency beside gross and net, and are not discrepancies.
-``GET /v1/reconciliation`` and ``wallet reconcile`` give the same report.
+``GET /v1/reconciliation`` and ``wallet reconcile --psp`` give the same report; its words and
+shape are those of every reconciliation (:mod:`app.reconciliation`).
 """
 
 from __future__ import annotations
@@ -21,21 +22,29 @@ from typing import Annotated, Any
 
 import asyncpg
 from pydantic import ConfigDict, Field
-from pydantic.config import JsonDict
 
 from app.db import Queries
 from app.fields import Count, Currency, Identifier, Int64, OneOf
 from app.payments.psp import Psp, PspError, SettlementLine
+from app.reconciliation import (
+    MISSING_IN_WALLET,
+    default_day,
+    first_mismatch,
+    mismatch,
+    missing_at,
+    ok_means_none,
+    sides_schema,
+)
 from app.web.auth import READ
 from app.web.errors import NotFound, RouteDegraded
 from app.web.messages import Answer, Body
 from app.web.query import Day, day_bounds
 from app.web.routing import Api, Call
 
-MISSING_IN_WALLET = "missing_in_wallet"
-MISSING_AT_PSP = "missing_at_psp"
+MISSING_AT_PSP = missing_at("psp")
 # Both sides have the payment, differently: only the first difference, in this order.
-MISMATCHES = ("kind_mismatch", "currency_mismatch", "amount_mismatch")
+COMPARED = ("kind", "currency", "amount")
+MISMATCHES = tuple(mismatch(what) for what in COMPARED)
 DISCREPANCIES = (MISSING_IN_WALLET, MISSING_AT_PSP, *MISMATCHES)
 
 SideAmount = Annotated[
@@ -43,35 +52,14 @@ SideAmount = Annotated[
 ]
 
 
-def _sides(schema: JsonDict) -> None:
-    """Which side's fields are null follows from the finding's type."""
-    both = ["wallet_amount", "wallet_currency", "psp_amount", "psp_currency"]
-    null: JsonDict = {"type": "null"}
-    sides = {MISSING_IN_WALLET: (both[:2], both[2:]), MISSING_AT_PSP: (both[2:], both[:2])}
-    rules: list[Any] = [
-        {
-            "if": {"properties": {"type": {"const": kind}}},
-            "then": {
-                "properties": {
-                    **{name: null for name in nulls},
-                    **{name: {"not": null} for name in present},
-                }
-            },
-        }
-        for kind, (nulls, present) in sides.items()
-    ] + [
-        {
-            "if": {"properties": {"type": {"pattern": "_mismatch$"}}},
-            "then": {"properties": {name: {"not": null} for name in both}},
-        }
-    ]
-    schema["allOf"] = rules
-
-
 class Discrepancy(Answer):
     """A payment the two sides do not agree on."""
 
-    model_config = ConfigDict(json_schema_extra=_sides)
+    model_config = ConfigDict(
+        json_schema_extra=sides_schema(
+            ["wallet_amount", "wallet_currency"], ["psp_amount", "psp_currency"], "psp"
+        )
+    )
 
     type: Annotated[str, OneOf.of(DISCREPANCIES)] = Field(
         description="missing_in_wallet: the PSP settled a payment the wallet did not credit or "
@@ -103,21 +91,11 @@ class ReconciliationTotals(Answer):
     )
 
 
-def _ok_means_none(schema: JsonDict) -> None:
-    schema["allOf"] = [
-        {
-            "if": {"properties": {"ok": {"const": True}}},
-            "then": {"properties": {"discrepancies": {"maxItems": 0}}},
-            "else": {"properties": {"discrepancies": {"minItems": 1}}},
-        }
-    ]
-
-
 class Reconciliation(Answer):
     """A PSP's settlement report for one UTC day matched against the wallet's payments at that
     route, by payment id (the PSP's `reference`). See docs/payments.md, section 5c."""
 
-    model_config = ConfigDict(json_schema_extra=_ok_means_none)
+    model_config = ConfigDict(json_schema_extra=ok_means_none)
 
     psp: Identifier = Field(description="the PSP route, as asked")
     date: dt.date = Field(description="the UTC day reconciled")
@@ -195,13 +173,10 @@ async def reconcile(
 
 
 def _mismatch(mine: asyncpg.Record, line: SettlementLine) -> str | None:
-    if ("payout" if mine["kind"] == "withdrawal" else "deposit") != line.kind:
-        return "kind_mismatch"
-    if mine["currency"] != line.currency:
-        return "currency_mismatch"
-    if mine["amount"] != line.amount:
-        return "amount_mismatch"
-    return None
+    kind = "payout" if mine["kind"] == "withdrawal" else "deposit"
+    found = dict(kind=kind, currency=mine["currency"], amount=mine["amount"])
+    theirs = dict(kind=line.kind, currency=line.currency, amount=line.amount)
+    return first_mismatch((what, found[what], theirs[what]) for what in COMPARED)
 
 
 def _finding(
@@ -257,7 +232,7 @@ api = Api("payments")
 async def reconciliation(c: Call, query: ReconciliationQuery) -> Reconciliation:
     """``?psp=NAME&date=YYYY-MM-DD`` (default yesterday, UTC)."""
     psp = route_named(c.w.payments.psps, query.psp)
-    day = query.date or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    day = default_day(query.date)
     try:
         return await report(c.conn, c.w.queries, psp, day)
     except PspError as exc:

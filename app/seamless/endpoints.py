@@ -122,8 +122,9 @@ nonce; its plaintext is a SeamlessResponse (`x-decrypted-response`).
 wrapper, because the wallet could not or would not authenticate the request; they never carry \
 a balance. So is the R1 `internal_error` sent when no key of the provider can be loaded.
 
-**Keys.** Send `X-Key-Id` to name the key you used; without it the wallet tries your current \
-key, then your previous one. Bodies over 64 KiB (WALLET_MAX_BODY_BYTES) get a plain R2 \
+**Keys.** Send `X-Key-Id` to name the key you used: then only that key is tried, and an \
+unknown or mismatched one is a plain R2 `bad_signature`. Without it the wallet tries your \
+current key, then your previous one. Bodies over 64 KiB (WALLET_MAX_BODY_BYTES) get a plain R2 \
 `bad_signature` without being read whole."""
 
 # The webhook as the document shows it: its envelope, and under x-decrypted-* the events and

@@ -56,7 +56,7 @@ def models_of(operations: Iterable[Operation]) -> list[tuple[type[BaseModel], Js
     found: list[tuple[type[BaseModel], JsonSchemaMode]] = []
     for op in operations:
         for body in (op.body, op.raw_body):
-            if body is not None:
+            if body is not None and not isinstance(body, Media):
                 found.append((body, "validation"))
         found += [(m, "serialization") for _, m, _ in op.answers if not isinstance(m, Media)]
     return found
@@ -290,7 +290,12 @@ def operation(
 
 def _request_body(op: Operation, schema: Schema) -> None:
     body = op.body or op.raw_body
-    if body is not None:
+    if isinstance(body, Media):
+        schema["requestBody"] = {
+            "required": True,
+            "content": {media: {"schema": body.schema} for media in body.types},
+        }
+    elif body is not None:
         schema["requestBody"] = {
             "required": True,
             "content": {JSON: {"schema": ref("schemas", body.__name__)}},

@@ -131,8 +131,9 @@ class Operation:
     # The document's Idempotency-Key parameter, when it says more than the shared one (a shared
     # one's name, or a parameter of its own).
     key_parameter: str | KeyParameter | None = None
-    # A body the handler reads itself (its bytes are signed), documented as this message.
-    raw_body: type[BaseModel] | None = None
+    # A body the handler reads itself (its bytes are signed), documented as this message, or
+    # one that is no JSON (a CSV file), documented as its media.
+    raw_body: type[BaseModel] | Media | None = None
     headers: tuple[Header, ...] = ()
     # Path parameters that take one of these values: anything else is 404, not 400.
     path_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -200,7 +201,7 @@ class Api:
         operation_id: str | None = None,
         public: bool = False,
         key_parameter: str | KeyParameter | None = None,
-        raw_body: type[BaseModel] | None = None,
+        raw_body: type[BaseModel] | Media | None = None,
         headers: tuple[Header, ...] = (),
     ) -> Callable[[Handler], Handler]:
         assert public != bool(roles), f"{path}: give roles, or declare it public"

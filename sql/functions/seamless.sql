@@ -139,9 +139,11 @@ DECLARE
     v_grant bigint;
     v_tx bigint;
 BEGIN
-    -- A grant id is the wallet's own (digits); any other value names no grant.
+    -- A grant id is the wallet's own, spelt as it gives them out (digits, no leading zero);
+    -- any other value names no grant.
     IF p_free_round IS NOT NULL THEN
-        v_grant := CASE WHEN p_free_round ~ '^[0-9]{1,18}$' THEN p_free_round::bigint ELSE -1 END;
+        v_grant := CASE WHEN p_free_round ~ '^[1-9][0-9]{0,17}$' THEN p_free_round::bigint
+                        ELSE -1 END;
     END IF;
     SELECT * INTO opened FROM seamless_open(p_provider, p_player, p_txn, 'bet', p_round,
                                             p_amount, p_currency, NULL, v_grant, NULL);

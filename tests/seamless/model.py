@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -545,7 +546,8 @@ def _grant_number(free_round_id: str | None) -> int | None:
     """A grant id as the ledger keeps it: the wallet's ids are digits; any other names none."""
     if free_round_id is None:
         return None
-    return int(free_round_id) if free_round_id.isdigit() and len(free_round_id) <= 18 else -1
+    canonical = re.fullmatch(r"[1-9][0-9]{0,17}", free_round_id)
+    return int(free_round_id) if canonical else -1
 
 
 def _identity(event: dict[str, Any]) -> dict[str, Any]:

@@ -286,7 +286,7 @@ async def test_free_rounds_used_up_or_not_the_players_are_unavailable(
     assert outcome(await table.bet(0, round_id="u-6", free_round_id=foreign)) == unavailable
     elsewhere = await grant(pool, table, provider=other.provider)
     assert outcome(await table.bet(0, round_id="u-7", free_round_id=elsewhere)) == unavailable
-    for unknown in ("999999999", "not-a-grant", "9" * 40):
+    for unknown in ("999999999", "not-a-grant", "9" * 40, "0" + grant_id):
         assert outcome(await table.bet(0, round_id="u-8", free_round_id=unknown)) == unavailable
     assert await table.balance() == 10_000
     assert [await used(pool, g) for g in (other_game, expired, withdrawn, foreign, elsewhere)] == [

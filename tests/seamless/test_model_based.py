@@ -448,6 +448,7 @@ ACTIONS: dict[str, tuple[int, st.SearchStrategy[Any]]] = {
     "free_bet": (2, st.builds(Send, free_bet_specs())),
     "promo_win": (1, st.builds(Send, promo_specs())),
     "end_round": (1, st.builds(Send, end_round_specs())),
+    "settle": (2, st.builds(Settle, REAL_PLAYERS, st.sampled_from(["refund", "close"]))),
     "round": (
         4,
         st.builds(
@@ -815,9 +816,20 @@ class SeamlessMachine(RuleBasedStateMachine):
         round is aged first: the model has no clock)."""
         assert self.client is not None
         player_id = self.ids[player]
-        bet = self.latest(player_id, "bet")
-        if bet is None or bet.round_id is None:
+        bets = [
+            p for p in reversed(self.wallet.postings.values())
+            if p.kind == "bet" and p.player_id == player_id and p.round_id is not None
+        ]  # fmt: skip
+        if not bets:
             return
+        # Mostly a round that can be settled; otherwise the latest, to be refused.
+        settleable = [
+            b for b in bets
+            if not (r := self.wallet.rounds[(player_id, str(b.round_id))]).closed
+            and r.bets > r.cancelled
+        ]  # fmt: skip
+        bet = (settleable or bets)[0]
+        assert bet.round_id is not None
         round_ = self.wallet.rounds[(player_id, bet.round_id)]
         self.portal.call(
             self.services.pool.execute, AGE_ROUND, self.client.provider, player_id, bet.round_id

@@ -504,6 +504,7 @@ async def test_operator_answers_match_the_document(
     await _history(record, table)
     await _reports(record, table)
     await _rounds(record, table, pool)
+    await _provider_reconciliation(record, table)
     await _payments(record, operator, sandbox_routes, pool, asgi.state["wallet"].payments)
     await _auth_errors(record, table, spare, support)
     for (method, path), operation in _operations():
@@ -698,6 +699,39 @@ async def _reports(record: Recorder, table: Table) -> None:
     target = f"target=player:{table.player_id}"
     assert (await record("GET", "/v1/audit", 200, query=target))["data"]
     await record("GET", "/v1/audit", 400, query="from=yesterday")
+
+
+PROVIDER_RECONCILIATION = "/v1/providers/{code}/reconciliation"
+
+
+async def _provider_reconciliation(record: Recorder, table: Table) -> None:
+    """A provider's report: one finding of each side (the table's postings are not in it), a
+    clean report of another day, and the refusals."""
+    today = datetime.now(UTC).date().isoformat()
+    csv = {**record.admin, "content-type": "text/csv"}
+    mine = {"code": table.provider}
+    header = b"transaction_id,round_id,player_id,event,amount,currency\n"
+    line = f"docs-missing,r1,{table.player_id},bet,10,EUR\n".encode()
+    call = {"path": mine, "headers": csv}
+    found = await record(
+        "POST", PROVIDER_RECONCILIATION, 200, query=f"date={today}", content=header + line, **call
+    )
+    assert {d["type"] for d in found["discrepancies"]} == {
+        "missing_in_wallet",
+        "missing_at_provider",
+    }
+    assert (await record("POST", PROVIDER_RECONCILIATION, 200, content=header, **call))["ok"]
+    bad = await record(
+        "POST", PROVIDER_RECONCILIATION, 400, content=header + b"x,,p,bet,1,EUR\n", **call
+    )
+    assert bad["error"]["field"] == "line[2].round_id"
+    await _field_of(
+        record, "POST", PROVIDER_RECONCILIATION, "date", query="date=May", content=header, **call
+    )
+    await _field_of(
+        record, "POST", PROVIDER_RECONCILIATION, "code", path={"code": "bad code"}, headers=csv
+    )
+    await record("POST", PROVIDER_RECONCILIATION, 404, path={"code": "no-such-prov"}, headers=csv)
 
 
 async def _rounds(record: Recorder, table: Table, pool: asyncpg.Pool) -> None:
