@@ -148,8 +148,9 @@ async def test_daily_report_splits_wins_by_kind(table: Table, pool: asyncpg.Pool
     )
     await free_round_bet(table, "f")
     await ok(table.result(40, round_id="f"))  # a free round's win: kind free_round
-    # A posting of before the kinds (result_kind NULL) is a win.
-    await post(pool, table, "result", 10, 10, round_id="d")
+    # Postings of before the kinds (result_kind NULL) are wins, a correction's too.
+    old = await post(pool, table, "result", 10, 10, round_id="d")
+    await post(pool, table, "result_change", 15, 5, round_id="d", ref=old)
     await promo(table, 900, "tournament-1")
     await promo(table, 100, "drop-2")
     # A deposit moves the player's balance but is no game's: not in the report.
@@ -162,9 +163,9 @@ async def test_daily_report_splits_wins_by_kind(table: Table, pool: asyncpg.Pool
         "bet_sum": 1_000,
         "free_round_bet_count": 1,
         "result_count": 5,
-        "win_sum": 300 + 5_000 + 150 + 40 + 10,
+        "win_sum": 300 + 5_000 + 150 + 40 + 15,
         "wins": {
-            "win": {"count": 2, "sum": 310},
+            "win": {"count": 2, "sum": 315},
             "jackpot": {"count": 1, "sum": 5_000},
             "bonus": {"count": 1, "sum": 150},
             "free_round": {"count": 1, "sum": 40},
@@ -173,8 +174,8 @@ async def test_daily_report_splits_wins_by_kind(table: Table, pool: asyncpg.Pool
         "cancel_sum": 0,
         "promo_count": 2,
         "promo_sum": 1_000,
-        "ggr": 1_000 - 5_500,
-        "ggr_after_promos": 1_000 - 5_500 - 1_000,
+        "ggr": 1_000 - 5_505,
+        "ggr_after_promos": 1_000 - 5_505 - 1_000,
     }
     assert sum(w["sum"] for w in row["wins"].values()) == row["win_sum"]
     assert sum(w["count"] for w in row["wins"].values()) == row["result_count"]
