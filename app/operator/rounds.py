@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import asyncpg
 from pydantic import Field
@@ -47,9 +47,9 @@ State = Literal["open", "cancelled", "closed", "settled"]
 STATES: tuple[State, ...] = get_args(State)
 # What a listing may ask for: a state, or the stale rounds (open ones past the age).
 FILTERS = (*STATES, "stale")
-# The filters a listing of every player's rounds serves: rounds with no closed_at, read off the
-# rounds_open index. Closed and settled rounds are listed per player (rounds_by_player).
-UNCLOSED_FILTERS = ("open", "stale", "cancelled")
+# What a listing of every player's rounds serves: the stale ones (wallet_stale_rounds). Any state
+# is listed per player (sql/migrations/019: nothing is indexed per round for listings).
+EVERY_PLAYER_FILTERS = ("stale",)
 ClosedBy = Literal["result", "end_round", "operator"]
 SettleAction = Literal["refund", "close"]
 SETTLE_ACTIONS: tuple[SettleAction, ...] = get_args(SettleAction)
@@ -69,9 +69,7 @@ class RoundQuery(pagination.PageQuery):
     state: Annotated[str, OneOf.of(FILTERS)] | None = Field(
         None,
         description="only rounds in this state; `stale`: open ones with a bet not cancelled, "
-        "older than WALLET_ROUND_STALE_SECONDS. Without `player_id`, one of "
-        + ", ".join(UNCLOSED_FILTERS)
-        + " is required",
+        "older than WALLET_ROUND_STALE_SECONDS. Without `player_id`, `stale` is required",
     )
 
 
@@ -139,40 +137,50 @@ def _round(row: asyncpg.Record) -> Round:
 async def list_rounds(
     conn: asyncpg.Connection, q: Queries, query: RoundQuery, age_seconds: int
 ) -> RoundPage:
-    """A page of rounds, newest first; 400 for a listing no index serves."""
-    after = pagination.decode(query.cursor, 4)
-    cursor: dict[str, Any] = {
-        "cursor_at": pagination.cursor_time(after[0]) if after else None,
-        "cursor_provider": pagination.cursor_text(after[1]) if after else None,
-        "cursor_player": pagination.cursor_text(after[2]) if after else None,
-        "cursor_round": pagination.cursor_text(after[3]) if after else None,
-    }
+    """A page of rounds, newest first: a player's (by their first posting), or every player's
+    stale ones; 400 for any other listing."""
     stale = query.state == "stale"
-    state = "open" if stale else query.state
     common = {
         "provider": query.provider,
-        "state": state,
-        "stale_only": stale,
         "age_seconds": age_seconds,
         "limit": query.limit + 1,
-        **cursor,
     }
     if query.player_id is not None:
-        rows = await conn.fetch(*q.player_rounds(player_id=query.player_id, **common))
-    elif query.state in UNCLOSED_FILTERS:
-        rows = await conn.fetch(*q.unclosed_rounds(**common))
+        after = pagination.decode(query.cursor, 2)
+        rows = await conn.fetch(
+            *q.player_rounds(
+                player_id=query.player_id,
+                state="open" if stale else query.state,
+                stale_only=stale,
+                cursor_at=pagination.cursor_time(after[0]) if after else None,
+                cursor_id=pagination.cursor_int(after[1]) if after else None,
+                **common,
+            )
+        )
+        shown, next_cursor = pagination.window(
+            rows, query.limit, lambda r: [r["first_at"].isoformat(), r["first_id"]]
+        )
+    elif stale:
+        after = pagination.decode(query.cursor, 4)
+        rows = await conn.fetch(
+            *q.stale_rounds(
+                cursor_at=pagination.cursor_time(after[0]) if after else None,
+                cursor_provider=pagination.cursor_text(after[1]) if after else None,
+                cursor_player=pagination.cursor_text(after[2]) if after else None,
+                cursor_round=pagination.cursor_text(after[3]) if after else None,
+                **common,
+            )
+        )
+        shown, next_cursor = pagination.window(
+            rows,
+            query.limit,
+            lambda r: [r["created_at"].isoformat(), r["provider"], r["player_id"], r["round_id"]],
+        )
     else:
         raise InvalidRequest(
-            "give player_id, or state "
-            + ", ".join(UNCLOSED_FILTERS)
-            + ": closed and settled rounds are listed per player",
+            "give player_id, or state stale: every player's rounds are listed only when stale",
             field="player_id",
         )
-    shown, next_cursor = pagination.window(
-        rows,
-        query.limit,
-        lambda r: [r["created_at"].isoformat(), r["provider"], r["player_id"], r["round_id"]],
-    )
     return RoundPage(data=[_round(r) for r in shown], next_cursor=next_cursor)
 
 
@@ -297,8 +305,10 @@ def _why_not(outcome: str, row: asyncpg.Record, age_seconds: int) -> str:
 
 
 async def count_stale(pool: asyncpg.Pool, q: Queries, metrics: Metrics, age_seconds: int) -> None:
-    """Count the stale rounds per provider into the gauge (one query on rounds_open)."""
+    """Sweep the rounds come of age into stale_rounds, then count the stale rounds per provider
+    into the gauge."""
     async with pool.acquire() as conn:
+        await conn.execute(*q.sweep_stale_rounds(age_seconds=age_seconds))
         rows = await conn.fetch(*q.stale_rounds_by_provider(age_seconds=age_seconds))
     metrics.stale_rounds_counted({r["provider"]: r["stale"] for r in rows})
 
@@ -325,10 +335,11 @@ async def count_stale_forever(
     answers=[(200, RoundPage, "A page of rounds")],
     errors=(400,),
     operation_id="listRounds",
-    description="By player (`player_id`, any state) or, for every player, the rounds not "
-    "closed: `state` open, stale or cancelled (400 on `player_id` otherwise). `provider` "
-    "narrows either. A stale round is open, has a bet not cancelled and is older than "
-    "WALLET_ROUND_STALE_SECONDS (default 86400): `POST .../settle` settles it.",
+    description="By player (`player_id`, any state, newest first by the round's first "
+    "posting) or, for every player, the stale rounds (`state=stale`; 400 on `player_id` "
+    "otherwise). `provider` narrows either. A stale round is open, has a bet not "
+    "cancelled and is older than WALLET_ROUND_STALE_SECONDS (default 86400): "
+    "`POST .../settle` settles it.",
 )
 async def list_rounds_route(c: Call, query: RoundQuery) -> RoundPage:
     return await list_rounds(c.conn, c.w.queries, query, c.w.settings.round_stale_seconds)

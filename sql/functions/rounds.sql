@@ -6,8 +6,7 @@
 
 -- Stale: open, with a bet not cancelled, and older than the configured age
 -- (WALLET_ROUND_STALE_SECONDS). The one definition the listing, the gauge and the settlement
--- read. A simple SQL function, inlined by the planner: a listing's `created_at < ...` still
--- reaches the rounds_open index.
+-- read. A simple SQL function, inlined by the planner.
 CREATE OR REPLACE FUNCTION wallet_round_stale(
     p_state text, p_bets integer, p_cancelled_bets integer, p_created_at timestamptz,
     p_age_seconds integer
@@ -129,4 +128,50 @@ BEGIN
     VALUES (p_provider, p_player, p_round, 'settle_' || p_action, p_request_id, p_actor, p_reason);
     RETURN 'ok';
 END
+$$;
+
+-- The stale sweep: the rounds that came of age since the last sweep (a slice of the rounds_by_time
+-- BRIN index), kept in stale_rounds when still open with a bet; and the rows of stale_rounds
+-- whose round has since been closed, cancelled or settled, deleted. Run every minute by each
+-- process (app/operator/rounds.py, count_stale_forever); two at once: the second finds the lock
+-- taken and leaves it to the first. The first sweep of a database reads every round once.
+CREATE OR REPLACE FUNCTION wallet_sweep_stale(p_age_seconds integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_from timestamptz;
+    v_to timestamptz := now() - make_interval(secs => p_age_seconds);
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('wallet_sweep_stale', 0)) THEN
+        RETURN;
+    END IF;
+    SELECT swept_to INTO v_from FROM stale_sweep;
+    IF v_from < v_to THEN
+        INSERT INTO stale_rounds (provider, player_id, round_id, created_at)
+        SELECT provider, player_id, round_id, created_at FROM rounds
+         WHERE created_at >= v_from AND created_at < v_to
+           AND wallet_round_stale(state, bets, cancelled_bets, created_at, p_age_seconds)
+        ON CONFLICT DO NOTHING;
+        UPDATE stale_sweep SET swept_to = v_to;
+    END IF;
+    DELETE FROM stale_rounds s
+     USING rounds r
+     WHERE r.provider = s.provider AND r.player_id = s.player_id AND r.round_id = s.round_id
+       AND NOT (r.state = 'open' AND r.bets > r.cancelled_bets);
+END
+$$;
+
+-- The rounds stale now: those a sweep kept, and those come of age since the last sweep (at most
+-- a minute of rounds, read through rounds_by_time), each checked on the round itself. What the
+-- listing and the gauge read, exact whenever they run.
+CREATE OR REPLACE FUNCTION wallet_stale_rounds(p_age_seconds integer)
+RETURNS TABLE (provider text, player_id text, round_id text) LANGUAGE sql STABLE AS $$
+    SELECT r.provider, r.player_id, r.round_id
+      FROM (SELECT s.provider, s.player_id, s.round_id FROM stale_rounds s
+            UNION
+            SELECT n.provider, n.player_id, n.round_id FROM rounds n
+             WHERE n.created_at >= (SELECT swept_to FROM stale_sweep)
+               AND n.created_at < now() - make_interval(secs => p_age_seconds)) c
+      JOIN rounds r ON r.provider = c.provider AND r.player_id = c.player_id
+                   AND r.round_id = c.round_id
+     WHERE wallet_round_stale(r.state, r.bets, r.cancelled_bets, r.created_at, p_age_seconds)
 $$;

@@ -1,46 +1,43 @@
--- Rounds for operators (app/operator/rounds.py). A listing is newest first by
--- (created_at, provider, player_id, round_id), keyset-paged on that key; each shape of filter
--- has its own query so that each reads its index: a player's rounds rounds_by_player, the
--- rounds not closed (open, stale, cancelled) rounds_open. `created_at <= coalesce(...)` repeats
--- the cursor's bound as a plain range, which the index can take.
+-- Rounds for operators (app/operator/rounds.py), keyset-paged newest first. Nothing is
+-- indexed per round for them (sql/migrations/019): a player's rounds are read off the ledger's
+-- ledger_by_player index, each round at its first posting; the stale rounds of every player
+-- come from wallet_stale_rounds (the sweep's table and the latest minute).
 
 -- name: player_rounds
-SELECT provider, player_id, round_id, game_id, state,
-       wallet_round_stale(state, bets, cancelled_bets, created_at, :age_seconds::integer) AS stale,
-       bets, cancelled_bets, results, created_at, closed_at, closed_by, settled_action
-  FROM rounds
- WHERE player_id = :player_id
-   AND (:provider::text IS NULL OR provider = :provider)
-   AND (:state::text IS NULL OR state = :state)
+-- By the round's first posting, newest first; the cursor is that posting's (created_at, id).
+SELECT r.provider, r.player_id, r.round_id, r.game_id, r.state,
+       wallet_round_stale(r.state, r.bets, r.cancelled_bets, r.created_at,
+                          :age_seconds::integer) AS stale,
+       r.bets, r.cancelled_bets, r.results, r.created_at, r.closed_at, r.closed_by,
+       r.settled_action, p.created_at AS first_at, p.id AS first_id
+  FROM ledger_transactions p
+  JOIN rounds r ON r.provider = p.source AND r.player_id = p.player_id
+               AND r.round_id = p.round_id
+ WHERE p.player_id = :player_id
+   AND p.round_id IS NOT NULL
+   AND r.transactions[1] = p.id
+   AND (:provider::text IS NULL OR p.source = :provider)
+   AND (:state::text IS NULL OR r.state = :state)
    AND (NOT :stale_only::boolean
-        OR wallet_round_stale(state, bets, cancelled_bets, created_at, :age_seconds::integer))
-   AND created_at <= coalesce(:cursor_at::timestamptz, 'infinity')
-   AND (:cursor_at::timestamptz IS NULL
-        OR (created_at, provider, player_id, round_id)
-           < (:cursor_at, :cursor_provider::text, :cursor_player::text, :cursor_round::text))
- ORDER BY created_at DESC, provider DESC, player_id DESC, round_id DESC
+        OR wallet_round_stale(r.state, r.bets, r.cancelled_bets, r.created_at,
+                              :age_seconds::integer))
+   AND p.created_at <= coalesce(:cursor_at::timestamptz, 'infinity')
+   AND (:cursor_at::timestamptz IS NULL OR (p.created_at, p.id) < (:cursor_at, :cursor_id::bigint))
+ ORDER BY p.created_at DESC, p.id DESC
  LIMIT :limit;
 
--- name: unclosed_rounds
--- :state is 'open' (with :stale_only for the stale ones) or 'cancelled': both are rows with no
--- closed_at, the rows of the rounds_open index.
-SELECT provider, player_id, round_id, game_id, state,
-       wallet_round_stale(state, bets, cancelled_bets, created_at, :age_seconds::integer) AS stale,
-       bets, cancelled_bets, results, created_at, closed_at, closed_by, settled_action
-  FROM rounds
- WHERE closed_at IS NULL
-   AND state = :state
-   AND (:provider::text IS NULL OR provider = :provider)
-   AND (NOT :stale_only::boolean
-        OR wallet_round_stale(state, bets, cancelled_bets, created_at, :age_seconds::integer))
-   AND created_at < CASE WHEN :stale_only
-                         THEN now() - make_interval(secs => :age_seconds::integer)
-                         ELSE 'infinity' END
-   AND created_at <= coalesce(:cursor_at::timestamptz, 'infinity')
+-- name: stale_rounds
+-- Every player's stale rounds, newest first by (created_at, provider, player_id, round_id).
+SELECT r.provider, r.player_id, r.round_id, r.game_id, r.state, true AS stale,
+       r.bets, r.cancelled_bets, r.results, r.created_at, r.closed_at, r.closed_by,
+       r.settled_action
+  FROM wallet_stale_rounds(:age_seconds::integer) s
+  JOIN rounds r USING (provider, player_id, round_id)
+ WHERE (:provider::text IS NULL OR r.provider = :provider)
    AND (:cursor_at::timestamptz IS NULL
-        OR (created_at, provider, player_id, round_id)
+        OR (r.created_at, r.provider, r.player_id, r.round_id)
            < (:cursor_at, :cursor_provider::text, :cursor_player::text, :cursor_round::text))
- ORDER BY created_at DESC, provider DESC, player_id DESC, round_id DESC
+ ORDER BY r.created_at DESC, r.provider DESC, r.player_id DESC, r.round_id DESC
  LIMIT :limit;
 
 -- name: get_round
@@ -66,11 +63,11 @@ SELECT id, event, request_id, actor, reason, created_at
 SELECT wallet_settle_round(:provider, :player_id, :round_id, :action, :reason, :actor,
                            :request_id, :age_seconds::integer);
 
+-- name: sweep_stale_rounds
+SELECT wallet_sweep_stale(:age_seconds::integer);
+
 -- name: stale_rounds_by_provider
--- The gauge: one range of the rounds_open index, older than the age.
+-- The gauge, after a sweep.
 SELECT provider, count(*) AS stale
-  FROM rounds
- WHERE closed_at IS NULL
-   AND created_at < now() - make_interval(secs => :age_seconds::integer)
-   AND wallet_round_stale(state, bets, cancelled_bets, created_at, :age_seconds::integer)
+  FROM wallet_stale_rounds(:age_seconds::integer)
  GROUP BY provider;

@@ -57,6 +57,7 @@ from app.web.errors import InvalidRequest
 from tests.fixtures.app import Operator, Table, now
 from tests.fixtures.payments import SANDBOX_API_KEY, SANDBOX_SECRET, SandboxRoutes
 from tests.payments.psps import ScriptedPsp, timeout
+from tests.support.rounds import age_round
 
 DOC = document()
 ROOT = "urn:wallet:openapi"
@@ -737,12 +738,7 @@ async def _provider_reconciliation(record: Recorder, table: Table) -> None:
 async def _rounds(record: Recorder, table: Table, pool: asyncpg.Pool) -> None:
     """The round listing, a timeline, and the settlement of a stale round and its refusals."""
     assert (await table.bet(50, round_id="doc-stale"))["code"] == "R0"
-    await pool.execute(
-        "UPDATE rounds SET created_at = now() - interval '2 days' "
-        "WHERE provider = $1 AND player_id = $2 AND round_id = 'doc-stale'",
-        table.provider,
-        table.player_id,
-    )
+    await age_round(pool, table.provider, table.player_id, "doc-stale")
     mine = f"player_id={table.player_id}"
     assert (await record("GET", "/v1/rounds", 200, query=mine))["data"]
     stale = f"provider={table.provider}&state=stale"
