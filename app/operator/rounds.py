@@ -297,6 +297,11 @@ def _why_not(outcome: str, row: asyncpg.Record, age_seconds: int) -> str:
         return "every bet of the round is cancelled" + only
     if outcome == "no_open_bets":
         return "the round is open but has no bet left to settle" + only
+    if outcome == "has_results":
+        return (
+            f"the round has {row['results']} result(s): its bets are settled, and a refund "
+            "would pay them back on top of the win; close it instead"
+        )
     stale_from = row["created_at"] + timedelta(seconds=age_seconds)
     return (
         f"the round is open but not stale yet: it is stale from {stale_from.isoformat()} "

@@ -87,6 +87,14 @@ BEGIN
     IF NOT wallet_round_stale(r.state, r.bets, r.cancelled_bets, r.created_at, p_age_seconds) THEN
         RETURN 'not_stale';
     END IF;
+    -- A round with a result (one that left it open) has paid a win: refunding its stakes too
+    -- would pay twice, as a provider's own cancel would be refused (bet_already_settled). Such
+    -- a round is closed, not refunded.
+    IF p_action = 'refund' AND (SELECT results FROM rounds
+                                 WHERE provider = p_provider AND player_id = p_player
+                                   AND round_id = p_round) > 0 THEN
+        RETURN 'has_results';
+    END IF;
     v_txs := wallet_round_transactions(p_provider, p_player, p_round);
     v_balance := acc.balance;
     IF p_action = 'refund' THEN

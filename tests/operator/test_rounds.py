@@ -523,6 +523,16 @@ async def test_only_a_stale_round_may_be_settled(
     refused = await settle(table, "cancelled", expect=400)
     assert "every bet of the round is cancelled" in refused["error"]["message"]
 
+    # A round a result left open has paid a win: closed, never refunded.
+    await table.bet(100, round_id="paid", txn="paid-bet")
+    assert (await table.result(300, round_id="paid", round_closed=False))["code"] == "R0"
+    await age(pool, table, "paid")
+    before = await table.balance()
+    refused = await settle(table, "paid", "refund", expect=400)
+    assert "close it instead" in refused["error"]["message"]
+    assert await table.balance() == before
+    assert (await settle(table, "paid", "close"))["settled_action"] == "close"
+
     await stale_round(table, pool, "twice", 100)
     await settle(table, "twice", "close")
     refused = await settle(table, "twice", "refund", expect=400)
