@@ -15,22 +15,19 @@ CREATE OR REPLACE FUNCTION wallet_round_stale(
        AND p_created_at < now() - make_interval(secs => p_age_seconds)
 $$;
 
--- The ledger ids of a round's postings, in order. Rounds posted since migration 016 list them
--- in `transactions`; a round from before that lists none, and its postings are found among its
--- player's postings since the round began (ledger_by_player), all of them stamped after it.
+-- The ledger ids of a round's postings, in order: the player's postings since the round began
+-- (ledger_by_player), all of them stamped after it, of the round's provider and id. Nothing per
+-- posting is written for it (sql/migrations/020).
 CREATE OR REPLACE FUNCTION wallet_round_transactions(
     p_provider text, p_player text, p_round text
 ) RETURNS bigint[] LANGUAGE plpgsql STABLE AS $$
 DECLARE
     r record;
 BEGIN
-    SELECT transactions, created_at INTO r FROM rounds
+    SELECT created_at INTO r FROM rounds
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
     IF NOT FOUND THEN
         RETURN '{}';
-    END IF;
-    IF cardinality(r.transactions) > 0 THEN
-        RETURN r.transactions;
     END IF;
     RETURN ARRAY(
         SELECT id FROM ledger_transactions
@@ -124,12 +121,10 @@ BEGIN
             IF bet.free_round_id IS NOT NULL THEN
                 UPDATE free_rounds SET used = used - 1 WHERE id = bet.free_round_id AND used > 0;
             END IF;
-            v_txs := v_txs || v_tx;
         END LOOP;
     END IF;
     UPDATE rounds
        SET closed_at = now(), closed_by = 'operator', settled_action = p_action,
-           transactions = v_txs,
            cancelled_bets = CASE WHEN p_action = 'refund' THEN bets ELSE cancelled_bets END
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
     INSERT INTO round_events (provider, player_id, round_id, event, request_id, actor, reason)

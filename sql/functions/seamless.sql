@@ -197,13 +197,11 @@ BEGIN
         PERFORM wallet_limit_totals_add(p_player, v_tx);
     END IF;
     INSERT INTO rounds AS rnd (provider, player_id, round_id, game_id, bets, free_round_bets,
-                             transactions)
-         VALUES (p_provider, p_player, p_round, p_game, 1, (v_grant IS NOT NULL)::integer,
-                 ARRAY[v_tx])
+                             first_transaction)
+         VALUES (p_provider, p_player, p_round, p_game, 1, (v_grant IS NOT NULL)::integer, v_tx)
     ON CONFLICT (provider, player_id, round_id) DO UPDATE
         SET bets = rnd.bets + 1,
-            free_round_bets = rnd.free_round_bets + EXCLUDED.free_round_bets,
-            transactions = rnd.transactions || v_tx;
+            free_round_bets = rnd.free_round_bets + EXCLUDED.free_round_bets;
     RETURN wallet_answer('ok', acc.balance - p_amount, acc.currency, v_tx);
 END
 $$;
@@ -253,11 +251,10 @@ BEGIN
                             acc.currency, p_amount, 0, p_round, NULL, p_ref, p_request_id,
                             'provider', p_provider);
         INSERT INTO rounds AS rnd (provider, player_id, round_id, bets, cancelled_bets,
-                                 transactions)
-             VALUES (p_provider, p_player, p_round, 1, 1, ARRAY[v_tx])
+                                 first_transaction)
+             VALUES (p_provider, p_player, p_round, 1, 1, v_tx)
         ON CONFLICT (provider, player_id, round_id) DO UPDATE
-            SET bets = rnd.bets + 1, cancelled_bets = rnd.cancelled_bets + 1,
-                transactions = rnd.transactions || v_tx;
+            SET bets = rnd.bets + 1, cancelled_bets = rnd.cancelled_bets + 1;
         RETURN wallet_answer('ok', acc.balance, acc.currency, v_tx);
     END IF;
     IF bet.kind <> 'bet' OR bet.player_id <> p_player OR bet.round_id <> p_round THEN
@@ -290,7 +287,7 @@ BEGIN
     ELSIF wallet_limit_totals_kept(p_player) THEN
         PERFORM wallet_limit_totals_add(p_player, v_tx);
     END IF;
-    UPDATE rounds SET cancelled_bets = cancelled_bets + 1, transactions = transactions || v_tx
+    UPDATE rounds SET cancelled_bets = cancelled_bets + 1
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
     RETURN wallet_answer('ok', acc.balance + bet.amount, acc.currency, v_tx);
 END
@@ -343,13 +340,13 @@ BEGIN
         PERFORM wallet_limit_totals_add(p_player, v_tx);
     END IF;
     INSERT INTO rounds AS rnd (provider, player_id, round_id, game_id, results, closed_at,
-                             closed_by, transactions)
+                             closed_by, first_transaction)
          VALUES (p_provider, p_player, p_round, p_game, 1,
                  CASE WHEN p_round_closed THEN now() END,
-                 CASE WHEN p_round_closed THEN 'result' END, ARRAY[v_tx])
+                 CASE WHEN p_round_closed THEN 'result' END, v_tx)
     ON CONFLICT (provider, player_id, round_id) DO UPDATE
         SET results = rnd.results + 1, closed_at = EXCLUDED.closed_at,
-            closed_by = EXCLUDED.closed_by, transactions = rnd.transactions || v_tx;
+            closed_by = EXCLUDED.closed_by;
     o := wallet_answer('ok', acc.balance + p_amount, acc.currency, v_tx);
     o.credit_kind := v_kind;
     RETURN o;
@@ -408,8 +405,6 @@ BEGIN
     IF wallet_limit_totals_kept(p_player) THEN
         PERFORM wallet_limit_totals_add(p_player, v_tx);
     END IF;
-    UPDATE rounds SET transactions = transactions || v_tx
-     WHERE provider = p_provider AND player_id = p_player AND round_id = p_round;
     o := wallet_answer('ok', acc.balance + v_diff, acc.currency, v_tx);
     o.credit_kind := res.result_kind;
     RETURN o;

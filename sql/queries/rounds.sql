@@ -1,6 +1,6 @@
 -- Rounds for operators (app/operator/rounds.py), keyset-paged newest first. Nothing is
 -- indexed per round for them (sql/migrations/019): a player's rounds are read off the ledger's
--- ledger_by_player index, each round at its first posting; the stale rounds of every player
+-- ledger_by_player index, each round at its first posting (first_transaction); the stale rounds of every player
 -- come from wallet_stale_rounds (the sweep's table and the latest minute).
 
 -- name: player_rounds
@@ -15,7 +15,7 @@ SELECT r.provider, r.player_id, r.round_id, r.game_id, r.state,
                AND r.round_id = p.round_id
  WHERE p.player_id = :player_id
    AND p.round_id IS NOT NULL
-   AND r.transactions[1] = p.id
+   AND r.first_transaction = p.id
    AND (:provider::text IS NULL OR p.source = :provider)
    AND (:state::text IS NULL OR r.state = :state)
    AND (NOT :stale_only::boolean

@@ -279,58 +279,42 @@ async def test_the_timeline_shows_every_posting_with_its_ids_and_amounts(
     assert times == sorted(times)
 
 
-async def test_the_timeline_reads_the_postings_the_round_lists(
+async def test_the_timeline_is_the_rounds_postings_from_the_players_ledger(
     table: Table, operator: Operator, pool: asyncpg.Pool
 ) -> None:
-    """A round posted since migration 016 lists its postings (rounds.transactions): the timeline
-    reads those by id; a round listing none (one from before) is found in the player's ledger."""
-    await table.bet(100, round_id="listed", txn="lb-1")
-    await table.bet(100, round_id="listed", txn="lb-2")
-    only_first = await pool.fetchval(
-        "SELECT id FROM ledger_transactions WHERE source = $1 AND external_id = 'lb-1'",
-        table.provider,
-    )
-    await pool.execute(
-        "UPDATE rounds SET transactions = ARRAY[$4::bigint] "
-        "WHERE provider = $1 AND player_id = $2 AND round_id = $3",
-        table.provider,
-        table.player_id,
-        "listed",
-        only_first,
-    )
-    detail = await operator.call("GET", path(table, "listed"), expect=200)
-    assert [e["transaction_id"] for e in detail["timeline"]] == ["lb-1"]
-
-
-async def test_a_round_from_before_its_postings_were_listed_shows_them_all(
-    table: Table, operator: Operator, pool: asyncpg.Pool
-) -> None:
-    """A round of migration 016's upgrade lists no postings: they are found in the player's
-    ledger, and a settlement records them with its own."""
+    """The timeline reads the round's postings off the player's ledger from the round's start:
+    its bets, cancels, results and corrections and a settlement's refunds, in order; the
+    player's other postings (another round, a promotion naming the round) stay out."""
     start = await table.balance()
-    bets = await stale_round(table, pool, "legacy", 100, 200)
-    await pool.execute(
-        "UPDATE rounds SET transactions = '{}' "
-        "WHERE provider = $1 AND player_id = $2 AND round_id = 'legacy'",
-        table.provider,
-        table.player_id,
+    bets = await stale_round(table, pool, "mine", 100, 200)
+    await table.bet(50, round_id="elsewhere")
+    promo = await table.client.send(
+        "promo_win",
+        player_id=table.player_id,
+        transaction_id="pw-in-round",
+        promo_id="cup",
+        amount=5,
+        currency="EUR",
+        round_id="mine",
     )
-    await table.bet(50, round_id="elsewhere")  # the player's other postings stay out
-    detail = await operator.call("GET", path(table, "legacy"), expect=200)
+    assert promo["code"] == "R0"
+    detail = await operator.call("GET", path(table, "mine"), expect=200)
     assert [e["transaction_id"] for e in detail["timeline"]] == bets
-    settled = await settle(table, "legacy")
+    settled = await settle(table, "mine")
     assert [e["transaction_id"] for e in settled["timeline"] if e["transaction_id"]] == [
         *bets,
         *(f"#settle:{b}" for b in bets),
     ]
-    listed = await pool.fetchval(
-        "SELECT cardinality(transactions) FROM rounds "
-        "WHERE provider = $1 AND player_id = $2 AND round_id = 'legacy'",
+    assert await table.balance() == start - 50 + 5
+    first = await pool.fetchval(
+        "SELECT first_transaction = (SELECT id FROM ledger_transactions"
+        "  WHERE source = $1 AND external_id = $3)"
+        "  FROM rounds WHERE provider = $1 AND player_id = $2 AND round_id = 'mine'",
         table.provider,
         table.player_id,
+        bets[0],
     )
-    assert listed == 4
-    assert await table.balance() == start - 50
+    assert first is True
 
 
 async def test_an_end_round_is_in_the_timeline_and_the_round_is_closed(
