@@ -42,7 +42,7 @@ api = Api(
     },
 )
 
-# rounds.state, as the table derives it (sql/migrations/016_game_side.sql).
+# A round's state, as wallet_round_state derives it (sql/functions/rounds.sql).
 State = Literal["open", "cancelled", "closed", "settled"]
 STATES: tuple[State, ...] = get_args(State)
 # What a listing may ask for: a state, or the stale rounds (open ones past the age).

@@ -4,6 +4,20 @@
 -- The current definition of each function (see sql/README.md): edit it here, in place;
 -- `wallet migrate` re-applies this file when it changes.
 
+-- The round's state, from the counts and stamps the posting functions keep (the one definition;
+-- sql/migrations/021):
+--   open       bets (or results with round_closed false) and no closing yet;
+--   cancelled  every bet cancelled, nothing closed it;
+--   closed     closed by a result, or by end_round (closed_by says which);
+--   settled    settled by an operator (settled_action refund or close).
+CREATE OR REPLACE FUNCTION wallet_round_state(r rounds) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN r.settled_action IS NOT NULL THEN 'settled'
+                WHEN r.closed_at IS NOT NULL THEN 'closed'
+                WHEN r.bets > 0 AND r.bets = r.cancelled_bets THEN 'cancelled'
+                ELSE 'open' END
+$$;
+
 -- Stale: open, with a bet not cancelled, and older than the configured age
 -- (WALLET_ROUND_STALE_SECONDS). The one definition the listing, the gauge and the settlement
 -- read. A simple SQL function, inlined by the planner.
@@ -69,7 +83,7 @@ BEGIN
     IF acc.account_id IS NULL THEN
         RETURN 'round_not_found';
     END IF;
-    SELECT state, bets, cancelled_bets, created_at INTO r FROM rounds
+    SELECT wallet_round_state(rounds) AS state, bets, cancelled_bets, created_at INTO r FROM rounds
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round
        FOR UPDATE;
     IF NOT FOUND THEN
@@ -152,14 +166,15 @@ BEGIN
         INSERT INTO stale_rounds (provider, player_id, round_id, created_at)
         SELECT provider, player_id, round_id, created_at FROM rounds
          WHERE created_at >= v_from AND created_at < v_to
-           AND wallet_round_stale(state, bets, cancelled_bets, created_at, p_age_seconds)
+           AND wallet_round_stale(wallet_round_state(rounds), bets, cancelled_bets, created_at,
+                                  p_age_seconds)
         ON CONFLICT DO NOTHING;
         UPDATE stale_sweep SET swept_to = v_to;
     END IF;
     DELETE FROM stale_rounds s
      USING rounds r
      WHERE r.provider = s.provider AND r.player_id = s.player_id AND r.round_id = s.round_id
-       AND NOT (r.state = 'open' AND r.bets > r.cancelled_bets);
+       AND NOT (wallet_round_state(r) = 'open' AND r.bets > r.cancelled_bets);
 END
 $$;
 
@@ -176,5 +191,6 @@ RETURNS TABLE (provider text, player_id text, round_id text) LANGUAGE sql STABLE
                AND n.created_at < now() - make_interval(secs => p_age_seconds)) c
       JOIN rounds r ON r.provider = c.provider AND r.player_id = c.player_id
                    AND r.round_id = c.round_id
-     WHERE wallet_round_stale(r.state, r.bets, r.cancelled_bets, r.created_at, p_age_seconds)
+     WHERE wallet_round_stale(wallet_round_state(r), r.bets, r.cancelled_bets, r.created_at,
+                              p_age_seconds)
 $$;

@@ -5,8 +5,8 @@
 
 -- name: player_rounds
 -- By the round's first posting, newest first; the cursor is that posting's (created_at, id).
-SELECT r.provider, r.player_id, r.round_id, r.game_id, r.state,
-       wallet_round_stale(r.state, r.bets, r.cancelled_bets, r.created_at,
+SELECT r.provider, r.player_id, r.round_id, r.game_id, wallet_round_state(r) AS state,
+       wallet_round_stale(wallet_round_state(r), r.bets, r.cancelled_bets, r.created_at,
                           :age_seconds::integer) AS stale,
        r.bets, r.cancelled_bets, r.results, r.created_at, r.closed_at, r.closed_by,
        r.settled_action, p.created_at AS first_at, p.id AS first_id
@@ -17,9 +17,9 @@ SELECT r.provider, r.player_id, r.round_id, r.game_id, r.state,
    AND p.round_id IS NOT NULL
    AND r.first_transaction = p.id
    AND (:provider::text IS NULL OR p.source = :provider)
-   AND (:state::text IS NULL OR r.state = :state)
+   AND (:state::text IS NULL OR wallet_round_state(r) = :state)
    AND (NOT :stale_only::boolean
-        OR wallet_round_stale(r.state, r.bets, r.cancelled_bets, r.created_at,
+        OR wallet_round_stale(wallet_round_state(r), r.bets, r.cancelled_bets, r.created_at,
                               :age_seconds::integer))
    AND p.created_at <= coalesce(:cursor_at::timestamptz, 'infinity')
    AND (:cursor_at::timestamptz IS NULL OR (p.created_at, p.id) < (:cursor_at, :cursor_id::bigint))
@@ -28,7 +28,7 @@ SELECT r.provider, r.player_id, r.round_id, r.game_id, r.state,
 
 -- name: stale_rounds
 -- Every player's stale rounds, newest first by (created_at, provider, player_id, round_id).
-SELECT r.provider, r.player_id, r.round_id, r.game_id, r.state, true AS stale,
+SELECT r.provider, r.player_id, r.round_id, r.game_id, wallet_round_state(r) AS state, true AS stale,
        r.bets, r.cancelled_bets, r.results, r.created_at, r.closed_at, r.closed_by,
        r.settled_action
   FROM wallet_stale_rounds(:age_seconds::integer) s
@@ -41,8 +41,9 @@ SELECT r.provider, r.player_id, r.round_id, r.game_id, r.state, true AS stale,
  LIMIT :limit;
 
 -- name: get_round
-SELECT provider, player_id, round_id, game_id, state,
-       wallet_round_stale(state, bets, cancelled_bets, created_at, :age_seconds::integer) AS stale,
+SELECT provider, player_id, round_id, game_id, wallet_round_state(rounds) AS state,
+       wallet_round_stale(wallet_round_state(rounds), bets, cancelled_bets, created_at,
+                          :age_seconds::integer) AS stale,
        bets, cancelled_bets, results, created_at, closed_at, closed_by, settled_action
   FROM rounds
  WHERE provider = :provider AND player_id = :player_id AND round_id = :round_id;

@@ -135,8 +135,8 @@ async def test_end_round_closes_the_round_and_is_repeatable(
     assert outcome(await table.bet(100, round_id="er-1")) == ("R1", "round_closed")
     assert outcome(await table.result(50, round_id="er-1")) == ("R1", "round_closed")
     state = await pool.fetchrow(
-        "SELECT state, closed_by FROM rounds WHERE provider = $1 AND player_id = $2"
-        " AND round_id = 'er-1'",
+        "SELECT wallet_round_state(rounds) AS state, closed_by FROM rounds"
+        " WHERE provider = $1 AND player_id = $2 AND round_id = 'er-1'",
         table.provider,
         table.player_id,
     )
