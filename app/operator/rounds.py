@@ -297,6 +297,11 @@ def _why_not(outcome: str, row: asyncpg.Record, age_seconds: int) -> str:
         return "every bet of the round is cancelled" + only
     if outcome == "no_open_bets":
         return "the round is open but has no bet left to settle" + only
+    if outcome == "overflow":
+        return (
+            "refunding the round's bets would take the balance past the largest amount the "
+            "wallet can hold; nothing was posted"
+        )
     if outcome == "has_results":
         return (
             f"the round has {row['results']} result(s): its bets are settled, and a refund "

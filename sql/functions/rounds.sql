@@ -109,6 +109,18 @@ BEGIN
     v_txs := wallet_round_transactions(p_provider, p_player, p_round);
     v_balance := acc.balance;
     IF p_action = 'refund' THEN
+        -- The refunds' total first: a balance they would take past the largest amount a balance
+        -- can hold refuses the settlement before anything is written.
+        IF (wallet_credit_overflow(acc.balance, (
+                SELECT coalesce(sum(b.amount), 0) FROM ledger_transactions b
+                 WHERE b.id = ANY(v_txs) AND b.kind = 'bet'
+                   AND NOT EXISTS (
+                       SELECT 1 FROM ledger_transactions c
+                        WHERE c.source = p_provider AND c.kind = 'cancel'
+                          AND c.ref_external_id = b.external_id))::bigint,
+                acc.currency)).reason IS NOT NULL THEN
+            RETURN 'overflow';
+        END IF;
         FOR bet IN
             SELECT b.external_id, b.amount, b.free_round_id FROM ledger_transactions b
              WHERE b.id = ANY(v_txs) AND b.kind = 'bet'
@@ -118,11 +130,6 @@ BEGIN
                       AND c.ref_external_id = b.external_id)
              ORDER BY b.id
         LOOP
-            IF wallet_credit_overflow(v_balance, bet.amount, acc.currency) IS NOT NULL THEN
-                -- Nothing of the settlement stays: the whole function's work rolls back.
-                RAISE EXCEPTION 'settlement would overflow the balance'
-                    USING ERRCODE = 'numeric_value_out_of_range';
-            END IF;
             v_tx := wallet_post(p_provider, '#settle:' || bet.external_id, 'cancel', p_player,
                                 acc.account_id, v_balance, acc.currency, bet.amount, bet.amount,
                                 p_round, NULL, bet.external_id, p_request_id,

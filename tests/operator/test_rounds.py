@@ -517,6 +517,23 @@ async def test_only_a_stale_round_may_be_settled(
     assert await table.balance() == before
     assert (await settle(table, "paid", "close"))["settled_action"] == "close"
 
+    # Refunds that would take the balance past the largest bigint: refused, nothing posted.
+    await stale_round(table, pool, "huge", 100)
+    real = await table.balance()
+    await pool.execute(
+        "UPDATE accounts SET balance = 9223372036854775807 - 50 WHERE kind = 'player'"
+        " AND owner = $1",
+        table.player_id,
+    )
+    refused = await settle(table, "huge", "refund", expect=400)
+    assert "largest amount" in refused["error"]["message"]
+    assert await table.balance() == 9223372036854775807 - 50
+    await pool.execute(
+        "UPDATE accounts SET balance = $2 WHERE kind = 'player' AND owner = $1",
+        table.player_id,
+        real,
+    )
+
     await stale_round(table, pool, "twice", 100)
     await settle(table, "twice", "close")
     refused = await settle(table, "twice", "refund", expect=400)
