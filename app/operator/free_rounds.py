@@ -219,9 +219,16 @@ async def get(
 ) -> FreeRound:
     row = await conn.fetchrow(*q.free_round(id=_grant_id(free_round_id), player_id=player_id))
     if row is None:
-        await _player_exists(conn, q, player_id)
-        raise NotFound(f"free round {free_round_id!r} not found for player {player_id!r}")
+        raise await _not_found(conn, q, player_id, free_round_id)
     return free_round(row)
+
+
+async def _not_found(
+    conn: asyncpg.Connection, q: Queries, player_id: str, free_round_id: str
+) -> NotFound:
+    """The 404 of a grant not found: the player's own when the player is unknown."""
+    await _player_exists(conn, q, player_id)
+    return NotFound(f"free round {free_round_id!r} not found for player {player_id!r}")
 
 
 async def withdraw(
@@ -235,8 +242,7 @@ async def withdraw(
     async with conn.transaction():
         row = await conn.fetchrow(*q.lock_free_round(id=grant_id, player_id=player_id))
         if row is None:
-            await _player_exists(conn, q, player_id)
-            raise NotFound(f"free round {free_round_id!r} not found for player {player_id!r}")
+            raise await _not_found(conn, q, player_id, free_round_id)
         before = free_round(row)
         if before.state == "withdrawn":
             return before

@@ -25,6 +25,7 @@ from app.audit import Actor, audit
 from app.db import Queries
 from app.fields import Balance, Count, DigitsId, Identifier, Int64, OneOf, Text, Time
 from app.metrics import Metrics
+from app.operator.postings import ResultKind
 from app.web import pagination
 from app.web.auth import MONEY, PLAYER_ADMIN, READ
 from app.web.errors import InvalidRequest, NotFound
@@ -69,7 +70,8 @@ class RoundQuery(pagination.PageQuery):
     state: Annotated[str, OneOf.of(FILTERS)] | None = Field(
         None,
         description="only rounds in this state; `stale`: open ones with a bet not cancelled, "
-        "older than WALLET_ROUND_STALE_SECONDS. Without `player_id`, `stale` is required",
+        "older than WALLET_ROUND_STALE_SECONDS. Without `player_id`, it must be "
+        + " or ".join(f"`{f}`" for f in EVERY_PLAYER_FILTERS),
     )
 
 
@@ -108,7 +110,7 @@ class TimelineEntry(Answer):
     ref_transaction_id: str | None = Field(
         description="the bet a cancel refunds, the result a change corrects"
     )
-    result_kind: str | None = Field(description="a result's kind: win, jackpot, bonus, free_round")
+    result_kind: ResultKind | None = Field(description="a result's or a correction's kind")
     free_round_id: DigitsId | None = Field(description="the grant a free-round bet used")
     request_id: str | None = Field(
         description="the provider's request_id; for a settlement, the operator call's X-Request-Id"
@@ -160,7 +162,7 @@ async def list_rounds(
         shown, next_cursor = pagination.window(
             rows, query.limit, lambda r: [r["first_at"].isoformat(), r["first_id"]]
         )
-    elif stale:
+    elif query.state in EVERY_PLAYER_FILTERS:  # stale
         after = pagination.decode(query.cursor, 4)
         rows = await conn.fetch(
             *q.stale_rounds(
@@ -178,7 +180,9 @@ async def list_rounds(
         )
     else:
         raise InvalidRequest(
-            "give player_id, or state stale: every player's rounds are listed only when stale",
+            "give player_id, or state "
+            + " or ".join(EVERY_PLAYER_FILTERS)
+            + ": every player's rounds are listed only when stale",
             field="player_id",
         )
     return RoundPage(data=[_round(r) for r in shown], next_cursor=next_cursor)

@@ -52,6 +52,19 @@ BEGIN
 END
 $$;
 
+-- The bets among a round's postings (p_txs) that no cancel refunded yet, in order: what a
+-- settlement's refund gives back.
+CREATE OR REPLACE FUNCTION wallet_round_open_bets(p_provider text, p_txs bigint[])
+RETURNS TABLE (external_id text, amount bigint, free_round_id bigint) LANGUAGE sql STABLE AS $$
+    SELECT b.external_id, b.amount, b.free_round_id FROM ledger_transactions b
+     WHERE b.id = ANY(p_txs) AND b.kind = 'bet'
+       AND NOT EXISTS (
+           SELECT 1 FROM ledger_transactions c
+            WHERE c.source = p_provider AND c.kind = 'cancel'
+              AND c.ref_external_id = b.external_id)
+     ORDER BY b.id
+$$;
+
 -- Settles a stale round for an operator: `refund` gives back every bet of the round not yet
 -- cancelled (a cancel posted as the provider's, its external id '#settle:<bet id>', one a
 -- provider can never send), `close` closes it as it stands (the bets lost). Either way the
@@ -62,8 +75,9 @@ $$;
 -- (R1 round_closed) or the bet refunded (R0 duplicate), or it went first and the round is
 -- re-checked here under its own row lock. Answers 'ok', or why the round may not be settled:
 -- 'round_not_found', its state ('closed', 'cancelled', 'settled'), 'no_open_bets' (open, with
--- no bet left to settle), 'not_stale' (open and younger than the age). A refund that would take
--- the balance past the largest bigint raises, and nothing of it stays.
+-- no bet left to settle), 'not_stale' (open and younger than the age), and for a refund
+-- 'has_results' (a result left the round open) or 'overflow' (the refunds would take the
+-- balance past the largest bigint). Nothing is written unless it answers 'ok'.
 CREATE OR REPLACE FUNCTION wallet_settle_round(
     p_provider text, p_player text, p_round text, p_action text, p_reason text,
     p_actor text, p_request_id text, p_age_seconds integer
@@ -83,7 +97,8 @@ BEGIN
     IF acc.account_id IS NULL THEN
         RETURN 'round_not_found';
     END IF;
-    SELECT wallet_round_state(rounds) AS state, bets, cancelled_bets, created_at INTO r FROM rounds
+    SELECT wallet_round_state(rounds) AS state, bets, cancelled_bets, results, created_at
+      INTO r FROM rounds
      WHERE provider = p_provider AND player_id = p_player AND round_id = p_round
        FOR UPDATE;
     IF NOT FOUND THEN
@@ -101,9 +116,7 @@ BEGIN
     -- A round with a result (one that left it open) has paid a win: refunding its stakes too
     -- would pay twice, as a provider's own cancel would be refused (bet_already_settled). Such
     -- a round is closed, not refunded.
-    IF p_action = 'refund' AND (SELECT results FROM rounds
-                                 WHERE provider = p_provider AND player_id = p_player
-                                   AND round_id = p_round) > 0 THEN
+    IF p_action = 'refund' AND r.results > 0 THEN
         RETURN 'has_results';
     END IF;
     v_txs := wallet_round_transactions(p_provider, p_player, p_round);
@@ -111,25 +124,13 @@ BEGIN
     IF p_action = 'refund' THEN
         -- The refunds' total first: a balance they would take past the largest amount a balance
         -- can hold refuses the settlement before anything is written.
-        IF (wallet_credit_overflow(acc.balance, (
-                SELECT coalesce(sum(b.amount), 0) FROM ledger_transactions b
-                 WHERE b.id = ANY(v_txs) AND b.kind = 'bet'
-                   AND NOT EXISTS (
-                       SELECT 1 FROM ledger_transactions c
-                        WHERE c.source = p_provider AND c.kind = 'cancel'
-                          AND c.ref_external_id = b.external_id))::bigint,
+        IF (wallet_credit_overflow(
+                acc.balance,
+                (SELECT coalesce(sum(amount), 0) FROM wallet_round_open_bets(p_provider, v_txs))::bigint,
                 acc.currency)).reason IS NOT NULL THEN
             RETURN 'overflow';
         END IF;
-        FOR bet IN
-            SELECT b.external_id, b.amount, b.free_round_id FROM ledger_transactions b
-             WHERE b.id = ANY(v_txs) AND b.kind = 'bet'
-               AND NOT EXISTS (
-                   SELECT 1 FROM ledger_transactions c
-                    WHERE c.source = p_provider AND c.kind = 'cancel'
-                      AND c.ref_external_id = b.external_id)
-             ORDER BY b.id
-        LOOP
+        FOR bet IN SELECT * FROM wallet_round_open_bets(p_provider, v_txs) LOOP
             v_tx := wallet_post(p_provider, '#settle:' || bet.external_id, 'cancel', p_player,
                                 acc.account_id, v_balance, acc.currency, bet.amount, bet.amount,
                                 p_round, NULL, bet.external_id, p_request_id,
