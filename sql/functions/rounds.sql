@@ -171,12 +171,15 @@ BEGIN
     END IF;
     SELECT swept_to INTO v_from FROM stale_sweep;
     IF v_from < v_to THEN
-        INSERT INTO stale_rounds (provider, player_id, round_id, created_at)
-        SELECT provider, player_id, round_id, created_at FROM rounds
-         WHERE created_at >= v_from AND created_at < v_to
-           AND wallet_round_stale(wallet_round_state(rounds), bets, cancelled_bets, created_at,
-                                  p_age_seconds)
-        ON CONFLICT DO NOTHING;
+        -- EXECUTE: planned with the slice's bounds known, so the planner sees a narrow range of
+        -- rounds_by_time (a cached generic plan would guess at a third of the table).
+        EXECUTE 'INSERT INTO stale_rounds (provider, player_id, round_id, created_at)
+                 SELECT provider, player_id, round_id, created_at FROM rounds
+                  WHERE created_at >= $1 AND created_at < $2
+                    AND wallet_round_stale(wallet_round_state(rounds), bets, cancelled_bets,
+                                           created_at, $3)
+                 ON CONFLICT DO NOTHING'
+            USING v_from, v_to, p_age_seconds;
         UPDATE stale_sweep SET swept_to = v_to;
     END IF;
     DELETE FROM stale_rounds s
@@ -187,18 +190,25 @@ END
 $$;
 
 -- The rounds stale now: those a sweep kept, and those come of age since the last sweep (at most
--- a minute of rounds, read through rounds_by_time), each checked on the round itself. What the
--- listing and the gauge read, exact whenever they run.
+-- a minute of rounds, a range of rounds_by_time), each checked on the round itself. What the
+-- listing and the gauge read, exact whenever they run. EXECUTE plans it with the slice's bound
+-- known (see wallet_sweep_stale); ROWS tells callers it is few, so they join it to rounds by key.
 CREATE OR REPLACE FUNCTION wallet_stale_rounds(p_age_seconds integer)
-RETURNS TABLE (provider text, player_id text, round_id text) LANGUAGE sql STABLE AS $$
-    SELECT r.provider, r.player_id, r.round_id
-      FROM (SELECT s.provider, s.player_id, s.round_id FROM stale_rounds s
-            UNION
-            SELECT n.provider, n.player_id, n.round_id FROM rounds n
-             WHERE n.created_at >= (SELECT swept_to FROM stale_sweep)
-               AND n.created_at < now() - make_interval(secs => p_age_seconds)) c
-      JOIN rounds r ON r.provider = c.provider AND r.player_id = c.player_id
-                   AND r.round_id = c.round_id
-     WHERE wallet_round_stale(wallet_round_state(r), r.bets, r.cancelled_bets, r.created_at,
-                              p_age_seconds)
+RETURNS TABLE (provider text, player_id text, round_id text) LANGUAGE plpgsql STABLE ROWS 100
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE
+        'SELECT r.provider, r.player_id, r.round_id
+           FROM stale_rounds s
+           JOIN rounds r ON r.provider = s.provider AND r.player_id = s.player_id
+                        AND r.round_id = s.round_id
+          WHERE wallet_round_stale(wallet_round_state(r), r.bets, r.cancelled_bets,
+                                   r.created_at, $2)
+         UNION
+         SELECT n.provider, n.player_id, n.round_id FROM rounds n
+          WHERE n.created_at >= $1 AND n.created_at < now() - make_interval(secs => $2)
+            AND wallet_round_stale(wallet_round_state(n), n.bets, n.cancelled_bets,
+                                   n.created_at, $2)'
+        USING (SELECT swept_to FROM stale_sweep), p_age_seconds;
+END
 $$;
