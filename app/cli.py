@@ -24,7 +24,7 @@ import asyncpg
 import orjson
 from pydantic import BaseModel
 
-from app import db, logs
+from app import db, logs, metrics_files
 from app.audit import Actor
 from app.config import Settings
 from app.dev import local
@@ -109,17 +109,19 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         # and leaves through `local.services` like Ctrl+C does, rather than dying of the signal.
         # (With --workers N the supervisor handles signals itself; this changes nothing there.)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=args.workers,
-            log_level="info",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=10,
-        )
+        # Several workers share their metrics through files in one directory (app/metrics_files.py).
+        with metrics_files.serving_dir(args.workers):
+            uvicorn.run(
+                "app.main:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=args.workers,
+                log_level="info",
+                access_log=False,
+                log_config=None,
+                timeout_graceful_shutdown=10,
+            )
     return 0
 
 
