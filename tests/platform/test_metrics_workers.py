@@ -5,9 +5,12 @@ workers share their metrics through is gone once the server stops."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -34,9 +37,7 @@ def per_worker(folder: Path, series: str) -> dict[int, float]:
 
     found: dict[int, float] = {}
     pids = {
-        int(m.group(1))
-        for f in folder.glob("counter_*.db")
-        if (m := re.search(r"_(\d+)\.db$", f.name))
+        int(m.group(1)) for f in folder.glob("*_*.db") if (m := re.search(r"_(\d+)\.db$", f.name))
     }
     for pid in pids:
         alone = folder.parent / f"alone-{pid}"
@@ -110,6 +111,23 @@ async def test_two_workers_report_the_same_totals_on_every_scrape(
             assert value(text, "wallet_db_pool_max") == WORKERS * Settings().db_pool_max
             # ...what each worker counts alike is not.
             assert re.search(r'^wallet_dependency_up\{dependency="postgres"\} 1\.0$', text, re.M)
+
+        # A worker killed (no shutdown of its own) is replaced by the supervisor; the new one
+        # takes the dead one's live gauges out of the sums, and its counts stay counted.
+        victim = min(counted)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            # The new worker is up once its pool gauge is written (its lifespan has started).
+            sizes = per_worker(folder, "wallet_db_pool_max")
+            if len([p for p, size in sizes.items() if p != victim and size > 0]) == WORKERS:
+                break
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.2)
+        for _ in range(SCRAPES):
+            text = httpx.get(f"{server.base}/metrics", timeout=10).text
+            assert value(text, BET_OK) == sent
+            assert value(text, "wallet_db_pool_max") == WORKERS * Settings().db_pool_max
     finally:
         stop_wallet(server)
     assert not list(tmp.glob(PREFIX + "*")), "the metrics directory outlived the server"
