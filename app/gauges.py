@@ -102,7 +102,11 @@ async def check_ledger_if_due(
         last = await conn.fetchrow(*q.ledger_check_last(period_seconds=period_seconds))
         if last is not None and not last["due"]:
             return False
-        await record_ledger_check(conn, q, metrics, await ledger.check(conn, q))
+        # One snapshot, as ledger.check takes on its own, allowed up to a period to run.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.fetchval(*q.ledger_check_statement_timeout(timeout_ms=period_seconds * 1000))
+            result = await ledger.check(conn, q)
+        await record_ledger_check(conn, q, metrics, result)
         return True
     finally:
         await conn.fetchval(*q.ledger_check_unlock())

@@ -64,3 +64,8 @@ INSERT INTO ledger_check_last (finished_at, problems) VALUES (now(), :problems)
     ON CONFLICT (only_row) DO UPDATE SET finished_at = excluded.finished_at,
                                          problems = excluded.problems
 RETURNING extract(epoch FROM finished_at)::float8;
+
+-- name: ledger_check_statement_timeout
+-- For the transaction of the periodic check only: its scans of the whole ledger may take longer
+-- than WALLET_DB_STATEMENT_TIMEOUT_MS, which is sized for requests.
+SELECT set_config('statement_timeout', (:timeout_ms::bigint)::text, true);

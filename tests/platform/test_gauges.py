@@ -292,7 +292,10 @@ async def test_the_ledger_check_runs_once_per_period_over_all_processes(
     await pool.execute("DELETE FROM ledger_check_last")
     first, second = Metrics(), Metrics()
     async with pool.acquire() as a, pool.acquire() as b:
+        timeout_before = await a.fetchval("SHOW statement_timeout")
         assert await gauges.check_ledger_if_due(a, q, first, 3600)  # none yet: due
+        # Its longer statement timeout was the check's transaction's only.
+        assert await a.fetchval("SHOW statement_timeout") == timeout_before
         assert not await gauges.check_ledger_if_due(b, q, second, 3600)  # just run: not due
         expected = gauges.problems_of(await ledger.check(a, q))
         # Another process holding the lock (running it now): skipped, whatever the period.
