@@ -88,7 +88,7 @@ async def check_redis(redis: Redis, mux: RedisMux) -> str:
 
 @api.get(
     "/metrics",
-    summary="Prometheus metrics of this process (for an internal scraper only)",
+    summary="Prometheus metrics of this server, all its workers (for an internal scraper only)",
     answers=[(200, Media(("text/plain",)), f"Prometheus text format ({CONTENT_TYPE})")],
     public=True,
 )
