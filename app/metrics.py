@@ -22,7 +22,7 @@ reported as the most recent count (``mostrecent``), never summed N times.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import asyncpg
 from prometheus_client import (
@@ -63,8 +63,6 @@ BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 PSP_OUTCOMES = ("ok", "declined", "timeout", "error")
 # From a fast answer to a PSP's 10 s timeout.
 PSP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-OUTBOX_STATES = ("pending", "dead")
-DEPENDENCIES = ("postgres", "redis")
 
 _Pair = tuple[Counter, Histogram]
 
@@ -399,10 +397,7 @@ def _live_gauge(registry: CollectorRegistry, name: str, documentation: str) -> G
 
 
 def _counted_gauge(
-    registry: CollectorRegistry,
-    name: str,
-    documentation: str,
-    labels: tuple[str, ...] | list[str] = (),
+    registry: CollectorRegistry, name: str, documentation: str, labels: Sequence[str] = ()
 ) -> Gauge:
     """A count every worker makes alike (a query): the most recent one written is reported, and
     it survives the worker that wrote it."""

@@ -5,6 +5,9 @@ Each call is one request to one route, a retry under the same idempotency key in
 outcome is one of :data:`app.metrics.PSP_OUTCOMES`: ``ok`` (answered), ``declined`` (a final
 refusal: a decline or another 4xx), ``timeout`` (no answer in time: the PSP may have acted) and
 ``error`` (unreachable, 5xx, 429, a connection lost, an answer not as documented, or a bug).
+
+The operation is what the wallet asked: ``start`` (a deposit), ``payout``, ``status`` and
+``find`` (the poller), ``settlement_report`` (reconciliation); the callers name it.
 """
 
 from __future__ import annotations
@@ -18,12 +21,9 @@ from app.payments.psp import PspError
 
 T = TypeVar("T")
 
-# What the wallet calls: `start` a deposit, a `payout`, `status` and `find` when polling, the
-# day's `settlement_report` when reconciling.
-OPERATIONS = ("start", "payout", "status", "find", "settlement_report")
-
 
 def outcome_of(error: Exception | None) -> str:
+    """The outcome of a call that raised ``error`` (None: it answered)."""
     if error is None:
         return "ok"
     if isinstance(error, PspError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,9 +21,9 @@ from app.config import Settings
 from app.db import Queries
 from app.dev.devstack import free_port
 from app.ledger import service as ledger
-from app.metrics import Metrics
-from app.payments import metering, outbox
-from app.payments.psp import PspError
+from app.metrics import PSP_OUTCOMES, Metrics
+from app.payments import metering, outbox, reconciliation
+from app.payments.psp import PspError, SettlementLine
 from app.payments.routing import Breaker
 from app.payments.service import PaymentRequest, Payments
 from app.redis_client import create_redis
@@ -111,7 +112,44 @@ async def test_psp_calls_are_counted_by_route_operation_and_outcome(
     assert psp_calls(text_of(metrics), "psp-payout", "payout", "ok") == 1
 
 
+class ReportingPsp(ScriptedPsp):
+    """A route with a settlement report: empty, or unavailable."""
+
+    down: bool = False
+
+    async def settlement(self, day: dt.date) -> list[SettlementLine]:
+        if self.down:
+            raise PspError("http_503", retryable=True)
+        return []
+
+
+async def test_polls_and_settlement_reports_are_counted(
+    pool: asyncpg.Pool, operator: Operator
+) -> None:
+    metrics = Metrics()
+    route = ReportingPsp("psp-polled-" + secrets.token_hex(3))
+    q = Queries.load()
+    payments = Payments(pool, q, [route], webhook_base="https://w/v1", metrics=metrics)
+    player = await operator.player()
+    await payments.create_deposit(
+        PaymentRequest(player, 100, "EUR", "card"), K + secrets.token_hex(4)
+    )
+    await payments.poll_once(quiet_seconds=0, batch=100_000)
+    assert psp_calls(text_of(metrics), route.name, "status", "ok") == 1
+    day = dt.datetime.now(dt.UTC).date()
+    async with pool.acquire() as conn:
+        await reconciliation.report(conn, q, route, day, metrics)
+        route.down = True
+        with pytest.raises(PspError):
+            await reconciliation.report(conn, q, route, day, metrics)
+    text = text_of(metrics)
+    assert psp_calls(text, route.name, "settlement_report", "ok") == 1
+    assert psp_calls(text, route.name, "settlement_report", "error") == 1
+
+
 def test_outcomes_are_a_fixed_set() -> None:
+    errors = [timeout(), PspError("x", retryable=True), PspError("x", retryable=False), OSError()]
+    assert {metering.outcome_of(e) for e in [None, *errors]} == set(PSP_OUTCOMES)
     assert metering.outcome_of(None) == "ok"
     assert metering.outcome_of(timeout()) == "timeout"
     assert metering.outcome_of(PspError("unreachable", retryable=True, not_sent=True)) == "error"
