@@ -53,6 +53,18 @@ def per_worker(folder: Path, series: str) -> dict[int, float]:
     return found
 
 
+def wait_workers(folder: Path, n: int, besides: int | None = None, timeout: float = 60) -> None:
+    """Until ``n`` workers (not ``besides``) have started: each writes its pool gauge as its
+    lifespan starts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sizes = per_worker(folder, "wallet_db_pool_max")
+        if len([p for p, size in sizes.items() if p != besides and size > 0]) == n:
+            return
+        assert time.monotonic() < deadline, f"{n} workers not started in {timeout} s: {sizes}"
+        time.sleep(0.2)
+
+
 async def test_two_workers_report_the_same_totals_on_every_scrape(
     settings: Settings, operator: Operator, tmp_path: Path
 ) -> None:
@@ -65,11 +77,15 @@ async def test_two_workers_report_the_same_totals_on_every_scrape(
     try:
         wait_ready(server)
         (folder,) = tmp.glob(PREFIX + "*")
+        # /readyz was answered by one worker; the other may still be starting.
+        wait_workers(folder, WORKERS)
         provider = await operator.provider()
         player = await operator.player(1_000_000)
         token = await operator.session(player, provider["code"])
         sent = 0
-        async with httpx.AsyncClient(base_url=server.base, timeout=30) as http:
+        # No connection kept: each bet is a new one, which the kernel hands to either worker.
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=server.base, timeout=30, limits=fresh) as http:
             client = ProviderClient(
                 server.base, provider["code"], provider["keys"][0]["key"], http=http
             )
@@ -89,7 +105,7 @@ async def test_two_workers_report_the_same_totals_on_every_scrape(
 
             # Until both workers have answered some bets (so that a scrape of either one alone
             # would be short of the total), at most a few rounds.
-            for _ in range(5):
+            for _ in range(10):
                 await asyncio.gather(*(bet() for _ in range(BATCH)))
                 sent += BATCH
                 counted = per_worker(folder, BET_OK)
@@ -116,14 +132,7 @@ async def test_two_workers_report_the_same_totals_on_every_scrape(
         # takes the dead one's live gauges out of the sums, and its counts stay counted.
         victim = min(counted)
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while True:
-            # The new worker is up once its pool gauge is written (its lifespan has started).
-            sizes = per_worker(folder, "wallet_db_pool_max")
-            if len([p for p, size in sizes.items() if p != victim and size > 0]) == WORKERS:
-                break
-            assert time.monotonic() < deadline, "the killed worker was not replaced"
-            time.sleep(0.2)
+        wait_workers(folder, WORKERS, besides=victim)
         for _ in range(SCRAPES):
             text = httpx.get(f"{server.base}/metrics", timeout=10).text
             assert value(text, BET_OK) == sent
