@@ -54,13 +54,26 @@ def problems_of(result: dict[str, Any]) -> int:
     return sum(len(rows) for rows in result.get("problems", {}).values())
 
 
+async def store_ledger_check(
+    conn: asyncpg.Connection, q: Queries, result: dict[str, Any]
+) -> tuple[int, float]:
+    """Keep a ledger check's result for every process's gauges: (problems, finished at)."""
+    problems = problems_of(result)
+    return problems, await conn.fetchval(*q.record_ledger_check(problems=problems))
+
+
 async def record_ledger_check(
     conn: asyncpg.Connection, q: Queries, metrics: Metrics, result: dict[str, Any]
 ) -> None:
     """Keep a ledger check's result for every process's gauges, and show it in this one's."""
-    problems = problems_of(result)
-    finished_at = await conn.fetchval(*q.record_ledger_check(problems=problems))
-    metrics.ledger_checked(problems, finished_at)
+    metrics.ledger_checked(*await store_ledger_check(conn, q, result))
+
+
+async def check_and_store(conn: asyncpg.Connection, q: Queries) -> dict[str, Any]:
+    """``wallet ledger check``: the check's result, kept for the servers' gauges too."""
+    result = await ledger.check(conn, q)
+    await store_ledger_check(conn, q, result)
+    return result
 
 
 async def check_dependencies(s: Sources) -> bool:

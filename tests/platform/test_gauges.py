@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -31,6 +32,7 @@ from app.redis_mux import RedisMux
 from tests.fixtures.app import Operator
 from tests.payments.psps import K, ScriptedPsp, timeout
 from tests.platform.test_observability import value
+from tests.support.cli import wallet_cli
 
 
 def text_of(metrics: Metrics) -> str:
@@ -452,3 +454,17 @@ async def test_the_refresher_writes_the_live_gauges_and_survives_a_failed_round(
             await task
     # The round that failed (no queries loaded) still probed the dependencies first.
     assert up(text_of(probe.metrics), "postgres") == 1
+
+
+async def test_the_command_line_check_is_kept_for_the_gauges(
+    pool: asyncpg.Pool, settings: Settings, probe: Probe
+) -> None:
+    assert settings.database_url is not None and settings.redis_url is not None
+    await pool.execute("DELETE FROM ledger_check_last")
+    done = wallet_cli(settings.database_url, settings.redis_url, "ledger", "check")
+    assert done.returncode == 0, done.stderr
+    answer = orjson.loads(done.stdout)
+    row = await pool.fetchrow("SELECT problems, finished_at FROM ledger_check_last")
+    assert row is not None and row["problems"] == gauges.problems_of(answer)
+    text = await probe.count()
+    assert value(text, "wallet_ledger_check_timestamp_seconds") == row["finished_at"].timestamp()
