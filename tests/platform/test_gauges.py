@@ -468,3 +468,29 @@ async def test_the_command_line_check_is_kept_for_the_gauges(
     assert row is not None and row["problems"] == gauges.problems_of(answer)
     text = await probe.count()
     assert value(text, "wallet_ledger_check_timestamp_seconds") == row["finished_at"].timestamp()
+
+
+# The names dashboards and alert rules (docker/) are written against: renaming one breaks them.
+ALERTED = {
+    "wallet_outbox_events": "gauge",
+    "wallet_psp_calls_total": "counter",
+    "wallet_psp_call_seconds": "histogram",
+    "wallet_psp_breaker_state": "gauge",
+    "wallet_payments_attention": "gauge",
+    "wallet_rounds_stale": "gauge",
+    "wallet_call_log_buffered": "gauge",
+    "wallet_call_log_dropped_total": "counter",
+    "wallet_redis_mux_queued": "gauge",
+    "wallet_dependency_up": "gauge",
+    "wallet_ledger_check_problems": "gauge",
+    "wallet_ledger_check_timestamp_seconds": "gauge",
+}
+
+
+async def test_the_app_exposes_every_alerted_metric_by_its_fixed_name(
+    http: httpx.AsyncClient,
+) -> None:
+    text = (await http.get("/metrics")).text
+    for name, kind in ALERTED.items():
+        assert f"# TYPE {name} {kind}" in text, name
+    assert "_created" not in text
