@@ -24,11 +24,10 @@ import asyncpg
 import orjson
 from pydantic import BaseModel
 
-from app import db, logs
+from app import db, gauges, logs, metrics_files
 from app.audit import Actor
 from app.config import Settings
 from app.dev import local
-from app.ledger import service as ledger
 from app.operator import adjustments, api_keys, players, postings, providers, reports
 from app.seamless import keys
 from app.secrets import master_key_bytes
@@ -109,17 +108,19 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         # and leaves through `local.services` like Ctrl+C does, rather than dying of the signal.
         # (With --workers N the supervisor handles signals itself; this changes nothing there.)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=args.workers,
-            log_level="info",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=10,
-        )
+        # Several workers share their metrics through files in one directory (app/metrics_files.py).
+        with metrics_files.serving_dir(args.workers):
+            uvicorn.run(
+                "app.main:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=args.workers,
+                log_level="info",
+                access_log=False,
+                log_config=None,
+                timeout_graceful_shutdown=10,
+            )
     return 0
 
 
@@ -401,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("ledger", help="ledger").add_subparsers(dest="action", required=True)
     check.add_parser("check", help="verify every ledger invariant").set_defaults(
-        run=lambda s, a: _db_command(ledger.check)(s, a)
+        run=lambda s, a: _db_command(gauges.check_and_store)(s, a)
     )
 
     apikey = sub.add_parser("apikey", help="operator API keys").add_subparsers(

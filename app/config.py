@@ -193,6 +193,9 @@ class Settings:
     limit_cooling_off_seconds: int = 24 * 3600
     # A round open this long with a bet not cancelled is stale: listed, counted, settleable.
     round_stale_seconds: int = 24 * 3600
+    # How often the ledger check runs for its gauges (app/gauges.py), once over every process;
+    # 0 turns it off.
+    ledger_check_seconds: int = 900
     # Payments: where PSPs send webhooks (this service's public address), the routes, and the
     # amount above which a withdrawal waits for an operator.
     public_url: str | None = None
@@ -257,6 +260,7 @@ class Settings:
                 env, "WALLET_LIMIT_COOLING_OFF_SECONDS", 24 * 3600, minimum=0
             ),
             round_stale_seconds=_int(env, "WALLET_ROUND_STALE_SECONDS", 24 * 3600, minimum=1),
+            ledger_check_seconds=_int(env, "WALLET_LEDGER_CHECK_SECONDS", 900, minimum=0),
             master_key=parse_master_key(env),
         )
         if settings.port > 65535:

@@ -20,10 +20,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
-from app import db, health, logs, openapi
+from app import db, gauges, health, logs, openapi
 from app.config import ConfigError, Settings
 from app.locks import PlayerLocks
 from app.metrics import Metrics
+from app.metrics_files import forget_dead_processes
 from app.operator import (
     adjustments,
     api_keys,
@@ -161,10 +162,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         deliverer: asyncio.Task[None] | None = None
         pruner: asyncio.Task[None] | None = None
         stale_counter: asyncio.Task[None] | None = None
+        refresher: asyncio.Task[None] | None = None
         seamless: SeamlessService | None = None
+        forget_dead_processes()  # workers the supervisor replaced, in multiprocess mode
         metrics = Metrics()
         metrics.watch_pool(pool)
         metrics.watch_call_log(calls)
+        metrics.watch_mux(mux.queued)
         try:
             await _schema_is_current(pool)
             queries = db.Queries.load()
@@ -208,7 +212,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 webhook_base=f"{public_url.rstrip('/')}/v1/psp",
                 review_threshold=settings.withdrawal_review_threshold,
                 kyc_tiers=settings.kyc_method_tiers,
+                metrics=metrics,
             )
+            metrics.watch_breakers(payments.breaker_states)
             calls.start()
             pruner = asyncio.get_running_loop().create_task(
                 seamless.prune_forever(60.0), name="replay-pruner"
@@ -218,6 +224,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     pool, queries, metrics, settings.round_stale_seconds, rounds.STALE_GAUGE_SECONDS
                 ),
                 name="stale-rounds",
+            )
+            refresher = asyncio.get_running_loop().create_task(
+                gauges.refresh_forever(
+                    gauges.Sources(
+                        pool, queries, redis, mux, metrics, settings.ledger_check_seconds
+                    )
+                ),
+                name="gauges",
             )
             # Late or unverifiable webhooks are not waited for forever: ask the PSPs.
             poller = (
@@ -256,7 +270,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 )
             }
         finally:
-            for task in (poller, deliverer, pruner, stale_counter):
+            for task in (poller, deliverer, pruner, stale_counter, refresher):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -268,6 +282,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await mux.aclose()
             await redis.aclose()
             await pool.close()
+            metrics.close()
 
     return WalletApp(
         routes=[

@@ -2,23 +2,48 @@
 
 Each app owns its own :class:`~prometheus_client.CollectorRegistry` rather than the library's
 global one, so that several apps in one process (the tests start a few) never collide over metric
-names. Gauges of the database pool and the call history are read when scraped, not kept up to
-date on the hot path.
+names.
 
-Counts are per process: with ``wallet serve --workers N`` each scrape sees the one worker that
-answered it.
+With several workers (``wallet serve --workers N``, or ``PROMETHEUS_MULTIPROC_DIR`` set by hand)
+prometheus-client's multiprocess mode is on: every process writes its values to memory-mapped
+files in that directory and a scrape of any worker reads them all (docs/deployment.md, Metrics).
+The mode is chosen once, when prometheus-client is imported, from that environment variable;
+without it values stay in memory, as the tests want (several apps in one process).
+
+Nothing gauged is read when scraped by a custom collector or ``set_function``: those would report
+only the scraped worker. Per-process quantities (the pool, the call-history buffer, the Redis
+multiplexer's queue, the breakers) are copied into plain gauges by :meth:`Metrics.refresh_live`,
+at each scrape and every few seconds (:mod:`app.gauges`), and summed (``livesum``) or maxed
+(``livemax``) over live workers. What every worker counts alike with a query (stale rounds, the
+outbox, payments needing attention, dependencies, the ledger check) is written when counted and
+reported as the most recent count (``mostrecent``), never summed N times.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Mapping, Sequence
 
 import asyncpg
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from app.seamless.calls import CallLog
+
+# No `<name>_created` series: each counter would carry a second one, which nobody graphs, that
+# multiprocess exposition lacks anyway. Process-wide, like the value class below.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# Multiprocess mode, as prometheus-client decided it at import (PROMETHEUS_MULTIPROC_DIR set).
+MULTIPROCESS = values.ValueClass is not values.MutexValue
 
 # The classic text format, which is what generate_latest writes (whatever the library's newest).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -30,6 +55,14 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 UNMATCHED_ROUTE = "unmatched"
+
+# A breaker's state as a number (app/payments/routing.py): the worst of several workers is the max.
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+# How a PSP call ended (app/payments/metering.py): answered; refused for good (a decline, a 4xx);
+# no reply in time; anything else (unreachable, 5xx, 429, a lost connection, an invalid answer).
+PSP_OUTCOMES = ("ok", "declined", "timeout", "error")
+# From a fast answer to a PSP's 10 s timeout.
+PSP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 _Pair = tuple[Counter, Histogram]
 
@@ -121,33 +154,156 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=r,
         )
-        self.db_pool_size = Gauge(
-            "wallet_db_pool_size", "Open connections of the Postgres pool", registry=r
+        # Per process, summed over the live workers.
+        self.db_pool_size = _live_gauge(
+            r, "wallet_db_pool_size", "Open connections of the Postgres pool"
         )
-        self.db_pool_idle = Gauge(
-            "wallet_db_pool_idle", "Idle connections of the Postgres pool", registry=r
+        self.db_pool_idle = _live_gauge(
+            r, "wallet_db_pool_idle", "Idle connections of the Postgres pool"
         )
-        self.db_pool_max = Gauge(
-            "wallet_db_pool_max", "Largest size of the Postgres pool", registry=r
+        self.db_pool_max = _live_gauge(r, "wallet_db_pool_max", "Largest size of the Postgres pool")
+        self.call_log_buffered = _live_gauge(
+            r, "wallet_call_log_buffered", "Call-history rows waiting to be written"
         )
+        self.call_log_dropped = Counter(
+            "wallet_call_log_dropped",
+            "Call-history rows dropped because the buffer was full",
+            registry=r,
+        )
+        self.redis_mux_queued = _live_gauge(
+            r,
+            "wallet_redis_mux_queued",
+            "Commands sent on the hot path's Redis connection and not answered yet",
+        )
+        self.psp_calls = Counter(
+            "wallet_psp_calls",
+            "Calls to a PSP route, by route, operation (start, payout, status, find, "
+            "settlement_report) and outcome (ok, declined, timeout, error)",
+            ["route", "operation", "outcome"],
+            registry=r,
+        )
+        self.psp_seconds = Histogram(
+            "wallet_psp_call_seconds",
+            "Time of one call to a PSP route, whatever its outcome",
+            ["route", "operation"],
+            buckets=PSP_BUCKETS,
+            registry=r,
+        )
+        self.psp_breaker_state = Gauge(
+            "wallet_psp_breaker_state",
+            "A PSP route's circuit breaker: 0 closed, 1 half-open, 2 open (the worst worker's)",
+            ["route"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        # Counted by a query, alike in every worker: the most recent count is the answer.
+        self.stale_rounds = _counted_gauge(
+            r,
+            "wallet_rounds_stale",
+            "Stale rounds (open, a bet not cancelled, older than WALLET_ROUND_STALE_SECONDS) "
+            "per provider, counted every 60 s",
+            ["provider"],
+        )
+        self.outbox_events = _counted_gauge(
+            r,
+            "wallet_outbox_events",
+            "Operator events not delivered, by state: pending (due or retrying) and dead "
+            "(dead letters)",
+            ["state"],
+        )
+        self.payments_attention = _counted_gauge(
+            r,
+            "wallet_payments_attention",
+            "Payments waiting for an operator, by kind and attention reason",
+            ["kind", "attention"],
+        )
+        self.dependency_up = _counted_gauge(
+            r,
+            "wallet_dependency_up",
+            "1 if the last check (every 15 s) reached the dependency (postgres, redis), else 0",
+            ["dependency"],
+        )
+        self.ledger_check_problems = _counted_gauge(
+            r,
+            "wallet_ledger_check_problems",
+            "Offending rows the last ledger check found (up to 100 per invariant; 0 when sound)",
+        )
+        self.ledger_check_timestamp = _counted_gauge(
+            r,
+            "wallet_ledger_check_timestamp_seconds",
+            "Unix time the last ledger check completed",
+        )
+        self._stale_seen: set[tuple[str, ...]] = set()
+        self._attention_seen: set[tuple[str, ...]] = set()
+        self._live: list[Callable[[], None]] = []
+        self._dropped_seen = 0
 
-        # Stale rounds per provider, as last counted (app/operator/rounds.py, every 60 s).
-        self.stale_rounds: dict[str, int] = {}
-        self.registry.register(_StaleRoundsCollector(self))
+    def stale_rounds_counted(self, counts: Mapping[str, int]) -> None:
+        """The stale rounds per provider, as just counted: a provider with none drops out (in
+        multiprocess mode it shows 0, as a written series stays in the files)."""
+        _set_counts(self.stale_rounds, {(p,): n for p, n in counts.items()}, self._stale_seen)
 
-    def stale_rounds_counted(self, counts: dict[str, int]) -> None:
-        """The stale rounds per provider, as just counted: a provider with none drops out."""
-        self.stale_rounds = dict(counts)
+    def outbox_counted(self, pending: int, dead: int) -> None:
+        self.outbox_events.labels("pending").set(pending)
+        self.outbox_events.labels("dead").set(dead)
+
+    def attention_counted(self, counts: Mapping[tuple[str, ...], int]) -> None:
+        """Payments needing attention by (kind, attention), as just counted."""
+        _set_counts(self.payments_attention, counts, self._attention_seen)
+
+    def dependency_checked(self, dependency: str, up: bool) -> None:
+        self.dependency_up.labels(dependency).set(1 if up else 0)
+
+    def ledger_checked(self, problems: int, finished_at: float) -> None:
+        self.ledger_check_problems.set(problems)
+        self.ledger_check_timestamp.set(finished_at)
+
+    def psp_call(self, route: str, operation: str, outcome: str, seconds: float) -> None:
+        """Count one call to a PSP route; ``outcome`` is one of :data:`PSP_OUTCOMES`."""
+        self.psp_calls.labels(route, operation, outcome).inc()
+        self.psp_seconds.labels(route, operation).observe(seconds)
 
     def watch_pool(self, pool: asyncpg.Pool) -> None:
-        """Read the pool's gauges from ``pool`` at every scrape."""
-        self.db_pool_size.set_function(lambda: float(pool.get_size()))
-        self.db_pool_idle.set_function(lambda: float(pool.get_idle_size()))
-        self.db_pool_max.set_function(lambda: float(pool.get_max_size()))
+        """Copy the pool's sizes into its gauges at each :meth:`refresh_live`."""
+
+        def read() -> None:
+            self.db_pool_size.set(pool.get_size())
+            self.db_pool_idle.set(pool.get_idle_size())
+            self.db_pool_max.set(pool.get_max_size())
+
+        self._live.append(read)
 
     def watch_call_log(self, calls: CallLog) -> None:
-        """Read the call history's buffer and drop count from ``calls`` at every scrape."""
-        self.registry.register(_CallLogCollector(calls))
+        """Copy the call history's buffer and drop count at each :meth:`refresh_live`."""
+
+        def read() -> None:
+            self.call_log_buffered.set(calls.buffered)
+            # The log counts its drops itself; the counter takes what is new since last time.
+            dropped = calls.dropped
+            if dropped > self._dropped_seen:
+                self.call_log_dropped.inc(dropped - self._dropped_seen)
+                self._dropped_seen = dropped
+
+        self._live.append(read)
+
+    def watch_mux(self, queued: Callable[[], int]) -> None:
+        """Copy the Redis multiplexer's queue length at each :meth:`refresh_live`."""
+        self._live.append(lambda: self.redis_mux_queued.set(queued()))
+
+    def watch_breakers(self, states: Callable[[], Mapping[str, str]]) -> None:
+        """Copy each PSP route's breaker state (``closed``, ``half_open``, ``open``)."""
+
+        def read() -> None:
+            for route, state in states().items():
+                self.psp_breaker_state.labels(route).set(BREAKER_STATES[state])
+
+        self._live.append(read)
+
+    def refresh_live(self) -> None:
+        """Write this process's live quantities into their gauges: at each scrape of this worker,
+        and periodically (:mod:`app.gauges`) so a scrape of another worker sees them fresh."""
+        for read in self._live:
+            read()
 
     def seamless(
         self,
@@ -220,42 +376,48 @@ class Metrics:
         return pair
 
     def render(self) -> bytes:
-        """Every metric in the Prometheus text exposition format."""
-        return generate_latest(self.registry)
+        """Every metric in the Prometheus text exposition format: of every worker in
+        multiprocess mode, read from their files."""
+        self.refresh_live()
+        if not MULTIPROCESS:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """This process is going away: its live gauges leave the multiprocess totals."""
+        if MULTIPROCESS:
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
-class _CallLogCollector(Collector):
-    """The call history's counts, read from the :class:`CallLog` itself when scraped."""
-
-    def __init__(self, calls: CallLog) -> None:
-        self.calls = calls
-
-    def collect(self) -> Iterable[Metric]:
-        yield CounterMetricFamily(
-            "wallet_call_log_dropped",
-            "Call-history rows dropped because the buffer was full",
-            value=self.calls.dropped,
-        )
-        yield GaugeMetricFamily(
-            "wallet_call_log_buffered",
-            "Call-history rows waiting to be written",
-            value=self.calls.buffered,
-        )
+def _live_gauge(registry: CollectorRegistry, name: str, documentation: str) -> Gauge:
+    """A per-process quantity, summed over the live workers."""
+    return Gauge(name, documentation, multiprocess_mode="livesum", registry=registry)
 
 
-class _StaleRoundsCollector(Collector):
-    """``wallet_rounds_stale`` from the last count: a scrape runs no query."""
+def _counted_gauge(
+    registry: CollectorRegistry, name: str, documentation: str, labels: Sequence[str] = ()
+) -> Gauge:
+    """A count every worker makes alike (a query): the most recent one written is reported, and
+    it survives the worker that wrote it."""
+    return Gauge(
+        name, documentation, list(labels), multiprocess_mode="mostrecent", registry=registry
+    )
 
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
 
-    def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(
-            "wallet_rounds_stale",
-            "Stale rounds (open, a bet not cancelled, older than WALLET_ROUND_STALE_SECONDS) "
-            "per provider, counted every 60 s by each process",
-            labels=["provider"],
-        )
-        for provider, count in sorted(self.metrics.stale_rounds.items()):
-            family.add_metric([provider], count)
-        yield family
+def _set_counts(
+    gauge: Gauge, counts: Mapping[tuple[str, ...], int], seen: set[tuple[str, ...]]
+) -> None:
+    """Set a labelled gauge to ``counts``; a label set counted before and absent now is removed
+    in memory, or set to 0 in multiprocess mode (a series once written stays in the files)."""
+    for labels in seen - counts.keys():
+        if MULTIPROCESS:
+            gauge.labels(*labels).set(0)
+        else:
+            gauge.remove(*labels)
+    for labels, count in counts.items():
+        gauge.labels(*labels).set(count)
+    if not MULTIPROCESS:
+        seen.clear()  # in multiprocess mode a zeroed series is kept zero
+    seen.update(counts.keys())

@@ -225,6 +225,13 @@ class RedisMux:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from None
         return protocol
 
+    def queued(self) -> int:
+        """Commands written (or about to be) and not answered yet: the metrics' queue gauge."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return 0
+        return sum(w.expected - len(w.replies) for w in protocol.waiters)
+
     async def aclose(self) -> None:
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:

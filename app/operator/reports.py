@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from pydantic import Field, SerializerFunctionWrapHandler, StringConstraints, model_serializer
 
+from app import gauges
 from app.audit import ACTIONS
 from app.db import Queries
 from app.fields import Count, Currency, DigitsId, Identifier, Int64, OneOf, Rule, Time
@@ -158,7 +159,10 @@ class LedgerCheck(Answer):
     operation_id="checkLedger",
 )
 async def check_ledger(c: routing.Call) -> LedgerCheck:
-    return LedgerCheck.model_validate(await ledger.check(c.conn, c.w.queries))
+    result = await ledger.check(c.conn, c.w.queries)
+    # The gauges show this result too, in every process (until the next periodic check).
+    await gauges.record_ledger_check(c.conn, c.w.queries, c.w.metrics, result)
+    return LedgerCheck.model_validate(result)
 
 
 class DailyQuery(Body):

@@ -25,6 +25,8 @@ from pydantic import ConfigDict, Field
 
 from app.db import Queries
 from app.fields import Count, Currency, Identifier, Int64, OneOf
+from app.metrics import Metrics
+from app.payments.metering import metered
 from app.payments.psp import Psp, PspError, SettlementLine
 from app.reconciliation import (
     MISSING_IN_WALLET,
@@ -127,7 +129,11 @@ class ReconciliationQuery(Body):
 
 
 async def report(
-    conn: asyncpg.Connection, queries: Queries, psp: Psp, day: dt.date
+    conn: asyncpg.Connection,
+    queries: Queries,
+    psp: Psp,
+    day: dt.date,
+    metrics: Metrics | None = None,
 ) -> Reconciliation:
     """The reconciliation report of one PSP for one day (``ok`` when nothing differs)."""
     start, end = day_bounds(day)
@@ -135,7 +141,8 @@ async def report(
         r["id"]: r
         for r in await conn.fetch(*queries.settled_payments(psp=psp.name, since=start, until=end))
     }
-    theirs: dict[str, SettlementLine] = {line.reference: line for line in await psp.settlement(day)}
+    lines = await metered(metrics, psp.name, "settlement_report", psp.settlement(day))
+    theirs: dict[str, SettlementLine] = {line.reference: line for line in lines}
     discrepancies: list[Discrepancy] = []
     for payment_id, line in sorted(theirs.items()):
         mine = ours.get(payment_id)
@@ -234,7 +241,7 @@ async def reconciliation(c: Call, query: ReconciliationQuery) -> Reconciliation:
     psp = route_named(c.w.payments.psps, query.psp)
     day = default_day(query.date)
     try:
-        return await report(c.conn, c.w.queries, psp, day)
+        return await report(c.conn, c.w.queries, psp, day, c.w.metrics)
     except PspError as exc:
         raise RouteDegraded(f"the PSP's settlement report is unavailable: {exc.code}") from None
 

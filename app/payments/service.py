@@ -33,7 +33,9 @@ import asyncpg
 
 from app.audit import Actor, audit
 from app.db import CONNECTION_ERRORS, Queries
+from app.metrics import Metrics
 from app.payments import signing
+from app.payments.metering import metered
 from app.payments.models import (
     CONTRADICTED,
     FAILED_AFTER_PAID,
@@ -88,6 +90,7 @@ class Payments:
         payment_ttl_seconds: int = 1800,
         review_threshold: int | None = None,
         kyc_tiers: Mapping[str, Mapping[str, int]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.pool = pool
         self.q = queries
@@ -98,6 +101,14 @@ class Payments:
         self.same_route_retries = 1
         self.review_threshold = review_threshold
         self.kyc_tiers = kyc_tiers or {}
+        self.metrics = metrics
+
+    def breaker_states(self) -> dict[str, str]:
+        """Each route's breaker state; a route not called yet is closed."""
+        return {
+            psp.name: b.state if (b := self.breakers.get(psp.name)) else "closed"
+            for psp in self.psps
+        }
 
     # --- deposits ------------------------------------------------------------------------------
 
@@ -509,7 +520,12 @@ class Payments:
         while True:
             attempt += 1
             try:
-                return await psp.initiate(payment, webhook_url)
+                return await metered(
+                    self.metrics,
+                    psp.name,
+                    "payout" if payment["kind"] == "withdrawal" else "start",
+                    psp.initiate(payment, webhook_url),
+                )
             except PspError as exc:
                 if attempt > 1:
                     # The ask before this one may have been taken. This one's refusal (never
@@ -586,10 +602,12 @@ class Payments:
             found: tuple[str, str] | None = None
             try:
                 if psp is not None and row["psp_payment_id"] is not None:
-                    psp_status = await psp.status(row["psp_payment_id"])
+                    psp_status = await metered(
+                        self.metrics, psp.name, "status", psp.status(row["psp_payment_id"])
+                    )
                 elif psp is not None and row["sent_at"] is not None:
                     # A payout whose answer was lost: ask that PSP by our reference.
-                    found = await psp.find(row["id"])
+                    found = await metered(self.metrics, psp.name, "find", psp.find(row["id"]))
                     psp_status = found[1] if found is not None else None
             except PspError as exc:
                 log.warning("polling %s at %s failed: %s", row["id"], row["psp"], exc.code)

@@ -45,3 +45,27 @@ SELECT t.id AS transaction_id, t.player_id, t.delta, coalesce(e.amount, 0)::bigi
  WHERE t.delta <> coalesce(e.amount, 0)
  ORDER BY t.id
  LIMIT :limit;
+
+-- name: ledger_check_lock
+-- Session-level: held while this process runs the periodic check, released by ledger_check_unlock
+-- (or by the connection's end). Any other process trying meanwhile skips its turn.
+SELECT pg_try_advisory_lock(hashtextextended('wallet-ledger-check', 0));
+
+-- name: ledger_check_unlock
+SELECT pg_advisory_unlock(hashtextextended('wallet-ledger-check', 0));
+
+-- name: ledger_check_last
+SELECT problems, extract(epoch FROM finished_at)::float8 AS finished_at,
+       finished_at < now() - make_interval(secs => :period_seconds) AS due
+  FROM ledger_check_last;
+
+-- name: record_ledger_check
+INSERT INTO ledger_check_last (finished_at, problems) VALUES (now(), :problems)
+    ON CONFLICT (only_row) DO UPDATE SET finished_at = excluded.finished_at,
+                                         problems = excluded.problems
+RETURNING extract(epoch FROM finished_at)::float8;
+
+-- name: ledger_check_statement_timeout
+-- For the transaction of the periodic check only: its scans of the whole ledger may take longer
+-- than WALLET_DB_STATEMENT_TIMEOUT_MS, which is sized for requests.
+SELECT set_config('statement_timeout', (:timeout_ms::bigint)::text, true);

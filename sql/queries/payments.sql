@@ -174,3 +174,18 @@ RETURNING idempotency_key;
 -- name: answer_operator_request
 UPDATE operator_requests SET status = :status, response = :response
  WHERE idempotency_key = :idempotency_key;
+
+-- name: outbox_counts
+-- For wallet_outbox_events: undelivered events, due or waiting to retry, and dead letters. Each
+-- count reads its partial index (operator_events_due, operator_events_dead), not the table.
+SELECT (SELECT count(*) FROM operator_events WHERE delivered_at IS NULL AND dead_at IS NULL)
+           AS pending,
+       (SELECT count(*) FROM operator_events WHERE dead_at IS NOT NULL) AS dead;
+
+-- name: attention_counts
+-- For wallet_payments_attention: payments waiting for an operator, by kind and reason (a held
+-- withdrawal has no flag, its status says it; the reason is models.HELD_FOR_REVIEW).
+SELECT kind, coalesce(flagged, :held_for_review) AS attention, count(*) AS payments
+  FROM payments
+ WHERE flagged IS NOT NULL OR status = 'held'
+ GROUP BY 1, 2;
