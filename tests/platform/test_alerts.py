@@ -1,0 +1,302 @@
+"""The alert rules of docker/, checked with promtool and against the app.
+
+``promtool`` (Debian's ``prometheus`` package; ``.ci/run`` installs it, or set
+``WALLET_TEST_PROMTOOL`` to a binary) checks the rules and the Prometheus configuration and runs
+the unit tests of docker/alerts_test.yml. Without it these tests fail and say what to install: a
+check that cannot run is not a check that passed.
+
+The rest is read from the files: every alert tested both firing and not, labelled and pointing
+at its runbook, and every metric that a rule names exposed by the app on ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.metrics import LATENCY_BUCKETS
+from app.seamless.outcome import CODES, Reason
+from tests.fixtures.app import Table
+from tests.platform.test_docker import COMPOSE, filled_env, interpolate, load_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+ALERTS = DOCKER / "alerts.yml"
+ALERTS_TEST = DOCKER / "alerts_test.yml"
+DEPLOYMENT = ROOT / "docs" / "deployment.md"
+
+PROMTOOL = os.environ.get("WALLET_TEST_PROMTOOL") or shutil.which("promtool")
+SEVERITIES = {"critical", "warning"}
+# Series Prometheus makes itself, not the app.
+PROMETHEUS_SERIES = {"up"}
+
+
+def run_promtool(*args: str, cwd: Path = DOCKER) -> subprocess.CompletedProcess[str]:
+    """Run promtool; fail (never skip) when it is missing."""
+    if PROMTOOL is None:
+        pytest.fail(
+            "no promtool to check the rules with: install Debian's prometheus package (apt-get "
+            "install prometheus, as .ci/run does) or set WALLET_TEST_PROMTOOL to a promtool binary"
+        )
+    return subprocess.run(
+        [PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def promtool(*args: str) -> str:
+    """promtool's output, once it has said yes."""
+    done = run_promtool(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the files
+
+
+def rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]]
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [rule for rule in rules() if "alert" in rule]
+
+
+def recorded() -> set[str]:
+    return {rule["record"] for rule in rules() if "record" in rule}
+
+
+def rule_queries() -> list[str]:
+    return [str(rule["expr"]) for rule in rules()]
+
+
+# Grafana's interval variables, and what stands in for them when Prometheus parses a query.
+_GRAFANA_VARIABLE = re.compile(r"\$__(rate_interval|interval|range)\b")
+
+
+def as_promql(query: str) -> str:
+    return _GRAFANA_VARIABLE.sub("5m", query)
+
+
+_KEYWORDS = {
+    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
+    "bool", "offset", "inf", "nan",
+}  # fmt: skip
+
+
+def metric_names(query: str) -> set[str]:
+    """The metric (and recorded) names a PromQL query selects: identifiers that are not a
+    function call, a keyword, a label (inside braces or a grouping) or part of a duration."""
+    text = re.sub(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'', '""', as_promql(query))
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges and subqueries
+    text = re.sub(
+        r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text
+    )  # label lists
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([A-Za-z_:][\w:]*)(\s*\()?", text):
+        if not m[2] and m[1].lower() not in _KEYWORDS:
+            names.add(m[1])
+    return names
+
+
+def exposed_series(text: str) -> set[str]:
+    """Every series name the exposition declares, whether or not it has a sample yet: a labelled
+    counter nobody incremented is declared by its HELP and TYPE lines only."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "summary": ("", "_sum", "_count", "_created"),
+        "gauge": ("",),
+        "untyped": ("",),
+    }
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {family.name + suffix for suffix in suffixes[family.type]}
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of the headings: lower case, punctuation dropped, spaces as hyphens."""
+    anchors = set()
+    for line in markdown.splitlines():
+        m = re.match(r"#+\s+(.*)", line)
+        if m:
+            slug = re.sub(r"[^\w\- ]", "", m[1].strip().lower()).replace(" ", "-")
+            anchors.add(slug)
+    return anchors
+
+
+def runbook_section() -> str:
+    text = DEPLOYMENT.read_text()
+    start = text.index("\n## Runbook\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+# ---------------------------------------------------------------------------------------------
+# promtool
+
+
+def test_promtool_accepts_the_rules_and_the_prometheus_config() -> None:
+    assert f"SUCCESS: {len(rules())} rules found" in promtool("check", "rules", ALERTS.name)
+    # The config names the rule file relative to itself, as compose mounts them side by side.
+    checked = promtool("check", "config", "prometheus.yml")
+    assert "SUCCESS: 1 rule files found" in checked
+    assert load_yaml(DOCKER / "prometheus.yml")["rule_files"] == [ALERTS.name]
+
+
+def test_the_rules_pass_their_unit_tests() -> None:
+    assert load_yaml(ALERTS_TEST)["rule_files"] == [ALERTS.name]
+    assert "SUCCESS" in promtool("test", "rules", ALERTS_TEST.name)
+
+
+def test_a_wrong_expectation_fails_the_unit_tests(tmp_path: Path) -> None:
+    # The unit tests compare annotations too: a changed summary makes promtool say no.
+    shutil.copy(ALERTS, tmp_path / ALERTS.name)
+    text = ALERTS_TEST.read_text()
+    changed = text.replace("Stale rounds of provider acme: 3", "Stale rounds of provider acme: 4")
+    assert changed != text
+    (tmp_path / ALERTS_TEST.name).write_text(changed)
+    done = run_promtool("test", "rules", ALERTS_TEST.name, cwd=tmp_path)
+    assert done.returncode != 0 and "WalletStaleRounds" in done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The alerts
+
+
+def test_every_alert_is_tested_firing_and_not() -> None:
+    tests = load_yaml(ALERTS_TEST)["tests"]
+    cases = [case for test in tests for case in test.get("alert_rule_test", [])]
+    names = [rule["alert"] for rule in alerts()]
+    assert len(names) == len(set(names))
+    for name in names:
+        mine = [case for case in cases if case["alertname"] == name]
+        assert any(case["exp_alerts"] for case in mine), f"{name}: no test where it fires"
+        assert any(not case["exp_alerts"] for case in mine), f"{name}: no test where it does not"
+    assert {case["alertname"] for case in cases} <= set(names)
+
+
+def test_every_alert_has_a_severity_a_duration_and_its_runbook() -> None:
+    anchors = heading_anchors(runbook_section())
+    for rule in alerts():
+        name = rule["alert"]
+        assert rule["labels"]["severity"] in SEVERITIES, name
+        assert re.fullmatch(r"\d+[smh]", rule["for"]), name
+        notes = rule["annotations"]
+        assert notes["summary"].strip() and notes["description"].strip(), name
+        page, _, anchor = notes["runbook_url"].partition("#")
+        assert page == "docs/deployment.md" and anchor in anchors, name
+    # Every runbook entry is some alert's.
+    used = {rule["annotations"]["runbook_url"].partition("#")[2] for rule in alerts()}
+    assert {a for a in anchors if a.startswith("wallet")} == used
+
+
+def test_the_alert_table_of_the_docs_is_the_rules() -> None:
+    text = DEPLOYMENT.read_text()
+    table = text[text.index("| alert | severity | fires when |") :].split("\n\n")[0]
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| (.*) \|$", table, re.MULTILINE)
+    assert [(name, severity) for name, severity, _ in rows] == [
+        (rule["alert"], rule["labels"]["severity"]) for rule in alerts()
+    ]
+    units = {"s": "s", "m": "min", "h": "h"}
+    for (name, _, when), rule in zip(rows, alerts(), strict=True):
+        waited = re.fullmatch(r"(\d+)([smh])", rule["for"])
+        assert waited and f"{waited[1]} {units[waited[2]]}" in when, name
+
+
+def test_the_codes_and_reasons_named_are_the_contracts() -> None:
+    reasons = {reason.value for reason in Reason}
+    for query in rule_queries():
+        for label, values in re.findall(r'\b(code|reason)\s*[!=]~?\s*"([^"]*)"', query):
+            known = set(CODES) if label == "code" else reasons
+            assert set(values.split("|")) <= known, query
+    # R4 is the player's balance, not a fault: no alert counts it.
+    assert not [q for q in rule_queries() if "R4" in q or "insufficient_funds" in q]
+
+
+def test_the_latency_budget_is_a_bucket_edge() -> None:
+    (rule,) = [r for r in alerts() if r["alert"] == "WalletSeamlessP99OverBudget"]
+    (budget,) = re.findall(r"p99_5m > ([0-9.]+)", rule["expr"])
+    # histogram_quantile interpolates inside a bucket: only at an edge is the threshold exact.
+    assert float(budget) in LATENCY_BUCKETS
+    assert f"{round(float(budget) * 1000)} ms budget" in rule["annotations"]["description"]
+
+
+def test_the_names_the_rules_use_are_recorded_or_raw() -> None:
+    # A name with a colon is a recording rule's, and must be one of ours.
+    for query in rule_queries():
+        for name in metric_names(query):
+            assert ":" not in name or name in recorded(), (name, query)
+
+
+def test_metric_names_are_read_from_queries() -> None:
+    query = (
+        'sum by (code, reason) (rate(wallet_a_total{code!="R0", reason=~"x|y"}[$__rate_interval]))'
+        " / on (code) group_left (event) wallet:b:rate5m > bool 0.5"
+        " and time() - max(wallet_c_seconds offset 5m) > 3 * 3600 or absent(up{job='w'} == 1e3)"
+    )
+    assert metric_names(query) == {"wallet_a_total", "wallet:b:rate5m", "wallet_c_seconds", "up"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The stack
+
+
+@pytest.fixture(scope="module")
+def stack() -> dict[str, Any]:
+    doc: dict[str, Any] = interpolate(load_yaml(COMPOSE), filled_env())
+    return doc
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """A service's bind mounts, host path (relative to docker/) -> container path."""
+    found = {}
+    for volume in service["volumes"]:
+        source, target, *_ = volume.split(":")
+        if source.startswith("./"):
+            assert (DOCKER / source).exists(), source
+            found[source] = target
+    return found
+
+
+def test_compose_mounts_the_rules_next_to_the_prometheus_config(stack: dict[str, Any]) -> None:
+    prometheus = stack["services"]["prometheus"]
+    (config_flag,) = [a for a in prometheus["command"] if a.startswith("--config.file=")]
+    config_dir = Path(config_flag.partition("=")[2]).parent
+    mounted = mounts(prometheus)
+    for rule_file in load_yaml(DOCKER / "prometheus.yml")["rule_files"]:
+        assert mounted[f"./{rule_file}"] == str(config_dir / rule_file)
+    # The unit tests are for promtool here, not for the running Prometheus.
+    assert f"./{ALERTS_TEST.name}" not in mounted
+
+
+# ---------------------------------------------------------------------------------------------
+# Against the app
+
+
+async def test_every_metric_the_rules_name_is_exposed(
+    http: httpx.AsyncClient, table: Table
+) -> None:
+    # A little traffic first, so the labelled series have samples as well as declarations.
+    assert (await table.bet(100))["code"] == "R0"
+    assert (await table.result(150))["code"] == "R0"
+    assert (await table.bet(10**9, round_id="r2"))["code"] == "R4"
+    response = await http.get("/metrics")
+    assert response.status_code == 200
+    exposed = exposed_series(response.text)
+    assert "wallet_seamless_requests_total" in exposed  # the parse found the families
+
+    named = {name for query in rule_queries() for name in metric_names(query) if ":" not in name}
+    missing = sorted(named - exposed - PROMETHEUS_SERIES)
+    assert not missing, f"named by docker/alerts.yml, not exposed: {missing}"
