@@ -1,36 +1,44 @@
-"""The alert rules of docker/, checked with promtool and against the app.
+"""The alert rules and the Grafana dashboard of docker/, checked with promtool and against the app.
 
 ``promtool`` (Debian's ``prometheus`` package; ``.ci/run`` installs it, or set
-``WALLET_TEST_PROMTOOL`` to a binary) checks the rules and the Prometheus configuration and runs
-the unit tests of docker/alerts_test.yml. Without it these tests fail and say what to install: a
-check that cannot run is not a check that passed.
+``WALLET_TEST_PROMTOOL`` to a binary) checks the rules and the Prometheus configuration, runs the
+unit tests of docker/alerts_test.yml, and parses every query of the dashboard. Without it these
+tests fail and say what to install: a check that cannot run is not a check that passed.
 
 The rest is read from the files: every alert tested both firing and not, labelled and pointing
-at its runbook, and every metric that a rule names exposed by the app on ``GET /metrics``.
+at its runbook; the dashboard's panels wired to the provisioned data source; and every metric
+that a rule or a panel names exposed by the app on ``GET /metrics``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from ruamel.yaml import YAML
 
 from app.metrics import LATENCY_BUCKETS
 from app.seamless.outcome import CODES, Reason
 from tests.fixtures.app import Table
-from tests.platform.test_docker import COMPOSE, filled_env, interpolate, load_yaml
+from tests.platform.test_docker import COMPOSE, container_port, filled_env, interpolate, load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 ALERTS = DOCKER / "alerts.yml"
 ALERTS_TEST = DOCKER / "alerts_test.yml"
+GRAFANA = DOCKER / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "wallet.json"
+DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
+DASHBOARD_PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "wallet.yml"
 DEPLOYMENT = ROOT / "docs" / "deployment.md"
 
 PROMTOOL = os.environ.get("WALLET_TEST_PROMTOOL") or shutil.which("promtool")
@@ -72,6 +80,26 @@ def alerts() -> list[dict[str, Any]]:
 
 def recorded() -> set[str]:
     return {rule["record"] for rule in rules() if "record" in rule}
+
+
+def dashboard() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return doc
+
+
+def panels() -> list[dict[str, Any]]:
+    """The dashboard's panels, those inside collapsed rows too, without the rows themselves."""
+    found = []
+    for panel in dashboard()["panels"]:
+        if panel["type"] == "row":
+            found += panel.get("panels", [])
+        else:
+            found.append(panel)
+    return found
+
+
+def dashboard_queries() -> list[str]:
+    return [target["expr"] for panel in panels() for target in panel["targets"]]
 
 
 def rule_queries() -> list[str]:
@@ -171,6 +199,24 @@ def test_a_wrong_expectation_fails_the_unit_tests(tmp_path: Path) -> None:
     assert done.returncode != 0 and "WalletStaleRounds" in done.stdout + done.stderr
 
 
+def test_every_dashboard_query_parses(tmp_path: Path) -> None:
+    # promtool parses a rule file's expressions: each query becomes a recording rule.
+    queries = dashboard_queries()
+    doc = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [{"record": f"dashboard:query_{i}", "expr": as_promql(q)} for i, q in
+                          enumerate(queries)],
+            }
+        ]
+    }  # fmt: skip
+    path = tmp_path / "dashboard_rules.yml"
+    with path.open("w") as out:
+        YAML(typ="safe", pure=True).dump(doc, out)
+    assert f"SUCCESS: {len(queries)} rules found" in promtool("check", "rules", str(path))
+
+
 # ---------------------------------------------------------------------------------------------
 # The alerts
 
@@ -217,7 +263,7 @@ def test_the_alert_table_of_the_docs_is_the_rules() -> None:
 
 def test_the_codes_and_reasons_named_are_the_contracts() -> None:
     reasons = {reason.value for reason in Reason}
-    for query in rule_queries():
+    for query in rule_queries() + dashboard_queries():
         for label, values in re.findall(r'\b(code|reason)\s*[!=]~?\s*"([^"]*)"', query):
             known = set(CODES) if label == "code" else reasons
             assert set(values.split("|")) <= known, query
@@ -231,11 +277,15 @@ def test_the_latency_budget_is_a_bucket_edge() -> None:
     # histogram_quantile interpolates inside a bucket: only at an edge is the threshold exact.
     assert float(budget) in LATENCY_BUCKETS
     assert f"{round(float(budget) * 1000)} ms budget" in rule["annotations"]["description"]
+    # The dashboard's p99 panel draws the same budget.
+    (panel,) = [p for p in panels() if "p99_5m" in p["targets"][0]["expr"]]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["value"] == float(budget)
 
 
 def test_the_names_the_rules_use_are_recorded_or_raw() -> None:
     # A name with a colon is a recording rule's, and must be one of ours.
-    for query in rule_queries():
+    for query in rule_queries() + dashboard_queries():
         for name in metric_names(query):
             assert ":" not in name or name in recorded(), (name, query)
 
@@ -250,7 +300,29 @@ def test_metric_names_are_read_from_queries() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The stack
+# The dashboard and its provisioning
+
+
+def test_the_dashboard_panels_are_wired_to_the_provisioned_prometheus() -> None:
+    (source,) = load_yaml(DATASOURCES)["datasources"]
+    assert source["type"] == "prometheus"
+    doc = dashboard()
+    ids = [panel["id"] for panel in doc["panels"]] + [
+        panel["id"] for row in doc["panels"] if row["type"] == "row" for panel in row["panels"]
+    ]
+    assert len(ids) == len(set(ids))
+    assert panels()
+    for panel in panels():
+        title = panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": source["uid"]}, title
+        targets = panel["targets"]
+        assert targets and all(t["expr"].strip() for t in targets), title
+        ref_ids = [t["refId"] for t in targets]
+        assert len(ref_ids) == len(set(ref_ids)), title
+        assert all(t.get("datasource", panel["datasource"]) == panel["datasource"] for t in targets)
+    rows = {panel["title"] for panel in doc["panels"] if panel["type"] == "row"}
+    assert {"Money flow", "Latency", "R-codes", "Payments", "Saturation"} <= rows
+    assert any("Outbox" in row for row in rows)
 
 
 @pytest.fixture(scope="module")
@@ -281,11 +353,33 @@ def test_compose_mounts_the_rules_next_to_the_prometheus_config(stack: dict[str,
     assert f"./{ALERTS_TEST.name}" not in mounted
 
 
+def test_compose_provisions_grafana_with_prometheus_and_the_dashboard(
+    stack: dict[str, Any],
+) -> None:
+    services = stack["services"]
+    grafana = services["grafana"]
+    mounted = mounts(grafana)
+    assert mounted["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    # Provisioning finds the dashboards where compose mounts them.
+    (provider,) = load_yaml(DASHBOARD_PROVIDERS)["providers"]
+    assert provider["type"] == "file"
+    assert mounted["./grafana/dashboards"] == provider["options"]["path"]
+    # The data source is the prometheus service, on the port it listens on.
+    (source,) = load_yaml(DATASOURCES)["datasources"]
+    url = urlsplit(source["url"])
+    assert url.hostname == "prometheus" and "prometheus" in grafana["depends_on"]
+    assert url.port == container_port(services["prometheus"]["ports"][0])
+    # Not published beyond the host, and with a password of the operator's choosing.
+    assert grafana["ports"][0].startswith("127.0.0.1:")
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert "GRAFANA_ADMIN_PASSWORD=" in (DOCKER / ".env.example").read_text()
+
+
 # ---------------------------------------------------------------------------------------------
 # Against the app
 
 
-async def test_every_metric_the_rules_name_is_exposed(
+async def test_every_metric_the_rules_and_dashboard_name_is_exposed(
     http: httpx.AsyncClient, table: Table
 ) -> None:
     # A little traffic first, so the labelled series have samples as well as declarations.
@@ -297,6 +391,11 @@ async def test_every_metric_the_rules_name_is_exposed(
     exposed = exposed_series(response.text)
     assert "wallet_seamless_requests_total" in exposed  # the parse found the families
 
-    named = {name for query in rule_queries() for name in metric_names(query) if ":" not in name}
+    named = {
+        name
+        for query in rule_queries() + dashboard_queries()
+        for name in metric_names(query)
+        if ":" not in name
+    }
     missing = sorted(named - exposed - PROMETHEUS_SERIES)
-    assert not missing, f"named by docker/alerts.yml, not exposed: {missing}"
+    assert not missing, f"named by docker/alerts.yml or the dashboard, not exposed: {missing}"
