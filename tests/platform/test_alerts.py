@@ -7,7 +7,7 @@ tests fail and say what to install: a check that cannot run is not a check that 
 
 The rest is read from the files: every alert tested both firing and not, labelled and pointing
 at its runbook; the dashboard's panels wired to the provisioned data source; and every metric
-that a rule or a panel names exposed by the app on ``GET /metrics``.
+that a rule or a panel names exposed by the app on ``GET /metrics``, with the labels it uses.
 """
 
 from __future__ import annotations
@@ -110,6 +110,10 @@ def rule_queries() -> list[str]:
 _GRAFANA_VARIABLE = re.compile(r"\$__(rate_interval|interval|range)\b")
 
 
+# A PromQL string literal, whose content is no name or label.
+_STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')
+
+
 def as_promql(query: str) -> str:
     return _GRAFANA_VARIABLE.sub("5m", query)
 
@@ -123,7 +127,7 @@ _KEYWORDS = {
 def metric_names(query: str) -> set[str]:
     """The metric (and recorded) names a PromQL query selects: identifiers that are not a
     function call, a keyword, a label (inside braces or a grouping) or part of a duration."""
-    text = re.sub(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'', '""', as_promql(query))
+    text = _STRING.sub('""', as_promql(query))
     text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
     text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges and subqueries
     text = re.sub(
@@ -151,6 +155,47 @@ def exposed_series(text: str) -> set[str]:
         names |= {family.name + suffix for suffix in suffixes[family.type]}
         names |= {sample.name for sample in family.samples}
     return names
+
+
+# Labels Prometheus adds to every series it scrapes.
+TARGET_LABELS = {"job", "instance"}
+
+
+def sample_labels(text: str) -> dict[str, set[str]]:
+    """The label names of each exposed series that has samples."""
+    labels: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    return labels
+
+
+def recorded_labels() -> dict[str, set[str]]:
+    """The labels each recording rule's series keep: those of its first ``by (...)`` (the
+    outermost aggregation in ours), without ``le``, which histogram_quantile consumes."""
+    labels = {}
+    for rule in rules():
+        if "record" in rule:
+            m = re.search(r"\bby\s*\(([^)]*)\)", str(rule["expr"]))
+            names = {n.strip() for n in m[1].split(",")} if m else set()
+            labels[rule["record"]] = names - {"le", ""}
+    return labels
+
+
+def selectors(query: str) -> list[tuple[str, set[str]]]:
+    """Each ``name{...}`` of a query, with the label names its matchers test."""
+    text = _STRING.sub('""', as_promql(query))
+    return [
+        (m[1], set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", m[2])))
+        for m in re.finditer(r"([A-Za-z_:][\w:]*)\s*\{([^}]*)\}", text)
+    ]
+
+
+def grouping_labels(query: str) -> set[str]:
+    """The labels a query groups or matches on (by, without, on, ignoring, group_left/right)."""
+    text = _STRING.sub('""', as_promql(query))
+    found = re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", text)
+    return {name.strip() for names in found for name in names.split(",")} - {""}
 
 
 def heading_anchors(markdown: str) -> set[str]:
@@ -297,6 +342,8 @@ def test_metric_names_are_read_from_queries() -> None:
         " and time() - max(wallet_c_seconds offset 5m) > 3 * 3600 or absent(up{job='w'} == 1e3)"
     )
     assert metric_names(query) == {"wallet_a_total", "wallet:b:rate5m", "wallet_c_seconds", "up"}
+    assert selectors(query) == [("wallet_a_total", {"code", "reason"}), ("up", {"job"})]
+    assert grouping_labels(query) == {"code", "reason", "event"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,16 +426,21 @@ def test_compose_provisions_grafana_with_prometheus_and_the_dashboard(
 # Against the app
 
 
-async def test_every_metric_the_rules_and_dashboard_name_is_exposed(
-    http: httpx.AsyncClient, table: Table
-) -> None:
-    # A little traffic first, so the labelled series have samples as well as declarations.
+async def exposition(http: httpx.AsyncClient, table: Table) -> str:
+    """``GET /metrics`` after a little traffic, so labelled series have samples as well as
+    declarations: a bet, a win, and a bet refused for the balance."""
     assert (await table.bet(100))["code"] == "R0"
     assert (await table.result(150))["code"] == "R0"
     assert (await table.bet(10**9, round_id="r2"))["code"] == "R4"
     response = await http.get("/metrics")
     assert response.status_code == 200
-    exposed = exposed_series(response.text)
+    return response.text
+
+
+async def test_every_metric_the_rules_and_dashboard_name_is_exposed(
+    http: httpx.AsyncClient, table: Table
+) -> None:
+    exposed = exposed_series(await exposition(http, table))
     assert "wallet_seamless_requests_total" in exposed  # the parse found the families
 
     named = {
@@ -399,3 +451,27 @@ async def test_every_metric_the_rules_and_dashboard_name_is_exposed(
     }
     missing = sorted(named - exposed - PROMETHEUS_SERIES)
     assert not missing, f"named by docker/alerts.yml or the dashboard, not exposed: {missing}"
+
+
+async def test_every_label_the_rules_and_dashboard_use_is_on_their_series(
+    http: httpx.AsyncClient, table: Table
+) -> None:
+    # Label names are checked on the series that have samples now (a labelled series nobody
+    # has touched declares no labels) and on the recorded ones.
+    known = {name: labels | TARGET_LABELS for name, labels in sample_labels(
+        await exposition(http, table)).items()}  # fmt: skip
+    known |= {name: labels | TARGET_LABELS for name, labels in recorded_labels().items()}
+    known |= {name: set(TARGET_LABELS) for name in PROMETHEUS_SERIES}
+    assert known["wallet_seamless_requests_total"] >= {"event", "code", "reason"}
+    checked = 0
+    for query in rule_queries() + dashboard_queries():
+        for name, labels in selectors(query):
+            if name in known:
+                assert labels <= known[name], (name, query)
+                checked += 1
+        names = metric_names(query)
+        if names <= set(known):
+            available = set.union(*(known[name] for name in names))
+            assert grouping_labels(query) <= available, query
+            checked += 1
+    assert checked > 20
