@@ -321,7 +321,8 @@ def test_services_start_in_order_and_report_their_health(stack: dict[str, Any]) 
     (serve,) = services_running(stack, "wallet", "serve")
     (migrate,) = services_running(stack, "wallet", "migrate")
     (sandbox,) = services_running(stack, "wallet", "sandbox-psp")
-    assert set(services) == {"lb", serve, migrate, sandbox, "postgres", "redis", "prometheus"}
+    expected = {"lb", serve, migrate, sandbox, "postgres", "redis", "prometheus", "grafana"}
+    assert set(services) == expected
 
     wallet = services[serve]
     assert wallet["deploy"]["replicas"] == 2
@@ -359,11 +360,12 @@ def test_services_start_in_order_and_report_their_health(stack: dict[str, Any]) 
     assert redis[redis.index("--appendonly") + 1] == "no"
     assert redis[redis.index("--save") + 1] == ""
 
-    # Only the balancer is public; the sandbox page and Prometheus are on loopback; Postgres,
-    # Redis and the replicas publish nothing.
+    # Only the balancer is public; the sandbox page, Prometheus and Grafana are on loopback;
+    # Postgres, Redis and the replicas publish nothing.
     published = {name: svc["ports"] for name, svc in services.items() if "ports" in svc}
-    assert set(published) == {"lb", sandbox, "prometheus"}
-    assert all(p.startswith("127.0.0.1:") for p in published[sandbox] + published["prometheus"])
+    assert set(published) == {"lb", sandbox, "prometheus", "grafana"}
+    loopback = published[sandbox] + published["prometheus"] + published["grafana"]
+    assert all(p.startswith("127.0.0.1:") for p in loopback)
 
 
 def test_every_variable_a_container_gets_is_one_its_program_reads(
