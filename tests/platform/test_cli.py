@@ -439,3 +439,12 @@ async def test_seeding_through_the_database_tells_its_progress(
     for step in ("players", "fundings", "sessions"):
         assert re.search(rf"^seed: {step} 3/3 done \(", done.stderr, re.M), done.stderr
     assert len(orjson.loads(out.read_bytes())["players"]) == 3
+
+
+def test_docs_list_every_command() -> None:
+    """docs/cli.md is the list of commands: a new one without its line fails here."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    listed = set(re.findall(r"^(?:\S+=\S+ )?\.venv/bin/(wallet(?: [a-z][a-z-]*)*)", text, re.M))
+    missing = [p.prog for p in _leaves(sub) if p.prog not in listed]
+    assert missing == []
