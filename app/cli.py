@@ -15,14 +15,13 @@ import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
-from importlib import metadata
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from app import cli_ops, cli_output, cli_provider, db, logs
+from app import cli_args, cli_ops, cli_output, cli_provider, db, logs
 from app.cli_db import CLI_ACTOR
 from app.cli_db import with_conn as _with_conn
 from app.config import Settings
@@ -284,7 +283,7 @@ def cmd_keys_rewrap(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wallet", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action="version", version=cli_args.version_text())
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="apply migrations and serve the API")
@@ -370,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("ledger", help="ledger").add_subparsers(dest="action", required=True)
     l_check = check.add_parser("check", help="verify every ledger invariant")
-    _progress_flag(l_check)
+    cli_args.progress_flag(l_check)
     l_check.set_defaults(run=cmd_ledger_check)
 
     apikey = sub.add_parser("apikey", help="operator API keys").add_subparsers(
@@ -396,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     r_daily = report.add_parser("daily", help="per provider and currency for one UTC day")
-    r_daily.add_argument("--date", type=_day, help="YYYY-MM-DD (default today)")
+    r_daily.add_argument("--date", type=cli_args.day, help="YYYY-MM-DD (default today)")
     r_daily.set_defaults(
         run=lambda s, a: _db_command(
             lambda c, q: reports.daily_report(c, q, a.date or datetime.now(UTC).date())
@@ -404,8 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r_statement = report.add_parser("statement", help="a player's statement")
     r_statement.add_argument("player_id")
-    r_statement.add_argument("--from", dest="since", type=_utc_time, help=TIME_HELP)
-    r_statement.add_argument("--to", dest="until", type=_utc_time, help=TIME_HELP)
+    r_statement.add_argument(
+        "--from", dest="since", type=cli_args.utc_time, help=cli_args.TIME_HELP
+    )
+    r_statement.add_argument("--to", dest="until", type=cli_args.utc_time, help=cli_args.TIME_HELP)
     r_statement.set_defaults(
         run=lambda s, a: _db_command(
             lambda c, q: postings.statement(
@@ -431,8 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="the provider's CSV report (transaction_id,round_id,player_id,event,amount,currency)",
     )
-    rec.add_argument("--date", type=_day, help="YYYY-MM-DD (default yesterday)")
-    _progress_flag(rec)
+    rec.add_argument("--date", type=cli_args.day, help="YYYY-MM-DD (default yesterday)")
+    cli_args.progress_flag(rec)
     rec.set_defaults(run=cmd_reconcile)
 
     cli_provider.add_parsers(sub)
@@ -448,33 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_psp.add_argument("--host", default="127.0.0.1")
     sandbox_psp.add_argument("--port", type=int, default=8090)
     sandbox_psp.set_defaults(run=cmd_sandbox_psp)
-    for command in _leaves(sub):
+    for command in cli_args.leaves(sub):
         if command.get_default("run") not in (cmd_serve, cmd_migrate, cmd_sandbox_psp):
             cli_output.add_flags(command)
     return parser
-
-
-def _leaves(sub: argparse._SubParsersAction[Any]) -> list[argparse.ArgumentParser]:
-    """The parsers of the commands that run (``wallet player show``, not ``wallet player``)."""
-    found: list[argparse.ArgumentParser] = []
-    for command in dict.fromkeys(sub.choices.values()):
-        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
-        found += _leaves(nested[0]) if nested else [command]
-    return found
-
-
-def _progress_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--progress",
-        action="store_true",
-        help="progress lines on stderr even when it is not a terminal",
-    )
-
-
-def version_text() -> str:
-    """The package's version and the schema this code migrates to (its last migration)."""
-    latest = db.migrations()[-1]
-    return f"wallet {metadata.version('wallet')} (schema {latest.version:03d})"
 
 
 def cmd_ledger_check(settings: Settings, args: argparse.Namespace) -> int:
@@ -489,26 +467,6 @@ def cmd_ledger_check(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _sealed_count(sealing: Awaitable[int]) -> dict[str, int]:
     return {"sealed": await sealing}
-
-
-TIME_HELP = "ISO 8601 with a time zone, e.g. 2026-05-18T00:00:00Z"
-
-
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid date {text!r}: use YYYY-MM-DD") from None
-
-
-def _utc_time(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"invalid time {text!r}: use {TIME_HELP}")
-    return moment
 
 
 async def _create_player(

@@ -23,7 +23,8 @@ import pytest
 from starlette.types import ASGIApp
 
 from app import cli_output, cli_provider, db
-from app.cli import _leaves, build_parser
+from app.cli import build_parser
+from app.cli_args import leaves
 from app.client import open_answer, seal_event
 from app.config import Settings
 from app.db import Queries
@@ -226,7 +227,7 @@ def test_no_help_text_shows_a_backtick() -> None:
 
 def test_every_command_with_a_result_prints_json_or_tables() -> None:
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    commands = {p.prog.removeprefix("wallet "): p for p in _leaves(sub)}
+    commands = {p.prog.removeprefix("wallet "): p for p in leaves(sub)}
     without = {name for name, p in commands.items() if "--json" not in p.format_help()}
     assert without == {"serve", "migrate", "sandbox-psp"}
     assert {"player show", "calls", "rounds", "events replay", "open", "send"} <= set(commands)
@@ -446,5 +447,5 @@ def test_docs_list_every_command() -> None:
     text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     listed = set(re.findall(r"^(?:\S+=\S+ )?\.venv/bin/(wallet(?: [a-z][a-z-]*)*)", text, re.M))
-    missing = [p.prog for p in _leaves(sub) if p.prog not in listed]
+    missing = [p.prog for p in leaves(sub) if p.prog not in listed]
     assert missing == []
