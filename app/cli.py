@@ -449,8 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_psp.add_argument("--host", default="127.0.0.1")
     sandbox_psp.add_argument("--port", type=int, default=8090)
     sandbox_psp.set_defaults(run=cmd_sandbox_psp)
+    # Every command with a result prints it as tables or JSON; these print lines or serve.
     for command in cli_args.leaves(sub):
-        if command.get_default("run") not in (cmd_serve, cmd_migrate, cmd_sandbox_psp):
+        if command.prog not in ("wallet serve", "wallet migrate", "wallet sandbox-psp"):
             cli_output.add_flags(command)
     return parser
 

@@ -91,6 +91,8 @@ def table(rows: list[Any]) -> str:
 def cell(value: Any) -> str:
     if value is None:
         return "-"
+    if value == [] or value == {}:
+        return "(none)"
     if isinstance(value, bool):
         return "yes" if value else "no"
     text = value if isinstance(value, str) else orjson.dumps(value).decode()

@@ -387,6 +387,10 @@ def test_tables_are_read_off_the_json() -> None:
     assert cli_output.render({"data": [], "next_cursor": None}) == "(none)"
     nested = cli_output.render({"a": 1, "rows": [{"x": 1}], "sub": {"b": 2}})
     assert nested.splitlines() == ["a  1", "", "rows:", "  x", "  1", "", "sub:", "  b  2"]
+    assert cli_output.render({"pending": [], "limits": {}}).splitlines() == [
+        "pending  (none)",
+        "limits   (none)",
+    ]
     assert cli_output.cell("x" * 100) == "x" * (cli_output.MAX_CELL - 1) + "…"
 
 
