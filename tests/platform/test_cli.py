@@ -13,6 +13,7 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,19 @@ async def test_open_decrypts_a_sealed_body(settings: Settings, table: Table) -> 
     payload = orjson.loads(body)["payload"]
     bare = await wallet_json(settings, "open", "--provider", table.provider, payload, env=env)
     assert bare == event
-    assert open_answer(table.client.key, table.provider, body.encode()) == event
+    # The wallet's answer, as curl prints it.
+    event["timestamp"] = int(time.time())
+    answered = await table.client.http.post(
+        table.client.path,
+        content=seal_event(table.client.key, table.provider, event),
+        headers={"content-type": "application/json"},
+    )
+    assert "payload" in answered.json()
+    answer = await wallet_json(
+        settings, "open", "--provider", table.provider, "-", env=env, stdin=answered.text
+    )
+    assert (answer["code"], answer["balance"], answer["request_id"]) == ("R0", 10_000, "req-1")
+    assert answer == open_answer(table.client.key, table.provider, answered.content)
 
     # Sealed for another provider, or under another key: it does not open.
     other = {"WALLET_PROVIDER_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
