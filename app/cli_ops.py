@@ -50,6 +50,7 @@ def cmd_calls(settings: Settings, args: argparse.Namespace) -> int:
             "event": args.event,
             "code": args.code,
             "limit": args.limit,
+            "cursor": args.cursor,
         },
     )
     page = run_db(settings, lambda c, q: reports.calls(c, q, query, failures_only=args.failures))
@@ -67,6 +68,7 @@ def cmd_rounds(settings: Settings, args: argparse.Namespace) -> int:
             "player_id": args.player,
             "state": "stale" if args.stale else args.state,
             "limit": args.limit,
+            "cursor": args.cursor,
         },
     )
     page = run_db(
@@ -82,10 +84,11 @@ def cmd_events_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _limit(parser: argparse.ArgumentParser, default: int) -> None:
+def _page(parser: argparse.ArgumentParser, default: int) -> None:
     parser.add_argument(
         "--limit", type=int, default=default, help=f"at most this many, 1 to {MAX_LIMIT}"
     )
+    parser.add_argument("--cursor", help="the next_cursor a previous page printed")
 
 
 def add_parsers(sub: Any, player: Any) -> None:
@@ -106,7 +109,7 @@ def add_parsers(sub: Any, player: Any) -> None:
     calls.add_argument("--provider", help="only this provider's calls")
     calls.add_argument("--event", help="only this event (bet, result...)")
     calls.add_argument("--code", help="only this R-code")
-    _limit(calls, 20)
+    _page(calls, 20)
     calls.set_defaults(run=cmd_calls)
 
     listed = sub.add_parser(
@@ -121,7 +124,7 @@ def add_parsers(sub: Any, player: Any) -> None:
     listed.add_argument(
         "--state", choices=rounds.STATES, help="only rounds in this state (with --player)"
     )
-    _limit(listed, 50)
+    _page(listed, 50)
     listed.set_defaults(run=cmd_rounds)
 
     event_commands = sub.add_parser(

@@ -320,6 +320,10 @@ async def test_calls_and_failures(asgi: ASGIApp, settings: Settings, table: Tabl
     )
     assert len(by_provider["data"]) == 1 and by_provider["next_cursor"]
     assert by_provider["data"][0]["player_id"] == table.player_id
+    rest = await wallet_json(
+        settings, "calls", "--provider", table.provider, "--cursor", by_provider["next_cursor"]
+    )
+    assert [c["code"] for c in rest["data"]] == ["R0"] and rest["next_cursor"] is None
 
     done = await asyncio.to_thread(wallet, settings, "calls", *mine, "--table")
     header, *rows = done.stdout.splitlines()
