@@ -1,4 +1,4 @@
-"""The ``wallet`` command: serve, migrate, and the operator's everyday set-up tasks.
+"""The wallet command: serve, migrate, and the operator's everyday tasks.
 
 Every command works against ``WALLET_DATABASE_URL`` / ``WALLET_REDIS_URL`` when set, and against
 local servers in ``WALLET_DATA_DIR`` otherwise (see :mod:`app.dev.local`).
@@ -9,51 +9,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import getpass
 import logging
 import os
 import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
-import orjson
-from pydantic import BaseModel
 
-from app import db, gauges, logs, metrics_files
-from app.audit import Actor
+from app import cli_args, cli_ops, cli_output, cli_provider, db, gauges, logs, metrics_files
+from app.cli_db import CLI_ACTOR
+from app.cli_db import with_conn as _with_conn
 from app.config import Settings
 from app.dev import local
+from app.ledger import service as ledger
 from app.operator import adjustments, api_keys, players, postings, providers, reports
+from app.progress import Progress
 from app.seamless import keys
 from app.secrets import master_key_bytes
 from app.web.auth import ROLES
 from app.web.errors import WalletError
 
-T = TypeVar("T")
-# Changes made from the command line are audited as the machine user who made them.
-CLI_ACTOR = Actor(f"cli:{getpass.getuser()}")
 DEMO_PROVIDER = "demo"
 DEMO_PLAYERS = {"demo-alice": 100_000, "demo-bob": 50_000}
-
-
-def _print(obj: Any) -> None:
-    """A result as indented JSON; a typed answer as the API would show it."""
-    if isinstance(obj, BaseModel):
-        obj = obj.model_dump(mode="json", by_alias=True)
-    print(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode())
-
-
-async def _with_conn(dsn: str, work: Callable[[asyncpg.Connection, db.Queries], Awaitable[T]]) -> T:
-    conn = await db.connect(dsn)
-    try:
-        return await work(conn, db.Queries.load())
-    finally:
-        await conn.close()
 
 
 async def _migrate(dsn: str) -> list[str]:
@@ -220,45 +202,31 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     if args.psp is not None and args.file is not None:
         raise SystemExit("--file goes with --provider, not --psp")
 
+    progress = Progress.when(args.progress, "reconcile")
+
     async def run(dsn: str) -> dict[str, Any]:
         if args.provider is not None:
             data = args.file.read_bytes()
-            return await _with_conn(
+            progress.say(f"read {len(data.splitlines())} lines of {args.file}")
+            found = await _with_conn(
                 dsn,
                 lambda c, q: provider_reconciliation.reconcile(c, q, args.provider, day, data),
             )
-        async with httpx.AsyncClient() as http:
-            psp = route_named(build_psps(settings.psps, http), args.psp)
-            return await _with_conn(dsn, lambda c, q: reconcile(c, q, psp, day))
+        else:
+            async with httpx.AsyncClient() as http:
+                psp = route_named(build_psps(settings.psps, http), args.psp)
+                progress.say(f"reading the settlement report of {psp.name} for {day}")
+                found = await _with_conn(dsn, lambda c, q: reconcile(c, q, psp, day))
+        # A provider's report counts every finding (its list is capped); a PSP's lists them all.
+        findings = sum(found.get("findings", {}).values()) or len(found["discrepancies"])
+        progress.say(f"matched {found['matched']} lines, {findings} findings")
+        return found
 
     with local.services(settings) as s:
         assert s.database_url is not None
         report = asyncio.run(run(s.database_url))
-    _print(report)
+    cli_output.show(report, args)
     return 0 if report["ok"] else 3
-
-
-def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
-    from app.client import ProviderClient
-
-    fields: dict[str, Any] = {}
-    for item in args.fields:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"fields are name=value, got {item!r}")
-        fields[name] = int(value) if value.lstrip("-").isdigit() else value
-        if value in ("true", "false"):
-            fields[name] = value == "true"
-
-    async def send() -> dict[str, Any]:
-        client = ProviderClient(args.url, args.provider, args.key, key_id=args.key_id)
-        try:
-            return await client.send(args.event, **fields)
-        finally:
-            await client.aclose()
-
-    _print(asyncio.run(send()))
-    return 0
 
 
 def _db_command(
@@ -267,7 +235,7 @@ def _db_command(
     def run(settings: Settings, args: argparse.Namespace) -> int:
         with local.services(settings) as s:
             assert s.database_url is not None
-            _print(asyncio.run(_with_conn(s.database_url, work)))
+            cli_output.show(asyncio.run(_with_conn(s.database_url, work)), args)
         return 0
 
     return run
@@ -317,6 +285,7 @@ def cmd_keys_rewrap(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wallet", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--version", action="version", version=cli_args.version_text())
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="apply migrations and serve the API")
@@ -401,9 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     check = sub.add_parser("ledger", help="ledger").add_subparsers(dest="action", required=True)
-    check.add_parser("check", help="verify every ledger invariant").set_defaults(
-        run=lambda s, a: _db_command(gauges.check_and_store)(s, a)
-    )
+    l_check = check.add_parser("check", help="verify every ledger invariant")
+    cli_args.progress_flag(l_check)
+    l_check.set_defaults(run=cmd_ledger_check)
 
     apikey = sub.add_parser("apikey", help="operator API keys").add_subparsers(
         dest="action", required=True
@@ -428,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     r_daily = report.add_parser("daily", help="per provider and currency for one UTC day")
-    r_daily.add_argument("--date", type=date.fromisoformat, help="YYYY-MM-DD (default today)")
+    r_daily.add_argument("--date", type=cli_args.day, help="YYYY-MM-DD (default today)")
     r_daily.set_defaults(
         run=lambda s, a: _db_command(
             lambda c, q: reports.daily_report(c, q, a.date or datetime.now(UTC).date())
@@ -436,8 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r_statement = report.add_parser("statement", help="a player's statement")
     r_statement.add_argument("player_id")
-    r_statement.add_argument("--from", dest="since", type=_utc_time, help="RFC 3339 time")
-    r_statement.add_argument("--to", dest="until", type=_utc_time, help="RFC 3339 time")
+    r_statement.add_argument(
+        "--from", dest="since", type=cli_args.utc_time, help=cli_args.TIME_HELP
+    )
+    r_statement.add_argument("--to", dest="until", type=cli_args.utc_time, help=cli_args.TIME_HELP)
     r_statement.set_defaults(
         run=lambda s, a: _db_command(
             lambda c, q: postings.statement(
@@ -463,17 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="the provider's CSV report (transaction_id,round_id,player_id,event,amount,currency)",
     )
-    rec.add_argument("--date", type=date.fromisoformat, help="YYYY-MM-DD (default yesterday)")
+    rec.add_argument("--date", type=cli_args.day, help="YYYY-MM-DD (default yesterday)")
+    cli_args.progress_flag(rec)
     rec.set_defaults(run=cmd_reconcile)
 
-    send = sub.add_parser("send", help="send one seamless event as a provider would")
-    send.add_argument("--url", default="http://127.0.0.1:8080")
-    send.add_argument("--provider", required=True)
-    send.add_argument("--key", required=True, help="the provider key, base64")
-    send.add_argument("--key-id")
-    send.add_argument("event")
-    send.add_argument("fields", nargs="*", help="name=value (digits become integers)")
-    send.set_defaults(run=cmd_send)
+    cli_provider.add_parsers(sub)
+    cli_ops.add_parsers(sub, player)
 
     # The sandbox PSP (docs/sandbox-psp.md): in memory, needs neither Postgres nor Redis.
     def cmd_sandbox_psp(settings: Settings, args: argparse.Namespace) -> int:
@@ -485,18 +451,25 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_psp.add_argument("--host", default="127.0.0.1")
     sandbox_psp.add_argument("--port", type=int, default=8090)
     sandbox_psp.set_defaults(run=cmd_sandbox_psp)
+    # Every command with a result prints it as tables or JSON; these print lines or serve.
+    for command in cli_args.leaves(sub):
+        if command.prog not in ("wallet serve", "wallet migrate", "wallet sandbox-psp"):
+            cli_output.add_flags(command)
     return parser
+
+
+def cmd_ledger_check(settings: Settings, args: argparse.Namespace) -> int:
+    progress = Progress.when(args.progress, "ledger check")
+    total = len(ledger.CHECKS)
+
+    def step(i: int, name: str, found: int) -> None:
+        progress.say(f"{i}/{total} {name}: " + (f"{found} found" if found else "ok"))
+
+    return _db_command(lambda c, q: gauges.check_and_store(c, q, step))(settings, args)
 
 
 async def _sealed_count(sealing: Awaitable[int]) -> dict[str, int]:
     return {"sealed": await sealing}
-
-
-def _utc_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError("give a time zone, e.g. 2026-05-18T00:00:00Z")
-    return moment
 
 
 async def _create_player(

@@ -69,9 +69,11 @@ async def record_ledger_check(
     metrics.ledger_checked(*await store_ledger_check(conn, q, result))
 
 
-async def check_and_store(conn: asyncpg.Connection, q: Queries) -> dict[str, Any]:
+async def check_and_store(
+    conn: asyncpg.Connection, q: Queries, on_step: ledger.OnStep | None = None
+) -> dict[str, Any]:
     """``wallet ledger check``: the check's result, kept for the servers' gauges too."""
-    result = await ledger.check(conn, q)
+    result = await ledger.check(conn, q, on_step)
     await store_ledger_check(conn, q, result)
     return result
 

@@ -58,6 +58,7 @@ from app.dev.devstack import free_port
 from app.ids import unique_hex
 from app.ledger import service as ledger
 from app.operator.providers import create_provider
+from app.progress import Progress
 
 BENCH_DATABASE = "wallet_bench"
 SCALE_DATABASE = "wallet_bench_scale"  # the million players of --scale, kept between runs
@@ -67,6 +68,10 @@ PLAYER_PREFIX = "bp"
 SEED_CHUNK = 50_000
 BET = 100
 HISTORY_PER_PLAYER = 10  # postings: five past rounds of a bet and its result
+
+
+# How often a run in progress tells its rate so far (with --progress, or at a terminal).
+PROGRESS_EVERY = 5.0
 
 
 def progress(message: str) -> None:
@@ -369,6 +374,7 @@ async def drive(
     duration: float,
     worker_pids: list[int],
     database: str,
+    shown: Progress,
 ) -> tuple[Tally, float, dict[str, float]]:
     """Run the closed loop; the tally, the measured seconds, and the CPU seconds spent meanwhile
     by the load generator, the wallet's workers and the Postgres backends serving them."""
@@ -399,7 +405,7 @@ async def drive(
     before = {name: {pid: cpu_seconds([pid]) for pid in pids()} for name, pids in groups.items()}
     tally.counting = True
     started = time.perf_counter()
-    await asyncio.sleep(duration)
+    await measure(tally, started, duration, shown)
     tally.counting = False
     measured = time.perf_counter() - started
     cpu = {
@@ -409,6 +415,20 @@ async def drive(
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     return tally, measured, cpu
+
+
+async def measure(tally: Tally, started: float, duration: float, shown: Progress) -> None:
+    """Wait out the measured seconds; with progress on, tell the events and the rate so far
+    every few seconds, and once at the end (on stderr: stdout is the one JSON line)."""
+    end = started + duration
+    while (left := end - time.perf_counter()) > 0:
+        await asyncio.sleep(min(left, shown.every) if shown.enabled else left)
+        spent = time.perf_counter() - started
+        if spent < duration:
+            events = len(tally.latencies)
+            shown.say(f"{spent:.0f}/{duration:.0f} s, {events} events, {events / spent:.0f}/s")
+    events = len(tally.latencies)
+    shown.say(f"measured {events} events, {events / max(duration, 1e-3):.0f}/s")
 
 
 # --- pgbench -------------------------------------------------------------------------------------
@@ -565,6 +585,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="compare 1,000 players with 1,000,000 players and 10,000,000 postings",
     )
     parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="events/s so far on stderr every few seconds, even when it is not a terminal",
+    )
+    parser.add_argument(
         "--memory-every",
         type=float,
         default=0,
@@ -639,7 +664,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
                 sample_memory(pids, args.memory_every, samples, args.warmup)
             )
         tally, measured, cpu = await drive(
-            address, seeded, args.concurrency, args.warmup, args.duration, pids, args.database
+            address,
+            seeded,
+            args.concurrency,
+            args.warmup,
+            args.duration,
+            pids,
+            args.database,
+            Progress.when(args.progress, "[bench] driving", every=PROGRESS_EVERY),
         )
         if memory_task is not None:
             samples.append((args.duration, rss_mib(pids)))

@@ -179,16 +179,22 @@ def _add(a: StatementTotal | None, b: StatementTotal) -> StatementTotal:
     errors=(400, 404),
 )
 async def list_player_transactions(c: Call, player_id: str, query: TimeRange) -> TransactionPage:
-    q = c.w.queries
+    return await transactions(c.conn, c.w.queries, player_id, query)
+
+
+async def transactions(
+    conn: asyncpg.Connection, q: Queries, player_id: str, query: TimeRange
+) -> TransactionPage:
+    """A page of the player's postings, newest first (``wallet player show`` reads it too)."""
     after = pagination.decode(query.cursor, 2)
-    if await c.conn.fetchrow(*q.get_player(player_id=player_id)) is None:
+    if await conn.fetchrow(*q.get_player(player_id=player_id)) is None:
         raise NotFound(f"player {player_id!r} not found")
     at, last_id = (
         (pagination.cursor_time(after[0]), pagination.cursor_int(after[1]))
         if after
         else (None, None)
     )
-    rows = await c.conn.fetch(
+    rows = await conn.fetch(
         *q.player_transactions(
             player_id=player_id,
             since=query.since,

@@ -66,10 +66,14 @@ class CallPage(Page[Call]):
     """A page of Call objects, keyset-paged."""
 
 
-async def _calls(c: routing.Call, query: CallQuery, *, failures_only: bool) -> CallPage:
+async def calls(
+    conn: asyncpg.Connection, q: Queries, query: CallQuery, *, failures_only: bool
+) -> CallPage:
+    """A page of the call history (``wallet calls`` reads it too); only R1 to R3 calls with
+    ``failures_only``."""
     last_id = pagination.after_int(query.cursor)
-    rows = await c.conn.fetch(
-        *c.w.queries.seamless_calls(
+    rows = await conn.fetch(
+        *q.seamless_calls(
             provider=query.provider,
             event=query.event,
             code=query.code,
@@ -106,7 +110,7 @@ async def _calls(c: routing.Call, query: CallQuery, *, failures_only: bool) -> C
     errors=(400,),
 )
 async def list_calls(c: routing.Call, query: CallQuery) -> CallPage:
-    return await _calls(c, query, failures_only=False)
+    return await calls(c.conn, c.w.queries, query, failures_only=False)
 
 
 @history.get(
@@ -119,7 +123,7 @@ async def list_calls(c: routing.Call, query: CallQuery) -> CallPage:
     description="R4 is the player's balance, not a fault, so it is not listed here.",
 )
 async def list_failures(c: routing.Call, query: CallQuery) -> CallPage:
-    return await _calls(c, query, failures_only=True)
+    return await calls(c.conn, c.w.queries, query, failures_only=True)
 
 
 # --- the ledger check and the daily report ------------------------------------------------------

@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
+import asyncpg
 from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict
 
-from app.audit import audit
+from app.audit import Actor, audit
+from app.db import Queries
 from app.fields import Identifier, OneOf, Time
 from app.payments import outbox
 from app.payments.models import PAYMENT_ID
@@ -170,15 +172,22 @@ async def list_events(c: Call, query: EventQuery) -> OperatorEventPage:
 async def replay_event(c: Call, event_id: str) -> OperatorEvent:
     """Send an event again now, whatever its state; it carries ``X-Wallet-Replay: true``.
     A replayed dead letter gets one attempt, and is a dead letter again if that fails."""
-    async with c.conn.transaction():
-        before = await c.conn.fetchrow(*c.w.queries.event_by_id(id=event_id))
-        if before is None or not await outbox.replay(c.conn, c.w.queries, event_id):
+    return await replay(c.conn, c.w.queries, event_id, c.actor)
+
+
+async def replay(
+    conn: asyncpg.Connection, q: Queries, event_id: str, actor: Actor
+) -> OperatorEvent:
+    """:func:`replay_event`'s rule, audited as ``actor`` (``wallet events replay`` calls it)."""
+    async with conn.transaction():
+        before = await conn.fetchrow(*q.event_by_id(id=event_id))
+        if before is None or not await outbox.replay(conn, q, event_id):
             raise NotFound(f"event {event_id!r} not found")
-        after = OperatorEvent.of(await c.conn.fetchrow(*c.w.queries.event_by_id(id=event_id)))
+        after = OperatorEvent.of(await conn.fetchrow(*q.event_by_id(id=event_id)))
         await audit(
-            c.conn,
-            c.w.queries,
-            c.actor,
+            conn,
+            q,
+            actor,
             "event.replay",
             f"event:{event_id}",
             {"status": status_of(before)},

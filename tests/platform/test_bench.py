@@ -8,6 +8,7 @@ Only that it works and what it reports is asserted here, never a speed: speed is
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -21,7 +22,8 @@ from tests.fixtures.servers import Services
 pytestmark = pytest.mark.slow
 
 
-def run_bench(services: Services, *args: str) -> dict[str, object]:
+def run_bench(services: Services, *args: str) -> tuple[dict[str, object], str]:
+    """The run's one JSON line (its stdout), and its stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
     env.update(
         WALLET_DATABASE_URL=db.with_database(services.database_url, "postgres"),
@@ -35,12 +37,13 @@ def run_bench(services: Services, *args: str) -> dict[str, object]:
         timeout=180,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    result: dict[str, object] = orjson.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    (line,) = done.stdout.strip().splitlines()  # progress goes to stderr, never here
+    result: dict[str, object] = orjson.loads(line)
+    return result, done.stderr
 
 
 async def test_bench_reports_a_clean_run_with_history_and_pgbench(services: Services) -> None:
-    result = run_bench(
+    result, stderr = run_bench(
         services,
         "--players=300",
         "--history-rows=3000",
@@ -51,7 +54,9 @@ async def test_bench_reports_a_clean_run_with_history_and_pgbench(services: Serv
         "--pgbench-seconds=1",
         "--pgbench-scale=1",
         "--memory-every=1",
+        "--progress",
     )
+    assert re.search(r"^\[bench\] driving: measured \d+ events, \d+/s \(", stderr, re.M), stderr
     assert result["ledger_check"] == "ok"
     assert result["errors"] == {}
     events = result["events"]

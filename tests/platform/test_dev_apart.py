@@ -3,8 +3,8 @@
 ``app/dev/`` holds the embedded servers, local mode and the sandbox PSP, for development, tests
 and demos. The ASGI app (``app.main`` and everything it imports, here and when it is created) must
 run without them, and no other module may import them, even lazily. The one exception is the
-command line (``app/cli.py``): it is also how a developer runs those tools (``wallet serve
---demo``, ``wallet sandbox-psp``).
+command line (``app/cli.py``, and ``app/cli_db.py`` which its database commands share): it is
+also how a developer runs those tools (``wallet serve --demo``, ``wallet sandbox-psp``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app"
 # The command line runs the dev tools too (local servers for --demo, the sandbox PSP).
-MAY_IMPORT_DEV = {APP / "cli.py"}
+MAY_IMPORT_DEV = {APP / "cli.py", APP / "cli_db.py"}
 
 IMPORT_THE_APP = """
 import sys

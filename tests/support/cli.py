@@ -8,17 +8,25 @@ import sys
 
 
 def wallet_cli(
-    database_url: str, redis_url: str, *args: str, master: str | None = None
+    database_url: str,
+    redis_url: str,
+    *args: str,
+    master: str | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``wallet <args>`` as a process of its own, with only these servers (and master key) from
-    the environment's WALLET_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
-    env.update(WALLET_DATABASE_URL=database_url, WALLET_REDIS_URL=redis_url)
+    """``wallet <args>`` as a process of its own, with only these servers (and master key, and
+    ``env``) from the environment's WALLET_* settings; ``stdin`` as its standard input."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
+    child_env.update(WALLET_DATABASE_URL=database_url, WALLET_REDIS_URL=redis_url)
     if master is not None:
-        env["WALLET_MASTER_KEY"] = master
+        child_env["WALLET_MASTER_KEY"] = master
+    child_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
-        env=env,
+        env=child_env,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=60,
