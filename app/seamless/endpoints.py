@@ -81,14 +81,6 @@ class Webhook:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         provider = provider_of(scope)
         assert provider is not None, "routed here only for a delivery"
-        if tracing.ON:
-            with tracing.span("seamless.webhook", {"wallet.provider": provider[:64]}):
-                await self.serve(provider, scope, receive, send)
-        else:
-            await self.serve(provider, scope, receive, send)
-
-    async def serve(self, provider: str, scope: Scope, receive: Receive, send: Send) -> None:
-        """Read the delivery, answer it, send the answer."""
         w: Wallet = scope["state"]["wallet"]
         key_id = declared = None
         for name, value in scope["headers"]:

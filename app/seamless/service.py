@@ -29,7 +29,7 @@ import asyncpg
 import orjson
 from redis.exceptions import RedisError
 
-from app import logs, strict_json, tracing
+from app import strict_json, tracing
 from app.db import CONNECTION_ERRORS, Queries
 from app.metrics import Metrics
 from app.ratelimit import Window
@@ -133,14 +133,15 @@ class SeamlessService:
                 await self._add_balance(outcome, provider, player_id)
         obj = outcome.to_object()
         if tracing.ON:
-            # What a trace is searched by; never the token, the key or the payload.
+            # On the delivery's HTTP server span: what a trace is searched by; never the token,
+            # the key or the payload.
             tracing.annotate(
                 {
+                    "wallet.provider": provider[:64],
                     "wallet.event": label,
                     "wallet.code": outcome.code,
                     "wallet.reason": outcome.reason,
                     "wallet.provider_request_id": request_id,
-                    "wallet.request_id": logs.current_request_id(),
                     "wallet.replayed": replayed,
                     "wallet.duplicate": outcome.duplicate,
                 }
@@ -256,8 +257,7 @@ class SeamlessService:
                 else None
             )
             try:
-                with tracing.span("seamless.release"):
-                    await self.gate.finish(admission, stored)
+                await self.gate.finish(admission, stored)
             except RedisError as exc:
                 log.warning(
                     "outcome of %s not stored in redis: %s",
