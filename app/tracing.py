@@ -7,8 +7,13 @@ On (:func:`wanted`), the app factory builds one :class:`Tracing` per process (ea
   W3C ``traceparent`` becomes its parent), seamless deliveries included;
 - instruments asyncpg (a span per statement, never its parameters) and the app's HTTP client to
   PSPs and the operator's webhook (a client span each, its ``traceparent`` sent along);
-- turns on the wallet's own spans (:func:`span`): webhook, envelope, admission, group-commit
-  batch, response, payments and outbox deliveries.
+- turns on the wallet's own spans (:func:`span`): a delivery's envelope, admission, posting and
+  response under its server span, the group-commit batch linked to the postings it carried,
+  payments and outbox deliveries.
+
+Tracing is the process's, not an app's: the instrumentations patch libraries process-wide, so
+:data:`ON` and the tracer are module state too, and one app at a time traces in a process
+(every server process runs one; a test starts a traced app of its own, with :func:`configure`).
 
 Off, nothing of that is installed: the app is not wrapped, no library is patched, and the
 wallet's span sites cost one read of :data:`ON` each. Span exporting is OTLP over HTTP with a
@@ -42,21 +47,26 @@ _tracer: trace.Tracer = trace.NoOpTracer()
 _configured: TracerProvider | None = None
 
 SERVICE = "wallet"
-# What OTEL_TRACES_EXPORTER may name. An endpoint alone means otlp, as in the SDK.
-EXPORTERS = frozenset({"otlp", "console", "none"})
+# What OTEL_TRACES_EXPORTER may name (otlp_proto_http: the SDK's own name for this otlp). An
+# endpoint alone means otlp, as in the SDK.
+OTLP = frozenset({"otlp", "otlp_proto_http"})
+EXPORTERS = OTLP | {"console", "none"}
 
 
 def wanted(env: Mapping[str, str] | None = None) -> bool:
     """Whether the environment asks for traces: an OTLP endpoint (all signals' or the traces'
     own), or ``OTEL_TRACES_EXPORTER`` naming an exporter; ``OTEL_SDK_DISABLED=true`` wins. An
-    exporter other than ``otlp``, ``console`` or ``none`` is a :class:`ConfigError`."""
+    exporter other than ``otlp`` (``otlp_proto_http``), ``console`` or ``none`` is a
+    :class:`ConfigError`: only OTLP over HTTP is installed."""
     from app.config import ConfigError
 
     env = os.environ if env is None else env
     named = exporters(env)
     if named - EXPORTERS:
         unknown = ", ".join(sorted(named - EXPORTERS))
-        raise ConfigError(f"OTEL_TRACES_EXPORTER: unknown exporter {unknown} (otlp, console, none)")
+        raise ConfigError(
+            f"OTEL_TRACES_EXPORTER: unknown exporter {unknown} (otlp, console or none)"
+        )
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
     if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
@@ -98,7 +108,7 @@ def _provider_from_env() -> TracerProvider:
     resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME") or SERVICE})
     provider = TracerProvider(resource=resource)
     named = exporters(os.environ) - {"none"} or {"otlp"}
-    if "otlp" in named:
+    if named & OTLP:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     if "console" in named:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))

@@ -13,7 +13,7 @@ import base64
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -26,12 +26,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp
 
-from app import tracing
+from app import logs, tracing
 from app.client import ProviderClient, open_answer, seal_event
-from app.config import ConfigError, Settings
+from app.config import ConfigError, PspSettings, Secret, Settings
 from app.db import Queries
 from app.main import TracedWalletApp, WalletApp, create_app
 from app.payments import outbox
+from app.payments.psp import SandboxPsp
 from app.payments.service import PaymentRequest, Payments
 from app.seamless import events
 from app.seamless.batch import GroupCommit
@@ -131,6 +132,7 @@ async def post_event(
         ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
         ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
         ({"OTEL_TRACES_EXPORTER": "console"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp_proto_http"}, True),
         ({"OTEL_TRACES_EXPORTER": "none"}, False),
         ({"OTEL_TRACES_EXPORTER": " none , "}, False),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}, False),
@@ -464,3 +466,52 @@ async def test_without_tracing_the_request_id_still_goes_to_the_psp(
     (headers,) = seen
     assert headers["x-request-id"] == response.headers["x-request-id"]
     assert "traceparent" not in headers
+
+
+async def test_psp_calls_name_their_payment_without_a_request() -> None:
+    seen: list[httpx.Headers] = []
+
+    async def psp(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200, json={"psp_payment_id": "psp-1", "status": "pending"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(psp)) as http:
+        adapter = SandboxPsp("p", "http://psp.test", "key", b"secret", http)
+        assert await adapter.status("psp-1") == "pending"  # the poller: no request bound
+        bound = logs.bind_request_id("req_caller")
+        try:
+            assert await adapter.status("psp-1") == "pending"
+        finally:
+            logs.reset_request_id(bound)
+    assert [h["x-request-id"] for h in seen] == ["psp-1", "req_caller"]
+    assert all("traceparent" not in h for h in seen)  # tracing is off
+
+
+async def test_the_psp_client_is_instrumented_only_while_traced(settings: Settings) -> None:
+    route = PspSettings(
+        "traced-psp", "sandbox", "http://127.0.0.1:9", Secret("k" * 16), Secret("s" * 16),
+        ("EUR",), ("card",),
+    )  # fmt: skip
+    provider = TracerProvider()
+    tracing.configure(provider)
+    try:
+        async with AsyncExitStack() as stack:
+            app = await start_app(replace(settings, psps=(route,)), stack)
+            (adapter,) = app.state["wallet"].payments.psps  # type: ignore[attr-defined]
+            assert adapter.http._is_instrumented_by_opentelemetry
+            assert tracing.installed()
+    finally:
+        tracing.configure(None)
+    assert not adapter.http._is_instrumented_by_opentelemetry
+    assert not tracing.installed()
+
+
+def test_span_sites_are_a_shared_no_op_when_off() -> None:
+    assert not tracing.ON
+    with tracing.span("anything", {"a": 1}) as span:
+        assert span is None
+    assert tracing.span("one") is tracing.span("other")
+    assert tracing.current() is None and tracing.ids() is None
+    headers: dict[str, str] = {}
+    tracing.inject(headers)
+    assert headers == {}
