@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import orjson
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -41,6 +45,7 @@ from tests.fixtures.app import Operator, Table, start_app
 from tests.payments.fake_psps import FakePsp
 from tests.payments.psps import ScriptedPsp
 from tests.support.logs import every_log_line
+from tests.support.processes import start_wallet, stop_wallet, wait_ready
 
 
 @dataclass
@@ -515,3 +520,76 @@ def test_span_sites_are_a_shared_no_op_when_off() -> None:
     headers: dict[str, str] = {}
     tracing.inject(headers)
     assert headers == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# wallet serve, as an operator runs it
+
+
+class Collector:
+    """An OTLP/HTTP trace receiver: keeps the spans of every export request."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[dict[str, Any], Any]] = []  # (resource attributes, span)
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource_spans in request.resource_spans:
+                    resource = {
+                        a.key: a.value.string_value for a in resource_spans.resource.attributes
+                    }
+                    for scope_spans in resource_spans.scope_spans:
+                        collector.spans.extend((resource, s) for s in scope_spans.spans)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.slow
+def test_each_worker_exports_its_spans_and_flushes_them_when_it_stops(
+    settings: Settings, tmp_path: Path
+) -> None:
+    collector = Collector()
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+        "OTEL_SERVICE_NAME": "wallet-test",
+        # Longer than the test: only the shutdown's flush can deliver the spans.
+        "OTEL_BSP_SCHEDULE_DELAY": "600000",
+    }
+    server = start_wallet(settings, tmp_path / "wallet.log", workers=2, env=env)
+    trace_id = secrets.token_hex(16)
+    try:
+        wait_ready(server)
+        for _ in range(8):
+            response = httpx.get(
+                f"{server.base}/healthz",
+                headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+            )
+            assert response.status_code == 200
+        assert collector.spans == []  # still in the workers' queues
+    finally:
+        assert stop_wallet(server) == 0, server.output()
+        collector.close()
+    health = [
+        (resource, span)
+        for resource, span in collector.spans
+        if span.name == "GET /healthz" and span.trace_id.hex() == trace_id
+    ]
+    assert len(health) == 8, server.output()
+    assert {resource["service.name"] for resource, _ in health} == {"wallet-test"}
