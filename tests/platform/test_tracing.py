@@ -371,10 +371,10 @@ async def test_log_lines_carry_the_trace_of_their_span(traced: Traced, table: Ta
 # Payments and the outbox
 
 
-async def test_a_deposit_sends_traceparent_and_request_id_to_the_psp(
-    traced: Traced, operator: Operator
-) -> None:
-    psp = FakePsp("trace-psp")
+async def recording_psp(name: str) -> tuple[FakePsp, list[httpx.Headers]]:
+    """A fake PSP route (the wallet's real adapter over a simulated PSP) that keeps the headers
+    of every request it receives."""
+    psp = FakePsp(name)
     seen: list[httpx.Headers] = []
     serve = psp._serve
 
@@ -382,7 +382,15 @@ async def test_a_deposit_sends_traceparent_and_request_id_to_the_psp(
         seen.append(request.headers)
         return await serve(request)
 
+    await psp.http.aclose()
     psp.http = psp.adapter.http = httpx.AsyncClient(transport=httpx.MockTransport(recording))
+    return psp, seen
+
+
+async def test_a_deposit_sends_traceparent_and_request_id_to_the_psp(
+    traced: Traced, operator: Operator
+) -> None:
+    psp, seen = await recording_psp("trace-psp")
     payments = traced.app.state["wallet"].payments  # type: ignore[attr-defined]
     saved = payments.psps
     payments.psps = [psp]
@@ -399,7 +407,8 @@ async def test_a_deposit_sends_traceparent_and_request_id_to_the_psp(
     assert response.status_code == 201, response.text
     (headers,) = seen
     assert headers["x-request-id"] == response.headers["x-request-id"]
-    version, trace_id, parent_id, _ = headers["traceparent"].split("-")
+    version, trace_id, parent_id, flags = headers["traceparent"].split("-")
+    assert version == "00" and int(flags, 16) & 1  # sampled
     (server,) = [s for s in traced.spans() if s.kind == SpanKind.SERVER]
     assert server.name == "POST /v1/deposits"
     assert trace_id == hex_id(server.context.trace_id, 32)
@@ -445,15 +454,7 @@ async def test_an_outbox_delivery_sends_traceparent_and_its_event_id(
 async def test_without_tracing_the_request_id_still_goes_to_the_psp(
     asgi: ASGIApp, http: httpx.AsyncClient, operator: Operator
 ) -> None:
-    psp = FakePsp("plain-psp")
-    seen: list[httpx.Headers] = []
-    serve = psp._serve
-
-    async def recording(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers)
-        return await serve(request)
-
-    psp.http = psp.adapter.http = httpx.AsyncClient(transport=httpx.MockTransport(recording))
+    psp, seen = await recording_psp("plain-psp")
     payments = asgi.state["wallet"].payments  # type: ignore[attr-defined]
     saved = payments.psps
     payments.psps = [psp]
