@@ -43,7 +43,7 @@ from app.seamless.batch import GroupCommit
 from app.seamless.service import _posting
 from tests.fixtures.app import Operator, Table, start_app
 from tests.payments.fake_psps import FakePsp
-from tests.payments.psps import ScriptedPsp
+from tests.payments.psps import ScriptedPsp, webhook
 from tests.support.logs import every_log_line
 from tests.support.processes import start_wallet, stop_wallet, wait_ready
 
@@ -416,6 +416,36 @@ async def test_a_deposit_sends_traceparent_and_request_id_to_the_psp(
     assert parent_id == hex_id(start.context.span_id, 16)
     assert start.attributes is not None
     assert start.attributes["wallet.payment_id"] == response.json()["id"]
+
+
+async def test_a_psp_webhook_is_traced_with_its_outcome(
+    traced: Traced, pool: asyncpg.Pool, operator: Operator
+) -> None:
+    psp = ScriptedPsp("psp-a")
+    payments = Payments(pool, Queries.load(), [psp], webhook_base="https://w")
+    player = await operator.player()
+    deposit = await payments.create_deposit(
+        PaymentRequest(player, 800, "EUR", "card"), "tr-" + secrets.token_hex(6)
+    )
+    body, signature = webhook(deposit, "succeeded")
+    served = traced.app.state["wallet"].payments  # type: ignore[attr-defined]
+    saved = served.psps
+    served.psps = [psp]
+    try:
+        response = await traced.http.post(
+            "/v1/psp/psp-a/webhook",
+            content=body,
+            headers={"content-type": "application/json", "x-signature": signature},
+        )
+    finally:
+        served.psps = saved
+    assert response.json() == {"outcome": "moved_to_succeeded"}
+    (server,) = [s for s in traced.spans() if s.kind == SpanKind.SERVER]
+    assert server.name == "POST /v1/psp/{psp}/webhook"
+    assert server.attributes is not None
+    assert server.attributes["wallet.psp"] == "psp-a"
+    assert server.attributes["wallet.outcome"] == "moved_to_succeeded"
+    assert signature not in repr([dict(s.attributes or {}) for s in traced.spans()])
 
 
 async def test_an_outbox_delivery_sends_traceparent_and_its_event_id(
