@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import secrets
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -540,6 +543,22 @@ async def test_the_psp_client_is_instrumented_only_while_traced(settings: Settin
         tracing.configure(None)
     assert not adapter.http._is_instrumented_by_opentelemetry
     assert not tracing.installed()
+
+
+def test_an_untraced_process_never_loads_the_sdk_or_an_instrumentation() -> None:
+    script = (
+        "import sys\n"
+        "from app.config import Settings\n"
+        "from app.main import create_app\n"
+        "create_app(Settings(database_url='postgresql://x/y', redis_url='redis://x'))\n"
+        "print(sorted(m for m in sys.modules if m.startswith(("
+        "'opentelemetry.sdk.trace', 'opentelemetry.instrumentation', 'opentelemetry.exporter'))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stderr
 
 
 def test_span_sites_are_a_shared_no_op_when_off() -> None:
