@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app import tracing
+
 
 class ConfigError(ValueError):
     """A ``WALLET_*`` variable is present but cannot be used."""
@@ -209,6 +211,8 @@ class Settings:
     operator_webhook_secret: Secret | None = None
     # The key-encryption key that provider keys are sealed under in Postgres (base64, 32 bytes).
     master_key: Secret | None = None
+    # OpenTelemetry tracing, on when the standard OTEL_* variables ask for it (app/tracing.py).
+    tracing: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -262,6 +266,7 @@ class Settings:
             round_stale_seconds=_int(env, "WALLET_ROUND_STALE_SECONDS", 24 * 3600, minimum=1),
             ledger_check_seconds=_int(env, "WALLET_LEDGER_CHECK_SECONDS", 900, minimum=0),
             master_key=parse_master_key(env),
+            tracing=tracing.wanted(env),
         )
         if settings.port > 65535:
             raise ConfigError(f"WALLET_PORT must be <= 65535, got {settings.port}")

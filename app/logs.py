@@ -7,8 +7,10 @@ A line looks like::
      "provider_request_id": "r-1"}
 
 ``request_id`` is the correlation id that :func:`app.web.http.tracked` binds for each
-request, the same that answers carry in ``X-Request-Id`` and in operator error bodies. Fields
-passed with ``extra=`` are added as they are.
+request, the same that answers carry in ``X-Request-Id`` and in operator error bodies. With
+tracing on (:mod:`app.tracing`), a line logged under a span also has ``trace_id`` (32 hex
+digits) and ``span_id`` (16); with tracing off, or outside any span, both keys are absent
+(never null or empty). Fields passed with ``extra=`` are added as they are.
 
 The code does not log secrets in the first place; :class:`RedactFilter` is the safety net for
 what slips through (an exception's text, a third-party library's message): provider keys, session
@@ -34,6 +36,7 @@ from typing import IO, Any
 
 import orjson
 
+from app import tracing
 from app.config import ConfigError
 
 REDACTED = "[redacted]"
@@ -158,7 +161,8 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict
 
 
 class ContextFilter(logging.Filter):
-    """Stamps each record with the correlation id of the context that logged it.
+    """Stamps each record with the correlation id of the context that logged it, and with the
+    current span's ``trace_id`` and ``span_id`` when tracing.
 
     A handler filter runs synchronously where the record was logged, so the context variable is
     still the request's, whatever the formatter does later.
@@ -167,6 +171,10 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "request_id", None) is None:
             record.request_id = _request_id.get()
+        if tracing.ON:
+            ids = tracing.ids()
+            if ids is not None:
+                record.trace_id, record.span_id = ids
         return True
 
 

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
-from app import db, gauges, health, logs, openapi
+from app import db, gauges, health, logs, openapi, tracing
 from app.config import ConfigError, Settings
 from app.locks import PlayerLocks
 from app.metrics import Metrics
@@ -135,6 +135,20 @@ class WalletApp(Starlette):
             await http.tracked(scope, receive, send, super().__call__)
 
 
+class TracedWalletApp(WalletApp):
+    """The wallet app behind OpenTelemetry's HTTP server span (:mod:`app.tracing`): made
+    instead of :class:`WalletApp` only when tracing is on, so that an untraced app's requests do
+    not pass the middleware at all."""
+
+    def __init__(self, traced: tracing.Tracing, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tracing = traced
+        self._traced = traced.wrap(super().__call__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._traced(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The wallet ASGI app. Database and Redis URLs must be known (see ``app.dev.local``)."""
     settings = settings or Settings.from_env()
@@ -144,6 +158,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     logs.ensure_configured()
     if settings.admin_api_key is not None:
         logs.register_secret(str(settings.admin_api_key))
+    # Here, in the factory: with --workers N it runs in each worker, never in the supervisor.
+    traced = tracing.for_app(settings.tracing)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -170,6 +186,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         metrics.watch_call_log(calls)
         metrics.watch_mux(mux.queued)
         try:
+            if traced is not None:
+                traced.start(psp_http)
             await _schema_is_current(pool)
             queries = db.Queries.load()
             locks = PlayerLocks(
@@ -283,8 +301,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await redis.aclose()
             await pool.close()
             metrics.close()
+            if traced is not None:
+                traced.stop()  # last: flushes the spans of the shutdown too
 
-    return WalletApp(
+    app_args: dict[str, Any] = dict(
         routes=[
             *seamless_endpoints.routes,
             *API_ROUTES,
@@ -297,6 +317,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
+    if traced is not None:
+        return TracedWalletApp(traced, **app_args)
+    return WalletApp(**app_args)
 
 
 def _tune_garbage_collection() -> None:

@@ -381,6 +381,22 @@ def _webhooks() -> Schema:
                 "description": "sent on every delivery of an event that was replayed "
                 "(POST /v1/events/{event_id}/replay)",
             },
+            {
+                "name": "X-Request-Id",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1},
+                "description": "the delivery's correlation id for both sides' logs: the "
+                "event's `id`, as deliveries are background work",
+            },
+            {
+                "name": "traceparent",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "W3C trace context of the delivery's span, sent when the "
+                "wallet's tracing is on (docs/deployment.md, Tracing)",
+            },
         ],
         "requestBody": {
             "required": True,

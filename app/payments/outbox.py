@@ -24,6 +24,7 @@ import orjson
 from pydantic import ConfigDict, Field, ValidationError
 from pydantic.config import JsonDict
 
+from app import logs, tracing
 from app.db import CONNECTION_ERRORS, Queries
 from app.fields import Currency, Identifier, OneOf, PositiveAmount, Timestamp
 from app.payments import signing
@@ -128,7 +129,9 @@ class Outbox:
                 *self.q.claim_due_events(limit=batch, lease_seconds=LEASE_SECONDS)
             )
         for event in due:
-            error = await self._post(event)
+            with tracing.span("outbox.deliver", {"wallet.event_id": event["id"]}):
+                error = await self._post(event)
+                tracing.annotate({"wallet.delivered": error is None})
             async with self.pool.acquire() as conn:
                 if error is None:
                     await conn.execute(*self.q.event_delivered(id=event["id"]))
@@ -158,7 +161,10 @@ class Outbox:
         headers = {
             "content-type": "application/json",
             "x-signature": signing.sign(self.secret, body, int(time.time())),
+            # Deliveries are background work: the event's id, unless a request caused this one.
+            "x-request-id": logs.current_request_id() or event["id"],
         }
+        tracing.inject(headers)
         if event["replays"]:
             headers["x-wallet-replay"] = "true"
         try:

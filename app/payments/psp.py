@@ -24,7 +24,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from app import strict_json
+from app import logs, strict_json, tracing
 from app.config import PspSettings
 from app.payments import psp_messages as messages
 from app.payments import signing
@@ -180,7 +180,9 @@ class SandboxPsp:
         }
         # Our payment id is the PSP's idempotency key: initiating again after a crash returns
         # the same PSP payment instead of creating a second one.
-        data = await self._call("POST", "/v1/payments", body, idempotency_key=payment["id"])
+        data = await self._call(
+            "POST", "/v1/payments", body, idempotency_key=payment["id"], about=payment["id"]
+        )
         answer = self._answer(messages.Initiation, data, "initiate")
         return Initiated(
             psp_payment_id=answer.psp_payment_id,
@@ -191,12 +193,14 @@ class SandboxPsp:
         )
 
     async def status(self, psp_payment_id: str) -> str:
-        data = await self._call("GET", f"/v1/payments/{psp_payment_id}")
+        data = await self._call("GET", f"/v1/payments/{psp_payment_id}", about=psp_payment_id)
         return self._answer(messages.PaymentStatus, data, "status").status
 
     async def find(self, reference: str) -> tuple[str, str] | None:
         try:
-            data = await self._call("GET", f"/v1/payments?reference={quote(reference, safe='')}")
+            data = await self._call(
+                "GET", f"/v1/payments?reference={quote(reference, safe='')}", about=reference
+            )
         except PspError as exc:
             if exc.code == "not_found":
                 return None
@@ -205,7 +209,9 @@ class SandboxPsp:
         return found.psp_payment_id, found.status
 
     async def settlement(self, day: date) -> list[SettlementLine]:
-        data = await self._call("GET", f"/v1/settlements?date={day.isoformat()}")
+        data = await self._call(
+            "GET", f"/v1/settlements?date={day.isoformat()}", about=f"settlement-{day.isoformat()}"
+        )
         report = self._answer(messages.Settlement, data, "settlement")
         return [
             SettlementLine(
@@ -255,10 +261,23 @@ class SandboxPsp:
         )
 
     async def _call(
-        self, method: str, path: str, body: Any = None, *, idempotency_key: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        about: str,
     ) -> Any:
-        """The answer's parsed JSON (read by the caller with its model), or a :class:`PspError`."""
-        headers = {"authorization": f"Bearer {self.api_key}"}
+        """The answer's parsed JSON (read by the caller with its model), or a :class:`PspError`.
+
+        ``X-Request-Id`` is the id of the request that caused the call, or for background work
+        (the poller) ``about``, the payment's id; ``traceparent`` goes along when tracing."""
+        headers = {
+            "authorization": f"Bearer {self.api_key}",
+            "x-request-id": logs.current_request_id() or about,
+        }
+        tracing.inject(headers)
         if idempotency_key is not None:
             headers["idempotency-key"] = idempotency_key
         try:

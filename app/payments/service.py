@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 
 import asyncpg
 
+from app import tracing
 from app.audit import Actor, audit
 from app.db import CONNECTION_ERRORS, Queries
 from app.metrics import Metrics
@@ -390,6 +391,16 @@ class Payments:
                             raise
 
     async def _start(self, payment_id: str, routes: list[Psp], *, creation: bool) -> dict[str, Any]:
+        """:meth:`_start_at`, in a span of its own when tracing (its PSP calls are its
+        children)."""
+        with tracing.span(
+            "payments.start", {"wallet.payment_id": payment_id, "wallet.creation": creation}
+        ):
+            return await self._start_at(payment_id, routes, creation=creation)
+
+    async def _start_at(
+        self, payment_id: str, routes: list[Psp], *, creation: bool
+    ) -> dict[str, Any]:
         """Initiate at the first route that answers, under the payment's start lease.
 
         Deposits fail over on any retryable error. A payout fails over only when the PSP
@@ -646,7 +657,8 @@ class Payments:
         while True:
             await asyncio.sleep(interval)
             try:
-                counts = await self.poll_once(quiet_seconds=quiet_seconds)
+                with tracing.span("payments.poll"):
+                    counts = await self.poll_once(quiet_seconds=quiet_seconds)
             except CONNECTION_ERRORS as exc:
                 log.warning("payments polling failed this round: %s", exc)
                 continue

@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import Field
 from starlette.requests import Request
 
+from app import tracing
 from app.fields import OneOf
 from app.payments import signing
 from app.payments.psp import MalformedPspData
@@ -116,6 +117,7 @@ async def psp_webhook(request: Request, psp: str) -> WebhookOutcome:
         raise InvalidRequest(
             f"the event is not one this PSP sends: {exc}", field=exc.field
         ) from None
+    tracing.annotate({"wallet.psp": psp, "wallet.outcome": outcome})
     return WebhookOutcome(outcome=outcome)
 
 

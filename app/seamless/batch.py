@@ -21,15 +21,18 @@ as a duplicate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from math import inf
 from typing import Any, NamedTuple
 
 import asyncpg
+from opentelemetry.trace import Span
 
+from app import tracing
 from app.db import Query
 
 log = logging.getLogger(__name__)
@@ -124,6 +127,8 @@ class GroupCommit:
         self._tasks: set[asyncio.Task[None]] = set()
         # Players whose row was found held elsewhere, until when their events skip batches.
         self._held: dict[str, float] = {}
+        # When tracing: the span of each waiting event's request, for its batch to link to.
+        self._spans: dict[asyncio.Future[asyncpg.Record], Span | None] = {}
 
     async def post(self, posting: Posting) -> asyncpg.Record:
         """The event's ``wallet_outcome`` row once its batch committed.
@@ -139,7 +144,37 @@ class GroupCommit:
             self._starting = True
             self._senders += 1
             self._spawn(self._send(), "group-commit")
-        return await future
+        if not tracing.ON:
+            return await future
+        self._spans[future] = tracing.current()
+        try:
+            return await future
+        finally:
+            del self._spans[future]
+
+    @contextlib.contextmanager
+    def _traced(self, batch: Sequence[_Pending], *, alone: bool) -> Iterator[None]:
+        """The batch's span, when tracing: a root span of its own (a batch serves many
+        requests, it is none's child) linked to the span of each event's request, and each of
+        those records the batch it went in (``wallet.batch.*``)."""
+        if not tracing.ON:
+            yield
+            return
+        events = [self._spans.get(future) for _, future in batch]
+        attributes = {"wallet.batch.size": len(batch), "wallet.batch.alone": alone}
+        with tracing.span("seamless.batch", attributes, tracing.link(events)) as span:
+            if span is not None:
+                context = span.get_span_context()
+                for event in events:
+                    if event is not None:
+                        event.set_attributes(
+                            {
+                                "wallet.batch.trace_id": format(context.trace_id, "032x"),
+                                "wallet.batch.span_id": format(context.span_id, "016x"),
+                                "wallet.batch.size": len(batch),
+                            }
+                        )
+            yield
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         # A context of its own: not the log context (correlation id) of the request that
@@ -163,16 +198,17 @@ class GroupCommit:
                 try:
                     if self.observe is not None:
                         self.observe(len(batch))
-                    if conn is None:
-                        conn = await self.pool.acquire(timeout=self.acquire_timeout)
-                    rows = await _fetch(
-                        conn,
-                        self.query,
-                        [posting for posting, _ in batch],
-                        BATCH_LOCK_TIMEOUT_MS,
-                        self.replay_seconds,
-                        self.fetch_timeout,
-                    )
+                    with self._traced(batch, alone=False):
+                        if conn is None:
+                            conn = await self.pool.acquire(timeout=self.acquire_timeout)
+                        rows = await _fetch(
+                            conn,
+                            self.query,
+                            [posting for posting, _ in batch],
+                            BATCH_LOCK_TIMEOUT_MS,
+                            self.replay_seconds,
+                            self.fetch_timeout,
+                        )
                 except Exception as exc:  # noqa: BLE001 - handed to the batch's requests
                     if conn is not None:
                         # Whatever failed, the next batch starts on a connection known to work.
@@ -265,13 +301,15 @@ class GroupCommit:
         marker = loop.call_later(BATCH_LOCK_TIMEOUT_MS / 1000, self._held.__setitem__, player, inf)
         try:
             try:
-                row = await self._fetch_alone(posting)
+                with self._traced([(posting, future)], alone=True):
+                    row = await self._fetch_alone(posting)
             except asyncpg.UniqueViolationError:
                 if not retry_unique:
                     raise
                 # Another player posted the same provider transaction_id at the same moment; run
                 # again to answer duplicate or idempotency_conflict from the committed row.
-                row = await self._fetch_alone(posting)
+                with self._traced([(posting, future)], alone=True):
+                    row = await self._fetch_alone(posting)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting request
             _fail(future, exc)
             return

@@ -18,6 +18,7 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from app import tracing
 from app.seamless import envelope, events
 from app.seamless.outcome import Outcome, Reason
 from app.seamless.service import Reply
@@ -32,11 +33,11 @@ ROUTE = PREFIX + "{provider}"
 JSON = (b"content-type", b"application/json")
 
 
-async def answer(
+async def reply_to(
     w: Wallet, provider: str, key_id: str | None, body: bytes | BodyTooLarge | BodyTimedOut
-) -> bytes:
-    """The response body for one delivery; a body not read whole (over the size limit, or not
-    arrived in time) is refused with a plain R2, as it cannot be authenticated."""
+) -> Reply:
+    """The reply to one delivery; a body not read whole (over the size limit, or not arrived in
+    time) is refused with a plain R2, as it cannot be authenticated."""
     if not isinstance(body, bytes):
         message = (
             f"the body did not arrive in time (within {body.timeout_ms} ms)"
@@ -52,6 +53,11 @@ async def answer(
             reply = Reply(
                 Outcome(Reason.INTERNAL_ERROR, Reason.INTERNAL_ERROR.message).to_object(), None
             )
+    return reply
+
+
+def sealed(reply: Reply, provider: str) -> bytes:
+    """The response body of ``reply``: sealed with its key, or plain when it has none."""
     content = orjson.dumps(reply.obj)
     if reply.key is not None:
         content = orjson.dumps({"payload": envelope.seal(reply.key, provider, content)})
@@ -92,12 +98,14 @@ class Webhook:
             body = refused
         except ClientDisconnect:
             return  # nobody to answer; the metrics count it as such
-        content = await answer(w, provider, key_id, body)
-        headers = [JSON, (b"content-length", b"%d" % len(content))]
-        if isinstance(body, BodyTimedOut):
-            headers.append((b"connection", b"close"))  # the missing bytes are never read
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
+        reply = await reply_to(w, provider, key_id, body)
+        with tracing.span("seamless.response", {"wallet.sealed": reply.key is not None}):
+            content = sealed(reply, provider)
+            headers = [JSON, (b"content-length", b"%d" % len(content))]
+            if isinstance(body, BodyTimedOut):
+                headers.append((b"connection", b"close"))  # the missing bytes are never read
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
 
 
 def _schema(name: str) -> dict[str, str]:

@@ -29,7 +29,7 @@ import asyncpg
 import orjson
 from redis.exceptions import RedisError
 
-from app import strict_json
+from app import strict_json, tracing
 from app.db import CONNECTION_ERRORS, Queries
 from app.metrics import Metrics
 from app.ratelimit import Window
@@ -115,7 +115,8 @@ class SeamlessService:
         label = "unknown"
         replayed = False
         try:
-            key, plaintext = await self._open(provider, key_id, body)
+            with tracing.span("seamless.envelope"):
+                key, plaintext = await self._open(provider, key_id, body)
             data = events.decode(plaintext)
             request_id = events.readable(data, "request_id")
             player_id = events.readable(data, "player_id")
@@ -131,6 +132,20 @@ class SeamlessService:
             if outcome.code != "R2" and key is not None and player_id is not None:
                 await self._add_balance(outcome, provider, player_id)
         obj = outcome.to_object()
+        if tracing.ON:
+            # On the delivery's HTTP server span: what a trace is searched by; never the token,
+            # the key or the payload.
+            tracing.annotate(
+                {
+                    "wallet.provider": provider[:64],
+                    "wallet.event": label,
+                    "wallet.code": outcome.code,
+                    "wallet.reason": outcome.reason,
+                    "wallet.provider_request_id": request_id,
+                    "wallet.replayed": replayed,
+                    "wallet.duplicate": outcome.duplicate,
+                }
+            )
         seconds = time.perf_counter() - started
         self._record(provider, event, data, request_id, player_id, outcome, replayed, seconds)
         if self.metrics is not None:
@@ -194,14 +209,15 @@ class SeamlessService:
         event_hash = events.digest(event)
         rate = Window.now(f"provider:{provider}") if self.provider_limit > 0 else None
         try:
-            admission = await self.gate.admit(
-                provider,
-                event.request_id,
-                event.player_id,
-                event_hash,
-                lock=event.event in events.MONEY_EVENTS,
-                rate=rate,
-            )
+            with tracing.span("seamless.admission"):
+                admission = await self.gate.admit(
+                    provider,
+                    event.request_id,
+                    event.player_id,
+                    event_hash,
+                    lock=event.event in events.MONEY_EVENTS,
+                    rate=rate,
+                )
             if rate is not None and admission.rate_count > self.provider_limit:
                 if admission.fresh:
                     await self.gate.finish(admission, None)  # nothing processed: free the claim
@@ -260,7 +276,9 @@ class SeamlessService:
     ) -> tuple[Outcome, bool, bool]:
         """Post the event; (outcome, processed now, answered from an earlier delivery)."""
         try:
-            row = await self.postings.post(_posting(provider, event, event_hash))
+            # The event's part of its batch; the batch's own span links to it (batch.py).
+            with tracing.span("seamless.post"):
+                row = await self.postings.post(_posting(provider, event, event_hash))
         except DATABASE_ERRORS as exc:
             log.error(
                 "posting %s failed: %r",

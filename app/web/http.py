@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import logs, strict_json
+from app import logs, strict_json, tracing
 from app.config import Settings
 from app.fields import IDENTIFIER
 from app.ids import unique_hex
@@ -194,12 +194,17 @@ async def tracked(
     bound = logs.bind_request_id(rid)
     status = 0  # no response started
     header = (b"x-request-id", rid.encode())
+    # The HTTP server span, when tracing: the current span here, a child's in send_with_id.
+    server = tracing.server_span(rid) if tracing.ON else None
 
     async def send_with_id(message: Message) -> None:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
             message.setdefault("headers", []).append(header)
+            if server is not None:
+                # Before the body: the span ends with the response's last message.
+                tracing.name_server_span(server, scope, route or route_template(scope))
         await send(message)
 
     try:
