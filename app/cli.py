@@ -106,8 +106,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 # Stopped before the local servers: the stack unwinds in reverse.
                 psp = stack.enter_context(demo.sandbox_psp(settings))
                 os.environ["WALLET_PSPS"] = psp.routes()
-                # Where the sandbox sends its webhooks.
-                os.environ.setdefault("WALLET_PUBLIC_URL", url)
+            # Where PSPs send their webhooks: here, on the port --port chose too.
+            os.environ.setdefault("WALLET_PUBLIC_URL", url)
             made = asyncio.run(_with_conn(s.database_url, lambda c, q: demo.setup(c, q, master)))
             admin = None if settings.admin_api_key else os.environ["WALLET_ADMIN_API_KEY"]
             print(demo.banner(made, url, admin, psp), flush=True)

@@ -106,10 +106,13 @@ def _sandbox_keys(settings: Settings) -> tuple[str, str]:
     return str(keys["api_key"]), str(keys["webhook_secret"])
 
 
-def _port(host: str, preferred: int) -> int:
+def port_for(host: str, preferred: int) -> int:
     """``preferred`` if nothing listens there, else a free port the kernel picks."""
     for port in (preferred, 0):
         with socket.socket() as sock:
+            # As uvicorn binds: connections of a sandbox that just stopped (TIME_WAIT) do not
+            # make the port taken, only a listener does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError:
@@ -130,7 +133,7 @@ def sandbox_psp(
     watching its parent (:func:`app.dev.sandbox_psp.server.watch_parent`) if it is killed.
     """
     api_key, webhook_secret = _sandbox_keys(settings)
-    port = _port(host, port)
+    port = port_for(host, port)
     url = f"http://{host}:{port}"
     env = {
         **os.environ,

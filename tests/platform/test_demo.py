@@ -29,6 +29,7 @@ import orjson
 import pytest
 
 from app import db
+from app.dev.demo import port_for
 from app.dev.devstack import free_port
 from tests.fixtures.servers import Services
 from tests.support.processes import wait_for
@@ -293,3 +294,14 @@ def test_logs_are_text_at_a_terminal_and_json_otherwise(demo_env: dict[str, str]
     # A format asked for is kept, at a terminal too.
     asked = {**env, "WALLET_LOG_FORMAT": "json"}
     assert orjson.loads(_first_log_line(asked, terminal=True))["level"] == "info"
+
+
+def test_the_sandbox_takes_another_port_when_its_own_is_taken() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        taken = listener.getsockname()[1]
+        other = port_for("127.0.0.1", taken)
+        assert other != taken and port_closed(other)
+    free = free_port()
+    assert port_for("127.0.0.1", free) == free
