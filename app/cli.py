@@ -109,8 +109,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             # Where PSPs send their webhooks: here, on the port --port chose too.
             os.environ.setdefault("WALLET_PUBLIC_URL", url)
             made = asyncio.run(_with_conn(s.database_url, lambda c, q: demo.setup(c, q, master)))
+            page = None
+            if psp is not None:
+                public = os.environ["WALLET_PUBLIC_URL"]
+                page = asyncio.run(demo.first_deposit(s.database_url, Settings.from_env(), public))
             admin = None if settings.admin_api_key else os.environ["WALLET_ADMIN_API_KEY"]
-            print(demo.banner(made, url, admin, psp), flush=True)
+            print(demo.banner(made, url, admin, psp, page), flush=True)
         # uvicorn re-raises the signal that stopped it once the graceful shutdown is over. As
         # KeyboardInterrupt (absorbed by uvicorn.run) a SIGTERM ends `wallet serve` with status 0
         # and leaves through `local.services` like Ctrl+C does, rather than dying of the signal.

@@ -34,12 +34,17 @@ from app.config import Settings
 from app.dev import local
 from app.dev.sandbox_psp import server as sandbox_server
 from app.operator import adjustments, players, providers
+from app.payments.models import PaymentRequest
+from app.payments.psp import build_psps
+from app.payments.service import Payments
 
 ACTOR = Actor("cli:demo")
 PROVIDER = "demo"
 GAME = "demo-slot"
 PLAYERS = {"demo-alice": 100_000, "demo-bob": 50_000}
 CURRENCY = "EUR"
+DEPOSIT = 2000  # what the demo's deposits are for, in minor units
+DEPOSIT_TEXT = f"{DEPOSIT // 100}.{DEPOSIT % 100:02d} {CURRENCY}"
 ADMIN_KEY_FILE = "admin.key"
 SANDBOX_KEYS_FILE = "sandbox-psp.json"
 SANDBOX_PORT = 8090
@@ -201,6 +206,28 @@ async def setup(conn: asyncpg.Connection, q: db.Queries, master: bytes) -> Demo:
     return Demo(key.key_id, key.key, sessions)
 
 
+async def first_deposit(dsn: str, routes: Settings, public_url: str) -> str:
+    """The hosted page of a new deposit for the first player, made through the payments rules as
+    ``POST /v1/deposits`` makes one (``routes``: settings with the PSP routes to use), so the
+    banner can give a link to open. Its webhook comes once the page is approved: by then the
+    wallet serves at ``public_url``."""
+    pool = await db.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        async with httpx.AsyncClient() as http:
+            payments = Payments(
+                pool,
+                db.Queries.load(),
+                build_psps(routes.psps, http),
+                webhook_base=f"{public_url.rstrip('/')}/v1/psp",
+            )
+            request = PaymentRequest(next(iter(PLAYERS)), DEPOSIT, CURRENCY, SANDBOX_METHODS[0])
+            created = await payments.create_deposit(request, f"demo-{secrets.token_hex(8)}")
+    finally:
+        await pool.close()
+    link: str = created["redirect_url"]
+    return link
+
+
 def _wallet_command() -> str:
     """How to run ``wallet`` from the shell that runs this one: the venv's, relative if under
     the current folder (``.venv/bin/wallet`` after ``make run``)."""
@@ -213,14 +240,16 @@ def _wallet_command() -> str:
         return str(exe)
 
 
-def banner(demo: Demo, url: str, admin: str | None, psp: SandboxPsp | None) -> str:
+def banner(
+    demo: Demo, url: str, admin: str | None, psp: SandboxPsp | None, deposit_page: str | None
+) -> str:
     """What to open and paste; ``admin`` is None when it came from ``WALLET_ADMIN_API_KEY`` (not
-    printed: the shell has it)."""
+    printed: the shell has it); ``deposit_page`` is the hosted page of :func:`first_deposit`."""
     alice = next(iter(demo.sessions))
     tx, rd, dep = (f"{p}-{secrets.token_hex(4)}" for p in ("tx", "rd", "dep"))
     bearer = "$WALLET_ADMIN_API_KEY" if admin is None else admin
     deposit = json.dumps(
-        {"player_id": alice, "amount": 2000, "currency": CURRENCY, "method": "card"},
+        {"player_id": alice, "amount": DEPOSIT, "currency": CURRENCY, "method": "card"},
         separators=(",", ":"),
     )
     lines = [
@@ -246,13 +275,24 @@ def banner(demo: Demo, url: str, admin: str | None, psp: SandboxPsp | None) -> s
         f"      bet player_id={alice} session_token={demo.sessions[alice]} \\",
         f"      transaction_id={tx} round_id={rd} game_id={GAME} amount=250 currency={CURRENCY}",
         "",
-        "Deposit 20.00 EUR for the player (a new Idempotency-Key makes another deposit):",
+    ]
+    if deposit_page is not None:
+        lines += [
+            f"A deposit of {DEPOSIT_TEXT} for {alice} waits at the sandbox PSP's hosted page:",
+            f"  {deposit_page}",
+            "  Open it in a browser and Approve: the balance rises.",
+            "",
+            "Make another deposit (a new Idempotency-Key for each):",
+        ]
+    else:
+        lines.append(f"Deposit {DEPOSIT_TEXT} for {alice} (a new Idempotency-Key for each):")
+    lines += [
         f"  curl -s {url}/v1/deposits -H 'authorization: Bearer {bearer}' \\"
         if admin is not None
         else f'  curl -s {url}/v1/deposits -H "authorization: Bearer {bearer}" \\',
         f"      -H 'idempotency-key: {dep}' -H 'content-type: application/json' \\",
         f"      -d '{deposit}'",
-        "  Open the answer's redirect_url in a browser and Approve: the balance rises.",
+        "  Its answer's redirect_url is the hosted page to open.",
         "",
     ]
     return "\n".join(lines)

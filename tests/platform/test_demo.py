@@ -48,6 +48,11 @@ class Banner:
         assert found, self.text
         return found.group(1)
 
+    def line_after(self, heading: str) -> str:
+        lines = self.text.split("\n")
+        start = next(i for i, line in enumerate(lines) if line.startswith(heading)) + 1
+        return lines[start].strip()
+
     def command(self, heading: str) -> str:
         """The shell command printed under ``heading`` (its continued lines with it)."""
         lines = self.text.split("\n")
@@ -151,6 +156,16 @@ def wait_until(check: object, timeout: float = 10.0) -> bool:
     return bool(check())
 
 
+def approve(link: str) -> None:
+    """What the depositor's browser does: open the hosted page, submit its Approve form."""
+    page = httpx.get(link)
+    assert page.status_code == 200
+    action = re.search(r'<form method="post" action="([^"]+/approve)"', page.text)
+    assert action, page.text
+    done = httpx.post(httpx.URL(link).join(action.group(1)))
+    assert 'data-status="succeeded"' in done.text
+
+
 def balance(base: str, admin: str) -> int:
     answer = httpx.get(
         f"{base}/v1/players/demo-alice", headers={"authorization": f"Bearer {admin}"}
@@ -171,21 +186,19 @@ def test_the_banner_is_the_whole_demo(demo_env: dict[str, str], tmp_path: Path) 
         assert bet["code"] == "R0", bet
         before = balance(first.base, admin)
 
-        deposit = shell(first.banner.command("Deposit"), demo_env)
-        assert deposit["status"] == "awaiting_method" and deposit["amount"] == 2000, deposit
-        link = str(deposit["redirect_url"])
-        assert link.startswith(f"http://127.0.0.1:{first.sandbox_port}/pay/"), link
-        # The depositor's browser: the hosted page, then its Approve form.
-        page = httpx.get(link)
-        assert page.status_code == 200
-        action = re.search(r'<form method="post" action="([^"]+/approve)"', page.text)
-        assert action, page.text
-        done = httpx.post(httpx.URL(link).join(action.group(1)))
-        assert 'data-status="succeeded"' in done.text
+        # The deposit the demo made: its hosted page is in the banner.
+        waiting = first.banner.line_after("A deposit of 20.00 EUR for demo-alice waits")
+        assert waiting.startswith(f"http://127.0.0.1:{first.sandbox_port}/pay/"), waiting
+        approve(waiting)
         # The sandbox's webhook reaches the wallet at the public URL the demo gave it.
         assert wait_until(lambda: balance(first.base, admin) == before + 2000), (
             first.log.read_text()
         )
+
+        deposit = shell(first.banner.command("Make another deposit"), demo_env)
+        assert deposit["status"] == "awaiting_method" and deposit["amount"] == 2000, deposit
+        approve(str(deposit["redirect_url"]))
+        assert wait_until(lambda: balance(first.base, admin) == before + 4000)
         paid = httpx.get(
             f"{first.base}/v1/deposits/{deposit['id']}",
             headers={"authorization": f"Bearer {admin}"},
@@ -209,7 +222,7 @@ def test_the_banner_is_the_whole_demo(demo_env: dict[str, str], tmp_path: Path) 
         assert second.banner.command("Place a bet") != first.banner.command("Place a bet")
         again = shell(second.banner.command("Place a bet"), demo_env)
         assert again["code"] == "R0", again
-        assert again["balance"] == before + 2000 - 250
+        assert again["balance"] == before + 4000 - 250
         port = second.sandbox_port
         # Killed without a chance to clean up, serve still leaves no sandbox behind.
         second.proc.send_signal(signal.SIGKILL)
@@ -227,7 +240,7 @@ def test_the_admin_key_of_the_environment_is_not_printed(
         assert env["WALLET_ADMIN_API_KEY"] not in run.banner.text
         assert not (Path(env["WALLET_DATA_DIR"]) / "admin.key").exists()
         # The deposit command reads the key from the shell that has it.
-        deposit = shell(run.banner.command("Deposit"), env)
+        deposit = shell(run.banner.command("Make another deposit"), env)
         assert str(deposit["redirect_url"]).startswith("http://127.0.0.1:")
 
 
@@ -239,7 +252,9 @@ def test_routes_given_in_wallet_psps_start_no_sandbox(
         '"webhook_secret": "s", "currencies": ["EUR"], "methods": ["card"]}]'
     )
     with demo({**demo_env, "WALLET_PSPS": routes}, tmp_path / "serve.log") as run:
-        assert "sandbox PSP" not in run.banner.text
+        assert "sandbox PSP" not in run.banner.text and "waits at" not in run.banner.text
+        # The deposit command is still there, for the routes given.
+        assert "/v1/deposits" in run.banner.command("Deposit 20.00 EUR")
         assert not (Path(demo_env["WALLET_DATA_DIR"]) / "sandbox-psp.json").exists()
 
 
