@@ -96,7 +96,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         os.environ["WALLET_MASTER_KEY"] = master_text
         if args.demo or settings.database_url is None:
             # Kept next to the master key, so that a restart and the back office agree.
-            os.environ["WALLET_ADMIN_API_KEY"] = demo.admin_key(settings)
+            os.environ["WALLET_ADMIN_API_KEY"] = local.admin_key(settings)
         elif settings.admin_api_key is None:
             os.environ["WALLET_ADMIN_API_KEY"] = "wk_admin_" + secrets.token_urlsafe(24)
         if args.demo:

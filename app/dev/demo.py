@@ -4,8 +4,8 @@ What a newcomer needs to try the wallet from one command: a provider with a key 
 with, two funded players with session tokens, a payment route (the sandbox PSP, run here when
 ``WALLET_PSPS`` is unset), and a banner with commands that work when pasted as printed.
 
-The admin key, like the master key, is kept in the data folder (:func:`admin_key`), so a
-restarted demo and the back office signed in with it agree. The provider key is rotated on each
+The admin key, like the master key, is kept in the data folder (:func:`app.dev.local.admin_key`),
+so a restarted demo and the back office signed in with it agree. The provider key is rotated on each
 run instead: keys are shown only when made, and the one of the previous banner stays valid as the
 provider's previous key.
 """
@@ -45,7 +45,6 @@ PLAYERS = {"demo-alice": 100_000, "demo-bob": 50_000}
 CURRENCY = "EUR"
 DEPOSIT = 2000  # what the demo's deposits are for, in minor units
 DEPOSIT_TEXT = f"{DEPOSIT // 100}.{DEPOSIT % 100:02d} {CURRENCY}"
-ADMIN_KEY_FILE = "admin.key"
 SANDBOX_KEYS_FILE = "sandbox-psp.json"
 SANDBOX_PORT = 8090
 SANDBOX_ROUTE = "sandbox"
@@ -84,15 +83,6 @@ class SandboxPsp:
             "methods": list(SANDBOX_METHODS),
         }
         return json.dumps([route])
-
-
-def admin_key(settings: Settings) -> str:
-    """The bootstrap admin key: ``WALLET_ADMIN_API_KEY``, else the one kept in the data folder."""
-    if settings.admin_api_key is not None:
-        return str(settings.admin_api_key)
-    return local.kept_secret(
-        settings.data_dir / ADMIN_KEY_FILE, lambda: "wk_admin_" + secrets.token_urlsafe(24)
-    )
 
 
 def _sandbox_keys(settings: Settings) -> tuple[str, str]:

@@ -9,7 +9,8 @@ The master key (``WALLET_MASTER_KEY``) that provider keys are sealed under works
 when it is not set, local mode keeps one in ``WALLET_DATA_DIR/master.key`` (mode 0600, made on
 first use), next to the database it belongs to. A service with a database of its own has to be
 given one: :func:`master_key` refuses to make one up there, since a key kept in a container's
-data folder would be lost with it, and every provider key with it.
+data folder would be lost with it, and every provider key with it. The bootstrap admin key
+(``WALLET_ADMIN_API_KEY``) is kept the same way, in ``admin.key``, when it is not set.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 LOCAL_DATABASE = "wallet"
 MASTER_KEY_FILE = "master.key"
+ADMIN_KEY_FILE = "admin.key"
 
 
 @contextmanager
@@ -76,6 +78,16 @@ def master_key(settings: Settings, *, local: bool) -> str:
     if len(raw) != 32:
         raise ConfigError(f"{path} does not hold a master key (base64 of 32 bytes)")
     return text
+
+
+def admin_key(settings: Settings) -> str:
+    """The bootstrap admin key: ``WALLET_ADMIN_API_KEY``, else the one kept in the data folder
+    (made on first use), so that a restart, the demo's banner and the back office agree."""
+    if settings.admin_api_key is not None:
+        return str(settings.admin_api_key)
+    return kept_secret(
+        settings.data_dir / ADMIN_KEY_FILE, lambda: "wk_admin_" + secrets.token_urlsafe(24)
+    )
 
 
 def kept_secret(path: Path, make: Callable[[], str]) -> str:
