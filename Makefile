@@ -1,25 +1,38 @@
 # Two commands on a fresh machine with Python 3.11+ and make:
-#   make run    create .venv, install, start local Postgres + Redis (unless WALLET_*_URL are set),
-#               apply migrations, create demo data, serve on 127.0.0.1:8080
-#   make test   the whole test suite against real servers that the test session starts
+#   make run    create .venv, install the service (no dev tools), start local Postgres + Redis
+#               (unless WALLET_*_URL are set) and the sandbox PSP (unless WALLET_PSPS is set),
+#               apply migrations, create demo data, serve on 127.0.0.1:8080 and print how to
+#               place a bet and make a deposit
+#   make test   install the dev tools too; the whole test suite against real servers that the
+#               test session starts
 
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && echo $$p && break; done)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# Two install sets: `make run` needs the service and its embedded servers only; the tests, lint,
+# benchmarks and load tests add the dev tools (some 300 MB more: schemathesis, playwright, ...).
+RUN_STAMP := $(VENV)/.installed-run
+STAMP := $(VENV)/.installed-dev
 
 .PHONY: run test lint migrate clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
-	@touch $(STAMP)
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[embedded]'
+	@touch $(RUN_STAMP)
+
+# The dev set holds the runtime one: `make run` after it installs nothing more.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
+	@touch $(STAMP) $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/wallet serve --demo
 
 test: $(STAMP)
@@ -30,7 +43,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-migrate: $(STAMP)
+migrate: $(RUN_STAMP)
 	$(BIN)/wallet migrate
 
 # Benchmark (docs/performance.md): the service in production mode against WALLET_DATABASE_URL /

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import logging
 import os
 import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from app import cli_args, cli_ops, cli_output, cli_provider, db, gauges, logs, m
 from app.cli_db import CLI_ACTOR
 from app.cli_db import with_conn as _with_conn
 from app.config import Settings
-from app.dev import local
+from app.dev import demo, local
 from app.ledger import service as ledger
 from app.operator import adjustments, api_keys, players, postings, providers, reports
 from app.progress import Progress
@@ -33,9 +33,6 @@ from app.seamless import keys
 from app.secrets import master_key_bytes
 from app.web.auth import ROLES
 from app.web.errors import WalletError
-
-DEMO_PROVIDER = "demo"
-DEMO_PLAYERS = {"demo-alice": 100_000, "demo-bob": 50_000}
 
 
 async def _migrate(dsn: str) -> list[str]:
@@ -64,7 +61,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     master_text = local.master_key(settings, local=args.demo or settings.database_url is None)
     master = master_key_bytes(master_text)
     logs.register_secret_bytes(master)
-    with local.services(settings) as s:
+    with ExitStack() as stack:
+        s = stack.enter_context(local.services(settings))
         assert s.database_url is not None and s.redis_url is not None
         applied = asyncio.run(_migrate(s.database_url))
         if applied:
@@ -76,15 +74,27 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         os.environ["WALLET_DATABASE_URL"] = s.database_url
         os.environ["WALLET_REDIS_URL"] = s.redis_url
         os.environ["WALLET_MASTER_KEY"] = master_text
-        admin_key = settings.admin_api_key
-        if admin_key is None:
-            admin_key_text = "wk_admin_" + secrets.token_urlsafe(24)
-            os.environ["WALLET_ADMIN_API_KEY"] = admin_key_text
-        else:
-            admin_key_text = str(admin_key)
+        if args.demo or settings.database_url is None:
+            # Kept next to the master key, so that a restart and the back office agree.
+            os.environ["WALLET_ADMIN_API_KEY"] = local.admin_key(settings)
+        elif settings.admin_api_key is None:
+            os.environ["WALLET_ADMIN_API_KEY"] = "wk_admin_" + secrets.token_urlsafe(24)
         if args.demo:
-            demo = asyncio.run(_with_conn(s.database_url, lambda c, q: _demo_setup(c, q, master)))
-            _print_demo(demo, f"http://{host}:{port}", admin_key_text, settings.admin_api_key)
+            url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+            psp = None
+            if not settings.psps:
+                # Stopped before the local servers: the stack unwinds in reverse.
+                psp = stack.enter_context(demo.sandbox_psp(settings))
+                os.environ["WALLET_PSPS"] = psp.routes()
+            # Where PSPs send their webhooks: here, on the port --port chose too.
+            os.environ.setdefault("WALLET_PUBLIC_URL", url)
+            made = asyncio.run(_with_conn(s.database_url, lambda c, q: demo.setup(c, q, master)))
+            page = None
+            if psp is not None:
+                public = os.environ["WALLET_PUBLIC_URL"]
+                page = asyncio.run(demo.first_deposit(s.database_url, Settings.from_env(), public))
+            admin = None if settings.admin_api_key else os.environ["WALLET_ADMIN_API_KEY"]
+            print(demo.banner(made, url, admin, psp, page), flush=True)
         # uvicorn re-raises the signal that stopped it once the graceful shutdown is over. As
         # KeyboardInterrupt (absorbed by uvicorn.run) a SIGTERM ends `wallet serve` with status 0
         # and leaves through `local.services` like Ctrl+C does, rather than dying of the signal.
@@ -112,77 +122,6 @@ async def _seal_and_check(conn: asyncpg.Connection, q: db.Queries, master: bytes
     sealed = await keys.seal_raw_keys(conn, q, master)
     if sealed:
         print(f"sealed {sealed} provider keys under the master key")
-
-
-async def _demo_setup(conn: asyncpg.Connection, q: db.Queries, master: bytes) -> dict[str, Any]:
-    """A demo provider with a fresh key, and two funded players with fresh sessions."""
-    if await conn.fetchval(*q.provider_exists(code=DEMO_PROVIDER)) is None:
-        created = await providers.create_provider(
-            conn, q, DEMO_PROVIDER, "Demo provider", CLI_ACTOR, master_key=master
-        )
-        key = created.keys[0]
-    else:
-        # Keys are shown once only: a new run rotates to a new key it can show.
-        rotated = await providers.rotate_key(conn, q, DEMO_PROVIDER, CLI_ACTOR, master_key=master)
-        key = rotated.keys[0]
-    tokens = {}
-    for player_id, funds in DEMO_PLAYERS.items():
-        player, _ = await players.create_player(conn, q, player_id, "EUR", CLI_ACTOR)
-        if player.balance == 0:
-            await adjustments.adjust(
-                conn,
-                q,
-                player_id,
-                funds,
-                "demo funding",
-                f"demo-funding-{player_id}-{secrets.token_hex(4)}",
-                CLI_ACTOR,
-            )
-        session = await players.issue_session(
-            conn, q, player_id, DEMO_PROVIDER, "demo-slot", 8 * 3600
-        )
-        tokens[player_id] = session.session_token
-    return {"key": key.model_dump(), "players": tokens}
-
-
-def _print_demo(demo: dict[str, Any], url: str, admin_key: str, configured: object) -> None:
-    from app.client import seal_event
-
-    key = demo["key"]
-    alice, token = next(iter(demo["players"].items()))
-    import time
-
-    event = {
-        "event": "balance",
-        "request_id": "demo-" + secrets.token_hex(4),
-        "timestamp": int(time.time()),
-        "player_id": alice,
-    }
-    body = seal_event(base64.b64decode(key["key"]), DEMO_PROVIDER, event).decode()
-    lines = [
-        "",
-        "Wallet demo",
-        f"  operator API   {url}  (Authorization: Bearer <admin key>)",
-        f"  API docs       {url}/docs  (Authorize, then Try it out)",
-        "  admin key      " + ("from WALLET_ADMIN_API_KEY" if configured else admin_key),
-        f"  provider       {DEMO_PROVIDER}  key_id {key['key_id']}",
-        f"  provider key   {key['key']}   (base64, AES-256-GCM)",
-    ]
-    for player_id, tok in demo["players"].items():
-        lines.append(f"  player         {player_id}  session_token {tok}")
-    lines += [
-        "",
-        "Send a bet (the wallet command seals the event, posts it and opens the answer):",
-        f"  .venv/bin/wallet send --url {url} --provider {DEMO_PROVIDER} --key {key['key']} \\",
-        f"      bet player_id={alice} session_token={token} transaction_id=tx-1 round_id=rd-1 \\",
-        "      game_id=demo-slot amount=250 currency=EUR",
-        "",
-        "Or paste this balance request (its timestamp is valid for 5 minutes):",
-        f"  curl -s {url}/v1/seamless/{DEMO_PROVIDER} -H 'content-type: application/json' \\",
-        f"      -d '{body}'",
-        "",
-    ]
-    print("\n".join(lines), flush=True)
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
@@ -494,10 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from app import logs
 
-    logs.configure_logging(
-        logging.DEBUG if args.verbose else logging.INFO,
-        json=args.command == "serve" and logs.json_from_env(),
-    )
+    json = False
+    if args.command == "serve":
+        # Text for a person (the demo, or a terminal), JSON for a log collector; workers of
+        # --workers N read the choice from the environment.
+        json = logs.json_from_env(terminal=args.demo or sys.stderr.isatty())
+        os.environ["WALLET_LOG_FORMAT"] = "json" if json else "text"
+    logs.configure_logging(logging.DEBUG if args.verbose else logging.INFO, json=json)
     # One line per HTTP request from the provider client is noise on a terminal.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:

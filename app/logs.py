@@ -229,7 +229,8 @@ class TextFormatter(logging.Formatter):
     """A human line for a terminal; the correlation id and extras follow as ``name=value``."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        # The time of day is enough for a person watching; JSON lines carry the full timestamp.
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s", datefmt="%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -259,9 +260,12 @@ def configure_logging(level: int | str, json: bool, stream: IO[str] | None = Non
     logging.basicConfig(level=level, handlers=[make_handler(stream, json=json)])
 
 
-def json_from_env(env: Mapping[str, str] | None = None) -> bool:
-    """Whether ``WALLET_LOG_FORMAT`` asks for JSON lines (the default) rather than text."""
-    raw = (os.environ if env is None else env).get("WALLET_LOG_FORMAT") or "json"
+def json_from_env(env: Mapping[str, str] | None = None, *, terminal: bool = False) -> bool:
+    """Whether ``WALLET_LOG_FORMAT`` asks for JSON lines rather than text. Unset, it is JSON
+    (for log collectors), or text for a person at a ``terminal``."""
+    raw = (os.environ if env is None else env).get("WALLET_LOG_FORMAT") or (
+        "text" if terminal else "json"
+    )
     if raw not in ("json", "text"):
         raise ConfigError(f"WALLET_LOG_FORMAT must be json or text, got {raw!r}")
     return raw == "json"

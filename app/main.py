@@ -50,7 +50,7 @@ from app.seamless.replay import Gate
 from app.seamless.service import SeamlessService
 from app.secrets import master_key_bytes
 from app.state import Wallet
-from app.web import docs, http, routing
+from app.web import docs, error_docs, http, routing
 from app.web.errors import DatabaseUnavailable, InvalidRequest, NotFound, WalletError
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ API_ROUTES: list[BaseRoute] = [
     *webhook.routes,
     *openapi.routes,
     *docs.routes,
+    *error_docs.routes,
 ]
 # Who may call each (method, path) of API_ROUTES: the roles each route declares.
 PERMISSIONS = routing.permissions(API_ROUTES)
@@ -339,7 +340,7 @@ def _tune_garbage_collection() -> None:
 async def _wallet_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WalletError)
     _log_error(request, exc)
-    return http.error_response(exc, http.request_id(request))
+    return http.error_response(exc, request)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -354,7 +355,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = WalletError(str(exc.detail))
         error.http_status = exc.status_code
     _log_error(request, error)
-    return http.error_response(error, http.request_id(request))
+    return http.error_response(error, request)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
@@ -362,7 +363,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
     log.warning(
         "%s %s: database unavailable (%s)", request.method, request.url.path, type(exc).__name__
     )
-    return http.error_response(DatabaseUnavailable(), http.request_id(request))
+    return http.error_response(DatabaseUnavailable(), request)
 
 
 def _log_error(request: Request, exc: WalletError) -> None:
@@ -381,4 +382,4 @@ def _log_error(request: Request, exc: WalletError) -> None:
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     # It leaves through app.web.http.tracked, which adds X-Request-Id as to every answer.
-    return http.error_response(WalletError("internal error"), http.request_id(request))
+    return http.error_response(WalletError("internal error"), request)

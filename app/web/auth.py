@@ -65,7 +65,7 @@ async def authenticate(
     # Looked up by hash: timing can only tell about the hash, which gives nothing away.
     row = await conn.fetchrow(*queries.api_key_by_hash(key_hash=key_hash(token)))
     if row is None:
-        raise AuthenticationFailed("unknown or revoked API key")
+        raise AuthenticationFailed("unknown or revoked API key", invalid_token=True)
     return Principal(f"apikey:{row['id']}", row["role"])
 
 

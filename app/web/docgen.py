@@ -166,6 +166,14 @@ def shared_error_responses() -> tuple[dict[int, str], dict[str, Schema]]:
                 "description": "; ".join(notes),
                 "schema": {"type": "integer", "minimum": 1},
             }
+        challenges = [
+            c.challenge_note for c in classes if c.challenge_note and "challenge_note" in vars(c)
+        ]
+        if challenges:
+            headers["WWW-Authenticate"] = {
+                "description": "; ".join(challenges),
+                "schema": {"type": "string"},
+            }
         names[status] = name
         components[name] = {
             "description": description,

@@ -18,7 +18,9 @@ request_id}}``::
 
 The wire shape is declared once, as the :class:`Error` message, and each class says what the
 document tells of its answer (``description``; ``response`` names the shared answer of its
-status, ``retry_after_note`` its Retry-After header): :mod:`app.web.docgen` reads them.
+status, ``retry_after_note`` its Retry-After header, ``challenge_note`` its WWW-Authenticate
+header): :mod:`app.web.docgen` reads them, and so does the page ``GET /docs/errors``
+(:mod:`app.web.error_docs`) that each answer's ``docs_url`` points at.
 
 The seamless webhook never uses these: it always answers HTTP 200 with an R-code (see
 ``app.seamless.outcome``).
@@ -31,7 +33,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DOCS_BASE = "https://wallet.invalid/docs/errors#"
+# Where the service serves the page of error codes (app.web.error_docs); docs_url is this page
+# on the URL the caller reached the service at, with the code as its fragment.
+ERRORS_PAGE = "/docs/errors"
 
 
 class WalletError(Exception):
@@ -45,26 +49,29 @@ class WalletError(Exception):
     response = "Unexpected"
     # When the answer carries Retry-After: what its seconds mean.
     retry_after_note = ""
+    # When the answer carries WWW-Authenticate: what it says.
+    challenge_note = ""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
 
-    def detail(self, request_id: str | None) -> dict[str, Any]:
+    def detail(self, request_id: str | None, base_url: str) -> dict[str, Any]:
+        """The ``error`` object; ``base_url`` is the service's, as the caller reached it."""
         detail: dict[str, Any] = {
             "code": self.code,
             "message": self.message,
             "http_status": self.http_status,
-            "docs_url": DOCS_BASE + self.code,
+            "docs_url": f"{base_url.rstrip('/')}{ERRORS_PAGE}#{self.code}",
             "request_id": request_id,
         }
         if self.field is not None:
             detail["field"] = self.field
         return detail
 
-    def body(self, request_id: str | None) -> dict[str, object]:
-        answer = Error(error=ErrorDetail(**self.detail(request_id)))
+    def body(self, request_id: str | None, base_url: str) -> dict[str, object]:
+        answer = Error(error=ErrorDetail(**self.detail(request_id, base_url)))
         body: dict[str, object] = answer.model_dump(exclude_unset=True)
         return body
 
@@ -100,7 +107,10 @@ class ErrorDetail(BaseModel):
     code: str = Field(json_schema_extra=_codes)
     message: str = Field(description="for people; names the problem")
     http_status: int
-    docs_url: str = Field(json_schema_extra={"format": "uri"})
+    docs_url: str = Field(
+        json_schema_extra={"format": "uri"},
+        description="this code's entry on the service's page of error codes (GET /docs/errors)",
+    )
     request_id: str | None = Field(description="the X-Request-Id")
     field: str = Field(
         None,  # type: ignore[assignment]  # absent unless a field is named, never null
@@ -145,18 +155,35 @@ class InvalidRequest(WalletError):
         super().__init__(message, field=field)
         self.errors = errors
 
-    def detail(self, request_id: str | None) -> dict[str, Any]:
-        detail = super().detail(request_id)
+    def detail(self, request_id: str | None, base_url: str) -> dict[str, Any]:
+        detail = super().detail(request_id, base_url)
         if self.errors:
             detail["errors"] = [BadField(field=e.field, message=e.message) for e in self.errors]
         return detail
 
 
 class AuthenticationFailed(WalletError):
+    """401, with the challenge of RFC 6750 (RFC 9110 asks every 401 for one): ``invalid_token``
+    when a key was sent but is not known, absent when none was sent. A PSP webhook whose
+    signature does not verify gets the bare challenge too: it names no scheme of its own."""
+
     http_status = 401
     code = "authentication_failed"
     response = "Unauthorized"
     description = "authentication_failed: no, unknown or revoked API key"
+    challenge_note = (
+        'Bearer realm="wallet", with error="invalid_token" when the key sent is unknown or revoked'
+    )
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        super().__init__(message)
+        self.invalid_token = invalid_token
+
+    def headers(self) -> dict[str, str]:
+        challenge = 'Bearer realm="wallet"'
+        if self.invalid_token:
+            challenge += ', error="invalid_token"'
+        return {"WWW-Authenticate": challenge}
 
 
 class Forbidden(WalletError):
@@ -170,14 +197,17 @@ class NotFound(WalletError):
     http_status = 404
     code = "resource_not_found"
     response = "NotFound"
-    description = "resource_not_found"
+    description = "resource_not_found: no such resource (player, payment, key...) or route"
 
 
 class IdempotencyConflict(WalletError):
     http_status = 409
     code = "idempotency_conflict"
     response = "Conflict"
-    description = "idempotency_conflict"
+    description = (
+        "idempotency_conflict: the request conflicts with an earlier one (its Idempotency-Key "
+        "was used for another request, or what it creates exists already)"
+    )
 
 
 class InProgress(IdempotencyConflict):

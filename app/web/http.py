@@ -144,8 +144,9 @@ def _holds_nul(data: Any) -> bool:
     return False
 
 
-def error_response(exc: WalletError, rid: str | None) -> Response:
-    return json_response(exc.body(rid), exc.http_status, exc.headers())
+def error_response(exc: WalletError, request: Request) -> Response:
+    body = exc.body(request_id(request), str(request.base_url))
+    return json_response(body, exc.http_status, exc.headers())
 
 
 def route_template(scope: Scope) -> str:

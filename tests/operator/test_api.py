@@ -53,6 +53,7 @@ PUBLIC_ROUTES = {
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/assets/{name}"),
+    ("GET", "/docs/errors"),
     ("POST", "/v1/seamless/{provider}"),
     ("POST", "/v1/psp/{psp}/webhook"),
 }

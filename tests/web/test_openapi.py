@@ -74,6 +74,7 @@ UNAUTHENTICATED = {
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/assets/{name}"),
+    ("GET", "/docs/errors"),
     ("POST", WEBHOOK),
     ("POST", PSP_WEBHOOK),
 }

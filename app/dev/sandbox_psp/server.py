@@ -2,13 +2,18 @@
 
 ``WALLET_SANDBOX_API_KEY`` and ``WALLET_SANDBOX_WEBHOOK_SECRET`` are generated and printed when
 unset; ``WALLET_SANDBOX_PUBLIC_URL`` (the base of the hosted page links) defaults to where it
-listens; ``WALLET_SANDBOX_FEE_BPS`` sets the settlement fee.
+listens; ``WALLET_SANDBOX_FEE_BPS`` sets the settlement fee. ``WALLET_SANDBOX_PARENT_PID``
+(set by ``wallet serve --demo``, which runs it as a child) makes it stop when that process is gone,
+even one killed without the chance to stop it.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import signal
+import threading
+import time
 from collections.abc import Mapping
 
 from app.dev.sandbox_psp.app import create_sandbox_app
@@ -18,6 +23,7 @@ API_KEY_VAR = "WALLET_SANDBOX_API_KEY"
 WEBHOOK_SECRET_VAR = "WALLET_SANDBOX_WEBHOOK_SECRET"
 PUBLIC_URL_VAR = "WALLET_SANDBOX_PUBLIC_URL"
 FEE_BPS_VAR = "WALLET_SANDBOX_FEE_BPS"
+PARENT_PID_VAR = "WALLET_SANDBOX_PARENT_PID"
 
 
 def config_from_env(
@@ -44,9 +50,28 @@ def config_from_env(
     return config, generated
 
 
+def watch_parent(pid: int, every: float = 0.5) -> None:
+    """SIGTERM to this process (uvicorn's graceful stop) once ``pid`` is no longer its parent.
+
+    Polling the parent id works on every POSIX system, unlike Linux's PR_SET_PDEATHSIG, and an
+    orphan is re-parented at once, so the sandbox outlives a killed ``wallet serve`` by at most
+    ``every`` seconds.
+    """
+
+    def watch() -> None:
+        while os.getppid() == pid:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def serve(host: str, port: int) -> int:
     import uvicorn
 
+    parent = os.environ.get(PARENT_PID_VAR)
+    if parent:
+        watch_parent(int(parent))
     config, generated = config_from_env(os.environ, host, port)
     lines = ["", "Sandbox PSP (in-memory; nothing survives a restart)"]
     lines.append(f"  listening      http://{host}:{port}")
