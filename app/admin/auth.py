@@ -52,7 +52,7 @@ class Session:
     csrf: str
 
 
-def _token_hash(token: str) -> bytes:
+def session_hash(token: str) -> bytes:
     return hashlib.sha256(b"admin session\x00" + token.encode()).digest()
 
 
@@ -82,7 +82,7 @@ async def sign_in(
     await conn.execute(*q.prune_admin_sessions())
     await conn.execute(
         *q.insert_admin_session(
-            token_hash=_token_hash(token),
+            token_hash=session_hash(token),
             key_hash=key_hash(api_key),
             actor=principal.actor,
             ttl_seconds=float(SESSION_SECONDS),
@@ -124,7 +124,7 @@ async def current(request: Request, conn: asyncpg.Connection, w: Wallet) -> Sess
     token = request.cookies.get(COOKIE)
     if not token or len(token) > 100:
         return None
-    row = await conn.fetchrow(*w.queries.admin_session(token_hash=_token_hash(token)))
+    row = await conn.fetchrow(*w.queries.admin_session(token_hash=session_hash(token)))
     if row is None:
         return None
     if row["actor"] == BOOTSTRAP:
@@ -141,7 +141,7 @@ async def current(request: Request, conn: asyncpg.Connection, w: Wallet) -> Sess
 async def sign_out(request: Request, conn: asyncpg.Connection, w: Wallet) -> None:
     token = request.cookies.get(COOKIE)
     if token:
-        await conn.execute(*w.queries.delete_admin_session(token_hash=_token_hash(token)))
+        await conn.execute(*w.queries.delete_admin_session(token_hash=session_hash(token)))
 
 
 def set_cookie(response: Response, token: str) -> None:

@@ -3,6 +3,9 @@ screen with real data, paging, bad filters, no secrets, and actions done once.""
 
 from __future__ import annotations
 
+import base64
+import re
+
 import asyncpg
 from starlette.types import ASGIApp
 
@@ -43,7 +46,8 @@ async def test_sign_in_sets_a_secure_session_cookie_and_sign_out_ends_it(
         assert again.status_code == 303
         assert (
             await pool.fetchval(
-                "SELECT count(*) FROM admin_sessions WHERE actor = 'admin:bootstrap'"
+                "SELECT count(*) FROM admin_sessions WHERE token_hash = $1",
+                auth.session_hash(token),
             )
             == 0
         )
@@ -110,3 +114,67 @@ async def test_every_screen_renders_with_real_data(
         ):
             assert seen in await d.get(path), path
         assert (await d.http.get("/admin/static/admin.css")).status_code == 200
+
+
+async def test_lists_page_with_the_apis_cursors(asgi: ASGIApp, table_factory: TableFactory) -> None:
+    table = await table_factory(10_000)
+    for n in range(3):
+        await table.bet(10, round_id=f"r-{n}", txn=f"bet-page-{n}")
+    async with desk(asgi) as d:
+        await d.sign_in(ADMIN_KEY)
+        path = f"/admin/players/{table.player_id}/transactions"
+        first = await d.get(path, limit="2")
+        assert "bet-page-2" in first and "bet-page-1" in first and "bet-page-0" not in first
+        link = re.search(r'<a href="([^"]+)" rel="next">', first)
+        assert link is not None
+        second = await d.get(link.group(1).replace("&amp;", "&"))
+        assert "bet-page-0" in second and "bet-page-2" not in second
+        assert 'rel="next"' not in second
+
+
+async def test_bad_filters_re_render_the_form_with_the_apis_message(
+    asgi: ASGIApp, table_factory: TableFactory
+) -> None:
+    table = await table_factory(1_000)
+    async with desk(asgi) as d:
+        await d.sign_in(ADMIN_KEY)
+        for path, params, message in (
+            ("/admin/calls", {"from": "yesterday"}, "from must be an RFC 3339 time"),
+            ("/admin/calls", {"event": "nonsense"}, "event must be one of"),
+            ("/admin/calls", {"cursor": "forged"}, "cursor is not one this API gave out"),
+            ("/admin/audit", {"to": "2026-13-01T00:00"}, "to must be"),
+            ("/admin/players", {"player_id": "no spaces"}, "player_id must be"),
+            ("/admin/players", {"limit": "9999"}, "limit must be"),
+            ("/admin/reports/daily", {"date": "May 1"}, "date must be YYYY-MM-DD"),
+            ("/admin/rounds", {"state": "closed"}, "give player_id"),
+            (f"/admin/players/{table.player_id}/transactions", {"from": "x"}, "from must be"),
+        ):
+            page = await d.get(path, 400, **params)
+            assert message in page, (path, params)
+            assert '<form method="get"' in page  # the form again, to correct
+        # A datetime-local value (no zone) is read as UTC, not refused.
+        assert "Call history" in await d.get("/admin/calls", **{"from": "2026-01-01T00:00"})
+        await d.get("/admin/players/nobody-at-all", 404)
+        await d.get("/admin/calls/99999999999", 404)
+        await d.get("/admin/withdrawals/wdr_nothing", 404)
+
+
+async def test_a_failed_calls_detail_shows_no_session_token_or_key(
+    asgi: ASGIApp, operator: Operator, table_factory: TableFactory
+) -> None:
+    table = await table_factory(1_000)
+    await table.bet(100, round_id="r-ok")
+    failed = await failed_call(table, asgi)
+    provider_key = base64.b64encode(table.client.key).decode()
+    async with desk(asgi) as d:
+        await d.sign_in(ADMIN_KEY)
+        listing = await d.get("/admin/calls", player_id=table.player_id, failures="on")
+        ids = re.findall(r'<a href="/admin/calls/(\d+)">', listing)
+        assert len(ids) == 1  # the refused bet only, not the posted one
+        detail = await d.get(f"/admin/calls/{ids[0]}")
+        assert failed["reason"] in detail and table.player_id in detail
+        pages = [listing, detail, await d.get(f"/admin/players/{table.player_id}")]
+        for html in pages:
+            assert table.token not in html
+            assert ADMIN_KEY not in html
+            assert provider_key not in html
