@@ -12,8 +12,8 @@ NAV: list[tuple[str, str, Operation]] = [
     ("Rounds", "/rounds", rounds.LIST),
     ("Withdrawals", "/withdrawals", withdrawals.ATTENTION),
     ("Events", "/events", events.LIST),
-    ("Audit log", "/audit", records.AUDIT),
-    ("Ledger check", "/ledger", records.LEDGER),
+    ("Audit", "/audit", records.AUDIT),
+    ("Ledger", "/ledger", records.LEDGER),
     ("Daily report", "/reports/daily", records.DAILY),
-    ("PSP reconciliation", "/reports/psp", records.PSP),
+    ("Reconciliation", "/reports/psp", records.PSP),
 ]

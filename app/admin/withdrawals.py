@@ -52,7 +52,7 @@ async def _load(v: Visit, params: dict[str, str]) -> dict[str, Any]:
         "item": {
             "Withdrawal": payment.id,
             "Player": payment.player_id,
-            "Amount": f"{payment.amount} {payment.currency} (minor units)",
+            "Amount": f"{payment.amount:,} {payment.currency} (minor units)",
             "Method": payment.method,
             "Status": payment.status,
             "Attention": payment.attention or "",

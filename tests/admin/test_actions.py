@@ -56,7 +56,7 @@ async def test_support_sees_no_approve_and_its_post_is_403(
         page = await d.get(f"/admin/withdrawals/{wdr}")
         assert "Approve" not in page and "Reject" not in page and "No action" in page
         nav = await d.get("/admin/players")
-        assert "Audit log" in nav and "Withdrawals" in nav
+        assert ">Audit<" in nav and ">Withdrawals<" in nav
         await d.get(f"/admin/withdrawals/{wdr}/approve", expect=403)
         # Even with a form and token of its own session, the POST is refused by role.
         csrf = d.hidden(nav)["csrf"]
@@ -79,7 +79,7 @@ async def test_an_approval_sent_twice_approves_once_and_is_audited_once(
         page = await d.get(f"/admin/withdrawals/{wdr}")
         assert "Approve" in page and "Reject" in page
         confirm = await d.get(path)
-        assert "Approve this withdrawal?" in confirm and "5000 EUR" in confirm
+        assert "Approve this withdrawal?" in confirm and "5,000 EUR" in confirm
         form = d.hidden(confirm)
         first = await d.post(path, form)
         assert first.status_code == 303
