@@ -1,5 +1,5 @@
-"""Player search, the player page (balance, status, limits, transactions, rounds, calls) and a
-player's transactions."""
+"""Player search, the player page (balance, status, limits, sessions, transactions, rounds, calls)
+and a player's transactions."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from app.fields import IDENTIFIER, IDENTIFIER_RULE
 from app.operator import players, postings, rounds
 from app.operator.reports import CallQuery, history, list_calls
 from app.web.errors import InvalidRequest
+from app.web.pagination import PageQuery
 from app.web.query import TimeRange
 from app.web.routing import path_param
 
@@ -18,6 +19,7 @@ READ = operation_of(players.routes, players.get_player_route)
 TRANSACTIONS = operation_of(postings.routes, postings.list_player_transactions)
 ROUNDS = operation_of(rounds.routes, rounds.list_rounds_route)
 CALLS = operation_of(history.routes, list_calls)
+SESSIONS = operation_of(players.routes, players.list_player_sessions)
 SHOWN = 10  # of each list on the player page; the whole list is a link away
 
 
@@ -59,8 +61,18 @@ async def player(v: Visit) -> Response:
         if v.can(CALLS)
         else None
     )
+    sessions = (
+        await players.list_player_sessions(v.call, player_id, PageQuery.model_validate(first))
+        if v.can(SESSIONS)
+        else None
+    )
     return v.render(
-        "player.html", player=found, transactions=transactions, rounds=played, calls=calls
+        "player.html",
+        player=found,
+        transactions=transactions,
+        rounds=played,
+        calls=calls,
+        sessions=sessions,
     )
 
 

@@ -127,3 +127,14 @@ SELECT kind,
 SELECT coalesce((SELECT balance_after FROM ledger_transactions
                   WHERE player_id = :player_id AND created_at < :at
                   ORDER BY created_at DESC, id DESC LIMIT 1), 0)::bigint;
+
+-- name: player_sessions
+-- A player's sessions, newest first; never the token, which is not stored (only its hash,
+-- here the page's tie-breaker, in hex).
+SELECT provider, game_id, created_at, expires_at, ended_at, encode(token_hash, 'hex') AS key
+  FROM sessions
+ WHERE player_id = :player_id
+   AND (:cursor_at::timestamptz IS NULL
+        OR (created_at, token_hash) < (:cursor_at, decode(:cursor_key::text, 'hex')))
+ ORDER BY created_at DESC, token_hash DESC
+ LIMIT :limit;

@@ -682,6 +682,10 @@ async def _history(record: Recorder, table: Table) -> None:
     assert {t["kind"] for t in page["data"]} >= {"bet", "result", "adjustment"}
     await record("GET", transactions, 400, path=mine, query="from=yesterday")
     await record("GET", transactions, 404, path=ghost)
+    sessions = "/v1/players/{player_id}/sessions"
+    assert (await record("GET", sessions, 200, path=mine))["data"]
+    await record("GET", sessions, 400, path=mine, query="cursor=forged")
+    await record("GET", sessions, 404, path=ghost)
     statement = "/v1/players/{player_id}/statement"
     assert (await record("GET", statement, 200, path=mine))["totals"]
     backwards = "from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z"
