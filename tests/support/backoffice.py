@@ -54,8 +54,9 @@ class Desk:
 
 
 @asynccontextmanager
-async def desk(asgi: ASGIApp) -> AsyncIterator[Desk]:
-    transport = httpx.ASGITransport(app=asgi)
+async def desk(asgi: ASGIApp, client: str = "127.0.0.1") -> AsyncIterator[Desk]:
+    """A desk at ``client``'s address (sign-in failures are counted per address)."""
+    transport = httpx.ASGITransport(app=asgi, client=(client, 40_000))
     async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as client:
         yield Desk(client)
 
