@@ -95,15 +95,9 @@ class Action:
             except http.BodyTooLarge:
                 return visit.render("missing.html", 413, error="The form is too large.")
             fields = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
-            if not auth.csrf_ok(request, visit.session, fields.get(auth.CSRF_FIELD)):
-                return visit.render(
-                    "forbidden.html",
-                    403,
-                    error="This form did not come from this back office's page "
-                    "(CSRF check failed). Open the page again and resubmit.",
-                )
-            if not visit.can(self.op):
-                return pages.forbidden(visit, self.op)
+            refused = pages.refusal(visit, self.op, fields.get(auth.CSRF_FIELD))
+            if refused is not None:
+                return refused
             try:
                 params = self._params(request)
                 inputs: dict[str, Any] = dict(params)

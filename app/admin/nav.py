@@ -15,5 +15,6 @@ NAV: list[tuple[str, str, Operation]] = [
     ("Audit", "/audit", records.AUDIT),
     ("Ledger", "/ledger", records.LEDGER),
     ("Daily report", "/reports/daily", records.DAILY),
-    ("Reconciliation", "/reports/psp", records.PSP),
+    ("PSP recon", "/reports/psp", records.PSP),
+    ("Provider recon", "/reports/provider", records.PROVIDER),
 ]

@@ -194,3 +194,18 @@ def forbidden(visit: Visit, op: Operation) -> HTMLResponse:
         403,
         error=f"The {visit.session.principal.role} role may not {what}.",
     )
+
+
+def refusal(visit: Visit, op: Operation, sent_csrf: str | None) -> HTMLResponse | None:
+    """Why a POST of ``visit`` for ``op`` is refused (403: the CSRF checks, then the role), or
+    None when it may go on."""
+    if not auth.csrf_ok(visit.request, visit.session, sent_csrf):
+        return visit.render(
+            "forbidden.html",
+            403,
+            error="This form did not come from this back office's page "
+            "(CSRF check failed). Open the page again and resubmit.",
+        )
+    if not visit.can(op):
+        return forbidden(visit, op)
+    return None

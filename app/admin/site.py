@@ -97,6 +97,8 @@ PAGES: list[BaseRoute] = [
     Route("/ledger", records.ledger, methods=["GET"]),
     Route("/reports/daily", records.daily, methods=["GET"]),
     Route("/reports/psp", records.psp, methods=["GET"]),
+    Route("/reports/provider", records.provider, methods=["GET"]),
+    Route("/reports/provider", records.provider_upload, methods=["POST"]),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
 ]
 

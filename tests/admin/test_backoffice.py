@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import UTC, datetime
 
 import asyncpg
+import httpx
 from starlette.types import ASGIApp
 
 from app.admin import auth
 from app.admin.pages import HEADERS
 from tests.fixtures.app import Operator, TableFactory
 from tests.fixtures.payments import SandboxRoutes
-from tests.support.backoffice import api_key, desk, failed_call, held_withdrawal
+from tests.support.backoffice import ORIGIN, api_key, desk, failed_call, held_withdrawal
 from tests.support.keys import ADMIN_KEY
 
 
@@ -112,6 +114,7 @@ async def test_every_screen_renders_with_real_data(
             ("/admin/ledger", "Every invariant holds"),
             ("/admin/reports/daily", table.provider),
             ("/admin/reports/psp", "sandbox-a"),
+            ("/admin/reports/provider", "Provider reconciliation"),
         ):
             assert seen in await d.get(path), path
         assert (await d.http.get("/admin/static/admin.css")).status_code == 200
@@ -179,3 +182,36 @@ async def test_a_failed_calls_detail_shows_no_session_token_or_key(
             assert table.token not in html
             assert ADMIN_KEY not in html
             assert provider_key not in html
+
+
+async def test_a_provider_report_is_uploaded_and_matched(
+    asgi: ASGIApp, table_factory: TableFactory
+) -> None:
+    table = await table_factory(5_000)
+    await table.bet(100, round_id="r-rec", txn="bet-rec-1")
+    header = "transaction_id,round_id,player_id,event,amount,currency\n"
+    line = f"bet-rec-1,r-rec,{table.player_id},bet,100,EUR\n"
+    missing = f"bet-rec-9,r-rec,{table.player_id},bet,50,EUR\n"
+    today = datetime.now(UTC).date().isoformat()
+    async with desk(asgi) as d:
+        await d.sign_in(ADMIN_KEY)
+        form = d.hidden(await d.get("/admin/reports/provider"))
+
+        async def upload(csv: str, **fields: str) -> httpx.Response:
+            return await d.http.post(
+                "/admin/reports/provider",
+                data={"provider": table.provider, "date": today, **form, **fields},
+                files={"report": ("report.csv", csv.encode(), "text/csv")},
+                headers={"origin": ORIGIN},
+            )
+
+        clean = await upload(header + line)
+        assert clean.status_code == 200 and "1 matched; nothing differs" in clean.text
+        found = await upload(header + line + missing)
+        assert "differences found" in found.text and "bet-rec-9" in found.text
+        bad = await upload("not,a,report\n")
+        assert bad.status_code == 400 and "error" in bad.text
+        unknown = await upload(header, provider="no-such-provider")
+        assert unknown.status_code == 404
+        forged = await upload(header + line, csrf="0" * 64)
+        assert forged.status_code == 403
