@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from app.admin.pages import Visit, operation_of, screen
 from app.operator.reports import EVENTS, CallQuery, history, list_calls, list_failures
-from app.seamless.outcome import CODES, REASONS
+from app.seamless.outcome import CODES, MESSAGES, REASONS
 from app.web import pagination
 from app.web.errors import NotFound
 from app.web.routing import path_param
@@ -30,6 +30,7 @@ async def calls(v: Visit) -> Response:
         next_link=v.next_page(page.next_cursor),
         events=EVENTS,
         codes=CODE_CHOICES,
+        reasons=list(MESSAGES),
         failures=failures,
     )
 

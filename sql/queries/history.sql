@@ -19,6 +19,7 @@ SELECT id, provider, event, request_id, player_id, transaction_id, code, reason,
  WHERE (:provider::text IS NULL OR provider = :provider)
    AND (:event::text IS NULL OR event = :event)
    AND (:code::text IS NULL OR code = :code)
+   AND (:reason::text IS NULL OR reason = :reason)
    AND (:player_id::text IS NULL OR player_id = :player_id)
    AND (:since::timestamptz IS NULL OR created_at >= :since)
    AND (:until::timestamptz IS NULL OR created_at < :until)

@@ -145,6 +145,7 @@ async def test_bad_filters_re_render_the_form_with_the_apis_message(
         for path, params, message in (
             ("/admin/calls", {"from": "yesterday"}, "from must be an RFC 3339 time"),
             ("/admin/calls", {"event": "nonsense"}, "event must be one of"),
+            ("/admin/calls", {"reason": "nonsense"}, "reason must be one of"),
             ("/admin/calls", {"cursor": "forged"}, "cursor is not one this API gave out"),
             ("/admin/audit", {"to": "2026-13-01T00:00"}, "to must be"),
             ("/admin/players", {"player_id": "no spaces"}, "player_id must be"),
@@ -175,6 +176,8 @@ async def test_a_failed_calls_detail_shows_no_session_token_or_key(
         listing = await d.get("/admin/calls", player_id=table.player_id, failures="on")
         ids = re.findall(r'<a href="/admin/calls/(\d+)">', listing)
         assert len(ids) == 1  # the refused bet only, not the posted one
+        by_reason = await d.get("/admin/calls", player_id=table.player_id, reason=failed["reason"])
+        assert re.findall(r'<a href="/admin/calls/(\d+)">', by_reason) == ids
         detail = await d.get(f"/admin/calls/{ids[0]}")
         assert failed["reason"] in detail and table.player_id in detail
         pages = [listing, detail, await d.get(f"/admin/players/{table.player_id}")]

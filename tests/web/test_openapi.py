@@ -695,6 +695,7 @@ async def _history(record: Recorder, table: Table) -> None:
     for url in ("/v1/webhooks/calls", "/v1/webhooks/failures"):
         assert (await record("GET", url, 200, query=mine_only))["data"]
         await record("GET", url, 400, query="code=R9")
+        await record("GET", url, 400, query="reason=no_such_reason")
 
 
 async def _reports(record: Recorder, table: Table) -> None:
