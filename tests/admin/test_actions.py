@@ -10,6 +10,7 @@ from tests.fixtures.app import Operator, TableFactory
 from tests.fixtures.payments import SandboxRoutes
 from tests.support.backoffice import api_key, desk, held_withdrawal
 from tests.support.keys import ADMIN_KEY
+from tests.support.rounds import age_round
 
 
 async def audit_of(pool: asyncpg.Pool, target: str) -> list[asyncpg.Record]:
@@ -164,3 +165,30 @@ async def test_settling_a_round_that_is_not_stale_is_refused(
         refused = await d.confirm(path, action="refund", reason="provider down")
         assert refused.status_code == 400 and "stale" in refused.text
     assert await table.balance() == 4_900
+
+
+async def test_a_stale_round_is_settled_once_from_its_timeline(
+    asgi: ASGIApp, table_factory: TableFactory, pool: asyncpg.Pool
+) -> None:
+    table = await table_factory(5_000)
+    await table.bet(700, round_id="r-stale")
+    await age_round(pool, table.provider, table.player_id, "r-stale")
+    timeline = f"/admin/rounds/{table.provider}/{table.player_id}/r-stale"
+    async with desk(asgi) as d:
+        await d.sign_in(ADMIN_KEY)
+        stale = await d.get("/admin/rounds", state="stale", provider=table.provider)
+        assert "r-stale" in stale
+        assert "Settle" in await d.get(timeline)
+        confirm = await d.get(timeline + "/settle")
+        form = d.hidden(confirm)
+        empty = await d.post(timeline + "/settle", {**form, "action": "refund", "reason": ""})
+        assert empty.status_code == 400  # the API's rule on `reason`
+        fields = {**form, "action": "refund", "reason": "provider never closed it"}
+        for _ in range(2):
+            done = await d.post(timeline + "/settle", fields)
+            assert done.status_code == 303 and done.headers["location"].endswith("?done=settle")
+        settled = await d.get(done.headers["location"])
+        assert "Round settled" in settled and "provider never closed it" in settled
+    assert await table.balance() == 5_000
+    target = f"round:{table.provider}/{table.player_id}/r-stale"
+    assert [e["action"] for e in await audit_of(pool, target)] == ["round.settle"]
