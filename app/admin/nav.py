@@ -14,7 +14,7 @@ NAV: list[tuple[str, str, Operation]] = [
     ("Events", "/events", events.LIST),
     ("Audit", "/audit", records.AUDIT),
     ("Ledger", "/ledger", records.LEDGER),
-    ("Daily report", "/reports/daily", records.DAILY),
+    ("Daily", "/reports/daily", records.DAILY),
     ("PSP recon", "/reports/psp", records.PSP),
     ("Provider recon", "/reports/provider", records.PROVIDER),
 ]

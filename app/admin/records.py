@@ -11,6 +11,7 @@ from app.admin import auth
 from app.admin.pages import Visit, operation_of, page, refusal, screen, visit_of
 from app.audit import ACTIONS
 from app.fields import IDENTIFIER, IDENTIFIER_RULE
+from app.ledger.service import CHECKS
 from app.operator import reconciliation as provider_reconciliation
 from app.operator import reports
 from app.payments import reconciliation
@@ -38,7 +39,7 @@ async def audit(v: Visit) -> Response:
 
 @screen(LEDGER, "ledger.html")
 async def ledger(v: Visit) -> Response:
-    return v.render("ledger.html", check=await reports.check_ledger(v.call))
+    return v.render("ledger.html", check=await reports.check_ledger(v.call), checks=CHECKS)
 
 
 @screen(DAILY, "daily.html")

@@ -11,6 +11,9 @@ from pathlib import Path
 from starlette.types import ASGIApp
 
 from app.admin.nav import NAV
+from app.admin.pages import templates
+from app.ledger.service import CHECKS
+from app.operator.reports import LedgerCheck
 from app.web.auth import ROLES
 from tests.fixtures.app import Operator
 from tests.support.backoffice import api_key, desk
@@ -48,3 +51,11 @@ async def test_each_role_sees_the_screens_its_operations_allow(
         shown = set(re.findall(r'<a href="/admin(/[a-z/]+)"(?: class="on")?>', page))
         wanted = {path for _, path, op in NAV if role in op.roles}
         assert shown >= wanted and not ({p for _, p, _ in NAV} - wanted) & shown, role
+
+
+def test_a_broken_ledger_is_shown_with_what_broke() -> None:
+    """Rendered alone: the session's own ledger must stay whole (its final check)."""
+    broken = LedgerCheck(ok=False, problems={"negative_balances": [{"player_id": "pl-1"}]})
+    html = templates.get_template("ledger.html").render(base="/admin", check=broken, checks=CHECKS)
+    assert "found problems" in html and "pl-1" in html and "Every invariant holds" not in html
+    assert html.count("broken</span>") == 1 and html.count("holds</span>") == len(CHECKS) - 1
