@@ -104,10 +104,10 @@ class Action:
                 if self.body is not None:
                     inputs["body"] = messages.parse(self.body, _without_form_fields(fields))
                 key = fields.get("key", "")
-                if KEY.fullmatch(KEY_PREFIX + key) is None:
+                if not key or KEY.fullmatch(KEY_PREFIX + key) is None:
                     raise InvalidRequest("the form's key is missing: open the page again")
             except InvalidRequest as exc:
-                return await self._page(visit, self._params(request), 400, error=exc.message)
+                return await self._again(visit, request, 400, exc.message)
 
             async def act() -> Response:
                 result = await self.handler(visit.call, **inputs)
@@ -116,11 +116,21 @@ class Action:
             try:
                 answer = await once(request, conn, w.queries, KEY_PREFIX + key, act)
             except WalletError as exc:  # a key already used by another form, an action under way
-                return await self._page(visit, params, exc.http_status, error=exc.message)
+                return await self._again(visit, request, exc.http_status, exc.message)
             if answer.status_code < 400:
                 return pages.redirect(request, f"{self.done(params)}?done={self.name}")
             error = orjson.loads(bytes(answer.body))["error"]["message"]
-            return await self._page(visit, params, answer.status_code, error=error)
+            return await self._again(visit, request, answer.status_code, error)
+
+    async def _again(
+        self, visit: pages.Visit, request: Request, status: int, error: str
+    ) -> Response:
+        """The confirmation page again with the refusal's message; the not-found page when
+        there is nothing to confirm (an unknown or malformed id)."""
+        try:
+            return await self._page(visit, self._params(request), status, error=error)
+        except (InvalidRequest, NotFound) as exc:
+            return visit.render("missing.html", exc.http_status, error=exc.message)
 
 
 def _without_form_fields(fields: dict[str, str]) -> dict[str, str]:

@@ -192,3 +192,20 @@ async def test_a_stale_round_is_settled_once_from_its_timeline(
     assert await table.balance() == 5_000
     target = f"round:{table.provider}/{table.player_id}/r-stale"
     assert [e["action"] for e in await audit_of(pool, target)] == ["round.settle"]
+
+
+async def test_a_form_without_its_key_or_for_nothing_is_refused(
+    asgi: ASGIApp, operator: Operator, sandbox_routes: SandboxRoutes
+) -> None:
+    player = await operator.player(10_000)
+    wdr = await held_withdrawal(operator, asgi, player, 5_000)
+    async with desk(asgi) as d:
+        await d.sign_in(ADMIN_KEY)
+        form = d.hidden(await d.get(f"/admin/withdrawals/{wdr}/approve"))
+        for key in ("", "\x00bad"):
+            refused = await d.post(f"/admin/withdrawals/{wdr}/approve", {**form, "key": key})
+            assert refused.status_code == 400 and "key is missing" in refused.text
+        ghost = await d.post("/admin/withdrawals/wdr_ghost/approve", form)
+        assert ghost.status_code == 404 and "not found" in ghost.text
+        await d.get("/admin/withdrawals/wdr_ghost/approve", 404)
+    assert (await operator.call("GET", f"/v1/withdrawals/{wdr}"))["status"] == "held"
