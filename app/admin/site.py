@@ -51,6 +51,8 @@ async def sign_in(request: Request) -> Response:
         return page(request, "sign_in.html", 400, error="Enter an API key.")
     async with w.pool.acquire(timeout=w.settings.db_acquire_timeout_ms / 1000) as conn:
         started = await auth.sign_in(conn, w, key, client)
+        if started is not None:
+            await auth.sign_out(request, conn, w)  # the session this browser had, if any
     if started is None:
         return page(request, "sign_in.html", 401, error="Unknown or revoked API key.")
     signed_in = redirect(request, "/players")

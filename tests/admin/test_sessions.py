@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import replace
 
+import asyncpg
 from starlette.requests import Request
 from starlette.types import ASGIApp
 
@@ -76,3 +77,21 @@ async def test_an_operator_key_may_replay_but_not_approve(
             assert f">{label}</a>" in page, label
         await d.get("/admin/withdrawals/wdr_none/approve", expect=403)
         await d.get("/admin/events/evt_none/replay", expect=404)  # allowed, but no such event
+
+
+async def test_signing_in_again_replaces_the_browsers_session(
+    asgi: ASGIApp, pool: asyncpg.Pool
+) -> None:
+    async with desk(asgi) as d:
+        await d.sign_in(ADMIN_KEY)
+        first = d.http.cookies[auth.COOKIE]
+        await d.sign_in(ADMIN_KEY)
+        second = d.http.cookies[auth.COOKIE]
+    assert first != second
+    stored = [
+        await pool.fetchval(
+            "SELECT count(*) FROM admin_sessions WHERE token_hash = $1", auth.session_hash(t)
+        )
+        for t in (first, second)
+    ]
+    assert stored == [0, 1]
