@@ -209,3 +209,27 @@ async def test_a_form_without_its_key_or_for_nothing_is_refused(
         assert ghost.status_code == 404 and "not found" in ghost.text
         await d.get("/admin/withdrawals/wdr_ghost/approve", 404)
     assert (await operator.call("GET", f"/v1/withdrawals/{wdr}"))["status"] == "held"
+
+
+async def test_a_payout_its_psp_holds_is_resolved_failed_once_with_the_reason(
+    asgi: ASGIApp, operator: Operator, sandbox_routes: SandboxRoutes, pool: asyncpg.Pool
+) -> None:
+    player = await operator.player(10_000)
+    wdr = await held_withdrawal(operator, asgi, player, 6_000, scenario="held-for-kyc")
+    async with desk(asgi) as d:
+        await d.sign_in(ADMIN_KEY)
+        assert (await d.confirm(f"/admin/withdrawals/{wdr}/approve")).status_code == 303
+        await sandbox_routes.settle()
+        sent = await d.get(f"/admin/withdrawals/{wdr}")
+        assert "Resolve" in sent and "Approve" not in sent  # sent to its PSP, not final
+        path = f"/admin/withdrawals/{wdr}/resolve"
+        form = d.hidden(await d.get(path))
+        fields = {**form, "outcome": "failed", "reason": "PSP support: payout cancelled"}
+        for _ in range(2):
+            done = await d.post(path, fields)
+            assert done.status_code == 303 and done.headers["location"].endswith("?done=resolve")
+    assert (await operator.call("GET", f"/v1/withdrawals/{wdr}"))["status"] == "failed"
+    assert await operator.balance(player) == 10_000
+    entries = await audit_of(pool, f"withdrawal:{wdr}")
+    assert [e["action"] for e in entries] == ["withdrawal.approve", "withdrawal.resolve"]
+    assert "PSP support: payout cancelled" in str(entries[-1]["after"])

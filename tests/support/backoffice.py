@@ -69,15 +69,24 @@ async def api_key(operator: Operator, role: str) -> dict[str, Any]:
     return created
 
 
-async def held_withdrawal(operator: Operator, asgi: ASGIApp, player_id: str, amount: int) -> str:
-    """A withdrawal held for review (the session app's threshold lowered for its creation)."""
+async def held_withdrawal(
+    operator: Operator, asgi: ASGIApp, player_id: str, amount: int, scenario: str = "succeed"
+) -> str:
+    """A withdrawal held for review (the session app's threshold lowered for its creation);
+    ``scenario``: what the sandbox PSP does with its payout (docs/sandbox-psp.md)."""
     payments = asgi.state["wallet"].payments  # type: ignore[attr-defined]
     payments.review_threshold = amount - 1
     try:
         held = await operator.call(
             "POST",
             "/v1/withdrawals",
-            {"player_id": player_id, "amount": amount, "currency": "EUR", "method": "card"},
+            {
+                "player_id": player_id,
+                "amount": amount,
+                "currency": "EUR",
+                "method": "card",
+                "metadata": {"scenario": scenario},
+            },
             headers={"idempotency-key": "adm-" + secrets.token_hex(6)},
             expect=201,
         )
