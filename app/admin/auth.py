@@ -7,7 +7,7 @@
 - **The session** is a random token in the ``__Host-`` cookie :data:`COOKIE` (``Secure;
   HttpOnly; SameSite=Strict; Path=/``: the prefix demands that path, and it pins the cookie to
   this host). Postgres keeps only the token's SHA-256, the SHA-256 of the API key and an expiry
-  (sql/migrations/022_admin_sessions.sql). Every request joins it to ``api_keys`` again, so a
+  (sql/migrations/023_admin_sessions.sql). Every request joins it to ``api_keys`` again, so a
   revoked key ends its sessions at once; signing out deletes the row.
 - **CSRF**: every POST carries the session's token in a hidden field, compared in constant time,
   and an ``Origin`` (or, without one, ``Referer``) of this host; anything else is 403.

@@ -100,6 +100,26 @@ class PlayerSummaryPage(Page[PlayerSummary]):
     """A page of PlayerSummary objects, keyset-paged."""
 
 
+SessionState = Literal["active", "ended", "expired"]
+
+
+class PlayerSession(Answer):
+    """A session as listed: never its token (only the token's hash is stored)."""
+
+    provider: Identifier
+    game_id: str
+    created_at: Time
+    expires_at: Time
+    ended_at: Time | None = Field(description="when the provider's logout ended it")
+    state: SessionState = Field(
+        description="ended: logged out; expired: past `expires_at`; active otherwise"
+    )
+
+
+class PlayerSessionPage(Page[PlayerSession]):
+    """A page of PlayerSession objects, keyset-paged."""
+
+
 class PlayerCreate(Body):
     player_id: Identifier
     currency: Currency
@@ -125,26 +145,6 @@ class SessionIssue(Body):
 class Session(Answer):
     session_token: str = Field(description="shown only here")
     expires_at: Time
-
-
-SessionState = Literal["active", "ended", "expired"]
-
-
-class PlayerSession(Answer):
-    """A session as listed: never its token (only the token's hash is stored)."""
-
-    provider: Identifier
-    game_id: str
-    created_at: Time
-    expires_at: Time
-    ended_at: Time | None = Field(description="when the provider's logout ended it")
-    state: SessionState = Field(
-        description="ended: logged out; expired: past `expires_at`; active otherwise"
-    )
-
-
-class PlayerSessionPage(Page[PlayerSession]):
-    """A page of PlayerSession objects, keyset-paged."""
 
 
 # --- rules --------------------------------------------------------------------------------------
@@ -298,7 +298,7 @@ async def list_sessions(
     if await conn.fetchrow(*q.get_player(player_id=player_id)) is None:
         raise NotFound(f"player {player_id!r} not found")
     rows = await conn.fetch(
-        *q.player_sessions(
+        *q.player_sessions_page(
             player_id=player_id,
             cursor_at=pagination.cursor_time(after[0]) if after else None,
             cursor_key=pagination.cursor_text(after[1]) if after else None,

@@ -1,4 +1,4 @@
--- The back office's sessions (sql/migrations/022_admin_sessions.sql, app/admin/auth.py).
+-- The back office's sessions (sql/migrations/023_admin_sessions.sql, app/admin/auth.py).
 
 -- name: insert_admin_session
 INSERT INTO admin_sessions (token_hash, key_hash, actor, expires_at)

@@ -129,7 +129,7 @@ SELECT coalesce((SELECT balance_after FROM ledger_transactions
                   WHERE player_id = :player_id AND created_at < :at
                   ORDER BY created_at DESC, id DESC LIMIT 1), 0)::bigint;
 
--- name: player_sessions
+-- name: player_sessions_page
 -- A player's sessions, newest first; never the token, which is not stored (only its hash,
 -- here the page's tie-breaker, in hex).
 SELECT provider, game_id, created_at, expires_at, ended_at, encode(token_hash, 'hex') AS key
