@@ -91,8 +91,9 @@ class Visit:
         return self.session.principal.role in op.roles
 
     def form(self) -> dict[str, str]:
-        """The query's fields as typed, blanks dropped (an empty filter is no filter)."""
-        return {k: v for k, v in self.request.query_params.items() if v.strip()}
+        """The query's fields as typed, blanks dropped (an empty filter is no filter), without
+        the flash of an action just done."""
+        return {k: v for k, v in self.request.query_params.items() if v.strip() and k != "done"}
 
     def query(self, model: type[M], **fixed: Any) -> M:
         """The query parsed as the API parses it (400 messages included); a ``datetime-local``
