@@ -117,6 +117,10 @@ async def test_every_screen_renders_with_real_data(
             ("/admin/reports/provider", "Provider reconciliation"),
         ):
             assert seen in await d.get(path), path
+        for path in ("/admin/players", f"/admin/withdrawals/{wdr}/approve"):
+            answer = await d.http.get(path)
+            assert all(answer.headers[k] == v for k, v in HEADERS.items()), path
+        assert (await d.http.get("/admin/nowhere")).status_code == 404
         assert (await d.http.get("/admin/static/admin.css")).status_code == 200
 
 
