@@ -26,6 +26,8 @@ Action = Literal[
     "apikey.create",
     "apikey.revoke",
     "event.replay",
+    "withdrawal.approve",
+    "withdrawal.reject",
     "withdrawal.resolve",
     "free_rounds.grant",
     "free_rounds.withdraw",

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from app import db, gauges, health, logs, openapi, tracing
+from app.admin import site as admin_site
 from app.config import ConfigError, Settings
 from app.locks import PlayerLocks
 from app.metrics import Metrics
@@ -309,6 +310,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             *seamless_endpoints.routes,
             *API_ROUTES,
+            *admin_site.routes,  # the back office: pages, not part of the document
         ],
         exception_handlers={
             WalletError: _wallet_error,

@@ -9,6 +9,7 @@ declared there once.
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
 import asyncpg
@@ -97,6 +98,26 @@ class Player(PlayerSummary):
 
 class PlayerSummaryPage(Page[PlayerSummary]):
     """A page of PlayerSummary objects, keyset-paged."""
+
+
+SessionState = Literal["active", "ended", "expired"]
+
+
+class PlayerSession(Answer):
+    """A session as listed: never its token (only the token's hash is stored)."""
+
+    provider: Identifier
+    game_id: str
+    created_at: Time
+    expires_at: Time
+    ended_at: Time | None = Field(description="when the provider's logout ended it")
+    state: SessionState = Field(
+        description="ended: logged out; expired: past `expires_at`; active otherwise"
+    )
+
+
+class PlayerSessionPage(Page[PlayerSession]):
+    """A page of PlayerSession objects, keyset-paged."""
 
 
 class PlayerCreate(Body):
@@ -288,6 +309,39 @@ async def issue_session(
     return Session(session_token=token, expires_at=expires_at)
 
 
+async def list_sessions(
+    conn: asyncpg.Connection, q: Queries, player_id: str, query: pagination.PageQuery
+) -> PlayerSessionPage:
+    """A player's sessions, newest first; 404 for an unknown player."""
+    after = pagination.decode(query.cursor, 2)
+    if await conn.fetchrow(*q.get_player(player_id=player_id)) is None:
+        raise NotFound(f"player {player_id!r} not found")
+    rows = await conn.fetch(
+        *q.player_sessions_page(
+            player_id=player_id,
+            cursor_at=pagination.cursor_time(after[0]) if after else None,
+            cursor_key=pagination.cursor_text(after[1]) if after else None,
+            limit=query.limit + 1,
+        )
+    )
+    shown, next_cursor = pagination.window(
+        rows, query.limit, lambda r: [r["created_at"].isoformat(), r["key"]]
+    )
+    now = datetime.now(UTC)
+    data = [
+        PlayerSession(
+            provider=r["provider"],
+            game_id=r["game_id"],
+            created_at=r["created_at"],
+            expires_at=r["expires_at"],
+            ended_at=r["ended_at"],
+            state="ended" if r["ended_at"] else "expired" if r["expires_at"] <= now else "active",
+        )
+        for r in shown
+    ]
+    return PlayerSessionPage(data=data, next_cursor=next_cursor)
+
+
 # --- routes -------------------------------------------------------------------------------------
 
 
@@ -424,6 +478,24 @@ async def issue_session_route(c: Call, player_id: str, body: SessionIssue) -> Se
         body.game_id,
         c.w.settings.session_ttl_seconds,
     )
+
+
+@api.get(
+    "/v1/players/{player_id}/sessions",
+    summary="A player's sessions, newest first (never their tokens)",
+    operation_id="listPlayerSessions",
+    roles=READ,
+    query=pagination.PageQuery,
+    answers=[(200, PlayerSessionPage, "A page of sessions")],
+    errors=(400, 404),
+    description="Each session's provider, game, times and state (`active`, `ended` by the "
+    "provider's logout, or `expired`). The token is never shown again: only its SHA-256 is "
+    "stored. 404 for an unknown player.",
+)
+async def list_player_sessions(
+    c: Call, player_id: str, query: pagination.PageQuery
+) -> PlayerSessionPage:
+    return await list_sessions(c.conn, c.w.queries, player_id, query)
 
 
 routes = api.routes

@@ -38,6 +38,9 @@ class CallQuery(TimeRange):
     provider: Identifier | None = Field(None, description="provider code, exact match")
     event: Annotated[str, OneOf.of(EVENTS)] | None = Field(None, description="event name")
     code: Annotated[str, OneOf.of(CODES)] | None = Field(None, description="R-code")
+    reason: Annotated[str, OneOf.of(MESSAGES)] | None = Field(
+        None, description="reason, like insufficient_funds"
+    )
     player_id: Identifier | None = Field(None, description="player, exact match")
 
 
@@ -77,6 +80,7 @@ async def calls(
             provider=query.provider,
             event=query.event,
             code=query.code,
+            reason=query.reason,
             player_id=query.player_id,
             since=query.since,
             until=query.until,

@@ -265,8 +265,8 @@ class Payments:
         threshold = self.review_threshold
         return threshold is not None and req.amount > threshold
 
-    async def decide(self, payment_id: str, approve: bool, actor: str) -> dict[str, Any]:
-        """An operator's decision on a held withdrawal."""
+    async def decide(self, payment_id: str, approve: bool, actor: Actor) -> dict[str, Any]:
+        """An operator's audited decision on a held withdrawal."""
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(*self.q.payment_by_id(id=payment_id))
             if row is None or row["kind"] != "withdrawal":
@@ -275,22 +275,33 @@ class Payments:
             # Find a route before approving: an approval with nowhere to send the payout would
             # leave the funds held with nothing to move the withdrawal on.
             routes = self._routes(_request_of(row)) if approve else []
-            moved = await conn.fetchval(
-                *self.q.transition(
-                    id=payment_id,
-                    to_status=target,
-                    trigger="operator",
-                    detail={"actor": actor},
-                    failure_code=None,
+            # The decision and its audit entry commit together, before any payout starts.
+            async with conn.transaction():
+                moved = await conn.fetchval(
+                    *self.q.transition(
+                        id=payment_id,
+                        to_status=target,
+                        trigger="operator",
+                        detail={"actor": actor.name},
+                        failure_code=None,
+                    )
                 )
-            )
-            if moved is None and approve and _startable(row) and row["psp"] is None:
-                # Approved before and never sent (the approving request died before its
-                # start): approving again sends it.
-                moved = "approved"
-            if moved is None:
-                raise InvalidRequest(
-                    f"a {row['status']} withdrawal cannot be {target}", field="status"
+                if moved is None and approve and _startable(row) and row["psp"] is None:
+                    # Approved before and never sent (the approving request died before its
+                    # start): approving again sends it.
+                    moved = "approved"
+                if moved is None:
+                    raise InvalidRequest(
+                        f"a {row['status']} withdrawal cannot be {target}", field="status"
+                    )
+                await audit(
+                    conn,
+                    self.q,
+                    actor,
+                    "withdrawal.approve" if approve else "withdrawal.reject",
+                    f"withdrawal:{payment_id}",
+                    {"status": row["status"]},
+                    {"status": moved},
                 )
             if not approve:
                 return view(await conn.fetchrow(*self.q.payment_by_id(id=payment_id)))

@@ -97,7 +97,7 @@ async def list_withdrawals(c: Call, query: AttentionQuery) -> PaymentPage:
     + IDEMPOTENT_ACTION,
 )
 async def approve_withdrawal(c: Call, payment_id: str) -> Payment:
-    return Payment.model_validate(await c.w.payments.decide(payment_id, True, c.actor.name))
+    return Payment.model_validate(await c.w.payments.decide(payment_id, True, c.actor))
 
 
 @api.post(
@@ -111,7 +111,7 @@ async def approve_withdrawal(c: Call, payment_id: str) -> Payment:
     + IDEMPOTENT_ACTION,
 )
 async def reject_withdrawal(c: Call, payment_id: str) -> Payment:
-    return Payment.model_validate(await c.w.payments.decide(payment_id, False, c.actor.name))
+    return Payment.model_validate(await c.w.payments.decide(payment_id, False, c.actor))
 
 
 @api.post(

@@ -59,7 +59,14 @@ async def authenticate(
     request: Request, conn: asyncpg.Connection, queries: Queries, admin_key: str | None
 ) -> Principal:
     """The caller, or :class:`AuthenticationFailed`."""
-    token = bearer(request)
+    return await principal_of(bearer(request), conn, queries, admin_key)
+
+
+async def principal_of(
+    token: str, conn: asyncpg.Connection, queries: Queries, admin_key: str | None
+) -> Principal:
+    """Whose API key ``token`` is (the back office's sign-in checks a key this way too), or
+    :class:`AuthenticationFailed`."""
     if admin_key is not None and hmac.compare_digest(token.encode(), admin_key.encode()):
         return Principal("admin:bootstrap", "admin")
     # Looked up by hash: timing can only tell about the hash, which gives nothing away.

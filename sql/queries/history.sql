@@ -19,6 +19,7 @@ SELECT id, provider, event, request_id, player_id, transaction_id, code, reason,
  WHERE (:provider::text IS NULL OR provider = :provider)
    AND (:event::text IS NULL OR event = :event)
    AND (:code::text IS NULL OR code = :code)
+   AND (:reason::text IS NULL OR reason = :reason)
    AND (:player_id::text IS NULL OR player_id = :player_id)
    AND (:since::timestamptz IS NULL OR created_at >= :since)
    AND (:until::timestamptz IS NULL OR created_at < :until)
@@ -127,3 +128,14 @@ SELECT kind,
 SELECT coalesce((SELECT balance_after FROM ledger_transactions
                   WHERE player_id = :player_id AND created_at < :at
                   ORDER BY created_at DESC, id DESC LIMIT 1), 0)::bigint;
+
+-- name: player_sessions_page
+-- A player's sessions, newest first; never the token, which is not stored (only its hash,
+-- here the page's tie-breaker, in hex).
+SELECT provider, game_id, created_at, expires_at, ended_at, encode(token_hash, 'hex') AS key
+  FROM sessions
+ WHERE player_id = :player_id
+   AND (:cursor_at::timestamptz IS NULL
+        OR (created_at, token_hash) < (:cursor_at, decode(:cursor_key::text, 'hex')))
+ ORDER BY created_at DESC, token_hash DESC
+ LIMIT :limit;

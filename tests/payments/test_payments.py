@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app.audit import Actor
 from app.db import Queries
 from app.payments import signing
 from app.payments.psp import Initiated, PspError
@@ -274,11 +275,11 @@ async def test_large_withdrawal_is_held_for_review(
     )
     assert held["status"] == "held" and psp_a.calls == []
     assert await operator.balance(player) == 40_000
-    rejected = await payments.decide(held["id"], False, "apikey:test")
+    rejected = await payments.decide(held["id"], False, Actor("apikey:test"))
     assert rejected["status"] == "rejected"
     assert await operator.balance(player) == 100_000
     with pytest.raises(InvalidRequest):
-        await payments.decide(held["id"], True, "apikey:test")  # rejected is final
+        await payments.decide(held["id"], True, Actor("apikey:test"))  # rejected is final
 
 
 async def test_approved_held_withdrawal_is_paid_out(
@@ -289,7 +290,7 @@ async def test_approved_held_withdrawal_is_paid_out(
         PaymentRequest(player, 60_000, "EUR", "card"), K + "w-4"
     )
     psp_a.script = [Initiated("psp-a-z", "pending")]
-    approved = await payments.decide(held["id"], True, "apikey:test")
+    approved = await payments.decide(held["id"], True, Actor("apikey:test"))
     assert approved["status"] == "processing"
     assert await operator.balance(player) == 40_000
 
@@ -378,9 +379,9 @@ async def test_approval_needs_a_route_first(
     )
     payments.psps = []
     with pytest.raises(MethodUnavailable):
-        await payments.decide(held["id"], True, "apikey:test")
+        await payments.decide(held["id"], True, Actor("apikey:test"))
     assert (await payments.get("withdrawal", held["id"]))["status"] == "held"
-    rejected = await payments.decide(held["id"], False, "apikey:test")
+    rejected = await payments.decide(held["id"], False, Actor("apikey:test"))
     assert rejected["status"] == "rejected" and await operator.balance(player) == 1_000
 
 

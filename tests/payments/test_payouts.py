@@ -343,7 +343,7 @@ async def test_an_approved_withdrawal_never_sent_is_sent_by_a_new_approval_or_th
     payments = two_routes(pool, a, ScriptedPsp("psp-b"))
     player = await operator.player(5_000)
     first = await approved_never_sent(pool, payments, player)
-    assert (await payments.decide(first, True, "apikey:test"))["status"] == "processing"
+    assert (await payments.decide(first, True, Actor("apikey:test")))["status"] == "processing"
     second = await approved_never_sent(pool, payments, player)
     await pool.execute(
         "UPDATE payments SET updated_at = now() - interval '1 hour' WHERE id = $1", second
@@ -405,5 +405,5 @@ async def test_held_withdrawals_are_listed_as_needing_an_operator(
     with pytest.raises(InvalidRequest) as refused:
         await payments.resolve(held["id"], "paid", "not sent yet", ACTOR)
     assert refused.value.field == "status"
-    rejected = await payments.decide(held["id"], False, "apikey:test")
+    rejected = await payments.decide(held["id"], False, Actor("apikey:test"))
     assert (rejected["needs_attention"], rejected["attention"]) == (False, None)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.audit import Actor
 from app.db import Queries
 from app.payments import signing
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
@@ -223,7 +224,7 @@ async def test_withdrawal_for_review_then_approved_and_paid(
     player = await operator.player(100_000)
     held = await world.payments.create_withdrawal(request(player, 60_000), key())
     assert held["status"] == "held"
-    approved = await world.payments.decide(held["id"], True, "apikey:test")
+    approved = await world.payments.decide(held["id"], True, Actor("apikey:test"))
     assert approved["status"] == "processing"
     await world.settle()
     assert (await world.payments.get("withdrawal", held["id"]))["status"] == "paid"

@@ -208,6 +208,11 @@ async def test_refused_calls_are_listed_with_event_player_and_reason(
     ]
     assert all(f["request_id"] for f in failures)
     assert failures[-1]["transaction_id"] is not None  # readable on the refused bet too
+    # One reason among them: the filter narrows to it (the back office filters so too).
+    one = await operator.call(
+        "GET", f"/v1/webhooks/calls?player_id={t.player_id}&reason=unknown_event", expect=200
+    )
+    assert [(c["event"], c["reason"]) for c in one["data"]] == [("bett", "unknown_event")]
 
 
 async def test_unreadable_calls_are_listed_with_what_could_be_read(

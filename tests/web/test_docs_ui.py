@@ -2,9 +2,7 @@
 console error, and the page asks nothing of any other origin; its files ship with the package.
 
 The test app is served over real HTTP by uvicorn in this event loop and driven by headless
-Chromium through Playwright: Debian's ``chromium`` (``.ci/run`` installs it), or the browser that
-``WALLET_TEST_CHROMIUM`` names. Without one the browser tests fail and say what to install: a
-check that cannot run is not a check that passed.
+Chromium (tests/support/browser.py).
 """
 
 from __future__ import annotations
@@ -13,21 +11,19 @@ import fnmatch
 import hashlib
 import os
 import re
-import shutil
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import playwright.async_api as playwright
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.openapi import document
 from app.web import docs
+from tests.support.browser import Watched, chromium
 from tests.support.served import served
 
-CHROMIUM = os.environ.get("WALLET_TEST_CHROMIUM") or shutil.which("chromium")
 PREFIX = "/wallet"
 ADMIN_KEY = os.environ["WALLET_ADMIN_API_KEY"]  # set by tests/conftest.py
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,53 +51,14 @@ class Prefixed:
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Any]:
-    async with playwright.async_playwright() as pw:
-        try:
-            launched = await pw.chromium.launch(executable_path=CHROMIUM)
-        except playwright.Error as exc:
-            pytest.fail(
-                "no Chromium to drive: install Debian's chromium (apt-get install chromium, as "
-                f".ci/run does) or set WALLET_TEST_CHROMIUM to a Chromium binary: {exc}"
-            )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
 def summaries() -> list[str]:
     """A few operation summaries of the document, from several tags."""
     wanted = [("/healthz", "get"), ("/v1/players", "post"), ("/v1/seamless/{provider}", "post")]
     return [document()["paths"][path][method]["summary"] for path, method in wanted]
-
-
-class Watched:
-    """What a page did: its requests, and any console error, page error, failed request or
-    request that left ``base`` (which is refused)."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-        self.requested: list[str] = []
-
-    @classmethod
-    async def page(cls, browser: Any, base: str) -> tuple[Any, Watched]:
-        watched = cls()
-        context = await browser.new_context()
-        page = await context.new_page()
-        page.on("console", lambda m: m.type == "error" and watched.note(f"console: {m.text}"))
-        page.on("pageerror", lambda exc: watched.note(f"page error: {exc}"))
-        page.on("requestfailed", lambda r: watched.note(f"failed: {r.url} {r.failure}"))
-        page.on("request", lambda r: watched.requested.append(r.url))
-
-        async def outside(route: Any) -> None:
-            watched.note(f"left the origin: {route.request.url}")
-            await route.abort()
-
-        await context.route(lambda url: not url.startswith(base + "/"), outside)
-        return page, watched
-
-    def note(self, problem: str) -> None:
-        self.problems.append(problem)
 
 
 @pytest.mark.parametrize("prefix", ["", PREFIX], ids=["root", "prefixed"])
