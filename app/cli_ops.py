@@ -18,7 +18,7 @@ from app.config import Settings
 from app.operator import players, postings, reports, rounds
 from app.payments import events
 from app.web.messages import parse
-from app.web.pagination import MAX_LIMIT
+from app.web.pagination import MAX_LIMIT, PageQuery
 from app.web.query import TimeRange
 
 # What `player show` lists of a player's history: enough to answer a call, not a statement.
@@ -29,9 +29,10 @@ async def player_show(conn: asyncpg.Connection, q: db.Queries, player_id: str) -
     """The player (balance, status, limits), the latest sessions and postings."""
     player = await players.get_player(conn, q, player_id)
     recent = await postings.transactions(conn, q, player_id, TimeRange(limit=RECENT))
+    sessions = await players.list_sessions(conn, q, player_id, PageQuery(limit=RECENT))
     return {
         **cli_output.as_data(player),
-        "sessions": cli_output.as_data(await players.sessions(conn, q, player_id, RECENT)),
+        "sessions": cli_output.as_data(sessions.data),
         "recent_transactions": cli_output.as_data(recent.data),
     }
 

@@ -147,17 +147,6 @@ class Session(Answer):
     expires_at: Time
 
 
-class SessionInfo(Answer):
-    """A session as an operator may see it: never its token."""
-
-    provider: Identifier
-    game_id: str
-    created_at: Time
-    expires_at: Time
-    ended_at: Time | None
-    active: bool = Field(description="neither ended nor expired")
-
-
 # --- rules --------------------------------------------------------------------------------------
 
 
@@ -180,14 +169,6 @@ async def get_player(conn: asyncpg.Connection, q: Queries, player_id: str) -> Pl
                 )
             )
     return Player(**row, limits=limits, pending_limits=pending)
-
-
-async def sessions(
-    conn: asyncpg.Connection, q: Queries, player_id: str, limit: int
-) -> list[SessionInfo]:
-    """The player's latest sessions, newest first (``wallet player show``)."""
-    rows = await conn.fetch(*q.player_sessions(player_id=player_id, limit=limit))
-    return [SessionInfo(**r) for r in rows]
 
 
 async def create_player(

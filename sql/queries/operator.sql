@@ -61,11 +61,3 @@ SELECT id, player_id, amount, delta, balance_after, currency, metadata ->> 'reas
 UPDATE players SET kyc_tier = :kyc_tier, updated_at = now() WHERE player_id = :player_id
 RETURNING player_id;
 
--- name: player_sessions
--- What an operator may see of a player's sessions: never the token (only its hash is stored).
-SELECT provider, game_id, created_at, expires_at, ended_at,
-       ended_at IS NULL AND expires_at > now() AS active
-  FROM sessions
- WHERE player_id = :player_id
- ORDER BY created_at DESC
- LIMIT :limit;

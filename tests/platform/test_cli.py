@@ -290,7 +290,7 @@ async def test_player_show(settings: Settings, table: Table) -> None:
     )
     assert shown["limits"] == {"deposit": {}, "wager": {}, "loss": {}}
     (session,) = shown["sessions"]
-    assert session["provider"] == table.provider and session["active"] is True
+    assert session["provider"] == table.provider and session["state"] == "active"
     assert "session_token" not in session
     kinds = [t["kind"] for t in shown["recent_transactions"]]
     assert kinds[0] == "bet" and "adjustment" in kinds
