@@ -390,18 +390,19 @@ async def recording_psp(name: str) -> tuple[FakePsp, list[httpx.Headers]]:
     return psp, seen
 
 
-async def test_a_deposit_sends_traceparent_and_request_id_to_the_psp(
-    traced: Traced, operator: Operator
-) -> None:
-    psp, seen = await recording_psp("trace-psp")
-    payments = traced.app.state["wallet"].payments  # type: ignore[attr-defined]
+async def deposit_through_recording_psp(
+    app: ASGIApp, http: httpx.AsyncClient, operator: Operator, name: str, amount: int
+) -> tuple[httpx.Response, httpx.Headers]:
+    """A deposit routed to a PSP that records the headers of its one call: (answer, headers)."""
+    psp, seen = await recording_psp(name)
+    payments = app.state["wallet"].payments  # type: ignore[attr-defined]
     saved = payments.psps
     payments.psps = [psp]
     try:
         player = await operator.player()
-        response = await traced.http.post(
+        response = await http.post(
             "/v1/deposits",
-            json={"player_id": player, "amount": 1_500, "currency": "EUR", "method": "card"},
+            json={"player_id": player, "amount": amount, "currency": "EUR", "method": "card"},
             headers={**operator.headers, "idempotency-key": "tr-" + secrets.token_hex(6)},
         )
     finally:
@@ -409,6 +410,15 @@ async def test_a_deposit_sends_traceparent_and_request_id_to_the_psp(
         await psp.aclose()
     assert response.status_code == 201, response.text
     (headers,) = seen
+    return response, headers
+
+
+async def test_a_deposit_sends_traceparent_and_request_id_to_the_psp(
+    traced: Traced, operator: Operator
+) -> None:
+    response, headers = await deposit_through_recording_psp(
+        traced.app, traced.http, operator, "trace-psp", 1_500
+    )
     assert headers["x-request-id"] == response.headers["x-request-id"]
     version, trace_id, parent_id, flags = headers["traceparent"].split("-")
     assert version == "00" and int(flags, 16) & 1  # sampled
@@ -487,22 +497,7 @@ async def test_an_outbox_delivery_sends_traceparent_and_its_event_id(
 async def test_without_tracing_the_request_id_still_goes_to_the_psp(
     asgi: ASGIApp, http: httpx.AsyncClient, operator: Operator
 ) -> None:
-    psp, seen = await recording_psp("plain-psp")
-    payments = asgi.state["wallet"].payments  # type: ignore[attr-defined]
-    saved = payments.psps
-    payments.psps = [psp]
-    try:
-        player = await operator.player()
-        response = await http.post(
-            "/v1/deposits",
-            json={"player_id": player, "amount": 900, "currency": "EUR", "method": "card"},
-            headers={**operator.headers, "idempotency-key": "tr-" + secrets.token_hex(6)},
-        )
-    finally:
-        payments.psps = saved
-        await psp.aclose()
-    assert response.status_code == 201, response.text
-    (headers,) = seen
+    response, headers = await deposit_through_recording_psp(asgi, http, operator, "plain-psp", 900)
     assert headers["x-request-id"] == response.headers["x-request-id"]
     assert "traceparent" not in headers
 
