@@ -69,6 +69,9 @@ def wanted(env: Mapping[str, str] | None = None) -> bool:
         )
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
+    # `none` alone says no traces, whatever endpoint is set for all signals (the OTel spec).
+    if named == {"none"}:
+        return False
     if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         return True
     return bool(named - {"none"})
@@ -233,10 +236,20 @@ def server_span(request_id: str) -> Span:
     return server
 
 
+# What the ASGI instrumentation records of the raw URL, which holds player ids (and, in a query,
+# anything a caller sends): replaced by the route template once it is known.
+_RAW_URL = ("http.target", "http.url", "url.path", "url.full", "url.query")
+
+
 def name_server_span(server: Span, scope: Scope, route: str) -> None:
-    """Name the server span after the route that answered, once it is known."""
+    """Name the server span after the route that answered, once it is known, and put the route
+    template where the instrumentation wrote the raw path and query."""
     server.update_name(f"{scope['method']} {route}")
     server.set_attribute("http.route", route)
+    recorded = getattr(server, "attributes", None) or {}
+    for key in _RAW_URL:
+        if key in recorded:
+            server.set_attribute(key, "" if key == "url.query" else route)
 
 
 def inject(headers: dict[str, str]) -> None:

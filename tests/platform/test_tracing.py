@@ -143,6 +143,8 @@ async def post_event(
         ({"OTEL_TRACES_EXPORTER": "otlp_proto_http"}, True),
         ({"OTEL_TRACES_EXPORTER": "none"}, False),
         ({"OTEL_TRACES_EXPORTER": " none , "}, False),
+        # `none` wins over an endpoint set for every signal
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"}, False),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}, False),
         ({"OTEL_SERVICE_NAME": "wallet-eu"}, False),  # naming the service turns nothing on
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"}, False),
@@ -205,6 +207,22 @@ async def test_off_nothing_is_installed_and_logs_carry_no_trace(
 
 # ---------------------------------------------------------------------------------------------
 # A seamless bet
+
+
+async def test_the_server_span_keeps_the_route_not_the_raw_path_or_query(
+    traced: Traced, operator: Operator
+) -> None:
+    player = await operator.player()
+    response = await traced.http.get(
+        f"/v1/players/{player}?probe=secret-{player}", headers=operator.headers
+    )
+    assert response.status_code == 200, response.text
+    (server,) = [s for s in traced.spans() if s.kind == SpanKind.SERVER]
+    assert server.name == "GET /v1/players/{player_id}"
+    assert server.attributes is not None
+    recorded = {k: v for k, v in server.attributes.items() if player in str(v)}
+    assert recorded == {}, recorded
+    assert "secret" not in repr(dict(server.attributes))
 
 
 async def test_a_bet_is_one_trace_from_the_server_span_down(traced: Traced, table: Table) -> None:
