@@ -129,24 +129,29 @@ class Outbox:
                 *self.q.claim_due_events(limit=batch, lease_seconds=LEASE_SECONDS)
             )
         for event in due:
+            # The outcome's record and its log line under the delivery's span: the warning
+            # carries the trace_id of the delivery it reports.
             with tracing.span("outbox.deliver", {"wallet.event_id": event["id"]}):
                 error = await self._post(event)
                 tracing.annotate({"wallet.delivered": error is None})
-            async with self.pool.acquire() as conn:
-                if error is None:
-                    await conn.execute(*self.q.event_delivered(id=event["id"]))
-                    counts["delivered"] += 1
-                    continue
-                attempts = event["attempts"] + 1
-                delay = backoff(attempts) if attempts < MAX_ATTEMPTS else None
-                await conn.execute(
-                    *self.q.event_failed(id=event["id"], error=error, retry_seconds=delay)
-                )
-                counts["dead" if delay is None else "retrying"] += 1
-                log.warning(
-                    "operator event %s not delivered (attempt %d): %s", event["id"], attempts, error
-                )
+                counts[await self._record(event, error)] += 1
         return counts
+
+    async def _record(self, event: asyncpg.Record, error: str | None) -> str:
+        """Record one delivery's outcome: ``delivered``, ``retrying`` or ``dead``."""
+        async with self.pool.acquire() as conn:
+            if error is None:
+                await conn.execute(*self.q.event_delivered(id=event["id"]))
+                return "delivered"
+            attempts = event["attempts"] + 1
+            delay = backoff(attempts) if attempts < MAX_ATTEMPTS else None
+            await conn.execute(
+                *self.q.event_failed(id=event["id"], error=error, retry_seconds=delay)
+            )
+        log.warning(
+            "operator event %s not delivered (attempt %d): %s", event["id"], attempts, error
+        )
+        return "dead" if delay is None else "retrying"
 
     async def _post(self, event: asyncpg.Record) -> str | None:
         """None when the operator acknowledged the event (2xx), else what went wrong."""

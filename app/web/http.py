@@ -145,8 +145,17 @@ def _holds_nul(data: Any) -> bool:
 
 
 def error_response(exc: WalletError, request: Request) -> Response:
-    body = exc.body(request_id(request), str(request.base_url))
+    body = exc.body(request_id(request), service_url(request))
     return json_response(body, exc.http_status, exc.headers())
+
+
+def service_url(request: Request) -> str:
+    """The service's base URL for links in answers (``docs_url``): ``WALLET_PUBLIC_URL`` when
+    set, so that no caller's ``Host`` header chooses where they point and a proxy's TLS is kept;
+    else the URL the caller reached (with the path prefix, ``root_path``)."""
+    w = getattr(request.state, "wallet", None)
+    public = w.settings.public_url if w is not None else None
+    return public.rstrip("/") if public else str(request.base_url)
 
 
 def route_template(scope: Scope) -> str:

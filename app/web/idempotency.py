@@ -100,7 +100,7 @@ async def once(
         except InProgress:
             raise  # not an answer: the same request later gets one (the key rolls back)
         except WalletError as exc:
-            answer = exc.body(http.request_id(request), str(request.base_url))
+            answer = exc.body(http.request_id(request), http.service_url(request))
             await conn.execute(
                 *q.answer_operator_request(
                     idempotency_key=key, status=exc.http_status, response=answer

@@ -512,6 +512,46 @@ async def test_an_outbox_delivery_sends_traceparent_and_its_event_id(
     assert delivery.attributes is not None and delivery.attributes["wallet.delivered"] is True
 
 
+async def test_an_undelivered_event_is_logged_with_its_delivery_trace(
+    traced: Traced, pool: asyncpg.Pool, operator: Operator
+) -> None:
+    payments = Payments(pool, Queries.load(), [ScriptedPsp("psp-a")], webhook_base="https://w")
+    created = await payments.create_deposit(
+        PaymentRequest(await operator.player(), 700, "EUR", "card"), "tr-" + secrets.token_hex(6)
+    )
+
+    async def operator_platform(request: httpx.Request) -> httpx.Response:
+        # Down for this test's event only: other tests' events are delivered as usual.
+        ours = orjson.loads(request.content)["data"]["id"] == created["id"]
+        return httpx.Response(503 if ours else 200)
+
+    with every_log_line() as (_, stream):
+        async with httpx.AsyncClient(transport=httpx.MockTransport(operator_platform)) as http:
+            box = outbox.Outbox(
+                pool, Queries.load(), http, "http://operator.test/events", b"s" * 16
+            )
+            while sum((await box.deliver_due()).values()):
+                if traced.named("outbox.deliver") and any(
+                    s.attributes and s.attributes["wallet.delivered"] is False
+                    for s in traced.named("outbox.deliver")
+                ):
+                    break
+    (failed,) = [
+        s
+        for s in traced.named("outbox.deliver")
+        if s.attributes and s.attributes["wallet.delivered"] is False
+    ]
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    (warning,) = [
+        line
+        for line in lines
+        if "not delivered" in line["message"]
+        and str(failed.attributes and failed.attributes["wallet.event_id"]) in line["message"]
+    ]
+    assert failed.context is not None
+    assert warning["trace_id"] == hex_id(failed.context.trace_id, 32)
+
+
 async def test_without_tracing_the_request_id_still_goes_to_the_psp(
     asgi: ASGIApp, http: httpx.AsyncClient, operator: Operator
 ) -> None:

@@ -3,11 +3,14 @@ for the code, under a path prefix too; and a 401 says how to authenticate (WWW-A
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from contextlib import AsyncExitStack
 
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.config import Settings
 from app.openapi import document
 from app.web import error_docs
 from app.web.errors import (
@@ -16,6 +19,7 @@ from app.web.errors import (
     WalletError,
     error_classes,
 )
+from tests.fixtures.app import start_app
 from tests.support.keys import ADMIN_KEY
 
 
@@ -70,6 +74,18 @@ async def test_docs_url_follows_a_path_prefix(asgi: ASGIApp) -> None:
         error = (await http.get("/wallet/v1/nowhere")).json()["error"]
         assert error["docs_url"] == "https://proxy.test/wallet/docs/errors#resource_not_found"
         assert "resource_not_found" in await _anchors(http, error["docs_url"])
+
+
+async def test_docs_url_is_the_public_url_when_set_whatever_the_host_header(
+    settings: Settings,
+) -> None:
+    public = dataclasses.replace(settings, public_url="https://wallet.example/api/")
+    async with AsyncExitStack() as stack:
+        app = await start_app(public, stack)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://attacker.test") as h:
+            error = (await h.get("/v1/nowhere", headers={"host": "evil.test"})).json()["error"]
+    assert error["docs_url"] == "https://wallet.example/api/docs/errors#resource_not_found"
 
 
 def test_the_page_is_read_off_the_classes() -> None:
