@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute
 
 from app.admin import auth
 from app.audit import Actor
+from app.money import major_units
 from app.state import Wallet, wallet
 from app.web import http, messages
 from app.web.errors import InvalidRequest, NotFound
@@ -45,6 +46,8 @@ templates = jinja2.Environment(
     loader=jinja2.PackageLoader("app.admin", "templates"),
     autoescape=True,
 )
+# Amounts in major units of their currency (the minor units in each figure's title).
+templates.globals["major"] = lambda amount, currency: major_units(amount, currency, grouped=True)
 
 M = TypeVar("M", bound=BaseModel)
 

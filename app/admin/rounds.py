@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from app.admin.actions import Action
 from app.admin.pages import Visit, operation_of, screen
-from app.operator import rounds
+from app.operator import players, rounds
 from app.web.routing import path_param
 
 LIST = operation_of(rounds.routes, rounds.list_rounds_route)
@@ -34,7 +34,14 @@ async def listing(v: Visit) -> Response:
 @screen(READ, "missing.html")
 async def timeline(v: Visit) -> Response:
     found = await rounds.get_round(v.call, *(path_param(v.request, p) for p in PARAMS))
-    return v.render("round.html", round=found, may_settle=found.stale and v.can(SETTLE))
+    # A round's amounts are in its player's one currency.
+    player = await players.get_player(v.call.conn, v.call.w.queries, found.player_id)
+    return v.render(
+        "round.html",
+        round=found,
+        currency=player.currency,
+        may_settle=found.stale and v.can(SETTLE),
+    )
 
 
 async def _load(v: Visit, params: dict[str, str]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from app.admin.actions import Action
 from app.admin.pages import Visit, operation_of, screen
+from app.money import major_units
 from app.payments import withdrawals
 from app.payments.models import RESOLUTIONS, Payment, WithdrawalResolve
 from app.web.routing import path_param
@@ -52,7 +53,8 @@ async def _load(v: Visit, params: dict[str, str]) -> dict[str, Any]:
         "item": {
             "Withdrawal": payment.id,
             "Player": payment.player_id,
-            "Amount": f"{payment.amount:,} {payment.currency} (minor units)",
+            "Amount": f"{major_units(payment.amount, payment.currency, grouped=True)} "
+            f"{payment.currency} ({payment.amount:,} minor units)",
             "Method": payment.method,
             "Status": payment.status,
             "Attention": payment.attention or "",

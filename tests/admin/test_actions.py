@@ -80,7 +80,7 @@ async def test_an_approval_sent_twice_approves_once_and_is_audited_once(
         page = await d.get(f"/admin/withdrawals/{wdr}")
         assert "Approve" in page and "Reject" in page
         confirm = await d.get(path)
-        assert "Approve this withdrawal?" in confirm and "5,000 EUR" in confirm
+        assert "Approve this withdrawal?" in confirm and "50.00 EUR (5,000 minor units)" in confirm
         form = d.hidden(confirm)
         first = await d.post(path, form)
         assert first.status_code == 303

@@ -99,7 +99,9 @@ async def test_every_screen_renders_with_real_data(
     async with desk(asgi) as d:
         await d.sign_in(ADMIN_KEY)
         player = await d.get(f"/admin/players/{table.player_id}")
-        assert "47,300" in player and "r-admin" in player  # balance after bet, result, hold
+        assert (
+            "473.00" in player and "47,300 minor units" in player and "r-admin" in player
+        )  # balance after bet, result, hold
         assert "Latest sessions" in player and "slot-1" in player  # the table's session
         for path, seen in (
             ("/admin/players", "Players"),

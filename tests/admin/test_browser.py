@@ -84,8 +84,8 @@ async def test_sign_in_search_a_failed_call_and_a_withdrawal_approval(
             await page.get_by_label("Player id").fill(table.player_id)
             await page.get_by_role("button", name="Search").click()
             await page.wait_for_url(f"{base}/players/{table.player_id}")
-            # 120,000 - 2,500 bet + 4,000 won - 20,000 held for the withdrawal
-            assert "101,500" in await page.locator(".big").inner_text()
+            # 120,000 - 2,500 bet + 4,000 won - 20,000 held for the withdrawal, in cents
+            assert "1,015.00" in await page.locator(".big").inner_text()
             await snap("player")
 
             # The failed call, from the history filtered to failures, and its detail.

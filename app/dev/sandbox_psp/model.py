@@ -17,12 +17,6 @@ RAILS: dict[str, frozenset[str]] = {
 }
 RAIL_OF_METHOD = {method: rail for rail, methods in RAILS.items() for method in methods}
 
-# ISO 4217 minor-unit exponents that are not 2; used only to display amounts.
-_EXPONENTS = {
-    "BHD": 3, "CLP": 0, "ISK": 0, "JOD": 3, "JPY": 0, "KRW": 0, "KWD": 3, "OMR": 3, "TND": 3,
-    "UGX": 0, "VND": 0,
-}  # fmt: skip
-
 
 class SandboxError(Exception):
     """An API answer other than success: ``{"error": {code, message, field?}}``."""
@@ -139,14 +133,6 @@ class Delivery:
             "error": self.error,
             "at": utc_text(self.at),
         }
-
-
-def major_units(amount: int, currency: str) -> str:
-    """``12345, "EUR"`` -> ``"123.45"``: the amount as people read it (display only)."""
-    exponent = _EXPONENTS.get(currency, 2)
-    sign = "-" if amount < 0 else ""
-    whole, fraction = divmod(abs(amount), 10**exponent)
-    return f"{sign}{whole}.{fraction:0{exponent}d}" if exponent else f"{sign}{whole}"
 
 
 def utc_text(moment: float) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from app.dev.sandbox_psp.model import Payment, major_units
+from app.dev.sandbox_psp.model import Payment
+from app.money import major_units
 from app.payments.sandbox_api import FAILED, HELD, REQUIRES_ACTION, SUCCEEDED
 
 UPI_PAYEE = "sandbox@psp"
