@@ -13,7 +13,7 @@ from starlette.types import ASGIApp
 
 from app.admin import auth
 from app.admin.pages import HEADERS
-from tests.fixtures.app import Operator, TableFactory
+from tests.fixtures.app import Operator, Table, TableFactory
 from tests.fixtures.payments import SandboxRoutes
 from tests.support.backoffice import ORIGIN, api_key, desk, failed_call, held_withdrawal
 from tests.support.keys import ADMIN_KEY
@@ -140,6 +140,19 @@ async def test_lists_page_with_the_apis_cursors(asgi: ASGIApp, table_factory: Ta
         second = await d.get(link.group(1).replace("&amp;", "&"))
         assert "bet-page-0" in second and "bet-page-2" not in second
         assert 'rel="next"' not in second
+
+
+async def test_a_call_answered_as_a_duplicate_is_marked_in_the_list(
+    asgi: ASGIApp, table: Table
+) -> None:
+    await table.bet(10, txn="bet-twice")
+    assert (await table.bet(10, txn="bet-twice"))["duplicate"] is True
+    await asgi.state["wallet"].calls.flush()  # type: ignore[attr-defined]
+    async with desk(asgi) as d:
+        await d.sign_in(ADMIN_KEY)
+        listed = await d.get("/admin/calls", player_id=table.player_id)
+    assert listed.count("bet-twice") == 2
+    assert listed.count('<span class="tag">duplicate</span>') == 1
 
 
 async def test_bad_filters_re_render_the_form_with_the_apis_message(
