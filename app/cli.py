@@ -94,7 +94,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 public = os.environ["WALLET_PUBLIC_URL"]
                 page = asyncio.run(demo.first_deposit(s.database_url, Settings.from_env(), public))
             admin = None if settings.admin_api_key else os.environ["WALLET_ADMIN_API_KEY"]
-            print(demo.banner(made, url, admin, psp, page), flush=True)
+            listening = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            demo.announce_when_listening(demo.banner(made, url, admin, psp, page), listening, port)
         # uvicorn re-raises the signal that stopped it once the graceful shutdown is over. As
         # KeyboardInterrupt (absorbed by uvicorn.run) a SIGTERM ends `wallet serve` with status 0
         # and leaves through `local.services` like Ctrl+C does, rather than dying of the signal.

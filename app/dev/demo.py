@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,9 @@ PROVIDER = "demo"
 GAME = "demo-slot"
 PLAYERS = {"demo-alice": 100_000, "demo-bob": 50_000}
 CURRENCY = "EUR"
+# The demo's sessions last a working day, longer than WALLET_SESSION_TTL_SECONDS's default: a
+# demo left open over lunch still takes the printed bet. A restart issues new ones.
+SESSION_SECONDS = 8 * 3600
 DEPOSIT = 2000  # what the demo's deposits are for, in minor units
 DEPOSIT_TEXT = f"{DEPOSIT // 100}.{DEPOSIT % 100:02d} {CURRENCY}"
 SANDBOX_KEYS_FILE = "sandbox-psp.json"
@@ -190,7 +194,7 @@ async def setup(conn: asyncpg.Connection, q: db.Queries, master: bytes) -> Demo:
                 f"demo-funding-{player_id}-{secrets.token_hex(4)}",
                 ACTOR,
             )
-        session = await players.issue_session(conn, q, player_id, PROVIDER, GAME, 8 * 3600)
+        session = await players.issue_session(conn, q, player_id, PROVIDER, GAME, SESSION_SECONDS)
         sessions[player_id] = session.session_token
     assert key.key is not None  # a key just made is shown
     return Demo(key.key_id, key.key, sessions)
@@ -257,7 +261,7 @@ def banner(
         f"  provider key   {demo.key}   (base64, AES-256-GCM)",
     ]
     for player_id, token in demo.sessions.items():
-        lines.append(f"  player         {player_id}  session_token {token}")
+        lines.append(f"  player         {player_id}  session_token {token}  (valid 8 h)")
     lines += [
         "",
         "Place a bet (the wallet command seals the event, posts it and opens the answer):",
@@ -265,6 +269,8 @@ def banner(
         f"  {_wallet_command()} send --url {url} --provider {PROVIDER} \\",
         f"      bet player_id={alice} session_token={demo.sessions[alice]} \\",
         f"      transaction_id={tx} round_id={rd} game_id={GAME} amount=250 currency={CURRENCY}",
+        "  Amounts are integer minor units (250 is 2.50 EUR). The same transaction_id again is a",
+        "  retry, answered as a duplicate: change it (and round_id) for another bet.",
         "",
     ]
     if deposit_page is not None:
@@ -285,5 +291,28 @@ def banner(
         f"      -d '{deposit}'",
         "  Its answer's redirect_url is the hosted page to open.",
         "",
+        STOP_LINE,
+        "",
     ]
     return "\n".join(lines)
+
+
+# The banner's last line: where to look for how to stop (and what tests wait for).
+STOP_LINE = "Ctrl+C stops the wallet and what it started for the demo (servers, PSP)."
+
+
+def announce_when_listening(text: str, host: str, port: int, timeout: float = 60) -> None:
+    """Print ``text`` once ``host:port`` accepts connections, from a thread of its own: the
+    banner comes after the server's "running on" line, so its commands work when pasted."""
+
+    def wait_and_print() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((host, port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        print(text, flush=True)
+
+    threading.Thread(target=wait_and_print, name="demo-banner", daemon=True).start()

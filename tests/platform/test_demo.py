@@ -29,10 +29,10 @@ import orjson
 import pytest
 
 from app import db
-from app.dev.demo import port_for
+from app.dev.demo import STOP_LINE, port_for
 from app.dev.devstack import free_port
 from tests.fixtures.servers import Services
-from tests.support.processes import wait_for
+from tests.support.processes import wait_for, wait_for_text
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +106,7 @@ def demo(env: dict[str, str], log: Path) -> Iterator[Demo]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{base}/readyz", proc)
-        yield Demo(proc, base, Banner(log.read_text()), log)
+        yield Demo(proc, base, Banner(wait_for_text(log, STOP_LINE, proc)), log)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)

@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from app.client import ProviderClient
+from app.dev.demo import STOP_LINE
 from app.dev.devstack import free_port
-from tests.support.processes import wait_for
+from tests.support.processes import wait_for, wait_for_text
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,7 @@ async def test_serve_demo_on_embedded_servers(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{base}/readyz", proc)
-        printed = Path(log.name).read_text()
+        printed = wait_for_text(Path(log.name), STOP_LINE, proc)
         key = re.search(r"provider key\s+(\S+)", printed)
         token = re.search(r"demo-alice\s+session_token (\S+)", printed)
         admin = re.search(r"admin key\s+(\S+)", printed)

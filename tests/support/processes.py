@@ -92,6 +92,19 @@ def stop_wallet(server: WalletProcess, timeout: float = 20) -> int | None:
             os.killpg(server.proc.pid, signal.SIGKILL)
 
 
+def wait_for_text(path: Path, text: str, proc: subprocess.Popen[str], timeout: float = 30) -> str:
+    """What ``proc`` wrote to ``path``, once it holds ``text`` (a banner printed after start)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        written = path.read_text()
+        if text in written:
+            return written
+        if proc.poll() is not None:
+            raise AssertionError(f"exited with {proc.returncode} before printing {text!r}")
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not printed in {timeout} s")
+
+
 def wait_for(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
