@@ -7,6 +7,8 @@ what each class of that code says of itself. A new error class shows here by bei
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import re
 from functools import cache
@@ -17,10 +19,23 @@ from starlette.responses import HTMLResponse, Response
 from app.web.errors import ERRORS_PAGE, WalletError, error_classes
 from app.web.routing import Api, Media
 
-# Nothing but its own markup: no script, no style, no image.
 ROLE = re.compile(r":\w+:(`[^`]+`)")
 CODE = re.compile(r"`([^`]+)`")
-CSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+# The page's own style sheet, inline; the policy admits it by its hash and nothing else: no
+# script, no image, no other style.
+STYLE = (
+    "body{font:15px/1.5 system-ui,sans-serif;color:#101828;max-width:52rem;margin:2rem auto;"
+    "padding:0 1rem}h1{font-size:1.6rem}h2{font:600 1.05rem ui-monospace,monospace;margin:0}"
+    "section{border:1px solid #eaecf0;border-radius:8px;padding:.8rem 1rem;margin:.8rem 0}"
+    "section:target{border-color:#2e90fa;box-shadow:0 0 0 3px #d1e9ff}"
+    ".status{color:#667085;margin:.2rem 0}code{background:#f2f4f7;border-radius:4px;"
+    "padding:0 4px;font-size:.9em}a{color:#175cd3}"
+)
+_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+CSP = (
+    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def _said(cls: type[WalletError]) -> list[str]:
@@ -59,7 +74,8 @@ def page() -> str:
         said += _said(cls)
     parts = [
         "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8"><title>Error codes</title></head><body>',
+        '<html lang="en"><head><meta charset="utf-8"><title>Error codes</title>',
+        f"<style>{STYLE}</style></head><body>",
         "<h1>Error codes</h1>",
         '<p>Every error answer of the operator and payments APIs is <code>{"error": {code, '
         "message, http_status, docs_url, request_id}}</code>; <code>docs_url</code> points at "
@@ -69,8 +85,12 @@ def page() -> str:
         statuses, said = entries[code]
         status = ", ".join(str(s) for s in sorted(statuses))
         parts.append(f'<section id="{html.escape(code)}"><h2>{html.escape(code)}</h2>')
-        parts.append(f"<p>HTTP {status}</p>")
-        parts += [f"<p>{_markup(text)}</p>" for text in said]
+        parts.append(f'<p class="status">HTTP {status}</p>')
+        if len(said) == 1:
+            parts.append(f"<p>{_markup(said[0])}</p>")
+        else:
+            # One code, several cases (classes): one item each, not one run-on paragraph.
+            parts.append("<ul>" + "".join(f"<li>{_markup(text)}</li>" for text in said) + "</ul>")
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)

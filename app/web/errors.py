@@ -267,8 +267,8 @@ class DatabaseUnavailable(RouteDegraded):
     retry_after = 2
     # Any route may answer so (app.main.DATABASE_UNAVAILABLE), also one with its own 503 note.
     description = (
-        "the database is unreachable or gave no connection in time: nothing changed, send "
-        "again after the Retry-After header's seconds"
+        "on any route, the database is unreachable or gave no connection in time: nothing "
+        "changed, send again after the Retry-After header's seconds"
     )
     retry_after_note = "seconds to wait, when the database is unreachable"
 

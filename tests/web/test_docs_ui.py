@@ -111,6 +111,24 @@ async def test_try_it_out_calls_the_api_under_the_prefix(browser: Any, asgi: ASG
     assert not watched.problems, watched.problems
 
 
+async def test_the_error_codes_page_is_styled_within_its_policy(
+    browser: Any, asgi: ASGIApp
+) -> None:
+    async with served(asgi) as origin:
+        page, watched = await Watched.page(browser, origin)
+        try:
+            response = await page.goto(origin + "/docs/errors#route_degraded")
+            assert response is not None and response.status == 200
+            # Its style sheet applied (the policy admits it by hash: a refused one is a console
+            # error), and the code's two cases and its Retry-After note are items of their own.
+            section = page.locator("#route_degraded")
+            assert await section.evaluate("e => getComputedStyle(e).borderTopStyle") == "solid"
+            assert await section.locator("li").count() == 3
+        finally:
+            await page.context.close()
+    assert not watched.problems, watched.problems
+
+
 def test_served_files_are_package_data() -> None:
     """What /docs/assets/ serves is installed with the package (so the Docker image has it)."""
     with (ROOT / "pyproject.toml").open("rb") as f:
