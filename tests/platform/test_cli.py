@@ -470,3 +470,12 @@ def test_docs_list_every_command() -> None:
     listed = set(re.findall(r"^(?:\S+=\S+ )?\.venv/bin/(wallet(?: [a-z][a-z-]*)*)", text, re.M))
     missing = [p.prog for p in leaves(sub) if p.prog not in listed]
     assert missing == []
+
+
+def test_the_readme_names_only_real_commands() -> None:
+    """README.md lists the common commands (docs/cli.md all of them): none that does not exist."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    real = {p.prog for p in leaves(sub)}
+    named = re.findall(r"^(?:\S+=\S+ )?\.venv/bin/(wallet(?: [a-z][a-z-]*)*)", text, re.M)
+    assert named and [n for n in named if n not in real] == []
