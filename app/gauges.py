@@ -1,15 +1,17 @@
 """The gauges operators alert on that need a query or a probe, refreshed in the background.
 
-One task per process (started by the app's lifespan) writes them at known moments, so a scrape
+Two tasks per process (started by the app's lifespan) write them at known moments, so a scrape
 runs no query and, in multiprocess mode, every worker's files hold a recent value:
 
-- every :data:`LIVE_SECONDS`: this process's own quantities (pool, call-history buffer, Redis
-  multiplexer queue, breakers; :meth:`app.metrics.Metrics.refresh_live`);
-- every :data:`COUNT_SECONDS`: ``wallet_dependency_up`` (the readiness checks of
+- :func:`refresh_forever`, every :data:`LIVE_SECONDS`: this process's own quantities (pool,
+  call-history buffer, Redis multiplexer queue, breakers; :meth:`app.metrics.Metrics.refresh_live`);
+  every :data:`COUNT_SECONDS`: ``wallet_dependency_up`` (the readiness checks of
   :mod:`app.health`), ``wallet_outbox_events``, ``wallet_payments_attention`` and the last ledger
   check's result (``wallet_ledger_check_*``, from ``ledger_check_last``);
-- every ``WALLET_LEDGER_CHECK_SECONDS``: the ledger check itself, by one process of all (the one
-  that wins a Postgres advisory lock and finds the last result older than the period).
+- :func:`check_ledger_forever`, every ``WALLET_LEDGER_CHECK_SECONDS``: the ledger check itself, by
+  one process of all (the one that wins a Postgres advisory lock and finds the last result older
+  than the period). It has its own task because it may take minutes on a large ledger, and the
+  refresher must go on meanwhile: a replica's ``wallet_dependency_up`` is not blind while it runs.
 
 The stale rounds have their own task (:func:`app.operator.rounds.count_stale_forever`).
 """
@@ -28,7 +30,7 @@ from app import health
 from app.db import Queries
 from app.ledger import service as ledger
 from app.metrics import Metrics
-from app.payments.models import HELD_FOR_REVIEW
+from app.payments.models import ATTENTION, KINDS
 from app.redis_mux import RedisMux
 
 log = logging.getLogger(__name__)
@@ -89,16 +91,16 @@ async def check_dependencies(s: Sources) -> bool:
 
 
 async def count(s: Sources) -> None:
-    """The outbox, the payments needing attention and the last ledger check, from Postgres;
-    the check itself when this process's turn has come."""
+    """The outbox, the payments needing attention and the last ledger check, from Postgres."""
     q = s.queries
     async with s.pool.acquire() as conn:
         outbox = await conn.fetchrow(*q.outbox_counts())
         s.metrics.outbox_counted(outbox["pending"], outbox["dead"])
-        rows = await conn.fetch(*q.attention_counts(held_for_review=HELD_FOR_REVIEW))
-        s.metrics.attention_counted({(r["kind"], r["attention"]): r["payments"] for r in rows})
-        if s.ledger_check_seconds > 0:
-            await check_ledger_if_due(conn, q, s.metrics, s.ledger_check_seconds)
+        rows = await conn.fetch(*q.attention_counts())
+        # Every declared pair, 0 when none: a pair left out would keep its last value.
+        counts = {(kind, reason): 0 for kind in KINDS for reason in ATTENTION}
+        counts.update({(r["kind"], r["attention"]): r["payments"] for r in rows})
+        s.metrics.attention_counted(counts)
         last = await conn.fetchrow(*q.ledger_check_last(period_seconds=s.ledger_check_seconds))
         if last is not None:
             s.metrics.ledger_checked(last["problems"], last["finished_at"])
@@ -109,22 +111,42 @@ async def check_ledger_if_due(
 ) -> bool:
     """Run the ledger check if no process ran it within ``period_seconds`` and no other is
     running it now (the advisory lock): so N workers of M replicas run it once per period.
-    Whether it ran here."""
-    if not await conn.fetchval(*q.ledger_check_lock()):
-        return False
+    Whether it ran here.
+
+    Lock, due-check, check and record are one transaction, so they hold on one server
+    connection even behind PgBouncer in transaction mode, and its end releases the lock."""
     try:
-        # Read under the lock: a process that just finished has recorded its result.
-        last = await conn.fetchrow(*q.ledger_check_last(period_seconds=period_seconds))
-        if last is not None and not last["due"]:
-            return False
         # One snapshot, as ledger.check takes on its own, allowed up to a period to run.
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async with conn.transaction(isolation="repeatable_read"):
+            if not await conn.fetchval(*q.ledger_check_lock()):
+                return False
+            # A process that finished before the lock was ours has recorded its result, and
+            # this snapshot (taken by the lock's statement) sees it: but for one that
+            # committed within that very statement, whose row the upsert below then refuses.
+            last = await conn.fetchrow(*q.ledger_check_last(period_seconds=period_seconds))
+            if last is not None and not last["due"]:
+                return False
             await conn.fetchval(*q.ledger_check_statement_timeout(timeout_ms=period_seconds * 1000))
             result = await ledger.check(conn, q)
-        await record_ledger_check(conn, q, metrics, result)
-        return True
-    finally:
-        await conn.fetchval(*q.ledger_check_unlock())
+            await record_ledger_check(conn, q, metrics, result)
+    except asyncpg.SerializationError:
+        return False  # another process's result was recorded meanwhile: it stands
+    return True
+
+
+async def check_ledger_forever(s: Sources) -> None:
+    """Run by the app's lifespan (when ``ledger_check_seconds`` > 0) until cancelled: try the
+    check every tenth of a period (at least every :data:`COUNT_SECONDS`), so a process takes
+    over soon after the one that ran it last goes away. A failed try is logged and the task
+    lives."""
+    pause = max(COUNT_SECONDS, s.ledger_check_seconds / 10)
+    while True:
+        try:
+            async with s.pool.acquire() as conn:
+                await check_ledger_if_due(conn, s.queries, s.metrics, s.ledger_check_seconds)
+        except Exception as exc:  # noqa: BLE001 - the next try may succeed
+            log.warning("the periodic ledger check failed this time: %s", type(exc).__name__)
+        await asyncio.sleep(pause)
 
 
 async def refresh(s: Sources) -> None:
@@ -141,7 +163,10 @@ async def refresh_forever(
     loop = asyncio.get_running_loop()
     next_count = loop.time()
     while True:
-        s.metrics.refresh_live()
+        try:
+            s.metrics.refresh_live()
+        except Exception as exc:  # noqa: BLE001 - the live gauges keep their last values
+            log.warning("refreshing the live gauges failed this time: %s", type(exc).__name__)
         if loop.time() >= next_count:
             next_count = loop.time() + count_seconds
             try:

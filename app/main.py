@@ -181,6 +181,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         pruner: asyncio.Task[None] | None = None
         stale_counter: asyncio.Task[None] | None = None
         refresher: asyncio.Task[None] | None = None
+        ledger_checker: asyncio.Task[None] | None = None
         seamless: SeamlessService | None = None
         forget_dead_processes()  # workers the supervisor replaced, in multiprocess mode
         metrics = Metrics()
@@ -245,14 +246,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 ),
                 name="stale-rounds",
             )
-            refresher = asyncio.get_running_loop().create_task(
-                gauges.refresh_forever(
-                    gauges.Sources(
-                        pool, queries, redis, mux, metrics, settings.ledger_check_seconds
-                    )
-                ),
-                name="gauges",
+            sources = gauges.Sources(
+                pool, queries, redis, mux, metrics, settings.ledger_check_seconds
             )
+            refresher = asyncio.get_running_loop().create_task(
+                gauges.refresh_forever(sources), name="gauges"
+            )
+            if settings.ledger_check_seconds > 0:
+                ledger_checker = asyncio.get_running_loop().create_task(
+                    gauges.check_ledger_forever(sources), name="ledger-check"
+                )
             # Late or unverifiable webhooks are not waited for forever: ask the PSPs.
             poller = (
                 asyncio.get_running_loop().create_task(
@@ -290,7 +293,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 )
             }
         finally:
-            for task in (poller, deliverer, pruner, stale_counter, refresher):
+            for task in (poller, deliverer, pruner, stale_counter, refresher, ledger_checker):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -15,8 +15,10 @@ only the scraped worker. Per-process quantities (the pool, the call-history buff
 multiplexer's queue, the breakers) are copied into plain gauges by :meth:`Metrics.refresh_live`,
 at each scrape and every few seconds (:mod:`app.gauges`), and summed (``livesum``) or maxed
 (``livemax``) over live workers. What every worker counts alike with a query (stale rounds, the
-outbox, payments needing attention, dependencies, the ledger check) is written when counted and
-reported as the most recent count (``mostrecent``), never summed N times.
+outbox, payments needing attention, the ledger check) is written when counted and reported as
+the most recent count (``mostrecent``), never summed N times; every label set is written at each
+count, so none keeps a value its last writer left. ``wallet_dependency_up`` is each worker's own
+probe, reported as the lowest of the live workers (``livemin``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from app.payments.metering import PSP_OPERATIONS, PSP_OUTCOMES, PspOperation, PspOutcome
+from app.payments.routing import BreakerState
 from app.seamless.calls import CallLog
 
 # No `<name>_created` series: each counter would carry a second one, which nobody graphs, that
@@ -56,11 +60,8 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 
 UNMATCHED_ROUTE = "unmatched"
 
-# A breaker's state as a number (app/payments/routing.py): the worst of several workers is the max.
-BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
-# How a PSP call ended (app/payments/metering.py): answered; refused for good (a decline, a 4xx);
-# no reply in time; anything else (unreachable, 5xx, 429, a lost connection, an invalid answer).
-PSP_OUTCOMES = ("ok", "declined", "timeout", "error")
+# A breaker's state as a number: the worst of several workers is the max.
+BREAKER_VALUES: dict[BreakerState, int] = {"closed": 0, "half_open": 1, "open": 2}
 # From a fast answer to a PSP's 10 s timeout.
 PSP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -177,8 +178,8 @@ class Metrics:
         )
         self.psp_calls = Counter(
             "wallet_psp_calls",
-            "Calls to a PSP route, by route, operation (start, payout, status, find, "
-            "settlement_report) and outcome (ok, declined, timeout, error)",
+            f"Calls to a PSP route, by route, operation ({', '.join(PSP_OPERATIONS)}) and "
+            f"outcome ({', '.join(PSP_OUTCOMES)})",
             ["route", "operation", "outcome"],
             registry=r,
         )
@@ -191,7 +192,9 @@ class Metrics:
         )
         self.psp_breaker_state = Gauge(
             "wallet_psp_breaker_state",
-            "A PSP route's circuit breaker: 0 closed, 1 half-open, 2 open (the worst worker's)",
+            "A PSP route's circuit breaker: "
+            + ", ".join(f"{n} {state}" for state, n in BREAKER_VALUES.items())
+            + " (the worst worker's)",
             ["route"],
             multiprocess_mode="livemax",
             registry=r,
@@ -217,11 +220,15 @@ class Metrics:
             "Payments waiting for an operator, by kind and attention reason",
             ["kind", "attention"],
         )
-        self.dependency_up = _counted_gauge(
-            r,
+        # Not alike in every worker (each probes with its own pool and Redis connection): the
+        # worst live worker's, so one worker that cannot reach a dependency shows 0, steadily.
+        self.dependency_up = Gauge(
             "wallet_dependency_up",
-            "1 if the last check (every 15 s) reached the dependency (postgres, redis), else 0",
+            "1 if the last check (every 15 s) of every live worker reached the dependency "
+            "(postgres, redis), else 0",
             ["dependency"],
+            multiprocess_mode="livemin",
+            registry=r,
         )
         self.ledger_check_problems = _counted_gauge(
             r,
@@ -233,23 +240,26 @@ class Metrics:
             "wallet_ledger_check_timestamp_seconds",
             "Unix time the last ledger check completed",
         )
-        self._stale_seen: set[tuple[str, ...]] = set()
-        self._attention_seen: set[tuple[str, ...]] = set()
         self._live: list[Callable[[], None]] = []
         self._dropped_seen = 0
 
     def stale_rounds_counted(self, counts: Mapping[str, int]) -> None:
-        """The stale rounds per provider, as just counted: a provider with none drops out (in
-        multiprocess mode it shows 0, as a written series stays in the files)."""
-        _set_counts(self.stale_rounds, {(p,): n for p, n in counts.items()}, self._stale_seen)
+        """The stale rounds per provider, as just counted: every registered provider, 0 when it
+        has none. Writing every label set each time is what makes a series go back to 0 in
+        every mode: in multiprocess mode a series stays in its writer's files after that writer
+        is gone, so only a newer write of the same labels replaces it."""
+        for provider, stale in counts.items():
+            self.stale_rounds.labels(provider).set(stale)
 
     def outbox_counted(self, pending: int, dead: int) -> None:
         self.outbox_events.labels("pending").set(pending)
         self.outbox_events.labels("dead").set(dead)
 
-    def attention_counted(self, counts: Mapping[tuple[str, ...], int]) -> None:
-        """Payments needing attention by (kind, attention), as just counted."""
-        _set_counts(self.payments_attention, counts, self._attention_seen)
+    def attention_counted(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Payments needing attention by (kind, attention), as just counted: every declared pair,
+        0 when none (see :meth:`stale_rounds_counted` for why every one)."""
+        for (kind, attention), payments in counts.items():
+            self.payments_attention.labels(kind, attention).set(payments)
 
     def dependency_checked(self, dependency: str, up: bool) -> None:
         self.dependency_up.labels(dependency).set(1 if up else 0)
@@ -258,8 +268,10 @@ class Metrics:
         self.ledger_check_problems.set(problems)
         self.ledger_check_timestamp.set(finished_at)
 
-    def psp_call(self, route: str, operation: str, outcome: str, seconds: float) -> None:
-        """Count one call to a PSP route; ``outcome`` is one of :data:`PSP_OUTCOMES`."""
+    def psp_call(
+        self, route: str, operation: PspOperation, outcome: PspOutcome, seconds: float
+    ) -> None:
+        """Count one call to a PSP route (:mod:`app.payments.metering`)."""
         self.psp_calls.labels(route, operation, outcome).inc()
         self.psp_seconds.labels(route, operation).observe(seconds)
 
@@ -290,12 +302,12 @@ class Metrics:
         """Copy the Redis multiplexer's queue length at each :meth:`refresh_live`."""
         self._live.append(lambda: self.redis_mux_queued.set(queued()))
 
-    def watch_breakers(self, states: Callable[[], Mapping[str, str]]) -> None:
+    def watch_breakers(self, states: Callable[[], Mapping[str, BreakerState]]) -> None:
         """Copy each PSP route's breaker state (``closed``, ``half_open``, ``open``)."""
 
         def read() -> None:
             for route, state in states().items():
-                self.psp_breaker_state.labels(route).set(BREAKER_STATES[state])
+                self.psp_breaker_state.labels(route).set(BREAKER_VALUES[state])
 
         self._live.append(read)
 
@@ -404,20 +416,3 @@ def _counted_gauge(
     return Gauge(
         name, documentation, list(labels), multiprocess_mode="mostrecent", registry=registry
     )
-
-
-def _set_counts(
-    gauge: Gauge, counts: Mapping[tuple[str, ...], int], seen: set[tuple[str, ...]]
-) -> None:
-    """Set a labelled gauge to ``counts``; a label set counted before and absent now is removed
-    in memory, or set to 0 in multiprocess mode (a series once written stays in the files)."""
-    for labels in seen - counts.keys():
-        if MULTIPROCESS:
-            gauge.labels(*labels).set(0)
-        else:
-            gauge.remove(*labels)
-    for labels, count in counts.items():
-        gauge.labels(*labels).set(count)
-    if not MULTIPROCESS:
-        seen.clear()  # in multiprocess mode a zeroed series is kept zero
-    seen.update(counts.keys())

@@ -187,7 +187,9 @@ class PaymentPage(Page[Payment]):
 
 
 def _attention(row: Mapping[str, Any]) -> str | None:
-    """Why the payment waits for an operator, if it does."""
+    """Why the payment waits for an operator, if it does: the mirror of the SQL function
+    ``payment_attention`` (sql/functions/payments.sql) that the listing and the gauge read
+    (tests/platform/test_gauges.py compares them)."""
     flagged: str | None = row["flagged"]
     if flagged is None and row["kind"] == "withdrawal" and row["status"] == "held":
         return HELD_FOR_REVIEW

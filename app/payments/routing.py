@@ -17,7 +17,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
+
+BreakerState = Literal["closed", "half_open", "open"]
+BREAKER_STATES: tuple[BreakerState, ...] = get_args(BreakerState)
 
 
 @dataclass
@@ -29,7 +32,7 @@ class Breaker:
     min_calls: int = 5  # no verdict from fewer outcomes than this
     cooldown: float = 30.0  # seconds open before a probe is let through
     clock: Callable[[], float] = time.monotonic
-    state: str = "closed"
+    state: BreakerState = "closed"
     _outcomes: deque[bool] = field(default_factory=deque)
     _opened_at: float = 0.0
     _probing: bool = False

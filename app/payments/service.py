@@ -50,7 +50,7 @@ from app.payments.models import (
     PaymentRequest,
 )
 from app.payments.psp import Initiated, Psp, PspError, PspEvent, now
-from app.payments.routing import Breaker, retry_delay, serves
+from app.payments.routing import Breaker, BreakerState, retry_delay, serves
 from app.web import pagination
 from app.web.errors import (
     IdempotencyConflict,
@@ -104,7 +104,7 @@ class Payments:
         self.kyc_tiers = kyc_tiers or {}
         self.metrics = metrics
 
-    def breaker_states(self) -> dict[str, str]:
+    def breaker_states(self) -> dict[str, BreakerState]:
         """Each route's breaker state; a route not called yet is closed."""
         return {
             psp.name: b.state if (b := self.breakers.get(psp.name)) else "closed"

@@ -118,3 +118,30 @@ BEGIN
     RETURN QUERY SELECT 'ok', p_id;
 END
 $$;
+
+-- Why a payment waits for an operator, if it does: the answer's `attention`
+-- (app/payments/models.py _attention mirrors it, and a test compares). A held withdrawal has no
+-- flag, its status says it (models.HELD_FOR_REVIEW).
+CREATE OR REPLACE FUNCTION payment_attention(p_kind text, p_status text, p_flagged text)
+RETURNS text LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT coalesce(p_flagged,
+                    CASE WHEN p_kind = 'withdrawal' AND p_status = 'held'
+                         THEN 'held_for_review' END)
+$$;
+
+-- Whether a payment with an attention reason is still open, as wallet_payments_attention counts
+-- it: one not final yet (an operator approves, rejects or resolves it, or its PSP or the poller
+-- moves it on: its state machine has an edge out of its status), or one final for less than a
+-- day. Nothing in the wallet clears the flag of a final payment (a PSP event contradicting it, a
+-- mismatch): the flag is its permanent record, and the day is long enough for
+-- WalletPaymentsNeedAttention to fire and be handled with the PSP (docs/deployment.md). A final
+-- payment's updated_at is when it became final or was flagged, whichever came last.
+CREATE OR REPLACE FUNCTION payment_attention_open(
+    p_kind text, p_status text, p_updated_at timestamptz
+) RETURNS boolean LANGUAGE sql STABLE
+AS $$
+    SELECT p_updated_at > now() - interval '1 day'
+        OR EXISTS (SELECT 1 FROM payment_state_edges
+                    WHERE kind = p_kind AND from_status = p_status)
+$$;

@@ -47,12 +47,11 @@ SELECT t.id AS transaction_id, t.player_id, t.delta, coalesce(e.amount, 0)::bigi
  LIMIT :limit;
 
 -- name: ledger_check_lock
--- Session-level: held while this process runs the periodic check, released by ledger_check_unlock
--- (or by the connection's end). Any other process trying meanwhile skips its turn.
-SELECT pg_try_advisory_lock(hashtextextended('wallet-ledger-check', 0));
-
--- name: ledger_check_unlock
-SELECT pg_advisory_unlock(hashtextextended('wallet-ledger-check', 0));
+-- Transaction-level, taken first in the periodic check's own transaction and released by its
+-- end: a session lock would outlive a check whose statements PgBouncer (transaction pooling)
+-- ran on different server connections, and the pool skips the reset that would drop it. Any
+-- other process trying meanwhile skips its turn.
+SELECT pg_try_advisory_xact_lock(hashtextextended('wallet-ledger-check', 0));
 
 -- name: ledger_check_last
 SELECT problems, extract(epoch FROM finished_at)::float8 AS finished_at,

@@ -154,6 +154,7 @@ SELECT pg_try_advisory_xact_lock(hashtextextended('payment-start|' || :payment_i
 SELECT pg_advisory_unlock(hashtextextended('payment-start|' || :payment_id, 0));
 
 -- name: withdrawals_needing_attention
+-- Every withdrawal payment_attention names, open or not (the partial index's predicate).
 SELECT * FROM payments
  WHERE kind = 'withdrawal' AND (flagged IS NOT NULL OR status = 'held')
    AND (:cursor_at::timestamptz IS NULL OR (created_at, id) < (:cursor_at, :cursor_id::text))
@@ -183,9 +184,10 @@ SELECT (SELECT count(*) FROM operator_events WHERE delivered_at IS NULL AND dead
        (SELECT count(*) FROM operator_events WHERE dead_at IS NOT NULL) AS dead;
 
 -- name: attention_counts
--- For wallet_payments_attention: payments waiting for an operator, by kind and reason (a held
--- withdrawal has no flag, its status says it; the reason is models.HELD_FOR_REVIEW).
-SELECT kind, coalesce(flagged, :held_for_review) AS attention, count(*) AS payments
+-- For wallet_payments_attention: the open items payment_attention names, by kind and reason
+-- (the partial index's predicate selects the rows it names).
+SELECT kind, payment_attention(kind, status, flagged) AS attention, count(*) AS payments
   FROM payments
- WHERE flagged IS NOT NULL OR status = 'held'
+ WHERE (flagged IS NOT NULL OR status = 'held')
+   AND payment_attention_open(kind, status, updated_at)
  GROUP BY 1, 2;

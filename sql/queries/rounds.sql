@@ -68,7 +68,8 @@ SELECT wallet_settle_round(:provider, :player_id, :round_id, :action, :reason, :
 SELECT wallet_sweep_stale(:age_seconds::integer);
 
 -- name: stale_rounds_by_provider
--- The gauge, after a sweep.
-SELECT provider, count(*) AS stale
-  FROM wallet_stale_rounds(:age_seconds::integer)
- GROUP BY provider;
+-- The gauge, after a sweep: every provider, 0 when it has none (metrics.stale_rounds_counted).
+SELECT p.code AS provider, count(s.round_id) AS stale
+  FROM providers p
+  LEFT JOIN wallet_stale_rounds(:age_seconds::integer) s ON s.provider = p.code
+ GROUP BY p.code;

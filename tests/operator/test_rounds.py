@@ -685,12 +685,14 @@ async def test_the_stale_rounds_gauge_counts_per_provider(
         return None if found is None else float(found.group(1))
 
     await table.bet(100, round_id="young")
-    assert await gauge() is None
+    assert await gauge() == 0.0  # every provider is written, 0 when it has none
     await stale_round(table, pool, "s1", 100)
     await stale_round(table, pool, "s2", 100, 100)
     assert await gauge() == 2.0
     await settle(table, "s1")
     assert await gauge() == 1.0
+    await settle(table, "s2")
+    assert await gauge() == 0.0
     text = (await http.get("/metrics")).text
     assert "# TYPE wallet_rounds_stale gauge" in text
 

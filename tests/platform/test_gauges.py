@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import secrets
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+from prometheus_client import generate_latest
 from redis.asyncio import Redis
 
 from app import db, gauges
@@ -22,10 +24,11 @@ from app.config import Settings
 from app.db import Queries
 from app.dev.devstack import free_port
 from app.ledger import service as ledger
-from app.metrics import PSP_OUTCOMES, Metrics
-from app.payments import metering, outbox, reconciliation
+from app.metrics import BREAKER_VALUES, Metrics
+from app.payments import metering, models, outbox, reconciliation
+from app.payments.metering import PSP_OPERATIONS, PSP_OUTCOMES
 from app.payments.psp import PspError, SettlementLine
-from app.payments.routing import Breaker
+from app.payments.routing import BREAKER_STATES, Breaker
 from app.payments.service import PaymentRequest, Payments
 from app.redis_client import create_redis
 from app.redis_mux import RedisMux
@@ -271,18 +274,69 @@ async def test_a_held_withdrawal_needs_attention(
     assert value(await probe.count(), HELD) == value(before, HELD)
 
 
-def test_a_reason_counted_before_and_absent_now_drops_out() -> None:
-    metrics = Metrics()
-    metrics.attention_counted({("deposit", "amount_mismatch"): 2})
-    assert (
-        value(
-            text_of(metrics),
-            'wallet_payments_attention{attention="amount_mismatch",kind="deposit"}',
-        )
-        == 2
+async def test_every_declared_kind_and_reason_is_written_zero_when_none(probe: Probe) -> None:
+    """A pair left out would keep the value its last writer left (multiprocess files)."""
+    text = await probe.count()
+    for kind in models.KINDS:
+        for reason in models.ATTENTION:
+            series = f'wallet_payments_attention{{attention="{reason}",kind="{kind}"}}'
+            assert value(text, series) >= 0
+
+
+async def test_the_attention_rule_is_one_sql_function_mirrored_by_the_answer(
+    pool: asyncpg.Pool,
+) -> None:
+    for kind, statuses in models.KINDS.items():
+        for status in statuses:
+            for flagged in (None, *models.ATTENTION):
+                row = {"kind": kind, "status": status, "flagged": flagged}
+                in_sql = await pool.fetchval(
+                    "SELECT payment_attention($1, $2, $3)", kind, status, flagged
+                )
+                assert in_sql == models._attention(row), row
+
+
+async def test_a_final_payment_flag_is_open_for_a_day_a_moving_one_until_it_moves(
+    pool: asyncpg.Pool,
+) -> None:
+    async def open_(kind: str, status: str, age: str) -> bool:
+        sql = "SELECT payment_attention_open($1, $2, now() - $3::text::interval)"
+        return bool(await pool.fetchval(sql, kind, status, age))
+
+    assert await open_("deposit", "expired", "1 hour")  # succeeded_after_expiry, just now
+    assert not await open_("deposit", "expired", "2 days")  # its permanent record only
+    assert not await open_("withdrawal", "paid", "2 days")
+    assert await open_("withdrawal", "processing", "30 days")  # resolvable: open until resolved
+    assert await open_("withdrawal", "held", "30 days")
+
+
+async def test_an_old_final_flagged_payment_leaves_the_gauge_and_stays_listed(
+    pool: asyncpg.Pool, operator: Operator, probe: Probe
+) -> None:
+    payments = Payments(pool, Queries.load(), [ScriptedPsp("psp-a")], webhook_base="https://w")
+    player = await operator.player(5_000)
+    paid = await payments.create_withdrawal(
+        PaymentRequest(player, 100, "EUR", "card"), K + secrets.token_hex(4)
     )
-    metrics.attention_counted({})
-    assert "amount_mismatch" not in text_of(metrics)
+    series = 'wallet_payments_attention{attention="failed_after_paid",kind="withdrawal"}'
+    before = value(await probe.count(), series)
+    await pool.execute("SELECT payment_transition($1, 'paid', 'operator')", paid["id"])
+    flag = "UPDATE payments SET flagged = 'failed_after_paid' WHERE id = $1"
+    await pool.execute(flag, paid["id"])
+    assert value(await probe.count(), series) == before + 1
+    await pool.execute(
+        "UPDATE payments SET updated_at = now() - interval '2 days' WHERE id = $1", paid["id"]
+    )
+    assert value(await probe.count(), series) == before
+    listed = await payments.needing_attention(500, None)
+    assert paid["id"] in [p["id"] for p in listed["data"]]
+
+
+def test_every_breaker_state_has_a_gauge_value_and_every_psp_name_is_documented() -> None:
+    assert set(BREAKER_VALUES) == set(BREAKER_STATES)
+    metrics = Metrics()
+    for word in (*PSP_OPERATIONS, *PSP_OUTCOMES):
+        assert word in metrics.psp_calls._documentation
 
 
 # --- dependencies ------------------------------------------------------------------------------
@@ -344,11 +398,9 @@ async def test_the_ledger_check_runs_once_per_period_over_all_processes(
         assert not await gauges.check_ledger_if_due(b, q, second, 3600)  # just run: not due
         expected = gauges.problems_of(await ledger.check(a, q))
         # Another process holding the lock (running it now): skipped, whatever the period.
-        assert await a.fetchval(*q.ledger_check_lock())
-        try:
+        async with a.transaction():
+            assert await a.fetchval(*q.ledger_check_lock())
             assert not await gauges.check_ledger_if_due(b, q, second, 0)
-        finally:
-            await a.fetchval(*q.ledger_check_unlock())
     text = text_of(first)
     assert value(text, "wallet_ledger_check_problems") == expected
     assert value(text, "wallet_ledger_check_timestamp_seconds") > 1.7e9
@@ -358,6 +410,104 @@ async def test_the_ledger_check_runs_once_per_period_over_all_processes(
     assert value(text, "wallet_ledger_check_timestamp_seconds") == value(
         text_of(first), "wallet_ledger_check_timestamp_seconds"
     )
+
+
+ADVISORY = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+
+
+async def test_the_check_lock_is_its_transaction_and_skips_a_second_process(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    q = Queries.load()
+    await pool.execute("DELETE FROM ledger_check_last")
+    started, finish = asyncio.Event(), asyncio.Event()
+    real = ledger.check
+
+    async def slow(conn: asyncpg.Connection, queries: Queries) -> dict[str, Any]:
+        started.set()
+        await finish.wait()
+        return await real(conn, queries)
+
+    monkeypatch.setattr(gauges.ledger, "check", slow)
+    async with pool.acquire() as a, pool.acquire() as b:
+        first = asyncio.ensure_future(gauges.check_ledger_if_due(a, q, Metrics(), 0))
+        await asyncio.wait_for(started.wait(), 10)
+        assert await pool.fetchval(ADVISORY) == 1
+        assert not await gauges.check_ledger_if_due(b, q, Metrics(), 0)  # running elsewhere
+        finish.set()
+        assert await first
+        # Gone with the transaction: no unlock needed, none left on the connection either.
+        assert await pool.fetchval(ADVISORY) == 0
+        assert await gauges.check_ledger_if_due(b, q, Metrics(), 0)
+        # Transaction-scoped: taken outside one, it is held by no server connection after its
+        # statement (a session lock would stay with whichever connection PgBouncer lent).
+        assert await a.fetchval(*q.ledger_check_lock())
+        assert await pool.fetchval(ADVISORY) == 0
+
+
+async def test_the_gauges_keep_refreshing_while_a_slow_check_runs(
+    probe: Probe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await probe.sources.pool.execute("DELETE FROM ledger_check_last")
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    async def slow(conn: asyncpg.Connection, queries: Queries) -> dict[str, Any]:
+        started.set()
+        await finish.wait()
+        return {"ok": True}
+
+    monkeypatch.setattr(gauges.ledger, "check", slow)
+    ticks: list[int] = []
+    probe.metrics.watch_mux(lambda: ticks.append(1) or 0)  # type: ignore[func-returns-value]
+    sources = dataclasses.replace(probe.sources, ledger_check_seconds=3600)
+    checker = asyncio.ensure_future(gauges.check_ledger_forever(sources))
+    refresher = asyncio.ensure_future(
+        gauges.refresh_forever(sources, live_seconds=0.01, count_seconds=0.01)
+    )
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        probe.metrics.dependency_checked("postgres", False)
+        seen = len(ticks)
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if len(ticks) >= seen + 3 and up(text_of(probe.metrics), "postgres") == 1:
+                break
+        # Live gauges and dependency probes went on while the check was still running.
+        assert len(ticks) >= seen + 3 and started.is_set() is not False and not finish.is_set()
+        assert up(text_of(probe.metrics), "postgres") == 1
+    finally:
+        finish.set()
+        for task in (checker, refresher):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_a_failing_live_gauge_does_not_end_the_refresher(probe: Probe) -> None:
+    probe.metrics.watch_breakers(lambda: {"psp-x": "ajar"})  # type: ignore[dict-item]
+    ticks: list[int] = []
+    probe.metrics.watch_mux(lambda: ticks.append(1) or 0)  # type: ignore[func-returns-value]
+    task = asyncio.ensure_future(
+        gauges.refresh_forever(probe.sources, live_seconds=0.01, count_seconds=0.01)
+    )
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if up(text_of_safely(probe.metrics), "postgres") == 1:
+                break
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        # The counted gauges still came, though every live round raised (KeyError).
+        assert up(text_of_safely(probe.metrics), "postgres") == 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def text_of_safely(metrics: Metrics) -> str:
+    """The exposition without the live round (render runs it, and it raises here)."""
+    return generate_latest(metrics.registry).decode()
 
 
 async def test_a_sound_or_broken_ledger_is_counted_in_offending_rows() -> None:

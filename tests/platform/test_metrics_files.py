@@ -89,3 +89,80 @@ def test_a_dead_process_live_gauges_are_forgotten_and_its_counters_kept(tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def run_in_multiprocess_mode(folder: Path, script: str) -> str:
+    """``script`` in a process of its own, in multiprocess mode over ``folder``: its output."""
+    env = {**os.environ, ENV: str(folder)}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_count_gone_to_zero_replaces_a_replaced_worker_count(tmp_path: Path) -> None:
+    """A label set counted by a worker since replaced reads 0 once a live worker counts none:
+    the counts write every provider and every (kind, reason), 0 when none."""
+    run_in_multiprocess_mode(
+        tmp_path,
+        """
+        from app.metrics import Metrics
+        m = Metrics()
+        m.stale_rounds_counted({"acme": 5})
+        m.attention_counted({("deposit", "amount_mismatch"): 3})
+        m.close()
+        """,
+    )
+    text = run_in_multiprocess_mode(
+        tmp_path,
+        """
+        from app import gauges
+        from app.metrics import Metrics
+        from app.metrics_files import forget_dead_processes
+        from app.payments.models import ATTENTION, KINDS
+        forget_dead_processes()
+        m = Metrics()
+        # What the count queries answer when nothing is stale or flagged any more.
+        m.stale_rounds_counted({"acme": 0})
+        m.attention_counted({(k, a): 0 for k in KINDS for a in ATTENTION})
+        print(m.render().decode())
+        """,
+    )
+    assert 'wallet_rounds_stale{provider="acme"} 0.0' in text, text
+    series = 'wallet_payments_attention{attention="amount_mismatch",kind="deposit"}'
+    assert f"{series} 0.0" in text, text
+
+
+def test_a_dependency_one_live_worker_cannot_reach_is_down(tmp_path: Path) -> None:
+    """One worker reaches Postgres, another does not: 0, whichever wrote last."""
+    blind = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env={**os.environ, ENV: str(tmp_path)},
+    )
+    try:
+        text = run_in_multiprocess_mode(
+            tmp_path,
+            f"""
+            import os, shutil
+            from pathlib import Path
+            from app.metrics import Metrics
+            m = Metrics()
+            m.dependency_checked("postgres", False)
+            me, folder = os.getpid(), Path(os.environ["{ENV}"])
+            for f in folder.glob(f"gauge_*_{{me}}.db"):  # a live worker's, not reaching it
+                shutil.copy(f, folder / f.name.replace(str(me), "{blind.pid}"))
+            m.dependency_checked("postgres", True)  # this one, the last to write, does
+            m.dependency_checked("redis", True)
+            print(m.render().decode())
+            """,
+        )
+    finally:
+        blind.kill()
+        blind.wait()
+    assert 'wallet_dependency_up{dependency="postgres"} 0.0' in text, text
+    assert 'wallet_dependency_up{dependency="redis"} 1.0' in text, text
