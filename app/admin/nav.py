@@ -3,7 +3,7 @@ roles that operation allows."""
 
 from __future__ import annotations
 
-from app.admin import calls, events, players, records, rounds, withdrawals
+from app.admin import calls, deposits, events, players, records, rounds, withdrawals
 from app.web.routing import Operation
 
 NAV: list[tuple[str, str, Operation]] = [
@@ -11,6 +11,7 @@ NAV: list[tuple[str, str, Operation]] = [
     ("Calls", "/calls", calls.CALLS),
     ("Rounds", "/rounds", rounds.LIST),
     ("Withdrawals", "/withdrawals", withdrawals.ATTENTION),
+    ("Deposits", "/deposits", deposits.ATTENTION),
     ("Events", "/events", events.LIST),
     ("Audit", "/audit", records.AUDIT),
     ("Ledger", "/ledger", records.LEDGER),

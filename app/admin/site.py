@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from app.admin import auth, calls, events, players, records, rounds, withdrawals
+from app.admin import auth, calls, deposits, events, players, records, rounds, withdrawals
 from app.admin.pages import page, redirect
 from app.state import wallet
 from app.web import http
@@ -88,6 +88,8 @@ PAGES: list[BaseRoute] = [
     Route("/rounds", rounds.listing, methods=["GET"]),
     Route("/rounds/{provider}/{player_id}/{round_id}", rounds.timeline, methods=["GET"]),
     *rounds.settle.routes("/rounds/{provider}/{player_id}/{round_id}/settle"),
+    Route("/deposits", deposits.attention, methods=["GET"]),
+    Route("/deposits/{payment_id}", deposits.deposit, methods=["GET"]),
     Route("/withdrawals", withdrawals.attention, methods=["GET"]),
     Route("/withdrawals/{payment_id}", withdrawals.withdrawal, methods=["GET"]),
     *withdrawals.approve.routes("/withdrawals/{payment_id}/approve"),

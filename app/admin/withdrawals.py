@@ -11,6 +11,7 @@ from app.admin.actions import Action
 from app.admin.pages import Visit, operation_of, screen
 from app.money import major_units
 from app.payments import withdrawals
+from app.payments.deposits import AttentionQuery
 from app.payments.models import RESOLUTIONS, Payment, WithdrawalResolve
 from app.web.routing import path_param
 
@@ -23,11 +24,13 @@ DECIDABLE = ("held", "requested")  # what approve and reject take (app.payments.
 RESOLVABLE = ("approved", "processing")
 
 
-@screen(ATTENTION, "withdrawals.html")
+@screen(ATTENTION, "payments.html")
 async def attention(v: Visit) -> Response:
-    query = v.query(withdrawals.AttentionQuery, attention="true")
+    query = v.query(AttentionQuery, attention="true")
     page = await withdrawals.list_withdrawals(v.call, query)
-    return v.render("withdrawals.html", rows=page.data, next_link=v.next_page(page.next_cursor))
+    return v.render(
+        "payments.html", kind="withdrawal", rows=page.data, next_link=v.next_page(page.next_cursor)
+    )
 
 
 def actions_for(v: Visit, payment: Payment) -> list[tuple[str, str]]:
@@ -44,7 +47,9 @@ def actions_for(v: Visit, payment: Payment) -> list[tuple[str, str]]:
 @screen(READ, "missing.html")
 async def withdrawal(v: Visit) -> Response:
     payment = await withdrawals.get_withdrawal(v.call, path_param(v.request, "payment_id"))
-    return v.render("withdrawal.html", payment=payment, actions=actions_for(v, payment))
+    return v.render(
+        "payment.html", kind="withdrawal", payment=payment, actions=actions_for(v, payment)
+    )
 
 
 async def _load(v: Visit, params: dict[str, str]) -> dict[str, Any]:

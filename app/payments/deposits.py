@@ -3,7 +3,13 @@ says it succeeded (:mod:`app.payments.webhook`)."""
 
 from __future__ import annotations
 
-from app.payments.models import Payment, PaymentRequest
+from typing import Annotated
+
+from pydantic import Field
+
+from app.fields import OneOf
+from app.payments.models import Payment, PaymentPage, PaymentRequest
+from app.web import pagination
 from app.web.auth import PAYMENTS, READ
 from app.web.idempotency import required_key
 from app.web.routing import Api, Call, KeyParameter
@@ -21,6 +27,14 @@ PAYMENT_KEY = KeyParameter(
 )
 
 api = Api("payments", path_params=PATH_PARAMS)
+
+
+class AttentionQuery(pagination.PageQuery):
+    """The listing of payments needing an operator (deposits or withdrawals)."""
+
+    attention: Annotated[str, OneOf.of(["true"])] = Field(
+        description="required: `true` lists the payments needing an operator (400 otherwise)"
+    )
 
 
 @api.post(
@@ -60,6 +74,27 @@ async def create_deposit(c: Call, body: PaymentRequest) -> Payment:
 )
 async def get_deposit(c: Call, payment_id: str) -> Payment:
     return Payment.model_validate(await c.w.payments.get("deposit", payment_id))
+
+
+@api.get(
+    "/v1/deposits",
+    summary="Deposits needing an operator, newest first",
+    roles=READ,
+    query=AttentionQuery,
+    answers=[(200, PaymentPage, "A page of deposits")],
+    errors=(400,),
+    description="Every deposit with an `attention` reason: PSP events refused as not matching "
+    "it (amount, currency, PSP payment id), a success after it expired, a failure after it "
+    "was paid. Nothing here changes money by itself: the ledger has what verified webhooks "
+    "posted; compare with the PSP (its settlement report: `GET /v1/reconciliation`) "
+    "and correct with an adjustment if they differ.",
+    operation_id="listDepositsNeedingAttention",
+)
+async def list_deposits(c: Call, query: AttentionQuery) -> PaymentPage:
+    after = pagination.decode(query.cursor, 2)
+    return PaymentPage.model_validate(
+        await c.w.payments.needing_attention("deposit", query.limit, after)
+    )
 
 
 routes = api.routes

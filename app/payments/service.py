@@ -354,13 +354,15 @@ class Payments:
             )
             return await self._finish(conn, payment_id)
 
-    async def needing_attention(self, size: int, after: list[Any] | None) -> dict[str, Any]:
-        """Withdrawals flagged for an operator, newest first, cursor-paged."""
+    async def needing_attention(
+        self, kind: str, size: int, after: list[Any] | None
+    ) -> dict[str, Any]:
+        """Payments of ``kind`` flagged for an operator (or held), newest first, cursor-paged."""
         at, last_id = (pagination.cursor_time(after[0]), str(after[1])) if after else (None, None)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                *self.q.withdrawals_needing_attention(
-                    cursor_at=at, cursor_id=last_id, limit=size + 1
+                *self.q.payments_needing_attention(
+                    kind=kind, cursor_at=at, cursor_id=last_id, limit=size + 1
                 )
             )
         return pagination.page(rows, size, lambda r: [r["created_at"].isoformat(), r["id"]], view)

@@ -3,12 +3,7 @@ resolve a sent one whose PSP has not reported, list those needing an operator, r
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field
-
-from app.fields import OneOf
-from app.payments.deposits import CREATE_ERRORS, PATH_PARAMS, PAYMENT_KEY
+from app.payments.deposits import CREATE_ERRORS, PATH_PARAMS, PAYMENT_KEY, AttentionQuery
 from app.payments.models import Payment, PaymentPage, PaymentRequest, WithdrawalResolve
 from app.web import pagination
 from app.web.auth import MONEY, PAYMENTS, READ
@@ -16,12 +11,6 @@ from app.web.idempotency import IDEMPOTENT_ACTION, required_key
 from app.web.routing import Api, Call, KeyParameter
 
 api = Api("payments", path_params=PATH_PARAMS)
-
-
-class AttentionQuery(pagination.PageQuery):
-    attention: Annotated[str, OneOf.of(["true"])] = Field(
-        description="required: `true` lists the withdrawals needing an operator (400 otherwise)"
-    )
 
 
 @api.post(
@@ -77,7 +66,9 @@ async def get_withdrawal(c: Call, payment_id: str) -> Payment:
 )
 async def list_withdrawals(c: Call, query: AttentionQuery) -> PaymentPage:
     after = pagination.decode(query.cursor, 2)
-    return PaymentPage.model_validate(await c.w.payments.needing_attention(query.limit, after))
+    return PaymentPage.model_validate(
+        await c.w.payments.needing_attention("withdrawal", query.limit, after)
+    )
 
 
 @api.post(

@@ -153,10 +153,11 @@ SELECT pg_try_advisory_xact_lock(hashtextextended('payment-start|' || :payment_i
 -- name: end_start_lease
 SELECT pg_advisory_unlock(hashtextextended('payment-start|' || :payment_id, 0));
 
--- name: withdrawals_needing_attention
--- Every withdrawal payment_attention names, open or not (the partial index's predicate).
+-- name: payments_needing_attention
+-- Every payment of :kind that payment_attention names, open or not (the partial index's
+-- predicate; only withdrawals are ever held).
 SELECT * FROM payments
- WHERE kind = 'withdrawal' AND (flagged IS NOT NULL OR status = 'held')
+ WHERE kind = :kind AND (flagged IS NOT NULL OR status = 'held')
    AND (:cursor_at::timestamptz IS NULL OR (created_at, id) < (:cursor_at, :cursor_id::text))
  ORDER BY created_at DESC, id DESC
  LIMIT :limit;

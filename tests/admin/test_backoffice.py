@@ -15,7 +15,14 @@ from app.admin import auth
 from app.admin.pages import HEADERS
 from tests.fixtures.app import Operator, Table, TableFactory
 from tests.fixtures.payments import SandboxRoutes
-from tests.support.backoffice import ORIGIN, api_key, desk, failed_call, held_withdrawal
+from tests.support.backoffice import (
+    ORIGIN,
+    api_key,
+    desk,
+    failed_call,
+    flagged_deposit,
+    held_withdrawal,
+)
 from tests.support.keys import ADMIN_KEY
 
 
@@ -96,6 +103,7 @@ async def test_every_screen_renders_with_real_data(
     await table.result(300, round_id="r-admin")
     failed = await failed_call(table, asgi)
     wdr = await held_withdrawal(operator, asgi, table.player_id, 2_000)
+    dep = await flagged_deposit(operator, asgi, table.player_id)
     async with desk(asgi) as d:
         await d.sign_in(ADMIN_KEY)
         player = await d.get(f"/admin/players/{table.player_id}")
@@ -112,6 +120,8 @@ async def test_every_screen_renders_with_real_data(
             ("/admin/withdrawals", wdr),
             (f"/admin/withdrawals/{wdr}", "Approve"),
             (f"/admin/events?payment_id={wdr}", "withdrawal.held"),
+            ("/admin/deposits", dep),
+            (f"/admin/deposits/{dep}", "amount_mismatch"),
             ("/admin/audit", "Audit log"),
             ("/admin/ledger", "Every invariant holds"),
             ("/admin/reports/daily", table.provider),

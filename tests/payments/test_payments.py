@@ -107,6 +107,12 @@ async def test_mismatched_webhook_is_refused_and_flagged(
     assert await operator.balance(player) == 0
     flagged = await pool.fetchval("SELECT flagged FROM payments WHERE id = $1", created["id"])
     assert flagged == outcome.removeprefix("refused_")
+    # Listed for an operator among the deposits, not among the withdrawals.
+    listed = await payments.needing_attention("deposit", 100, None)
+    (ours,) = [p for p in listed["data"] if p["id"] == created["id"]]
+    assert ours["attention"] == flagged
+    withdrawals = await payments.needing_attention("withdrawal", 100, None)
+    assert created["id"] not in {p["id"] for p in withdrawals["data"]}
 
 
 @pytest.mark.parametrize("signature", [None, "t=1,v1=00", "garbage"])

@@ -103,7 +103,7 @@ async def test_an_unknown_payout_is_resolved_by_an_operator_once(
         with pytest.raises(RouteDegraded):
             await payments.create_withdrawal(payout(player), K + secrets.token_hex(4))
         payment_id = await pool.fetchval("SELECT id FROM payments WHERE player_id = $1", player)
-        attention = await payments.needing_attention(100, None)
+        attention = await payments.needing_attention("withdrawal", 100, None)
         assert payment_id in [p["id"] for p in attention["data"]]
         done = await payments.resolve(payment_id, outcome, "checked at psp-a", ACTOR)
         assert (done["status"], done["needs_attention"]) == (outcome, False)
@@ -117,7 +117,7 @@ async def test_an_unknown_payout_is_resolved_by_an_operator_once(
         )
         assert audit["status"] == outcome and audit["reason"] == "checked at psp-a"
         assert payment_id not in [
-            p["id"] for p in (await payments.needing_attention(100, None))["data"]
+            p["id"] for p in (await payments.needing_attention("withdrawal", 100, None))["data"]
         ]
 
 
@@ -277,7 +277,7 @@ async def test_a_decline_when_asked_again_after_a_timeout_keeps_the_payout_unkno
             ["withdrawal.requested", "withdrawal.approved"],
             ["withdrawal_hold"],
         )
-        listed = await payments.needing_attention(100, None)
+        listed = await payments.needing_attention("withdrawal", 100, None)
         assert payment_id in [p["id"] for p in listed["data"]]
         # The 503 is the key's answer: a repeat gets it again and asks no PSP.
         with pytest.raises(RouteDegraded):
@@ -389,7 +389,7 @@ async def test_a_failure_reported_after_a_payout_was_settled_is_flagged(
     shown = await payments.get("withdrawal", payment_id)
     assert (shown["status"], shown["attention"]) == ("paid", "failed_after_paid")
     assert await operator.balance(player) == 3_000
-    listed = await payments.needing_attention(100, None)
+    listed = await payments.needing_attention("withdrawal", 100, None)
     assert payment_id in [p["id"] for p in listed["data"]]
 
 
@@ -401,7 +401,9 @@ async def test_held_withdrawals_are_listed_as_needing_an_operator(
     player = await operator.player(5_000)
     held = await payments.create_withdrawal(payout(player), K + secrets.token_hex(4))
     assert (held["needs_attention"], held["attention"]) == (True, "held_for_review")
-    assert held["id"] in [p["id"] for p in (await payments.needing_attention(100, None))["data"]]
+    assert held["id"] in [
+        p["id"] for p in (await payments.needing_attention("withdrawal", 100, None))["data"]
+    ]
     with pytest.raises(InvalidRequest) as refused:
         await payments.resolve(held["id"], "paid", "not sent yet", ACTOR)
     assert refused.value.field == "status"

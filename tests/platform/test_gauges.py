@@ -328,7 +328,7 @@ async def test_an_old_final_flagged_payment_leaves_the_gauge_and_stays_listed(
         "UPDATE payments SET updated_at = now() - interval '2 days' WHERE id = $1", paid["id"]
     )
     assert value(await probe.count(), series) == before
-    listed = await payments.needing_attention(500, None)
+    listed = await payments.needing_attention("withdrawal", 500, None)
     assert paid["id"] in [p["id"] for p in listed["data"]]
 
 

@@ -96,6 +96,23 @@ async def held_withdrawal(
     return str(held["id"])
 
 
+async def flagged_deposit(operator: Operator, asgi: ASGIApp, player_id: str) -> str:
+    """A deposit at the sandbox PSP, flagged as a PSP event refused for its amount would flag it
+    (the flagging itself is tests/payments' to test): what the deposits screen lists."""
+    created = await operator.call(
+        "POST",
+        "/v1/deposits",
+        {"player_id": player_id, "amount": 1_500, "currency": "EUR", "method": "card"},
+        headers={"idempotency-key": "adm-" + secrets.token_hex(6)},
+        expect=201,
+    )
+    pool = asgi.state["wallet"].pool  # type: ignore[attr-defined]
+    await pool.execute(
+        "UPDATE payments SET flagged = 'amount_mismatch' WHERE id = $1", created["id"]
+    )
+    return str(created["id"])
+
+
 async def failed_call(table: Table, asgi: ASGIApp) -> dict[str, Any]:
     """A bet refused R1 to R3 (another currency than the player's), written to the history."""
     answer = await table.bet(100, currency="USD")

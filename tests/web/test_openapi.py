@@ -1092,6 +1092,10 @@ async def _attention(record: Recorder, payments: Payments, player: str) -> None:
     unknown = next(w for w in listed["data"] if w["attention"] == "payout_outcome_unknown")
     missing = await record("GET", WITHDRAWALS, 400)
     assert missing["error"]["field"] == "attention"
+    # Deposits needing attention: the same listing, of the other kind.
+    deposits = await record("GET", DEPOSITS, 200, query="attention=true&limit=100")
+    assert unknown["id"] not in {d["id"] for d in deposits["data"]}
+    assert (await record("GET", DEPOSITS, 400))["error"]["field"] == "attention"
     decision = {"outcome": "paid", "reason": "psp-a confirmed it"}
     await _field(
         record, RESOLVE, "Idempotency-Key", path=_id(unknown), json=decision, headers=record.admin
