@@ -22,6 +22,7 @@ from app.payments.psp import Initiated
 from app.payments.service import PaymentRequest, Payments, apply_webhook_once
 from tests.fixtures.app import Operator
 from tests.payments.psps import ScriptedPsp, webhook
+from tests.support.events import deposit_with_event
 
 OPERATOR_SECRET = b"operator-events-secret"
 
@@ -122,16 +123,7 @@ async def test_events_are_delivered_signed(
 async def test_failures_back_off_then_dead_letter_then_replay(
     pool: asyncpg.Pool, operator: Operator, box: outbox.Outbox, receiver: Receiver
 ) -> None:
-    payments = Payments(
-        pool, Queries.load(), [ScriptedPsp("psp-a")], webhook_base="https://w/v1/psp"
-    )
-    player = await operator.player()
-    created = await payments.create_deposit(
-        PaymentRequest(player, 1_000, "EUR", "card"), "ev-" + secrets.token_hex(4)
-    )
-    event_id = await pool.fetchval(
-        "SELECT id FROM operator_events WHERE payment_id = $1", created["id"]
-    )
+    created, event_id = await deposit_with_event(pool, operator)
     receiver.status = 503
     await box.deliver_due()
     row = await pool.fetchrow("SELECT * FROM operator_events WHERE id = $1", event_id)
@@ -174,16 +166,7 @@ async def test_a_payload_that_breaks_its_model_is_never_sent(
 ) -> None:
     """The body of a delivery is encoded through OperatorEventPayload: a stored payload that
     does not fit it (a bug, here planted) is a failed attempt that says so, and is not sent."""
-    payments = Payments(
-        pool, Queries.load(), [ScriptedPsp("psp-a")], webhook_base="https://w/v1/psp"
-    )
-    player = await operator.player()
-    created = await payments.create_deposit(
-        PaymentRequest(player, 1_000, "EUR", "card"), "ev-" + secrets.token_hex(4)
-    )
-    event_id = await pool.fetchval(
-        "SELECT id FROM operator_events WHERE payment_id = $1", created["id"]
-    )
+    created, event_id = await deposit_with_event(pool, operator)
     planted = "jsonb_set(payload, '{data,amount}', '\"1000\"')"
     await pool.execute(f"UPDATE operator_events SET payload = {planted} WHERE id = $1", event_id)
     try:

@@ -28,13 +28,11 @@ from app.cli import build_parser
 from app.cli_args import leaves
 from app.client import open_answer, seal_event
 from app.config import Settings
-from app.db import Queries
 from app.payments import outbox
-from app.payments.service import PaymentRequest, Payments
 from app.seamless import envelope
 from tests.fixtures.app import Operator, Table
-from tests.payments.psps import ScriptedPsp
 from tests.support.cli import wallet_cli
+from tests.support.events import deposit_with_event
 from tests.support.keys import MASTER_KEY
 from tests.support.rounds import age_round
 from tests.support.served import served
@@ -358,16 +356,7 @@ async def test_rounds_stale_and_of_a_player(
 async def test_events_replay_is_audited_as_the_cli(
     pool: asyncpg.Pool, settings: Settings, operator: Operator
 ) -> None:
-    payments = Payments(
-        pool, Queries.load(), [ScriptedPsp("psp-a")], webhook_base="https://w/v1/psp"
-    )
-    player = await operator.player()
-    created = await payments.create_deposit(
-        PaymentRequest(player, 1_000, "EUR", "card"), "cli-" + secrets.token_hex(4)
-    )
-    event_id = await pool.fetchval(
-        "SELECT id FROM operator_events WHERE payment_id = $1", created["id"]
-    )
+    created, event_id = await deposit_with_event(pool, operator)
     # A dead letter, as 14 failed deliveries leave it (tests/operator/test_events.py does those).
     await pool.execute(
         "UPDATE operator_events SET attempts = $2, dead_at = now() WHERE id = $1",

@@ -29,10 +29,10 @@ import orjson
 import pytest
 
 from app import db
-from app.dev.demo import STOP_LINE, port_for
+from app.dev.demo import port_for
 from app.dev.devstack import free_port
 from tests.fixtures.servers import Services
-from tests.support.processes import wait_for, wait_for_text
+from tests.support.processes import demo_serving
 
 pytestmark = pytest.mark.slow
 
@@ -93,29 +93,8 @@ def demo_env(tmp_path: Path, services: Services) -> dict[str, str]:
 
 @contextmanager
 def demo(env: dict[str, str], log: Path) -> Iterator[Demo]:
-    port = free_port()
-    out = log.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--demo", "--port", str(port)],
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(f"{base}/readyz", proc)
-        yield Demo(proc, base, Banner(wait_for_text(log, STOP_LINE, proc)), log)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        out.close()
+    with demo_serving(env, log, free_port()) as (proc, base, printed):
+        yield Demo(proc, base, Banner(printed), log)
 
 
 def shell(command: str, env: dict[str, str]) -> dict[str, object]:

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from app.client import ProviderClient
-from app.dev.demo import STOP_LINE
 from app.dev.devstack import free_port
-from tests.support.processes import wait_for, wait_for_text
+from tests.support.processes import demo_serving
 
 pytestmark = pytest.mark.slow
 
@@ -25,20 +21,8 @@ async def test_serve_demo_on_embedded_servers(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
     env.update(WALLET_DATA_DIR=str(tmp_path / "data"), WALLET_PORT=str(port))
-    wallet = [sys.executable, "-m", "app.cli"]
-    log = (tmp_path / "serve.log").open("w+")
-    proc = subprocess.Popen(
-        [*wallet, "serve", "--demo"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(f"{base}/readyz", proc)
-        printed = wait_for_text(Path(log.name), STOP_LINE, proc)
+    log = tmp_path / "serve.log"
+    with demo_serving(env, log, port) as (proc, base, printed):
         key = re.search(r"provider key\s+(\S+)", printed)
         token = re.search(r"demo-alice\s+session_token (\S+)", printed)
         admin = re.search(r"admin key\s+(\S+)", printed)
@@ -62,15 +46,7 @@ async def test_serve_demo_on_embedded_servers(tmp_path: Path) -> None:
             f"{base}/v1/ledger/check", headers={"authorization": f"Bearer {admin.group(1)}"}
         )
         assert check.json() == {"ok": True}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
-    assert proc.returncode == 0, Path(log.name).read_text()
+    assert proc.returncode == 0, log.read_text()
     # The local servers it started stopped with it, leaving their data for the next run.
     assert (tmp_path / "data" / "pg" / "PG_VERSION").exists()
     assert not (tmp_path / "data" / "pg" / "postmaster.pid").exists()

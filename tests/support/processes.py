@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,3 +118,35 @@ def wait_for(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> None
             pass
         time.sleep(0.2)
     raise AssertionError(f"{url} not ready in {timeout} s")
+
+
+@contextlib.contextmanager
+def demo_serving(
+    env: dict[str, str], log: Path, port: int
+) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """``wallet serve --demo --port PORT``, its output in ``log``: (the process, its base URL,
+    what it printed) once it serves and has printed its banner. Stopped at the end with SIGINT
+    (as Ctrl+C), its process group killed if it has not stopped in 30 s."""
+    from app.dev.demo import STOP_LINE
+
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--demo", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(f"{base}/readyz", proc)
+            yield proc, base, wait_for_text(log, STOP_LINE, proc)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
