@@ -86,14 +86,14 @@ class Action:
 
     async def perform(self, request: Request) -> Response:
         w = wallet(request)
+        whole = await pages.body_first(request, MAX_FORM_BYTES)
         async with w.pool.acquire(timeout=w.settings.db_acquire_timeout_ms / 1000) as conn:
             visit = await pages.visit_of(request, conn, w)
             if visit is None:
                 return pages.page(request, "signed_out.html", 403)
-            try:
-                raw = await http.read_body(request, MAX_FORM_BYTES)
-            except http.BodyTooLarge:
+            if not whole:
                 return visit.render("missing.html", 413, error="The form is too large.")
+            raw = await http.read_body(request, MAX_FORM_BYTES)  # as read above, kept
             fields = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
             refused = pages.refusal(visit, self.op, fields.get(auth.CSRF_FIELD))
             if refused is not None:

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.admin import auth
-from app.admin.pages import Visit, operation_of, page, refusal, screen, visit_of
+from app.admin.pages import Visit, body_first, operation_of, page, refusal, screen, visit_of
 from app.audit import ACTIONS
 from app.fields import IDENTIFIER, IDENTIFIER_RULE
 from app.ledger.service import CHECKS
@@ -65,15 +65,32 @@ async def provider(v: Visit) -> Response:
     return v.render("provider_reconciliation.html", report=None)
 
 
+# Room for the form's other fields and multipart framing around the file itself.
+FORM_OVERHEAD = 64 * 1024
+
+
 async def provider_upload(request: Request) -> Response:
     """A provider's CSV day report, uploaded, matched as the API's route matches it (the same
     parser and query; the API takes the file as its body, the form as a part)."""
     w = wallet(request)
     limit = w.settings.reconciliation_max_bytes
-    async with w.pool.acquire(timeout=w.settings.db_acquire_timeout_ms / 1000) as conn:
+    acquire_timeout = w.settings.db_acquire_timeout_ms / 1000
+    # Refused before a byte of the file is read when it cannot be this site's form or this
+    # visitor's session; then the file is read whole with no pooled connection held (a slow
+    # upload holds its socket only), and over the limit it is not read further.
+    if not auth.same_origin(request):
+        return page(request, "signed_out.html", 403, error="CSRF check failed.")
+    async with w.pool.acquire(timeout=acquire_timeout) as conn:
+        if await visit_of(request, conn, w) is None:
+            return page(request, "signed_out.html", 403)
+    whole = await body_first(request, limit + FORM_OVERHEAD)
+    async with w.pool.acquire(timeout=acquire_timeout) as conn:
         visit = await visit_of(request, conn, w)
         if visit is None:
             return page(request, "signed_out.html", 403)
+        if not whole:
+            error = f"the report exceeds {limit} bytes"
+            return visit.render("provider_reconciliation.html", 413, error=error, report=None)
         async with request.form(max_files=1, max_fields=5) as form:
             fields = {k: v for k, v in form.items() if isinstance(v, str)}
             upload = form.get("report")

@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app.admin import auth, calls, deposits, events, players, records, rounds, withdrawals
-from app.admin.pages import page, redirect
+from app.admin.pages import body_first, page, redirect
 from app.state import wallet
 from app.web import http
 
@@ -62,10 +62,12 @@ async def sign_in(request: Request) -> Response:
 
 async def sign_out(request: Request) -> Response:
     w = wallet(request)
+    if not await body_first(request, MAX_SIGN_IN_BYTES):
+        return page(request, "signed_out.html", 413, error="The form is too large.")
     async with w.pool.acquire(timeout=w.settings.db_acquire_timeout_ms / 1000) as conn:
         session = await auth.current(request, conn, w)
         if session is not None:
-            raw = await http.read_body(request, MAX_SIGN_IN_BYTES)
+            raw = await http.read_body(request, MAX_SIGN_IN_BYTES)  # as read above, kept
             sent = dict(parse_qsl(raw.decode("utf-8", "replace"))).get(auth.CSRF_FIELD)
             if not auth.csrf_ok(request, session, sent):
                 return page(request, "signed_out.html", 403, error="CSRF check failed.")
