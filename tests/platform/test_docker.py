@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import uvicorn
 from ruamel.yaml import YAML
 
 from app import db, logs
@@ -221,14 +222,16 @@ class Recorder(dict[str, str]):
 
 
 def wallet_reads(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> set[str]:
-    """The variables ``wallet serve`` and ``wallet migrate`` read: the settings, the log format
-    and the SQL folder (the last two outside app/config.py)."""
+    """The variables ``wallet serve`` and ``wallet migrate`` read: the settings, the log format,
+    the SQL folder (the last two outside app/config.py), and uvicorn's own (the proxies it
+    trusts, ``FORWARDED_ALLOW_IPS``)."""
     recorder = Recorder(env)
     Settings.from_env(recorder)
     logs.json_from_env(recorder)
     with monkeypatch.context() as m:
         m.setattr(os, "environ", recorder)
         db.sql_dir()
+        uvicorn.Config("app.main:create_app", factory=True)
     return recorder.read
 
 
