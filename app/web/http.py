@@ -108,6 +108,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
+async def read_body_first(request: Request, limit: int = MAX_JSON_BYTES) -> None:
+    """Read a JSON body before a pooled connection is taken, kept for :func:`read_json`: a
+    client sending it slowly holds its own socket only, for at most ``WALLET_BODY_TIMEOUT_MS``,
+    never one of the connections the API and the seamless webhook share."""
+    try:
+        await read_body(request, limit)
+    except BodyTooLarge as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
 async def read_json(request: Request) -> dict[str, Any]:
     """A JSON object body, or :class:`InvalidRequest`.
 

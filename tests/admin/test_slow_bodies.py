@@ -5,9 +5,7 @@ share (found by the security review: ten stalled uploads of a support key took a
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -15,50 +13,15 @@ from starlette.types import ASGIApp
 
 from tests.fixtures.app import Operator, Table
 from tests.support.backoffice import ORIGIN, api_key, desk, held_withdrawal
+from tests.support.pool import Held, byte_by_byte, count_held
 
 CHUNK = 1024 * 1024
 BOUNDARY = "b0undary"
 
 
-class Held:
-    """How many pooled connections the current task holds, each time a body chunk is sent."""
-
-    def __init__(self) -> None:
-        self.now = 0
-        self.while_sending: list[int] = []
-        self.task: asyncio.Task[Any] | None = None  # the test's, which the request runs in
-
-    def watch_this_task(self) -> None:
-        self.task = asyncio.current_task()
-
-
 @pytest.fixture
 def held(asgi: ASGIApp, monkeypatch: pytest.MonkeyPatch) -> Held:
-    """The app's pool, counting the connections this test's task holds (the request runs in it,
-    under httpx's ASGI transport; the app's background tasks are not counted)."""
-    pool = asgi.state["wallet"].pool  # type: ignore[attr-defined]
-    cls = type(pool)  # its attributes are slots: the class's method is wrapped, for this pool
-    real = cls.acquire
-    counted = Held()
-
-    def acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if self is not pool:
-            return real(self, *args, **kwargs)
-
-        @asynccontextmanager
-        async def tracked() -> AsyncIterator[Any]:
-            async with real(self, *args, **kwargs) as conn:
-                mine = counted.task is not None and asyncio.current_task() is counted.task
-                counted.now += mine
-                try:
-                    yield conn
-                finally:
-                    counted.now -= mine
-
-        return tracked()
-
-    monkeypatch.setattr(cls, "acquire", acquire)
-    return counted
+    return count_held(asgi, monkeypatch)
 
 
 def multipart(
@@ -148,14 +111,9 @@ async def test_an_actions_form_is_read_with_no_pooled_connection_held(
         form = d.hidden(await d.get(path)) | {"reason": "slow client"}
         encoded = "&".join(f"{k}={v}" for k, v in form.items()).encode()
 
-        async def slowly() -> AsyncIterator[bytes]:
-            for byte in range(len(encoded)):
-                held.while_sending.append(held.now)
-                yield encoded[byte : byte + 1]
-
         answer = await d.http.post(
             path,
-            content=slowly(),
+            content=byte_by_byte(encoded, held),
             headers={"origin": ORIGIN, "content-type": "application/x-www-form-urlencoded"},
         )
     assert answer.status_code == 303, answer.text
