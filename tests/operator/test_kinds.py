@@ -135,17 +135,7 @@ async def test_daily_report_splits_wins_by_kind(table: Table, pool: asyncpg.Pool
     bonus = "res-" + secrets.token_hex(6)
     await ok(table.result(200, round_id="a", kind="bonus", txn=bonus))
     # A correction of the bonus, down by 50: it counts with its result's kind.
-    await ok(
-        table.client.send(
-            "result_change",
-            player_id=table.player_id,
-            transaction_id="rc-" + secrets.token_hex(6),
-            ref_transaction_id=bonus,
-            round_id="a",
-            amount=150,
-            currency="EUR",
-        )
-    )
+    await ok(table.result_change(bonus, 150, round_id="a"))
     await free_round_bet(table, "f")
     await ok(table.result(40, round_id="f"))  # a free round's win: kind free_round
     # Postings of before the kinds (result_kind NULL) are wins, a correction's too.
@@ -206,17 +196,7 @@ async def test_transactions_show_the_kind_of_credit(table: Table, pool: asyncpg.
     await ok(table.bet(100, round_id="j"))
     jackpot = "res-" + secrets.token_hex(6)
     await ok(table.result(800, round_id="j", kind="jackpot", txn=jackpot))
-    await ok(
-        table.client.send(
-            "result_change",
-            player_id=table.player_id,
-            transaction_id="rc-" + secrets.token_hex(6),
-            ref_transaction_id=jackpot,
-            round_id="j",
-            amount=700,
-            currency="EUR",
-        )
-    )
+    await ok(table.result_change(jackpot, 700, round_id="j"))
     grant = await free_round_bet(table, "fr")
     await promo(table, 50, "cash-drop-3")
     page = await table.operator.call(
@@ -247,17 +227,7 @@ async def test_statement_splits_results_by_kind(table: Table, pool: asyncpg.Pool
     await post(pool, table, "result", 5, 5, round_id="s")  # NULL kind: a win
     jackpot = "res-" + secrets.token_hex(6)
     await ok(table.result(2_000, round_id="s", kind="jackpot", txn=jackpot))
-    await ok(
-        table.client.send(
-            "result_change",
-            player_id=table.player_id,
-            transaction_id="rc-" + secrets.token_hex(6),
-            ref_transaction_id=jackpot,
-            round_id="s",
-            amount=1_500,
-            currency="EUR",
-        )
-    )
+    await ok(table.result_change(jackpot, 1_500, round_id="s"))
     await free_round_bet(table, "u")
     await ok(table.result(60, round_id="u"))
     await promo(table, 250, "campaign-9")

@@ -76,15 +76,7 @@ async def played(table: Table, pool: asyncpg.Pool) -> dict[str, str]:
     assert (await table.result(100, round_id="r3", txn=ids["res3"], round_closed=False))[
         "code"
     ] == "R0"
-    changed = await table.client.send(
-        "result_change",
-        player_id=table.player_id,
-        transaction_id=ids["chg3"],
-        ref_transaction_id=ids["res3"],
-        round_id="r3",
-        amount=150,
-        currency="EUR",
-    )
+    changed = await table.result_change(ids["res3"], 150, round_id="r3", txn=ids["chg3"])
     assert changed["code"] == "R0", changed
     promo = await table.client.send(
         "promo_win",

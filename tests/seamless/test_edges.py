@@ -125,15 +125,7 @@ async def test_result_change_of_another_players_result(
     a, b = await two_players(table_factory, operator)
     r = txn("r")
     await a.result(100, txn=r, round_id="r1")
-    answer = await b.client.send(
-        "result_change",
-        player_id=b.player_id,
-        transaction_id=txn(),
-        ref_transaction_id=r,
-        round_id="r1",
-        amount=0,
-        currency="EUR",
-    )
+    answer = await b.result_change(r, 0, round_id="r1", txn=txn())
     assert (answer["code"], answer["reason"]) == ("R1", "transaction_not_found")
     assert await a.balance() == 10_100
 

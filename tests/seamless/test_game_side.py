@@ -198,15 +198,7 @@ async def test_result_kinds_are_stored_and_their_corrections_carry_them(
     assert outcome(plain) == ("R0", "ok")
     row = await posting(pool, table, "k-plain")
     assert row is not None and row["result_kind"] == "win"
-    fix = await table.client.send(
-        "result_change",
-        player_id=table.player_id,
-        transaction_id="k-fix",
-        ref_transaction_id="k-jackpot",
-        round_id="k-jackpot",
-        amount=25,
-        currency="EUR",
-    )
+    fix = await table.result_change("k-jackpot", 25, round_id="k-jackpot", txn="k-fix")
     assert outcome(fix) == ("R0", "ok")
     row = await posting(pool, table, "k-fix")
     assert row is not None and (row["result_kind"], row["delta"]) == ("jackpot", 15)

@@ -309,16 +309,9 @@ async def change(
     txn_id: str | None = None,
     **extra: object,
 ) -> dict[str, object]:
-    fields = dict(
-        player_id=table.player_id,
-        transaction_id=txn_id or txn("chg"),
-        ref_transaction_id=ref,
-        round_id=round_id,
-        amount=amount,
-        currency="EUR",
+    return await table.result_change(
+        ref, amount, round_id=round_id, txn=txn_id or txn("chg"), **extra
     )
-    fields.update(extra)
-    return await table.client.send("result_change", **fields)
 
 
 async def test_result_change_posts_the_difference(table: Table) -> None:
