@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 
 from app import cli_args, cli_ops, cli_output, cli_provider, db, gauges, logs, metrics_files
-from app.cli_db import CLI_ACTOR
+from app.cli_db import CLI_ACTOR, run_db
 from app.cli_db import with_conn as _with_conn
 from app.config import Settings
 from app.dev import demo, local
@@ -173,9 +173,7 @@ def _db_command(
     work: Callable[[asyncpg.Connection, db.Queries], Awaitable[Any]],
 ) -> Callable[[Settings, argparse.Namespace], int]:
     def run(settings: Settings, args: argparse.Namespace) -> int:
-        with local.services(settings) as s:
-            assert s.database_url is not None
-            cli_output.show(asyncio.run(_with_conn(s.database_url, work)), args)
+        cli_output.show(run_db(settings, work), args)
         return 0
 
     return run
