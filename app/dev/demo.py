@@ -34,6 +34,7 @@ from app.audit import Actor
 from app.config import Settings
 from app.dev import local
 from app.dev.sandbox_psp import server as sandbox_server
+from app.money import major_units
 from app.operator import adjustments, players, providers
 from app.payments.models import PaymentRequest
 from app.payments.psp import build_psps
@@ -48,7 +49,7 @@ CURRENCY = "EUR"
 # demo left open over lunch still takes the printed bet. A restart issues new ones.
 SESSION_SECONDS = 8 * 3600
 DEPOSIT = 2000  # what the demo's deposits are for, in minor units
-DEPOSIT_TEXT = f"{DEPOSIT // 100}.{DEPOSIT % 100:02d} {CURRENCY}"
+DEPOSIT_TEXT = f"{major_units(DEPOSIT, CURRENCY)} {CURRENCY}"
 SANDBOX_KEYS_FILE = "sandbox-psp.json"
 SANDBOX_PORT = 8090
 SANDBOX_ROUTE = "sandbox"
