@@ -86,7 +86,7 @@ class Action:
 
     async def perform(self, request: Request) -> Response:
         w = wallet(request)
-        whole = await pages.body_first(request, MAX_FORM_BYTES)
+        whole = await http.read_body_first(request, MAX_FORM_BYTES)
         async with w.pool.acquire(timeout=w.settings.db_acquire_timeout_ms / 1000) as conn:
             visit = await pages.visit_of(request, conn, w)
             if visit is None:

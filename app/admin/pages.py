@@ -155,19 +155,6 @@ Screen = Callable[[Visit], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-async def body_first(request: Request, limit: int) -> bool:
-    """Read a POST's body (at most ``limit`` bytes) before any pooled connection is taken, and
-    keep it on the request for the parsing after: a client sending it slowly holds its own
-    socket only, never one of the pool's connections, which the API and the seamless webhook
-    share, and for at most ``WALLET_BODY_TIMEOUT_MS`` (its timeout is the API's answer, which
-    closes the connection). False when the body is over ``limit``."""
-    try:
-        await http.read_body(request, limit)
-    except http.BodyTooLarge:
-        return False
-    return True
-
-
 async def visit_of(request: Request, conn: asyncpg.Connection, w: Wallet) -> Visit | None:
     """The signed-in visit of ``request`` on ``conn``, or None when there is no live session."""
     session = await auth.current(request, conn, w)

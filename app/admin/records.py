@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.admin import auth
-from app.admin.pages import Visit, body_first, operation_of, page, refusal, screen, visit_of
+from app.admin.pages import Visit, operation_of, page, refusal, screen, visit_of
 from app.audit import ACTIONS
 from app.fields import IDENTIFIER, IDENTIFIER_RULE
 from app.ledger.service import CHECKS
@@ -17,7 +17,7 @@ from app.operator import reports
 from app.payments import reconciliation
 from app.reconciliation import default_day
 from app.state import wallet
-from app.web import messages
+from app.web import http, messages
 from app.web.errors import InvalidRequest, NotFound
 
 AUDIT = operation_of(reports.api.routes, reports.list_audit)
@@ -83,7 +83,7 @@ async def provider_upload(request: Request) -> Response:
     async with w.pool.acquire(timeout=acquire_timeout) as conn:
         if await visit_of(request, conn, w) is None:
             return page(request, "signed_out.html", 403)
-    whole = await body_first(request, limit + FORM_OVERHEAD)
+    whole = await http.read_body_first(request, limit + FORM_OVERHEAD)
     async with w.pool.acquire(timeout=acquire_timeout) as conn:
         visit = await visit_of(request, conn, w)
         if visit is None:

@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app.admin import auth, calls, deposits, events, players, records, rounds, withdrawals
-from app.admin.pages import body_first, page, redirect
+from app.admin.pages import page, redirect
 from app.state import wallet
 from app.web import http
 
@@ -62,7 +62,7 @@ async def sign_in(request: Request) -> Response:
 
 async def sign_out(request: Request) -> Response:
     w = wallet(request)
-    if not await body_first(request, MAX_SIGN_IN_BYTES):
+    if not await http.read_body_first(request, MAX_SIGN_IN_BYTES):
         return page(request, "signed_out.html", 413, error="The form is too large.")
     async with w.pool.acquire(timeout=w.settings.db_acquire_timeout_ms / 1000) as conn:
         session = await auth.current(request, conn, w)

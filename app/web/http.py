@@ -108,14 +108,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-async def read_body_first(request: Request, limit: int = MAX_JSON_BYTES) -> None:
-    """Read a JSON body before a pooled connection is taken, kept for :func:`read_json`: a
-    client sending it slowly holds its own socket only, for at most ``WALLET_BODY_TIMEOUT_MS``,
-    never one of the connections the API and the seamless webhook share."""
+async def read_body_first(request: Request, limit: int) -> bool:
+    """Read a body (at most ``limit`` bytes) before a pooled connection is taken, kept on the
+    request for the parsing after (:func:`read_body` serves it again): a client sending it
+    slowly holds its own socket only, for at most ``WALLET_BODY_TIMEOUT_MS`` (whose answer
+    closes the connection), never one of the connections the API, the back office and the
+    seamless webhook share. False when the body is over ``limit``."""
     try:
         await read_body(request, limit)
-    except BodyTooLarge as exc:
-        raise InvalidRequest(str(exc)) from None
+    except BodyTooLarge:
+        return False
+    return True
 
 
 async def read_json(request: Request) -> dict[str, Any]:

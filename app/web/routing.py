@@ -295,8 +295,8 @@ def _endpoint(op: Operation, handler: Handler) -> Callable[[Request], Awaitable[
     async def endpoint(request: Request) -> Response:
         w = wallet(request)
         admin = w.settings.admin_api_key
-        if op.body is not None:
-            await http.read_body_first(request)  # at most 64 KiB, before any connection
+        if op.body is not None and not await http.read_body_first(request, http.MAX_JSON_BYTES):
+            raise InvalidRequest(f"body exceeds {http.MAX_JSON_BYTES} bytes")
         # Bounded like the webhook's: a full pool answers 503 in time (app.main), not never.
         async with w.pool.acquire(timeout=w.settings.db_acquire_timeout_ms / 1000) as conn:
             principal = await authenticate(
