@@ -171,10 +171,9 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "request_id", None) is None:
             record.request_id = _request_id.get()
-        if tracing.ON:
-            ids = tracing.ids()
-            if ids is not None:
-                record.trace_id, record.span_id = ids
+        ids = tracing.ids()  # None when tracing is off or no span is current
+        if ids is not None:
+            record.trace_id, record.span_id = ids
         return True
 
 
